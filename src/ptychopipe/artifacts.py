@@ -1,0 +1,302 @@
+"""Readers and writers of every HDF5 artifact, in one place (see docs/artifacts.md).
+
+Every file carries the attributes of DESIGN §4 (``schema_version``, ``stage``,
+``scenario``, ``config_json``, ``config_hash``, ``ptychopipe_version``,
+``created_utc``), a ``units`` attribute on every dataset and a ``telemetry/``
+group with the statistics of each dataset (:func:`ptychopipe.telemetry.array_stats`)
+plus the stage ratios (``telemetry`` group attributes ``ratio_*``).
+
+Writes are atomic: the file is written under a temporary name in the same folder
+and renamed into place only when complete, so a killed job never leaves a file
+that looks complete. Readers check schema_version, stage, dataset presence,
+shapes and dtypes before returning anything, and turn unreadable or truncated
+files into one-line :class:`ArtifactError` messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .config import config_hash, to_json
+from .telemetry import array_stats
+
+SCHEMA_VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """An artifact is missing, unreadable, or not what the reader expects (one-line message)."""
+
+
+@dataclass(frozen=True)
+class Array:
+    """A dataset to write: the array and its physical units (DESIGN §4)."""
+
+    data: np.ndarray
+    units: str
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_artifact(path: str | Path, *, stage: str, scenario: str, config: Any,
+                   arrays: Mapping[str, Array], attrs: Mapping[str, Any] | None = None,
+                   ratios: Mapping[str, float] | None = None) -> None:
+    """Atomically write one stage's HDF5 artifact.
+
+    ``arrays`` maps dataset paths (``"train/indices"`` makes a group) to :class:`Array`.
+    ``attrs`` are extra root attributes (numbers, strings; dicts are stored as JSON).
+    ``ratios`` are stage-to-stage ratios stored as ``telemetry`` attrs ``ratio_<name>``.
+    ``config`` is the stage's frozen config dataclass.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["stage"] = stage
+            f.attrs["scenario"] = scenario
+            f.attrs["config_json"] = to_json(config)
+            f.attrs["config_hash"] = config_hash(config)
+            f.attrs["ptychopipe_version"] = __version__
+            f.attrs["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+            tel = f.create_group("telemetry")
+            for key, value in (ratios or {}).items():
+                tel.attrs[f"ratio_{key}"] = float(value)
+            for name, arr in arrays.items():
+                data = np.asarray(arr.data)
+                ds = f.create_dataset(name, data=data)
+                ds.attrs["units"] = arr.units
+                g = tel.create_group(name)
+                for k, v in array_stats(data).items():
+                    g.attrs[k] = v
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Atomically write a JSON file (temp name + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Atomically write a text file (temp name + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@contextlib.contextmanager
+def open_artifact(path: str | Path, stage: str) -> Iterator[h5py.File]:
+    """Open an artifact read-only after checking it is a readable file of ``stage``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: file not found (expected the {stage} stage's output)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ArtifactError(f"{path}: not a readable HDF5 file (truncated or corrupted?): {exc}") from None
+    try:
+        version = f.attrs.get("schema_version")
+        if version is None:
+            raise ArtifactError(f"{path}: attribute schema_version missing; not a ptychopipe artifact")
+        if int(version) != SCHEMA_VERSION:
+            raise ArtifactError(f"{path}: schema_version: expected {SCHEMA_VERSION}, got {int(version)}")
+        got = f.attrs.get("stage")
+        if got != stage:
+            raise ArtifactError(f"{path}: stage: expected {stage!r}, got {got!r}")
+        yield f
+    finally:
+        f.close()
+
+
+def read_array(f: h5py.File, name: str, *, ndim: int | None = None, kind: str | None = None,
+               shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+    """Read dataset ``name`` and check ndim, dtype kind ('f', 'c', 'i') and shape (None = any)."""
+    where = f"{f.filename}: {name}"
+    if name not in f:
+        raise ArtifactError(f"{where}: dataset missing")
+    try:
+        data = f[name][()]
+    except (OSError, RuntimeError) as exc:
+        raise ArtifactError(f"{where}: unreadable (truncated or corrupted?): {exc}") from None
+    if ndim is not None and data.ndim != ndim:
+        raise ArtifactError(f"{where}: expected {ndim} dimensions, got shape {data.shape}")
+    if kind is not None and data.dtype.kind not in kind:
+        raise ArtifactError(f"{where}: expected dtype kind {kind!r}, got {data.dtype}")
+    if shape is not None:
+        for want, got in zip(shape, data.shape):
+            if want is not None and want != got:
+                raise ArtifactError(f"{where}: expected shape {shape}, got {data.shape}")
+    return data
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """All root attributes of an artifact (no stage check), with JSON strings left as str."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in f.attrs.items()}
+    except OSError as exc:
+        raise ArtifactError(f"{path}: not a readable HDF5 file (truncated or corrupted?): {exc}") from None
+
+
+def read_telemetry(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Return ({array name: stats}, {ratio name: value}) from an artifact's telemetry group."""
+    stats: dict[str, dict[str, Any]] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            tel = f["telemetry"]
+            ratios = {k[len("ratio_"):]: float(v) for k, v in tel.attrs.items() if k.startswith("ratio_")}
+
+            def visit(name: str, obj: Any) -> None:
+                if isinstance(obj, h5py.Group) and "shape" in obj.attrs:
+                    stats[name] = {k: (v.tolist() if isinstance(v, np.ndarray) else
+                                       v.item() if hasattr(v, "item") else v) for k, v in obj.attrs.items()}
+
+            tel.visititems(visit)
+    except (OSError, KeyError) as exc:
+        raise ArtifactError(f"{path}: telemetry unreadable: {exc}") from None
+    return stats, ratios
+
+
+# --------------------------------------------------------------------------- typed artifacts
+
+
+@dataclass(frozen=True)
+class Simulated:
+    """simulate stage output. Shapes: object (H, W) complex64 [object amplitude];
+    probe (N, N) complex64 [photons^0.5, absolute: P_abs]; positions (M, 2) float64
+    [x, y] px, patch centres in object pixel coordinates; counts (M, N, N) float32
+    [counts]; amplitude (M, N, N) float32 [photons^0.5] = sqrt(counts)."""
+
+    object: np.ndarray
+    probe: np.ndarray
+    positions: np.ndarray
+    counts: np.ndarray
+    amplitude: np.ndarray
+    attrs: dict[str, Any]
+
+
+def read_simulated(path: str | Path) -> Simulated:
+    with open_artifact(path, "simulate") as f:
+        probe = read_array(f, "probe", ndim=2, kind="c")
+        n = probe.shape[0]
+        if probe.shape != (n, n):
+            raise ArtifactError(f"{path}: probe: expected a square array, got {probe.shape}")
+        positions = read_array(f, "positions", ndim=2, kind="f", shape=(None, 2))
+        m = positions.shape[0]
+        counts = read_array(f, "counts", ndim=3, kind="f", shape=(m, n, n))
+        amplitude = read_array(f, "amplitude", ndim=3, kind="f", shape=(m, n, n))
+        obj = read_array(f, "object", ndim=2, kind="c")
+        attrs = dict(f.attrs)
+    return Simulated(obj, probe, positions, counts, amplitude, attrs)
+
+
+@dataclass(frozen=True)
+class Split:
+    """split stage output: indices into the simulated arrays (int64) and positions
+    (float64, [x, y] px) of the train and test halves; ``y_split`` px."""
+
+    train_indices: np.ndarray
+    test_indices: np.ndarray
+    y_split: float
+
+
+def read_split(path: str | Path) -> Split:
+    with open_artifact(path, "split") as f:
+        tr = read_array(f, "train/indices", ndim=1, kind="i")
+        te = read_array(f, "test/indices", ndim=1, kind="i")
+        y = float(f.attrs["y_split"])
+    return Split(tr, te, y)
+
+
+@dataclass(frozen=True)
+class GroupSet:
+    """Groups of one split. indices (B, C) int64 into the simulated arrays; centres
+    (B, 2) float64 [x, y] px; offsets (B, C, 2) float64 [x, y] px, member position
+    minus group centre; amplitude (B, N, N, C) float32 [photons^0.5] (grouped stage),
+    or normalized inputs (normalize stage); counts (B, N, N, C) float32 [counts]
+    (normalize stage only)."""
+
+    indices: np.ndarray
+    centres: np.ndarray
+    offsets: np.ndarray
+    amplitude: np.ndarray
+    counts: np.ndarray | None = None
+
+
+def _read_groupset(f: h5py.File, split: str, with_counts: bool, amp_name: str) -> GroupSet:
+    idx = read_array(f, f"{split}/indices", ndim=2, kind="i")
+    b, c = idx.shape
+    centres = read_array(f, f"{split}/centres", ndim=2, kind="f", shape=(b, 2))
+    offsets = read_array(f, f"{split}/offsets", ndim=3, kind="f", shape=(b, c, 2))
+    amp = read_array(f, f"{split}/{amp_name}", ndim=4, kind="f", shape=(b, None, None, c))
+    counts = read_array(f, f"{split}/counts", ndim=4, kind="f", shape=amp.shape) if with_counts else None
+    return GroupSet(idx, centres, offsets, amp, counts)
+
+
+def read_grouped(path: str | Path) -> dict[str, GroupSet]:
+    """{"train": GroupSet, "test": GroupSet} of the group stage (amplitude = raw sqrt counts)."""
+    with open_artifact(path, "group") as f:
+        return {s: _read_groupset(f, s, False, "amplitude") for s in ("train", "test")}
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """normalize stage output: the training-ready dataset.
+
+    ``sets[split].amplitude`` holds the network input X = a * sqrt(counts)
+    (B, N, N, C) float32 [a·photons^0.5]; ``sets[split].counts`` the measured counts.
+    probe (N, N) complex64 P_abs [photons^0.5]; input_scale a; amplitude_estimate ā
+    [object amplitude]; mean_counts mean_j Σ n_j over the training split [counts]."""
+
+    sets: dict[str, GroupSet]
+    probe: np.ndarray
+    input_scale: float
+    amplitude_estimate: float
+    mean_counts: float
+    gridsize: int
+
+
+def read_normalized(path: str | Path) -> Normalized:
+    with open_artifact(path, "normalize") as f:
+        sets = {s: _read_groupset(f, s, True, "inputs") for s in ("train", "test")}
+        probe = read_array(f, "probe", ndim=2, kind="c")
+        n = probe.shape[0]
+        for s, g in sets.items():
+            if g.amplitude.shape[1:3] != (n, n):
+                raise ArtifactError(f"{path}: {s}/inputs: expected patterns {n}x{n} (probe size), "
+                                    f"got {g.amplitude.shape[1:3]}")
+        return Normalized(sets, probe, float(f.attrs["input_scale"]), float(f.attrs["amplitude_estimate"]),
+                          float(f.attrs["mean_counts"]), int(f.attrs["gridsize"]))

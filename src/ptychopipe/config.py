@@ -1,0 +1,440 @@
+"""Configuration: load, validate, merge, and split into frozen per-stage configs.
+
+The predecessor of this pipeline shared one mutable, module-level parameter
+dictionary between stages; it went stale and produced NaN training. Here every
+stage receives its own frozen dataclass, built once from the validated YAML and
+passed explicitly; the stage records it (``config_json``, ``config_hash``) in
+its output. There is no module-level mutable state in this package.
+
+Flow: ``config/scenarios.yaml`` --load_yaml--> raw dict --validate_raw--> (schema
+checked) --resolve_scenarios--> {scenario: merged params} --stage_config-->
+``SimulateConfig`` / ``GroupConfig`` / ... (frozen).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+STAGES = ("simulate", "split", "group", "normalize", "train", "infer", "stitch", "compare")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming file and key."""
+
+
+# --------------------------------------------------------------------------- stage configs
+
+
+@dataclass(frozen=True)
+class ObjectConfig:
+    kind: str
+    size: int  # object height = width, px
+    seed: int
+    n_lines: int
+    line_length_px: tuple[float, float]
+    blur_sigma_px: float
+    amplitude_range: tuple[float, float]  # object amplitude units
+    phase_range: tuple[float, float]  # rad
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    kind: str  # "ideal" | "custom"
+    footprint_px: float
+    file: str | None
+    key: str
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    N: int
+    n_positions: int  # = scan.n_images * gridsize**2
+    buffer_px: float
+    nphotons: float  # expected photons per pattern (dataset mean)
+    seed: int
+    object: ObjectConfig
+    probe: ProbeConfig
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    fraction: float  # train = lower fraction of the scan's y range
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    gridsize: int
+    n_groups: int  # per split
+    neighbour_count: int  # K
+    seed: int
+
+
+@dataclass(frozen=True)
+class NormalizeConfig:
+    N: int  # input scale targets (N/2)^2 total power per pattern (DESIGN §2.4)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    N: int
+    gridsize: int
+    filters: int
+    depth: int
+    phase_max_rad: float
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    mae_weight: float
+    tv_weight: float
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    min_learning_rate: float
+    validation_fraction: float
+    early_stopping_patience: int
+    seed: int
+    loss: LossConfig
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class StitchConfig:
+    weight: str  # "probe_intensity" | "uniform"
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    coverage_threshold: float
+    frc_threshold: str
+    ratio_tolerance: float
+
+
+STAGE_CLASSES: dict[str, type] = {
+    "simulate": SimulateConfig,
+    "split": SplitConfig,
+    "group": GroupConfig,
+    "normalize": NormalizeConfig,
+    "train": TrainConfig,
+    "infer": InferConfig,
+    "stitch": StitchConfig,
+    "compare": CompareConfig,
+}
+
+
+def _tuple(v: Any) -> tuple[float, float]:
+    return (float(v[0]), float(v[1]))
+
+
+def stage_config(params: Mapping[str, Any], stage: str):
+    """Build the frozen config of ``stage`` from one scenario's merged ``params``."""
+    p = params
+    if stage == "simulate":
+        o, pr = p["object"], p["probe"]
+        return SimulateConfig(
+            N=int(p["N"]),
+            n_positions=int(p["scan"]["n_images"]) * int(p["gridsize"]) ** 2,
+            buffer_px=float(p["scan"]["buffer_px"]),
+            nphotons=float(p["nphotons"]),
+            seed=int(p["seed"]),
+            object=ObjectConfig(
+                kind=o["kind"], size=int(o["size"]), seed=int(o["seed"]), n_lines=int(o["n_lines"]),
+                line_length_px=_tuple(o["line_length_px"]), blur_sigma_px=float(o["blur_sigma_px"]),
+                amplitude_range=_tuple(o["amplitude_range"]), phase_range=_tuple(o["phase_range"]),
+            ),
+            probe=ProbeConfig(
+                kind=pr["kind"], footprint_px=float(pr["footprint_px"]),
+                file=None if pr["kind"] == "ideal" else pr["file"], key=pr["key"],
+            ),
+        )
+    if stage == "split":
+        return SplitConfig(fraction=float(p["split"]["fraction"]))
+    if stage == "group":
+        return GroupConfig(
+            gridsize=int(p["gridsize"]), n_groups=int(p["group"]["n_groups"]),
+            neighbour_count=int(p["group"]["neighbour_count"]), seed=int(p["seed"]),
+        )
+    if stage == "normalize":
+        return NormalizeConfig(N=int(p["N"]))
+    if stage == "train":
+        m, t = p["model"], p["train"]
+        return TrainConfig(
+            model=ModelConfig(N=int(p["N"]), gridsize=int(p["gridsize"]), filters=int(m["filters"]),
+                              depth=int(m["depth"]), phase_max_rad=float(m["phase_max_rad"])),
+            batch_size=int(t["batch_size"]), epochs=int(t["epochs"]),
+            learning_rate=float(t["learning_rate"]), min_learning_rate=float(t["min_learning_rate"]),
+            validation_fraction=float(t["validation_fraction"]),
+            early_stopping_patience=int(t["early_stopping_patience"]), seed=int(p["seed"]),
+            loss=LossConfig(mae_weight=float(t["loss"]["mae_weight"]), tv_weight=float(t["loss"]["tv_weight"])),
+        )
+    if stage == "infer":
+        return InferConfig(batch_size=int(p["infer"]["batch_size"]))
+    if stage == "stitch":
+        return StitchConfig(weight=p["stitch"]["weight"])
+    if stage == "compare":
+        c = p["compare"]
+        return CompareConfig(coverage_threshold=float(c["coverage_threshold"]),
+                             frc_threshold=str(c["frc_threshold"]), ratio_tolerance=float(c["ratio_tolerance"]))
+    raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-JSON dict of a stage config (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def to_json(cfg: Any) -> str:
+    """Canonical JSON of a stage config: sorted keys, no whitespace (stable for hashing)."""
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(cfg: Any) -> str:
+    """First 16 hex digits of the SHA-256 of :func:`to_json`."""
+    return hashlib.sha256(to_json(cfg).encode()).hexdigest()[:16]
+
+
+def _build(cls: type, data: Any) -> Any:
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        if not isinstance(data, dict):
+            raise ConfigError(f"stage config for {cls.__name__}: expected an object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(data) != names:
+            raise ConfigError(
+                f"stage config for {cls.__name__}: expected keys {sorted(names)}, got {sorted(data)}")
+        return cls(**{k: _build(hints[k], data[k]) for k in names})
+    origin = typing.get_origin(cls)
+    if origin is tuple:
+        return tuple(data)
+    return data
+
+
+def from_json(stage: str, text: str):
+    """Rebuild a stage's frozen config from :func:`to_json` output (what a rule passes)."""
+    if stage not in STAGE_CLASSES:
+        raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"stage config for {stage}: not valid JSON ({exc.msg} at char {exc.pos})") from None
+    return _build(STAGE_CLASSES[stage], data)
+
+
+# --------------------------------------------------------------------------- loading and validation
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read the YAML config file; a missing file or a YAML syntax error is one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def _error_line(source: str, err: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    return f"{source}: {path}: {err.message}"
+
+
+def _check(instance: Any, schema: dict[str, Any], source: str) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    err = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if err is not None:
+        raise ConfigError(_error_line(source, err))
+
+
+def _all_required(schema: Any) -> Any:
+    """Copy of a schema in which every object lists all its properties as required."""
+    if isinstance(schema, dict):
+        out = {k: _all_required(v) for k, v in schema.items()}
+        if "properties" in schema:
+            out["required"] = sorted(schema["properties"])
+        return out
+    if isinstance(schema, list):
+        return [_all_required(v) for v in schema]
+    return schema
+
+
+def validate_raw(raw: Mapping[str, Any], source: str = "config", schema: dict | None = None) -> None:
+    """Validate the config file's structure against the JSON schema (one-line ConfigError)."""
+    schema = schema or load_schema()
+    _check(raw, schema, source)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive merge: dicts merge key by key, everything else (lists too) is replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    keys = dotted.split(".")
+    node: dict[str, Any] = {}
+    root = node
+    for k in keys[:-1]:
+        node[k] = {}
+        node = node[k]
+    node[keys[-1]] = value
+    return deep_merge(d, root)
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}".replace("+", "").replace(".", "p")
+    return re.sub(r"[^A-Za-z0-9_-]", "_", str(value))
+
+
+def expand_sweeps(raw: Mapping[str, Any], source: str = "config") -> dict[str, dict[str, Any]]:
+    """Scenario overrides, with each ``sweeps`` entry expanded to one scenario per value.
+
+    ``sweeps: {dose: {base: gs2_custom, param: nphotons, values: [1e4, 1e9]}}`` adds
+    scenarios ``dose_1e04`` and ``dose_1e09``: the base scenario's overrides with
+    ``param`` set to each value.
+    """
+    scenarios = {k: dict(v or {}) for k, v in raw["scenarios"].items()}
+    for name, sweep in (raw.get("sweeps") or {}).items():
+        base = sweep["base"]
+        if base not in raw["scenarios"]:
+            raise ConfigError(f"{source}: sweeps.{name}.base: scenario {base!r} not found; "
+                              f"expected one of {sorted(raw['scenarios'])}")
+        labels = sweep.get("labels") or [_label(v) for v in sweep["values"]]
+        if len(labels) != len(sweep["values"]):
+            raise ConfigError(f"{source}: sweeps.{name}.labels: expected {len(sweep['values'])} labels "
+                              f"(one per value), got {len(labels)}")
+        for value, label in zip(sweep["values"], labels):
+            scen = f"{name}_{label}"
+            if scen in scenarios:
+                raise ConfigError(f"{source}: sweeps.{name}: generated scenario {scen!r} already exists")
+            scenarios[scen] = _set_dotted(scenarios[base], sweep["param"], value)
+    return scenarios
+
+
+def _semantic_checks(name: str, p: Mapping[str, Any], source: str) -> None:
+    where = f"{source}: scenario {name}"
+    c = int(p["gridsize"]) ** 2
+    k = int(p["group"]["neighbour_count"])
+    if k < c:
+        raise ConfigError(f"{where}: group.neighbour_count: expected >= gridsize^2 = {c}, got {k}")
+    if p["probe"]["kind"] == "custom" and not p["probe"]["file"]:
+        raise ConfigError(f"{where}: probe.file: expected a file path for probe.kind=custom, got null")
+    for key in ("amplitude_range", "phase_range", "line_length_px"):
+        lo, hi = p["object"][key]
+        if not lo < hi:
+            raise ConfigError(f"{where}: object.{key}: expected min < max, got [{lo}, {hi}]")
+    lo, _ = p["object"]["amplitude_range"]
+    if lo < 0:
+        raise ConfigError(f"{where}: object.amplitude_range: expected min >= 0, got {lo}")
+    need = int(p["N"]) + 2 * float(p["scan"]["buffer_px"]) + 1
+    if p["object"]["size"] < need:
+        raise ConfigError(f"{where}: object.size: expected >= N + 2*scan.buffer_px + 1 = {need:g}, "
+                          f"got {p['object']['size']}")
+    if p["train"]["min_learning_rate"] > p["train"]["learning_rate"]:
+        raise ConfigError(f"{where}: train.min_learning_rate: expected <= train.learning_rate "
+                          f"= {p['train']['learning_rate']}, got {p['train']['min_learning_rate']}")
+
+
+def resolve_scenarios(raw: Mapping[str, Any], preset: str | None = None,
+                      source: str = "config") -> dict[str, dict[str, Any]]:
+    """Validate ``raw`` and return {scenario name: fully merged parameters}.
+
+    Merge order: ``defaults`` <- ``presets[preset]`` <- scenario overrides. ``preset``
+    defaults to ``raw["preset"]``. Only the scenarios named in ``raw["run"]`` are
+    returned when that list is non-empty. Raises ConfigError (one line) on any problem.
+    """
+    schema = load_schema()
+    validate_raw(raw, source, schema)
+    preset = preset if preset is not None else raw.get("preset", "quick")
+    if preset not in raw["presets"]:
+        raise ConfigError(f"{source}: preset: {preset!r} is not defined; expected one of {sorted(raw['presets'])}")
+    scenarios = expand_sweeps(raw, source)
+    strict = _all_required(schema["$defs"]["params"])
+    strict = {**strict, "$defs": schema["$defs"]}
+    base = deep_merge(raw["defaults"], raw["presets"][preset] or {})
+    out: dict[str, dict[str, Any]] = {}
+    for name, override in scenarios.items():
+        if not SCENARIO_NAME.match(name):
+            raise ConfigError(f"{source}: scenarios.{name}: scenario names must match [A-Za-z0-9_-]+")
+        merged = deep_merge(base, override)
+        _check(merged, strict, f"{source}: scenario {name} (after merging defaults, preset {preset})")
+        _semantic_checks(name, merged, source)
+        out[name] = merged
+    run = list(raw.get("run") or [])
+    unknown = [r for r in run if r not in out]
+    if unknown:
+        raise ConfigError(f"{source}: run: unknown scenario(s) {unknown}; expected names from {sorted(out)}")
+    return {k: v for k, v in out.items() if not run or k in run}
+
+
+def load_scenarios(path: str | Path, preset: str | None = None) -> dict[str, dict[str, Any]]:
+    """:func:`load_yaml` + :func:`resolve_scenarios` for a config file path."""
+    return resolve_scenarios(load_yaml(path), preset, source=str(path))
+
+
+# --------------------------------------------------------------------------- params-diff
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def params_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, str, Any, Any]]:
+    """Stage-by-stage differences of the effective configs of two scenarios.
+
+    Returns rows (stage, dotted key, value in a, value in b), in pipeline order.
+    """
+    rows = []
+    for stage in STAGES:
+        fa = _flatten(to_dict(stage_config(a, stage)))
+        fb = _flatten(to_dict(stage_config(b, stage)))
+        for key in sorted(set(fa) | set(fb)):
+            if fa.get(key) != fb.get(key):
+                rows.append((stage, key, fa.get(key), fb.get(key)))
+    return rows

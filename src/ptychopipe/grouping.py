@@ -1,0 +1,133 @@
+"""split and group stages: train/test halves along y, and KD-tree neighbour groups.
+
+Group layout (DESIGN §4): indices (B, C) int64 into the simulated arrays;
+centres (B, 2) float64 [x, y] px (mean of the members' positions); offsets
+(B, C, 2) float64 [x, y] px (member position minus centre); amplitude
+(B, N, N, C) float32 sqrt(counts), channels last (the model's layout).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .artifacts import Array, read_simulated, read_split, write_artifact
+from .config import GroupConfig, SplitConfig
+from .telemetry import check_finite
+
+
+class GroupingError(ValueError):
+    """Too few patterns for the requested groups (one-line message)."""
+
+
+# --------------------------------------------------------------------------- split
+
+
+def split_by_y(positions: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Contiguous split along y: train = positions with y < y_split, test = the rest.
+
+    y_split = y_min + fraction·(y_max - y_min) over the scan. positions: (M, 2) [x, y] px.
+    Returns (train indices, test indices, y_split), indices int64 sorted ascending.
+    """
+    y = positions[:, 1]
+    y_split = float(y.min() + fraction * (y.max() - y.min()))
+    train = np.flatnonzero(y < y_split).astype(np.int64)
+    test = np.flatnonzero(y >= y_split).astype(np.int64)
+    return train, test, y_split
+
+
+def run_split(cfg: SplitConfig, scenario: str, simulated: str | Path, out: str | Path) -> None:
+    """Stage entry point: write ``split.h5``."""
+    sim = read_simulated(simulated)
+    train, test, y_split = split_by_y(sim.positions, cfg.fraction)
+    for name, idx in (("train", train), ("test", test)):
+        if idx.size == 0:
+            raise GroupingError(f"[split] {name}: empty split (fraction {cfg.fraction}, "
+                                f"{len(sim.positions)} positions); expected at least one pattern")
+    m = len(sim.positions)
+    write_artifact(
+        out, stage="split", scenario=scenario, config=cfg,
+        arrays={"train/indices": Array(train, "index"), "test/indices": Array(test, "index"),
+                "train/positions": Array(sim.positions[train], "px"),
+                "test/positions": Array(sim.positions[test], "px")},
+        attrs={"y_split": y_split, "n_total": m},
+        ratios={"train_fraction": len(train) / m, "test_fraction": len(test) / m},
+    )
+
+
+# --------------------------------------------------------------------------- group
+
+
+def make_groups(positions: np.ndarray, gridsize: int, n_groups: int, neighbour_count: int,
+                seed: int, split: str = "split") -> np.ndarray:
+    """Groups of C = gridsize² nearby patterns. Returns (B, C) int64 indices into ``positions``.
+
+    Seeds: a seeded permutation of all patterns, repeated (each time re-permuted)
+    until ``n_groups`` seeds are drawn, so every pattern seeds a group before any
+    seeds two. Each group is the seed plus C - 1 patterns drawn without replacement
+    from the seed's K - 1 nearest other patterns (K = neighbour_count, cKDTree).
+    gridsize 1 gives single-pattern groups. Raises GroupingError naming the split
+    when there are fewer than K (or C) patterns.
+    """
+    m = len(positions)
+    c = gridsize * gridsize
+    if neighbour_count < c:
+        raise GroupingError(f"[group] {split}: neighbour_count K = {neighbour_count} < C = gridsize^2 = {c}")
+    need = max(c, neighbour_count if c > 1 else 1)
+    if m < need:
+        raise GroupingError(f"[group] {split}: {m} patterns available, need at least {need} "
+                            f"(C = {c}, K = {neighbour_count})")
+    rng = np.random.default_rng(seed)
+    reps = -(-n_groups // m)
+    seeds = np.concatenate([rng.permutation(m) for _ in range(reps)])[:n_groups]
+    if c == 1:
+        return seeds[:, None].astype(np.int64)
+    _, nbrs = cKDTree(positions).query(positions[seeds], k=neighbour_count)
+    nbrs = np.asarray(nbrs).reshape(n_groups, neighbour_count)
+    out = np.empty((n_groups, c), dtype=np.int64)
+    for g in range(n_groups):
+        others = nbrs[g][nbrs[g] != seeds[g]][: neighbour_count - 1]
+        out[g, 0] = seeds[g]
+        out[g, 1:] = rng.choice(others, size=c - 1, replace=False)
+    return out
+
+
+def centres_offsets(positions: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group centres (B, 2) = mean member position, and offsets (B, C, 2) = member - centre, px."""
+    member = positions[groups]  # (B, C, 2)
+    centres = member.mean(axis=1)
+    return centres, member - centres[:, None, :]
+
+
+def gather_channels_last(arr: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(M, N, N) per-pattern array -> (B, N, N, C) per-group array (channels last)."""
+    return np.moveaxis(arr[groups], 1, -1)
+
+
+def run_group(cfg: GroupConfig, scenario: str, simulated: str | Path, split: str | Path,
+              out: str | Path) -> None:
+    """Stage entry point: write ``grouped.h5`` with train/ and test/ groups."""
+    sim = read_simulated(simulated)
+    sp = read_split(split)
+    arrays: dict[str, Array] = {}
+    raw_mean = float(sim.amplitude.mean())
+    ratios = {}
+    for name, idx, salt in (("train", sp.train_indices, 0), ("test", sp.test_indices, 1)):
+        local = make_groups(sim.positions[idx], cfg.gridsize, cfg.n_groups, cfg.neighbour_count,
+                            cfg.seed + salt, split=name)
+        groups = idx[local]
+        centres, offsets = centres_offsets(sim.positions, groups)
+        amp = gather_channels_last(sim.amplitude, groups)
+        check_finite("group", f"{name}/amplitude", amp)
+        arrays.update({
+            f"{name}/indices": Array(groups, "index"),
+            f"{name}/centres": Array(centres, "px"),
+            f"{name}/offsets": Array(offsets, "px"),
+            f"{name}/amplitude": Array(amp, "photons^0.5"),
+        })
+        ratios[f"{name}_grouped_over_raw"] = float(amp.mean()) / raw_mean
+    max_off = max(float(np.abs(arrays[f"{s}/offsets"].data).max()) for s in ("train", "test"))
+    write_artifact(out, stage="group", scenario=scenario, config=cfg, arrays=arrays,
+                   attrs={"gridsize": cfg.gridsize, "max_abs_offset_px": max_off}, ratios=ratios)

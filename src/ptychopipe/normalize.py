@@ -1,0 +1,74 @@
+"""normalize stage: the input scale a and the amplitude estimate ā (DESIGN §2.4, §2.7).
+
+Both are computed on the training split only and reused unchanged for the test
+split and at inference:
+
+- a = sqrt((N/2)² / mean_j Σ n_j): network input X = a·sqrt(n), so a pattern's
+  input power is about (N/2)² whatever the dose;
+- ā = sqrt(mean_j Σ n_j / Σ|P_abs|²): by Parseval, the mean object amplitude
+  (rms) estimated from the data alone; the model's amplitude output starts there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import Array, read_grouped, read_simulated, read_split, write_artifact
+from .config import NormalizeConfig
+from .telemetry import check_close, check_finite
+
+STAGE = "normalize"
+
+
+def input_scale(counts: np.ndarray, n: int) -> float:
+    """a = sqrt((N/2)² / mean_j Σ n_j); counts (M, N, N) of the training split's patterns."""
+    mean_total = float(counts.sum(axis=(-2, -1)).mean())
+    if not mean_total > 0:
+        raise ValueError(f"[{STAGE}] counts: mean counts per pattern is {mean_total}; expected > 0")
+    return float(np.sqrt((n / 2) ** 2 / mean_total))
+
+
+def amplitude_estimate(counts: np.ndarray, probe: np.ndarray) -> float:
+    """ā = sqrt(mean_j Σ n_j / Σ|P_abs|²) [object amplitude]; counts (M, N, N), probe (N, N)."""
+    return float(np.sqrt(counts.sum(axis=(-2, -1)).mean() / np.sum(np.abs(probe) ** 2)))
+
+
+def run(cfg: NormalizeConfig, scenario: str, simulated: str | Path, split: str | Path,
+        grouped: str | Path, out: str | Path) -> None:
+    """Stage entry point: write ``normalized.h5`` (the training-ready dataset)."""
+    sim = read_simulated(simulated)
+    sp = read_split(split)
+    groups = read_grouped(grouped)
+    if sim.probe.shape[0] != cfg.N:
+        raise ValueError(f"{simulated}: probe: expected {cfg.N}x{cfg.N} (config N), got {sim.probe.shape}")
+    train_counts = sim.counts[sp.train_indices]
+    a = input_scale(train_counts, cfg.N)
+    abar = amplitude_estimate(train_counts, sim.probe)
+    mean_counts = float(train_counts.sum(axis=(1, 2)).mean())
+    arrays: dict[str, Array] = {"probe": Array(sim.probe, "photons^0.5")}
+    ratios: dict[str, float] = {}
+    for name, g in groups.items():
+        x = (a * g.amplitude).astype(np.float32)
+        counts = np.square(g.amplitude, dtype=np.float32)
+        check_finite(STAGE, f"{name}/inputs", x)
+        ratio = float(x.mean() / g.amplitude.mean())
+        check_close(STAGE, f"{name}/inputs", ratio, a, 1e-5, "normalized / raw mean amplitude")
+        ratios[f"{name}_normalized_over_raw"] = ratio
+        arrays.update({
+            f"{name}/inputs": Array(x, "a*photons^0.5"),
+            f"{name}/counts": Array(counts, "counts"),
+            f"{name}/indices": Array(g.indices, "index"),
+            f"{name}/centres": Array(g.centres, "px"),
+            f"{name}/offsets": Array(g.offsets, "px"),
+        })
+    true_rms = float(np.sqrt(np.mean(np.abs(sim.object) ** 2)))
+    write_artifact(
+        out, stage=STAGE, scenario=scenario, config=cfg, arrays=arrays,
+        attrs={"input_scale": a, "amplitude_estimate": abar, "mean_counts": mean_counts,
+               "gridsize": int(round(np.sqrt(groups["train"].indices.shape[1]))), "N": cfg.N},
+        ratios={**ratios, "input_scale": a,
+                # diagnostic only (uses the truth): ā against the object's rms amplitude
+                "amplitude_estimate_over_true_rms": abar / true_rms},
+    )

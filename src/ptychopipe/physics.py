@@ -1,0 +1,177 @@
+"""The forward model, written once for NumPy (simulation) and Keras (training).
+
+DESIGN §2.9 asks for one implementation of the FFT convention, the sub-pixel
+shift and the overlap merge, shared by the simulator and the differentiable
+model. Every function here takes an ``ops`` namespace: :data:`NUMPY_OPS` (float64
+NumPy, used by :mod:`ptychopipe.simulate`) or ``keras.ops`` (used by
+:mod:`ptychopipe.model`, any Keras backend). Complex fields are carried as a pair
+of real arrays ``(re, im)`` because ``keras.ops`` has no portable complex dtype;
+``keras.ops.fft2`` takes and returns such pairs and NUMPY_OPS mirrors it.
+
+Conventions (DESIGN §2):
+- arrays are (..., N, N) with the two last axes (row = y, column = x);
+- far field, unitary: F = fftshift(fft2(ψ)) / N, so Σ|F|² = Σ|ψ|²;
+- shift by (dx, dy) px moves content towards +x, +y: out(r) = in(r - d),
+  by multiplying the spectrum with exp(-2πi (kx·dx + ky·dy)) (band-limited, exact
+  for band-limited content, periodic over the array).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+Pair = tuple[Any, Any]
+
+
+def _np_fft2(x: Pair) -> Pair:
+    z = np.fft.fft2(np.asarray(x[0]) + 1j * np.asarray(x[1]))
+    return z.real, z.imag
+
+
+def _np_ifft2(x: Pair) -> Pair:
+    z = np.fft.ifft2(np.asarray(x[0]) + 1j * np.asarray(x[1]))
+    return z.real, z.imag
+
+
+#: The subset of ``keras.ops`` used below, implemented with NumPy.
+NUMPY_OPS = SimpleNamespace(
+    fft2=_np_fft2,
+    ifft2=_np_ifft2,
+    roll=np.roll,
+    cos=np.cos,
+    sin=np.sin,
+    sum=np.sum,
+    maximum=np.maximum,
+    pad=lambda x, pad_width: np.pad(x, pad_width),
+    expand_dims=np.expand_dims,
+    square=np.square,
+    sqrt=np.sqrt,
+    dtype=lambda x: str(np.asarray(x).dtype),
+    convert_to_tensor=lambda x, dtype=None: np.asarray(x, dtype=dtype),
+)
+
+
+def _const(ops: Any, value: np.ndarray, like: Any) -> Any:
+    return ops.convert_to_tensor(value, dtype=ops.dtype(like))
+
+
+def fftshift2(x: Any, ops: Any = NUMPY_OPS) -> Any:
+    """fftshift over the last two axes (even sizes: shift by n/2)."""
+    n0, n1 = x.shape[-2], x.shape[-1]
+    return ops.roll(x, (n0 // 2, n1 // 2), axis=(-2, -1))
+
+
+def far_field(re: Any, im: Any, ops: Any = NUMPY_OPS) -> Pair:
+    """Unitary far field F = fftshift(fft2(ψ)) / N of ψ = re + i·im, shape (..., N, N)."""
+    n = re.shape[-1]
+    fr, fi = ops.fft2((re, im))
+    return fftshift2(fr, ops) / n, fftshift2(fi, ops) / n
+
+
+def expected_counts(probe: Pair, obj: Pair, ops: Any = NUMPY_OPS) -> Any:
+    """λ = |fftshift(fft2(P · O)) / N|²  (DESIGN §2.2–2.3, §2.5).
+
+    probe: (re, im), shape (N, N) or broadcastable to obj; obj: (re, im), (..., N, N).
+    Returns expected counts (..., N, N) when P is P_abs [photons^0.5]·[object units].
+    """
+    pr, pi = probe
+    orr, oi = obj
+    ex_r = pr * orr - pi * oi
+    ex_i = pr * oi + pi * orr
+    fr, fi = far_field(ex_r, ex_i, ops)
+    return fr * fr + fi * fi
+
+
+def fourier_shift(re: Any, im: Any, dx: Any, dy: Any, ops: Any = NUMPY_OPS) -> Pair:
+    """Sub-pixel shift of (..., S0, S1) fields by (dx, dy) px; out(r) = in(r - d).
+
+    dx, dy: arrays broadcastable to the leading dims ``...`` (one shift per field).
+    """
+    s0, s1 = re.shape[-2], re.shape[-1]
+    ky = _const(ops, np.fft.fftfreq(s0).reshape(s0, 1), re)
+    kx = _const(ops, np.fft.fftfreq(s1).reshape(1, s1), re)
+    dx = ops.expand_dims(ops.expand_dims(dx, -1), -1)
+    dy = ops.expand_dims(ops.expand_dims(dy, -1), -1)
+    phase = -2.0 * np.pi * (kx * dx + ky * dy)
+    c, s = ops.cos(phase), ops.sin(phase)
+    fr, fi = ops.fft2((re, im))
+    return ops.ifft2((fr * c - fi * s, fr * s + fi * c))
+
+
+def canvas_size(n: int, max_offset: float) -> int:
+    """Side of the shared merge canvas for patches of size n whose centres lie within
+    ``max_offset`` px (max over x and y) of the group centre: n + 2·ceil(max_offset) + 2,
+    rounded up to even. No member is clipped."""
+    s = n + 2 * int(np.ceil(max_offset)) + 2
+    return s + (s % 2)
+
+
+def merge_and_reextract(patches: Pair, offsets_x: Any, offsets_y: Any, weight: Any,
+                        canvas: int, ops: Any = NUMPY_OPS, eps: float = 1e-3) -> Pair:
+    """The overlap constraint of DESIGN §2.5, per group.
+
+    patches: (re, im), each (B, C, N, N) — C object patches of B groups.
+    offsets_x, offsets_y: (B, C) px, member centre minus group centre.
+    weight: (N, N) non-negative overlap weight (max 1), e.g. |P|²/max|P|².
+    canvas: side S ≥ :func:`canvas_size` (static, even).
+
+    Each group's C patches are placed on their own S×S canvas at their offsets
+    (sub-pixel, :func:`fourier_shift`), averaged with ``weight``
+    (Σ w·O_c / max(Σ w, eps)), and the C patches are re-extracted at the same
+    offsets. Groups never mix. Returns (re, im), each (B, C, N, N).
+    """
+    re, im = patches
+    n = re.shape[-1]
+    lo = (canvas - n) // 2
+    pad = [[0, 0], [0, 0], [lo, canvas - n - lo], [lo, canvas - n - lo]]
+    w_re = weight * re
+    w_im = weight * im
+    w_full = weight + 0.0 * re  # (B, C, N, N), broadcast of the weight
+    sr, si = fourier_shift(ops.pad(w_re, pad), ops.pad(w_im, pad), offsets_x, offsets_y, ops)
+    sw, _ = fourier_shift(ops.pad(w_full, pad), 0.0 * ops.pad(w_full, pad), offsets_x, offsets_y, ops)
+    num_r = ops.sum(sr, axis=1)
+    num_i = ops.sum(si, axis=1)
+    den = ops.maximum(ops.sum(sw, axis=1), eps)
+    mr = ops.expand_dims(num_r / den, 1) + 0.0 * sr  # (B, C, S, S): one copy per member
+    mi = ops.expand_dims(num_i / den, 1) + 0.0 * si
+    br, bi = fourier_shift(mr, mi, -offsets_x, -offsets_y, ops)
+    return br[..., lo:lo + n, lo:lo + n], bi[..., lo:lo + n, lo:lo + n]
+
+
+def extract_patches(obj: np.ndarray, positions: np.ndarray, n: int, margin: int = 8,
+                    chunk: int = 512) -> np.ndarray:
+    """Sub-pixel N×N patches of a complex object, centred at ``positions``.
+
+    obj: (H, W) complex; positions: (M, 2) float [x, y] px (patch centres).
+    Patch pixel (i, k) samples O at (y_j - N/2 + i, x_j - N/2 + k). The integer
+    part of that origin is cropped (with ``margin`` extra px each side, so the
+    periodic Fourier shift does not wrap into the kept region), the fractional part
+    is applied by :func:`fourier_shift`. Returns (M, N, N) complex128.
+    Raises ValueError if a patch (with margin) leaves the object.
+    """
+    obj = np.asarray(obj)
+    h, w = obj.shape
+    pos = np.asarray(positions, dtype=np.float64)
+    ox = pos[:, 0] - n / 2
+    oy = pos[:, 1] - n / 2
+    ix, iy = np.floor(ox).astype(np.int64), np.floor(oy).astype(np.int64)
+    fx, fy = ox - ix, oy - iy
+    s = n + 2 * margin
+    if pos.size and (ix.min() - margin < 0 or iy.min() - margin < 0
+                     or ix.max() - margin + s > w or iy.max() - margin + s > h):
+        raise ValueError(f"positions: patches of {n} px (+{margin} px margin) leave the {h}x{w} object; "
+                         f"x in [{pos[:, 0].min():.2f}, {pos[:, 0].max():.2f}], "
+                         f"y in [{pos[:, 1].min():.2f}, {pos[:, 1].max():.2f}]")
+    grid = np.arange(s)
+    out = np.empty((len(pos), n, n), dtype=np.complex128)
+    for a in range(0, len(pos), chunk):
+        b = min(a + chunk, len(pos))
+        rows = (iy[a:b, None] - margin + grid[None, :])[:, :, None]
+        cols = (ix[a:b, None] - margin + grid[None, :])[:, None, :]
+        crops = obj[rows, cols]
+        sr, si = fourier_shift(crops.real, crops.imag, -fx[a:b], -fy[a:b])
+        out[a:b] = (sr + 1j * si)[:, margin:margin + n, margin:margin + n]
+    return out

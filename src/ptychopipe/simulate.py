@@ -1,0 +1,225 @@
+"""simulate stage: object, probe, scan positions and Poisson counts (DESIGN §2.1–2.3).
+
+All functions are pure and seeded; :func:`run` is the stage entry point that
+writes ``simulated.h5``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+from scipy.ndimage import gaussian_filter
+from skimage.draw import line_aa
+
+from .artifacts import Array, write_artifact
+from .config import ObjectConfig, ProbeConfig, SimulateConfig
+from .physics import expected_counts, extract_patches
+from .telemetry import check_close, check_finite, check_nonnegative
+
+STAGE = "simulate"
+
+
+class ProbeFileError(ValueError):
+    """The custom probe file is missing, malformed, or does not match N."""
+
+
+def _line_map(size: int, n_lines: int, length: tuple[float, float], sigma: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """Sum of anti-aliased random line segments, blurred, scaled to [0, 1]. (size, size) float64."""
+    img = np.zeros((size, size), dtype=np.float64)
+    r0 = rng.uniform(0, size - 1, n_lines)
+    c0 = rng.uniform(0, size - 1, n_lines)
+    ang = rng.uniform(0, np.pi, n_lines)
+    ln = rng.uniform(length[0], length[1], n_lines)
+    r1 = np.clip(r0 + ln * np.sin(ang), 0, size - 1)
+    c1 = np.clip(c0 + ln * np.cos(ang), 0, size - 1)
+    for a, b, c, d in zip(r0.round().astype(int), c0.round().astype(int),
+                          r1.round().astype(int), c1.round().astype(int)):
+        rr, cc, val = line_aa(a, b, c, d)
+        img[rr, cc] += val
+    if sigma > 0:
+        img = gaussian_filter(img, sigma)
+    top = img.max()
+    return img / top if top > 0 else img
+
+
+def make_object(cfg: ObjectConfig) -> np.ndarray:
+    """The seeded "lines" object. Returns (size, size) complex128.
+
+    Amplitude = lo + (hi - lo)·L₁ with L₁ ∈ [0, 1] a blurred map of random line
+    segments (``amplitude_range`` = [lo, hi], object amplitude units); phase from an
+    independent map L₂ scaled to ``phase_range`` (rad). Both maps use
+    ``cfg.n_lines`` segments of length in ``line_length_px``, blurred by
+    ``blur_sigma_px``. Seed: ``cfg.seed``.
+    """
+    if cfg.kind != "lines":
+        raise ValueError(f"object.kind: expected 'lines', got {cfg.kind!r}")
+    rng = np.random.default_rng(cfg.seed)
+    l1 = _line_map(cfg.size, cfg.n_lines, cfg.line_length_px, cfg.blur_sigma_px, rng)
+    l2 = _line_map(cfg.size, cfg.n_lines, cfg.line_length_px, cfg.blur_sigma_px, rng)
+    amp = cfg.amplitude_range[0] + (cfg.amplitude_range[1] - cfg.amplitude_range[0]) * l1
+    phase = cfg.phase_range[0] + (cfg.phase_range[1] - cfg.phase_range[0]) * l2
+    return amp * np.exp(1j * phase)
+
+
+def ideal_probe(n: int, footprint_px: float) -> np.ndarray:
+    """A focused probe: the far field of a soft-edged circular pupil. (n, n) complex128.
+
+    The pupil radius ρ (frequency px) is chosen so that the Airy central lobe has
+    diameter ``footprint_px``: 2·0.61·n/ρ = footprint → ρ = 1.22·n/footprint. The
+    pupil edge is a one-pixel cosine taper to damp the side lobes. Unit peak amplitude
+    (absolute scale is set later by the dose, DESIGN §2.3).
+    """
+    rho = 1.22 * n / footprint_px
+    f = np.fft.fftshift(np.fft.fftfreq(n)) * n
+    r = np.hypot(*np.meshgrid(f, f, indexing="ij"))
+    pupil = np.clip(0.5 + (rho - r), 0.0, 1.0)
+    pupil = 0.5 - 0.5 * np.cos(np.pi * pupil)
+    probe = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(pupil)))
+    return probe / np.abs(probe).max()
+
+
+def load_probe(path: str | Path, key: str, n: int) -> np.ndarray:
+    """Read an N×N complex probe from an NPZ (array ``key``) or HDF5 (dataset ``key``).
+
+    Raises ProbeFileError (one line: file, key, expected vs got) when the file is
+    missing or unreadable, the key is absent, or the array is not (n, n) complex
+    with finite values. Pickled NPZ content is refused (allow_pickle=False).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ProbeFileError(f"{path}: probe file not found")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if key not in z.files:
+                    raise ProbeFileError(f"{path}: key {key!r} missing; found {sorted(z.files)}")
+                arr = z[key]
+        elif path.suffix in (".h5", ".hdf5", ".hdf", ".nxs"):
+            with h5py.File(path, "r") as f:
+                if key not in f:
+                    raise ProbeFileError(f"{path}: dataset {key!r} missing; found {sorted(f.keys())}")
+                arr = f[key][()]
+        else:
+            raise ProbeFileError(f"{path}: expected a .npz or .h5/.hdf5 probe file, got suffix {path.suffix!r}")
+    except ProbeFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear line
+        raise ProbeFileError(f"{path}: unreadable probe file: {exc}") from None
+    arr = np.asarray(arr)
+    if arr.shape != (n, n):
+        raise ProbeFileError(f"{path}: {key}: expected shape ({n}, {n}), got {arr.shape}")
+    if not np.iscomplexobj(arr):
+        raise ProbeFileError(f"{path}: {key}: expected a complex array, got dtype {arr.dtype}")
+    if not np.all(np.isfinite(arr)):
+        raise ProbeFileError(f"{path}: {key}: {int(np.count_nonzero(~np.isfinite(arr)))} non-finite values; "
+                             "expected all finite")
+    if not np.any(arr):
+        raise ProbeFileError(f"{path}: {key}: all zeros; expected a non-zero probe")
+    return arr.astype(np.complex128)
+
+
+def make_probe(cfg: ProbeConfig, n: int) -> np.ndarray:
+    """Probe shape (unit peak or file scale; absolute scale comes from the dose). (n, n) complex128."""
+    if cfg.kind == "ideal":
+        return ideal_probe(n, cfg.footprint_px)
+    if cfg.file is None:
+        raise ProbeFileError("probe.file: expected a path for probe.kind=custom, got null")
+    return load_probe(cfg.file, cfg.key, n)
+
+
+def random_positions(n_positions: int, size: int, n: int, buffer_px: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Uniform random patch centres [x, y] px (float64, (M, 2)) in [n/2 + buffer, size - n/2 - buffer]."""
+    lo = n / 2 + buffer_px
+    hi = size - n / 2 - buffer_px
+    if hi <= lo:
+        raise ValueError(f"object.size: {size} px leaves no room for {n} px patches with a "
+                         f"{buffer_px} px buffer; expected > {n + 2 * buffer_px}")
+    return rng.uniform(lo, hi, size=(n_positions, 2))
+
+
+def simulate(cfg: SimulateConfig) -> dict[str, np.ndarray | float]:
+    """Run the simulation (DESIGN §2.1–2.3). Pure: same config, same arrays.
+
+    Returns object (H, W) complex64, probe (N, N) complex64 (P_abs), positions (M, 2)
+    float64 [x, y] px, expected (M, N, N) float64 λ, counts (M, N, N) float32,
+    amplitude (M, N, N) float32, probe_scale (float: P_abs = probe_scale·P).
+    """
+    n = cfg.N
+    obj = make_object(cfg.object)
+    probe = make_probe(cfg.probe, n)
+    rng = np.random.default_rng(cfg.seed)
+    positions = random_positions(cfg.n_positions, cfg.object.size, n, cfg.buffer_px, rng)
+    # Patches come from the object cropped with an 8 px margin; positions keep n/2 + buffer
+    # from the edge, so pad the object where buffer < margin (padding is never seen in λ
+    # except through the margin used for the Fourier shift).
+    margin = 8
+    pad = margin + 1
+    padded = np.pad(obj, pad, mode="edge")
+    patches = extract_patches(padded, positions + pad, n, margin=margin)
+    lam = expected_counts((probe.real, probe.imag), (patches.real, patches.imag))
+    scale = np.sqrt(cfg.nphotons / lam.sum(axis=(1, 2)).mean())
+    probe_abs = probe * scale
+    lam *= scale ** 2
+    counts = rng.poisson(lam).astype(np.float32)
+    return {
+        "object": obj.astype(np.complex64),
+        "probe": probe_abs.astype(np.complex64),
+        "positions": positions,
+        "patches": patches,
+        "expected": lam,
+        "counts": counts,
+        "amplitude": np.sqrt(counts),
+        "probe_scale": float(scale),
+    }
+
+
+def check_invariants(cfg: SimulateConfig, sim: dict) -> dict[str, float]:
+    """Parseval (1e-5 rel), dose (1e-3 rel), finiteness, non-negative counts. Returns the
+    measured invariants (for telemetry)."""
+    p = sim["probe"].astype(np.complex128)
+    exit_wave = p * sim["patches"]
+    parseval = float(sim["expected"].sum() / np.sum(np.abs(exit_wave) ** 2))
+    check_close(STAGE, "expected", parseval, 1.0, 1e-5, "Σλ / Σ|P·O|² (Parseval)")
+    dose = float(sim["expected"].sum(axis=(1, 2)).mean())
+    check_close(STAGE, "expected", dose, cfg.nphotons, 1e-3, "mean expected photons per pattern")
+    for name in ("object", "probe", "expected", "counts", "amplitude"):
+        check_finite(STAGE, name, sim[name])
+    check_nonnegative(STAGE, "counts", sim["counts"])
+    return {"parseval": parseval, "dose": dose / cfg.nphotons}
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run(cfg: SimulateConfig, scenario: str, out: str | Path) -> None:
+    """Stage entry point: simulate and write ``simulated.h5`` (see docs/artifacts.md)."""
+    sim = simulate(cfg)
+    inv = check_invariants(cfg, sim)
+    measured = sim["counts"].sum(axis=(1, 2)).mean()
+    attrs = {
+        "probe_scale": sim["probe_scale"],
+        "probe_source": cfg.probe.file or "ideal",
+        "probe_sha256": file_sha256(cfg.probe.file) if cfg.probe.file else "",
+        "nphotons": cfg.nphotons,
+        "mean_measured_counts": float(measured),
+        "N": cfg.N,
+    }
+    write_artifact(
+        out, stage=STAGE, scenario=scenario, config=cfg,
+        arrays={
+            "object": Array(sim["object"], "object amplitude"),
+            "probe": Array(sim["probe"], "photons^0.5"),
+            "positions": Array(sim["positions"], "px"),
+            "counts": Array(sim["counts"], "counts"),
+            "amplitude": Array(sim["amplitude"], "photons^0.5"),
+        },
+        attrs=attrs,
+        ratios={"parseval": inv["parseval"], "dose": inv["dose"],
+                "measured_over_expected": float(measured / cfg.nphotons)},
+    )

@@ -1,0 +1,82 @@
+"""Telemetry: per-array statistics and invariant checks shared by every stage.
+
+Every stage writes, for each main array, the statistics of :func:`array_stats`
+into its HDF5 output (``telemetry/<array>`` attributes), and checks the physics
+contract with :func:`check_finite` / :func:`check_close`. A broken invariant
+raises :class:`InvariantError` whose message names the stage, the array and the
+numbers, so a failure says where it happened instead of surfacing as NaN later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class InvariantError(RuntimeError):
+    """A physics or data invariant failed; the message names stage, array and numbers."""
+
+
+def array_stats(arr: np.ndarray) -> dict[str, Any]:
+    """Summary statistics of an array.
+
+    For complex arrays the statistics are of the modulus |x| (``sumsq`` is Σ|x|²),
+    plus ``phase_mean``/``phase_std`` (rad). NaN/Inf are counted, and the other
+    statistics are computed over the finite entries only.
+
+    Returns a dict with keys shape, dtype, mean, std, min, max, sumsq, nan, inf
+    (all JSON/HDF5-attribute friendly: tuples, str, float, int).
+    """
+    a = np.asarray(arr)
+    out: dict[str, Any] = {"shape": tuple(int(s) for s in a.shape), "dtype": str(a.dtype)}
+    if np.iscomplexobj(a):
+        nan = int(np.count_nonzero(np.isnan(a.real) | np.isnan(a.imag)))
+        inf = int(np.count_nonzero(np.isinf(a.real) | np.isinf(a.imag)))
+        finite = np.isfinite(a.real) & np.isfinite(a.imag)
+        vals = np.abs(a[finite]).astype(np.float64)
+        phase = np.angle(a[finite]).astype(np.float64)
+        out["phase_mean"] = float(phase.mean()) if phase.size else float("nan")
+        out["phase_std"] = float(phase.std()) if phase.size else float("nan")
+    elif a.dtype.kind in "fiub":
+        af = a.astype(np.float64, copy=False)
+        nan = int(np.count_nonzero(np.isnan(af)))
+        inf = int(np.count_nonzero(np.isinf(af)))
+        vals = af[np.isfinite(af)]
+    else:  # strings etc.
+        return out
+    out.update(nan=nan, inf=inf)
+    if vals.size:
+        out.update(mean=float(vals.mean()), std=float(vals.std()), min=float(vals.min()),
+                   max=float(vals.max()), sumsq=float(np.sum(vals * vals)))
+    else:
+        out.update(mean=float("nan"), std=float("nan"), min=float("nan"), max=float("nan"), sumsq=0.0)
+    return out
+
+
+def check_finite(stage: str, name: str, arr: np.ndarray) -> None:
+    """Raise InvariantError if ``arr`` holds any NaN or Inf."""
+    a = np.asarray(arr)
+    if a.dtype.kind not in "fc":
+        return
+    bad = int(np.count_nonzero(~np.isfinite(a)))
+    if bad:
+        nan = int(np.count_nonzero(np.isnan(a)))
+        raise InvariantError(f"[{stage}] {name}: {bad} non-finite values of {a.size} "
+                             f"({nan} NaN, {bad - nan} Inf); expected 0")
+
+
+def check_close(stage: str, name: str, got: float, expected: float, rtol: float, what: str) -> None:
+    """Raise InvariantError if ``got`` differs from ``expected`` by more than ``rtol`` (relative)."""
+    rel = abs(got - expected) / max(abs(expected), 1e-300)
+    if not np.isfinite(got) or rel > rtol:
+        raise InvariantError(f"[{stage}] {name}: {what} = {got:.9g}, expected {expected:.9g} "
+                             f"(relative error {rel:.3g} > tolerance {rtol:g})")
+
+
+def check_nonnegative(stage: str, name: str, arr: np.ndarray) -> None:
+    """Raise InvariantError if ``arr`` holds negative values (e.g. counts)."""
+    a = np.asarray(arr)
+    n = int(np.count_nonzero(a < 0))
+    if n:
+        raise InvariantError(f"[{stage}] {name}: {n} negative values (min {float(a.min()):.6g}); expected >= 0")

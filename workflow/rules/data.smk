@@ -1,0 +1,96 @@
+# Data stages: simulate -> split -> group -> normalize (DESIGN §2.1–2.4, §2.7).
+
+
+rule simulate:
+    input:
+        probe=probe_input,
+    output:
+        "results/{scenario}/simulated.h5",
+    params:
+        cfg=stage_params("simulate"),
+    log:
+        "results/{scenario}/logs/simulate.log",
+    benchmark:
+        "results/{scenario}/benchmarks/simulate.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    shell:
+        "{PY} -m ptychopipe simulate --scenario {wildcards.scenario} --config {params.cfg:q}"
+        " --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule split:
+    input:
+        simulated="results/{scenario}/simulated.h5",
+    output:
+        "results/{scenario}/split.h5",
+    params:
+        cfg=stage_params("split"),
+    log:
+        "results/{scenario}/logs/split.log",
+    benchmark:
+        "results/{scenario}/benchmarks/split.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "{PY} -m ptychopipe split --scenario {wildcards.scenario} --config {params.cfg:q}"
+        " --simulated {input.simulated} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule group:
+    input:
+        simulated="results/{scenario}/simulated.h5",
+        split="results/{scenario}/split.h5",
+    output:
+        "results/{scenario}/grouped.h5",
+    params:
+        cfg=stage_params("group"),
+    log:
+        "results/{scenario}/logs/group.log",
+    benchmark:
+        "results/{scenario}/benchmarks/group.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "{PY} -m ptychopipe group --scenario {wildcards.scenario} --config {params.cfg:q}"
+        " --simulated {input.simulated} --split {input.split} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule normalize:
+    input:
+        simulated="results/{scenario}/simulated.h5",
+        split="results/{scenario}/split.h5",
+        grouped="results/{scenario}/grouped.h5",
+    output:
+        "results/{scenario}/normalized.h5",
+    params:
+        cfg=stage_params("normalize"),
+    log:
+        "results/{scenario}/logs/normalize.log",
+    benchmark:
+        "results/{scenario}/benchmarks/normalize.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "{PY} -m ptychopipe normalize --scenario {wildcards.scenario} --config {params.cfg:q}"
+        " --simulated {input.simulated} --split {input.split} --grouped {input.grouped}"
+        " --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule telemetry:
+    input:
+        per_scenario("results/{scenario}/normalized.h5"),
+    output:
+        md="results/telemetry.md",
+        csv="results/telemetry.csv",
+    log:
+        "results/logs/telemetry.log",
+    benchmark:
+        "results/benchmarks/telemetry.tsv"
+    threads: 1
+    shell:
+        "{PY} -m ptychopipe telemetry --results results --md {output.md} --csv {output.csv} > {log} 2>&1"
