@@ -300,3 +300,60 @@ def read_normalized(path: str | Path) -> Normalized:
                                     f"got {g.amplitude.shape[1:3]}")
         return Normalized(sets, probe, float(f.attrs["input_scale"]), float(f.attrs["amplitude_estimate"]),
                           float(f.attrs["mean_counts"]), int(f.attrs["gridsize"]))
+
+
+@dataclass(frozen=True)
+class TrainHistory:
+    """train stage output (train.h5): per-epoch history, each (E,) float64 —
+    loss, val_loss (NaN when no validation split), learning_rate, seconds,
+    samples_per_second — and attrs (train_seconds, samples_per_second, epochs_run,
+    nan_status: "ok" or the NaN guard's message)."""
+
+    history: dict[str, np.ndarray]
+    attrs: dict[str, Any]
+
+
+HISTORY_KEYS = ("loss", "val_loss", "learning_rate", "seconds", "samples_per_second")
+
+
+def read_train_history(path: str | Path) -> TrainHistory:
+    with open_artifact(path, "train") as f:
+        hist = {k: read_array(f, f"history/{k}", ndim=1, kind="f") for k in HISTORY_KEYS}
+        attrs = dict(f.attrs)
+    n = {len(v) for v in hist.values()}
+    if len(n) != 1:
+        raise ArtifactError(f"{path}: history/*: expected equal lengths, got {sorted(n)}")
+    return TrainHistory(hist, attrs)
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """infer stage output (inferred.h5) for the test split's B groups of C patches.
+
+    amplitude (B, C, N, N) float32 [object amplitude], phase (B, C, N, N) float32
+    [rad]: the predicted object patches (after the overlap merge for C > 1);
+    positions (B, C, 2) float64 [x, y] px: global patch centres in object
+    coordinates (same convention as the simulator: patch pixel (i, k) sits at
+    (y - N/2 + i, x - N/2 + k)); indices (B, C) int64 into the simulated arrays;
+    probe (N, N) complex64 P_abs. attrs: predicted_over_measured_counts (mean
+    predicted counts / mean measured counts per pattern), poisson_nll (test split).
+    """
+
+    amplitude: np.ndarray
+    phase: np.ndarray
+    positions: np.ndarray
+    indices: np.ndarray
+    probe: np.ndarray
+    attrs: dict[str, Any]
+
+
+def read_inferred(path: str | Path) -> Inferred:
+    with open_artifact(path, "infer") as f:
+        amp = read_array(f, "amplitude", ndim=4, kind="f")
+        b, c, n, _ = amp.shape
+        phase = read_array(f, "phase", ndim=4, kind="f", shape=amp.shape)
+        pos = read_array(f, "positions", ndim=3, kind="f", shape=(b, c, 2))
+        idx = read_array(f, "indices", ndim=2, kind="i", shape=(b, c))
+        probe = read_array(f, "probe", ndim=2, kind="c", shape=(n, n))
+        attrs = dict(f.attrs)
+    return Inferred(amp, phase, pos, idx, probe, attrs)
