@@ -85,26 +85,35 @@ def expected_counts(probe: Pair, obj: Pair, ops: Any = NUMPY_OPS) -> Any:
     return fr * fr + fi * fi
 
 
+def shift_ramp(s0: int, s1: int, dx: Any, dy: Any, like: Any, ops: Any = NUMPY_OPS) -> Pair:
+    """Spectral phase ramp exp(-2πi (kx·dx + ky·dy)) as (cos, sin), shape (..., s0, s1).
+
+    dx, dy: arrays of shifts in px, shape ``...``; ``like``: an array of the compute dtype.
+    """
+    ky = _const(ops, np.fft.fftfreq(s0).reshape(s0, 1), like)
+    kx = _const(ops, np.fft.fftfreq(s1).reshape(1, s1), like)
+    dx = ops.expand_dims(ops.expand_dims(dx, -1), -1)
+    dy = ops.expand_dims(ops.expand_dims(dy, -1), -1)
+    phase = -2.0 * np.pi * (kx * dx + ky * dy)
+    return ops.cos(phase), ops.sin(phase)
+
+
 def fourier_shift(re: Any, im: Any, dx: Any, dy: Any, ops: Any = NUMPY_OPS) -> Pair:
     """Sub-pixel shift of (..., S0, S1) fields by (dx, dy) px; out(r) = in(r - d).
 
     dx, dy: arrays broadcastable to the leading dims ``...`` (one shift per field).
     """
-    s0, s1 = re.shape[-2], re.shape[-1]
-    ky = _const(ops, np.fft.fftfreq(s0).reshape(s0, 1), re)
-    kx = _const(ops, np.fft.fftfreq(s1).reshape(1, s1), re)
-    dx = ops.expand_dims(ops.expand_dims(dx, -1), -1)
-    dy = ops.expand_dims(ops.expand_dims(dy, -1), -1)
-    phase = -2.0 * np.pi * (kx * dx + ky * dy)
-    c, s = ops.cos(phase), ops.sin(phase)
+    c, s = shift_ramp(re.shape[-2], re.shape[-1], dx, dy, re, ops)
     fr, fi = ops.fft2((re, im))
     return ops.ifft2((fr * c - fi * s, fr * s + fi * c))
 
 
 def canvas_size(n: int, max_offset: float) -> int:
-    """Side of the shared merge canvas for patches of size n whose centres lie within
+    """Side of the merge canvas for patches of size n whose centres lie within
     ``max_offset`` px (max over x and y) of the group centre: n + 2·ceil(max_offset) + 2,
-    rounded up to even. No member is clipped."""
+    rounded up to even. Members are at most 2·max_offset apart, so a source patch
+    shifted into another member's frame never wraps into that member's central n×n
+    window (wrap-free when side ≥ n + 2·max_offset)."""
     s = n + 2 * int(np.ceil(max_offset)) + 2
     return s + (s % 2)
 
@@ -115,30 +124,38 @@ def merge_and_reextract(patches: Pair, offsets_x: Any, offsets_y: Any, weight: A
 
     patches: (re, im), each (B, C, N, N) — C object patches of B groups.
     offsets_x, offsets_y: (B, C) px, member centre minus group centre.
-    weight: (N, N) non-negative overlap weight (max 1), e.g. |P|²/max|P|².
+    weight: (N, N) non-negative overlap weight (max 1), e.g. |P|²/max|P|², a
+    tensor of the compute dtype.
     canvas: side S ≥ :func:`canvas_size` (static, even).
 
-    Each group's C patches are placed on their own S×S canvas at their offsets
-    (sub-pixel, :func:`fourier_shift`), averaged with ``weight``
-    (Σ w·O_c / max(Σ w, eps)), and the C patches are re-extracted at the same
-    offsets. Groups never mix. Returns (re, im), each (B, C, N, N).
+    The C patches of a group form one shared object (the canvas); each member's
+    patch is replaced by the overlap-weighted average of all members over its own
+    window: Ô'_c = Σ_d shift_{o_d − o_c}(w·Ô_d) / max(Σ_d shift_{o_d − o_c}(w), eps),
+    i.e. the canvas Σ w·Ô / Σ w re-extracted at member c's offset. It is evaluated
+    in member c's frame (each source patch zero-padded to S×S, its spectrum times the
+    relative-shift ramp, summed over sources, one inverse FFT per member): the own
+    term is exact and no small denominator is ever re-interpolated. Groups never
+    mix: sums run over the C members of one group only.
+    Returns (re, im), each (B, C, N, N).
     """
     re, im = patches
     n = re.shape[-1]
     lo = (canvas - n) // 2
     pad = [[0, 0], [0, 0], [lo, canvas - n - lo], [lo, canvas - n - lo]]
-    w_re = weight * re
-    w_im = weight * im
-    w_full = weight + 0.0 * re  # (B, C, N, N), broadcast of the weight
-    sr, si = fourier_shift(ops.pad(w_re, pad), ops.pad(w_im, pad), offsets_x, offsets_y, ops)
-    sw, _ = fourier_shift(ops.pad(w_full, pad), 0.0 * ops.pad(w_full, pad), offsets_x, offsets_y, ops)
-    num_r = ops.sum(sr, axis=1)
-    num_i = ops.sum(si, axis=1)
-    den = ops.maximum(ops.sum(sw, axis=1), eps)
-    mr = ops.expand_dims(num_r / den, 1) + 0.0 * sr  # (B, C, S, S): one copy per member
-    mi = ops.expand_dims(num_i / den, 1) + 0.0 * si
-    br, bi = fourier_shift(mr, mi, -offsets_x, -offsets_y, ops)
-    return br[..., lo:lo + n, lo:lo + n], bi[..., lo:lo + n, lo:lo + n]
+    w_full = weight + 0.0 * re  # (B, C, N, N)
+    # spectra of the sources, (B, 1, C, S, S): axis 1 = target member, axis 2 = source
+    ar, ai = ops.fft2((ops.pad(weight * re, pad), ops.pad(weight * im, pad)))
+    wr, wi = ops.fft2((ops.pad(w_full, pad), 0.0 * ops.pad(w_full, pad)))
+    ar, ai, wr, wi = (ops.expand_dims(t, 1) for t in (ar, ai, wr, wi))
+    # relative shifts source d -> target c: o_d - o_c, shape (B, C_target, C_source)
+    dx = ops.expand_dims(offsets_x, 1) - ops.expand_dims(offsets_x, 2)
+    dy = ops.expand_dims(offsets_y, 1) - ops.expand_dims(offsets_y, 2)
+    c, s = shift_ramp(canvas, canvas, dx, dy, re, ops)
+    num_r, num_i = ops.ifft2((ops.sum(ar * c - ai * s, axis=2), ops.sum(ar * s + ai * c, axis=2)))
+    den, _ = ops.ifft2((ops.sum(wr * c - wi * s, axis=2), ops.sum(wr * s + wi * c, axis=2)))
+    win = (Ellipsis, slice(lo, lo + n), slice(lo, lo + n))
+    den = ops.maximum(den[win], eps)
+    return num_r[win] / den, num_i[win] / den
 
 
 def extract_patches(obj: np.ndarray, positions: np.ndarray, n: int, margin: int = 8,
