@@ -1,5 +1,5 @@
 # ptychopipe — two entry points: `make demo` (main job) and `make test` (test suite).
-# Both create .venv on first use with only Python 3 (>= 3.10) on the machine.
+# Both create .venv on first use with only Python 3 (3.10-3.13) and make on the machine.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,10 +7,19 @@ STAMP  := $(VENV)/.installed
 PRESET ?= quick
 CORES  ?= 2
 
-.PHONY: demo test venv dry-run clean
+.PHONY: demo test test-cluster venv dry-run clean
 
+# Debian/Ubuntu ship `venv` without `ensurepip` unless python3-venv is installed: then the
+# venv is created --without-pip and pip is bootstrapped with get-pip.py (needs the network,
+# as the pip install below does). TensorFlow 2.21 has wheels for Python 3.10-3.13.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 13) else \
+		"ptychopipe needs Python 3.10-3.13 (TensorFlow 2.21 wheels); %s is %d.%d: make PYTHON=python3.12 ..." % (sys.executable, *v))'
+	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed (no python3-venv?): bootstrapping pip with get-pip.py"; \
+		$(PYTHON) -m venv --clear --without-pip $(VENV) && \
+		$(BIN)/python -c "import urllib.request as u; u.urlretrieve('https://bootstrap.pypa.io/get-pip.py', '$(VENV)/get-pip.py')" 2>/dev/null && \
+		$(BIN)/python $(VENV)/get-pip.py --quiet; } || { rm -rf $(VENV); \
+		echo "could not create $(VENV) with pip: install python3-venv (sudo apt-get install python3-venv) and run make again" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
@@ -19,9 +28,23 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/snakemake --workflow-profile profiles/local --cores $(CORES) --config preset=$(PRESET)
+	@# constant default resources: Snakemake 9.27's --report otherwise warns about an un-awaited
+	@# input-size coroutine (disk_mb's default) once per job; resources play no part in a report
+	$(BIN)/snakemake --workflow-profile profiles/local --cores 1 --config preset=$(PRESET) \
+		--default-resources mem_mb=2000 disk_mb=1000 --report results/report.html
+	@echo ""
+	@echo "Summary (Markdown): $(CURDIR)/results/report/summary.md"
+	@echo "Summary (CSV):      $(CURDIR)/results/report/summary.csv"
+	@echo "HTML report:        $(CURDIR)/results/report.html  (self-contained: every figure and table)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Real SLURM run of the ci DAG on a single-node cluster on localhost (needs root: installs
+# slurm-wlm + munge with apt-get if missing, starts and stops the daemons by PID); see
+# docs/cluster.md. `timeout` is the outer guard: the test fails, it never hangs.
+test-cluster: $(STAMP)
+	PTYCHOPIPE_TEST_CLUSTER=1 timeout --kill-after=60 1200 $(BIN)/python -m pytest -q -s -m cluster tests/test_cluster.py
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n --workflow-profile profiles/local --config preset=$(PRESET)

@@ -53,9 +53,9 @@ class ObjectConfig:
 @dataclass(frozen=True)
 class ProbeConfig:
     kind: str  # "ideal" | "custom"
-    footprint_px: float
-    file: str | None
-    key: str
+    footprint_px: float | None  # ideal only (None for custom: not a parameter of that probe)
+    file: str | None  # custom only
+    key: str | None  # custom only
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,10 @@ class StitchConfig:
 
 @dataclass(frozen=True)
 class CompareConfig:
-    coverage_threshold: float
-    frc_threshold: str
-    ratio_tolerance: float
+    coverage_threshold: float  # evaluate pixels with coverage >= this x median coverage (dimensionless)
+    frc_threshold: str  # "half_bit" | "0.5"
+    ratio_tolerance: float  # relative departure of a stage ratio from its contract that flags it
+    register: bool  # sub-pixel registration before scoring (off by default, DESIGN §2.8)
 
 
 STAGE_CLASSES: dict[str, type] = {
@@ -165,8 +166,12 @@ def stage_config(params: Mapping[str, Any], stage: str):
                 amplitude_range=_tuple(o["amplitude_range"]), phase_range=_tuple(o["phase_range"]),
             ),
             probe=ProbeConfig(
-                kind=pr["kind"], footprint_px=float(pr["footprint_px"]),
-                file=None if pr["kind"] == "ideal" else pr["file"], key=pr["key"],
+                # only the fields that define this kind of probe, so editing an unused
+                # field (footprint_px of a custom probe, file of an ideal one) re-runs nothing
+                kind=pr["kind"],
+                footprint_px=float(pr["footprint_px"]) if pr["kind"] == "ideal" else None,
+                file=pr["file"] if pr["kind"] == "custom" else None,
+                key=pr["key"] if pr["kind"] == "custom" else None,
             ),
         )
     if stage == "split":
@@ -196,7 +201,8 @@ def stage_config(params: Mapping[str, Any], stage: str):
     if stage == "compare":
         c = p["compare"]
         return CompareConfig(coverage_threshold=float(c["coverage_threshold"]),
-                             frc_threshold=str(c["frc_threshold"]), ratio_tolerance=float(c["ratio_tolerance"]))
+                             frc_threshold=str(c["frc_threshold"]), ratio_tolerance=float(c["ratio_tolerance"]),
+                             register=bool(c["register"]))
     raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
 
 
@@ -269,7 +275,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def _error_line(source: str, err: jsonschema.ValidationError) -> str:
     path = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-    return f"{source}: {path}: {err.message}"
+    hint = ""
+    if err.validator == "type" and isinstance(err.instance, str):
+        try:
+            float(err.instance)
+            hint = " (YAML 1.1 reads a number like 1e9 as text: write 1.0e+9)"
+        except ValueError:
+            pass
+    return f"{source}: {path}: {err.message}{hint}"
 
 
 def _check(instance: Any, schema: dict[str, Any], source: str) -> None:
@@ -329,7 +342,8 @@ def expand_sweeps(raw: Mapping[str, Any], source: str = "config") -> dict[str, d
     """Scenario overrides, with each ``sweeps`` entry expanded to one scenario per value.
 
     ``sweeps: {dose: {base: gs2_custom, param: nphotons, values: [1e4, 1e9]}}`` adds
-    scenarios ``dose_1e04`` and ``dose_1e09``: the base scenario's overrides with
+    scenarios ``dose_10000`` and ``dose_1e09`` (labels: ``labels`` if given, else each value
+    written with ``%g``, ``+`` dropped and ``.`` -> ``p``): the base scenario's overrides with
     ``param`` set to each value.
     """
     scenarios = {k: dict(v or {}) for k, v in raw["scenarios"].items()}

@@ -24,7 +24,7 @@ STAGE = "normalize"
 
 def input_scale(counts: np.ndarray, n: int) -> float:
     """a = sqrt((N/2)² / mean_j Σ n_j); counts (M, N, N) of the training split's patterns."""
-    mean_total = float(counts.sum(axis=(-2, -1)).mean())
+    mean_total = float(counts.sum(axis=(-2, -1), dtype=np.float64).mean())
     if not mean_total > 0:
         raise ValueError(f"[{STAGE}] counts: mean counts per pattern is {mean_total}; expected > 0")
     return float(np.sqrt((n / 2) ** 2 / mean_total))
@@ -32,7 +32,8 @@ def input_scale(counts: np.ndarray, n: int) -> float:
 
 def amplitude_estimate(counts: np.ndarray, probe: np.ndarray) -> float:
     """ā = sqrt(mean_j Σ n_j / Σ|P_abs|²) [object amplitude]; counts (M, N, N), probe (N, N)."""
-    return float(np.sqrt(counts.sum(axis=(-2, -1)).mean() / np.sum(np.abs(probe) ** 2)))
+    mean_total = counts.sum(axis=(-2, -1), dtype=np.float64).mean()
+    return float(np.sqrt(mean_total / np.sum(np.abs(probe.astype(np.complex128)) ** 2)))
 
 
 def run(cfg: NormalizeConfig, scenario: str, simulated: str | Path, split: str | Path,
@@ -46,7 +47,7 @@ def run(cfg: NormalizeConfig, scenario: str, simulated: str | Path, split: str |
     train_counts = sim.counts[sp.train_indices]
     a = input_scale(train_counts, cfg.N)
     abar = amplitude_estimate(train_counts, sim.probe)
-    mean_counts = float(train_counts.sum(axis=(1, 2)).mean())
+    mean_counts = float(train_counts.sum(axis=(1, 2), dtype=np.float64).mean())
     arrays: dict[str, Array] = {"probe": Array(sim.probe, "photons^0.5")}
     ratios: dict[str, float] = {}
     for name, g in groups.items():

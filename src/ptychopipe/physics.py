@@ -14,6 +14,14 @@ Conventions (DESIGN §2):
 - shift by (dx, dy) px moves content towards +x, +y: out(r) = in(r - d),
   by multiplying the spectrum with exp(-2πi (kx·dx + ky·dy)) (band-limited, exact
   for band-limited content, periodic over the array).
+
+Exception, NumPy only: :func:`extract_patches` (the simulator cutting sub-pixel
+patches out of the large, non-periodic object) interpolates with a windowed sinc
+instead of Fourier-shifting a crop, whose border jumps would ring through the patch
+(1.6e-2 error against 6.5e-6; tests/test_physics.py). Same band-limited model of
+the object, same convention (patch pixel (i, k) samples O at y - N/2 + i,
+x - N/2 + k); the model never extracts from the object, so nothing of it is shared
+with Keras.
 """
 
 from __future__ import annotations
@@ -158,20 +166,54 @@ def merge_and_reextract(patches: Pair, offsets_x: Any, offsets_y: Any, weight: A
     return num_r[win] / den, num_i[win] / den
 
 
-def extract_patches(obj: np.ndarray, positions: np.ndarray, n: int, margin: int = 8,
-                    chunk: int = 512) -> np.ndarray:
+def sinc_weights(frac: np.ndarray, half_width: int, beta: float | None = None) -> np.ndarray:
+    """Kaiser-windowed sinc interpolation weights for fractional offsets ``frac`` (M,) in [0, 1).
+
+    Returns (M, 2·half_width) float64 weights w[j, u] for the samples at integer
+    offsets t = u - half_width + 1 (t = -half_width + 1 .. half_width): the value at
+    position ``frac`` is Σ_t w[j, t]·f(t). Kernel sinc(t - frac)·I0(β·sqrt(1 - ((t -
+    frac)/half_width)²))/I0(β), normalised to sum 1 (constants are reproduced exactly;
+    frac = 0 gives the identity). β defaults to 10·half_width/12.
+    """
+    beta = 10.0 * half_width / 12.0 if beta is None else beta
+    t = np.arange(-half_width + 1, half_width + 1, dtype=np.float64)
+    d = t[None, :] - np.asarray(frac, dtype=np.float64)[:, None]
+    w = np.sinc(d) * np.i0(beta * np.sqrt(np.clip(1.0 - (d / half_width) ** 2, 0.0, 1.0)))
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def _banded(w: np.ndarray, n: int) -> np.ndarray:
+    """(M, L) tap weights -> (M, n + L - 1, n) banded matrices B[j, k + u, k] = w[j, u]."""
+    m, taps = w.shape
+    band = np.zeros((m, n + taps - 1, n), dtype=np.float64)
+    k = np.arange(n)
+    for u in range(taps):
+        band[:, k + u, k] = w[:, u, None]
+    return band
+
+
+def extract_patches(obj: np.ndarray, positions: np.ndarray, n: int, margin: int = 12,
+                    chunk: int = 128) -> np.ndarray:
     """Sub-pixel N×N patches of a complex object, centred at ``positions``.
 
     obj: (H, W) complex; positions: (M, 2) float [x, y] px (patch centres).
-    Patch pixel (i, k) samples O at (y_j - N/2 + i, x_j - N/2 + k). The integer
-    part of that origin is cropped (with ``margin`` extra px each side, so the
-    periodic Fourier shift does not wrap into the kept region), the fractional part
-    is applied by :func:`fourier_shift`. Returns (M, N, N) complex128.
+    Patch pixel (i, k) samples O at (y_j - N/2 + i, x_j - N/2 + k), an integer
+    origin plus one fractional offset (fx, fy) ∈ [0, 1)² per patch. The fractional
+    part is applied by separable Kaiser-windowed sinc interpolation
+    (:func:`sinc_weights`, 2·``margin`` taps, so ``margin`` px of object are read
+    beyond each side of the patch), as two batched banded matrix products.
+
+    Why not :func:`fourier_shift` of a crop: a crop of a non-periodic object has
+    jumps at its borders, whose ringing leaves a ~1.5 % rms error over the whole
+    patch (measured, margin 8). The windowed sinc reproduces band-limited content
+    (|frequency| ≤ 0.3 cycles/px) to ~1e-5 relative and is exact at integer
+    positions; tests/test_physics.py measures and bounds the error against
+    analytic shifts. Returns (M, N, N) complex128.
     Raises ValueError if a patch (with margin) leaves the object.
     """
     obj = np.asarray(obj)
     h, w = obj.shape
-    pos = np.asarray(positions, dtype=np.float64)
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
     ox = pos[:, 0] - n / 2
     oy = pos[:, 1] - n / 2
     ix, iy = np.floor(ox).astype(np.int64), np.floor(oy).astype(np.int64)
@@ -182,13 +224,16 @@ def extract_patches(obj: np.ndarray, positions: np.ndarray, n: int, margin: int 
         raise ValueError(f"positions: patches of {n} px (+{margin} px margin) leave the {h}x{w} object; "
                          f"x in [{pos[:, 0].min():.2f}, {pos[:, 0].max():.2f}], "
                          f"y in [{pos[:, 1].min():.2f}, {pos[:, 1].max():.2f}]")
-    grid = np.arange(s)
+    wx, wy = sinc_weights(fx, margin), sinc_weights(fy, margin)
+    grid = np.arange(s - 1)  # taps 2·margin: rows/cols origin - margin + 1 .. origin + n - 1 + margin
     out = np.empty((len(pos), n, n), dtype=np.complex128)
     for a in range(0, len(pos), chunk):
         b = min(a + chunk, len(pos))
-        rows = (iy[a:b, None] - margin + grid[None, :])[:, :, None]
-        cols = (ix[a:b, None] - margin + grid[None, :])[:, None, :]
-        crops = obj[rows, cols]
-        sr, si = fourier_shift(crops.real, crops.imag, -fx[a:b], -fy[a:b])
-        out[a:b] = (sr + 1j * si)[:, margin:margin + n, margin:margin + n]
+        rows = (iy[a:b, None] - margin + 1 + grid[None, :])[:, :, None]
+        cols = (ix[a:b, None] - margin + 1 + grid[None, :])[:, None, :]
+        crops = obj[rows, cols]  # (m, S-1, S-1)
+        bx = _banded(wx[a:b], n)  # (m, S-1, n): interpolate along x (columns)
+        byt = _banded(wy[a:b], n).transpose(0, 2, 1)  # (m, n, S-1): along y (rows)
+        out[a:b].real = byt @ (crops.real @ bx)
+        out[a:b].imag = byt @ (crops.imag @ bx)
     return out

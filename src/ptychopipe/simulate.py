@@ -2,6 +2,16 @@
 
 All functions are pure and seeded; :func:`run` is the stage entry point that
 writes ``simulated.h5``.
+
+The "lines" object (:func:`make_object`): amplitude = lo + (hi - lo)·L₁ and
+phase = φlo + (φhi - φlo)·L₂, where L₁, L₂ ∈ [0, 1] are two independent blurred
+maps of random anti-aliased line segments, each scaled by its own maximum.
+So the amplitude spans exactly ``object.amplitude_range`` (default [0.5, 1.5],
+object amplitude units) and the phase exactly ``object.phase_range`` (default
+[-1, 1] rad); the background (no line) sits at the lower ends, 0.5 and -1 rad,
+and the maxima are reached only where several lines cross. With the reference
+parameters (392 px, 400 lines of 8–64 px, blur 1 px) ~72 % of the pixels
+carry some line, the mean amplitude is 0.56 and the median 0.50.
 """
 
 from __future__ import annotations
@@ -147,21 +157,29 @@ def simulate(cfg: SimulateConfig) -> dict[str, np.ndarray | float]:
 
     Returns object (H, W) complex64, probe (N, N) complex64 (P_abs), positions (M, 2)
     float64 [x, y] px, expected (M, N, N) float64 λ, counts (M, N, N) float32,
-    amplitude (M, N, N) float32, probe_scale (float: P_abs = probe_scale·P).
+    amplitude (M, N, N) float32, probe_scale (float: P_abs = probe_scale·P),
+    exit_power (float: Σ_j Σ|P_abs·O_j|², computed without FFT, for the Parseval check).
+    Patches are extracted and propagated ``chunk`` patterns at a time, so the peak
+    memory is the stored arrays plus O(chunk·N²).
     """
     n = cfg.N
     obj = make_object(cfg.object)
     probe = make_probe(cfg.probe, n)
     rng = np.random.default_rng(cfg.seed)
     positions = random_positions(cfg.n_positions, cfg.object.size, n, cfg.buffer_px, rng)
-    # Patches come from the object cropped with an 8 px margin; positions keep n/2 + buffer
-    # from the edge, so pad the object where buffer < margin (padding is never seen in λ
-    # except through the margin used for the Fourier shift).
-    margin = 8
+    # The sub-pixel interpolation reads `margin` px beyond each side of a patch (the
+    # windowed-sinc taps); positions keep n/2 + buffer from the edge, so pad the object
+    # (edge values) where buffer < margin. Padding enters λ only through the outer taps.
+    margin = 12
     pad = margin + 1
     padded = np.pad(obj, pad, mode="edge")
-    patches = extract_patches(padded, positions + pad, n, margin=margin)
-    lam = expected_counts((probe.real, probe.imag), (patches.real, patches.imag))
+    chunk = 1024
+    lam = np.empty((len(positions), n, n), dtype=np.float64)
+    exit_power = 0.0  # Σ|P·O_j|² over all patterns (unit-scale probe)
+    for a in range(0, len(positions), chunk):
+        patches = extract_patches(padded, positions[a:a + chunk] + pad, n, margin=margin)
+        lam[a:a + chunk] = expected_counts((probe.real, probe.imag), (patches.real, patches.imag))
+        exit_power += float(np.sum(np.abs(probe * patches) ** 2))
     scale = np.sqrt(cfg.nphotons / lam.sum(axis=(1, 2)).mean())
     probe_abs = probe * scale
     lam *= scale ** 2
@@ -170,7 +188,7 @@ def simulate(cfg: SimulateConfig) -> dict[str, np.ndarray | float]:
         "object": obj.astype(np.complex64),
         "probe": probe_abs.astype(np.complex64),
         "positions": positions,
-        "patches": patches,
+        "exit_power": exit_power * scale ** 2,
         "expected": lam,
         "counts": counts,
         "amplitude": np.sqrt(counts),
@@ -181,9 +199,7 @@ def simulate(cfg: SimulateConfig) -> dict[str, np.ndarray | float]:
 def check_invariants(cfg: SimulateConfig, sim: dict) -> dict[str, float]:
     """Parseval (1e-5 rel), dose (1e-3 rel), finiteness, non-negative counts. Returns the
     measured invariants (for telemetry)."""
-    p = sim["probe"].astype(np.complex128)
-    exit_wave = p * sim["patches"]
-    parseval = float(sim["expected"].sum() / np.sum(np.abs(exit_wave) ** 2))
+    parseval = float(sim["expected"].sum() / sim["exit_power"])
     check_close(STAGE, "expected", parseval, 1.0, 1e-5, "Σλ / Σ|P·O|² (Parseval)")
     dose = float(sim["expected"].sum(axis=(1, 2)).mean())
     check_close(STAGE, "expected", dose, cfg.nphotons, 1e-3, "mean expected photons per pattern")
@@ -201,7 +217,7 @@ def run(cfg: SimulateConfig, scenario: str, out: str | Path) -> None:
     """Stage entry point: simulate and write ``simulated.h5`` (see docs/artifacts.md)."""
     sim = simulate(cfg)
     inv = check_invariants(cfg, sim)
-    measured = sim["counts"].sum(axis=(1, 2)).mean()
+    measured = float(sim["counts"].sum(axis=(1, 2), dtype=np.float64).mean())
     attrs = {
         "probe_scale": sim["probe_scale"],
         "probe_source": cfg.probe.file or "ideal",

@@ -30,25 +30,30 @@ def array_stats(arr: np.ndarray) -> dict[str, Any]:
     """
     a = np.asarray(arr)
     out: dict[str, Any] = {"shape": tuple(int(s) for s in a.shape), "dtype": str(a.dtype)}
+    # Reductions accumulate in float64 (dtype=) without copying the whole array to float64;
+    # the finite-only copy is made only when there is a NaN/Inf to leave out.
     if np.iscomplexobj(a):
         nan = int(np.count_nonzero(np.isnan(a.real) | np.isnan(a.imag)))
         inf = int(np.count_nonzero(np.isinf(a.real) | np.isinf(a.imag)))
-        finite = np.isfinite(a.real) & np.isfinite(a.imag)
-        vals = np.abs(a[finite]).astype(np.float64)
-        phase = np.angle(a[finite]).astype(np.float64)
-        out["phase_mean"] = float(phase.mean()) if phase.size else float("nan")
-        out["phase_std"] = float(phase.std()) if phase.size else float("nan")
+        fin = a if nan + inf == 0 else a[np.isfinite(a.real) & np.isfinite(a.imag)]
+        vals = np.abs(fin)
+        phase = np.angle(fin)
+        out["phase_mean"] = float(phase.mean(dtype=np.float64)) if phase.size else float("nan")
+        out["phase_std"] = float(phase.std(dtype=np.float64)) if phase.size else float("nan")
     elif a.dtype.kind in "fiub":
-        af = a.astype(np.float64, copy=False)
-        nan = int(np.count_nonzero(np.isnan(af)))
-        inf = int(np.count_nonzero(np.isinf(af)))
-        vals = af[np.isfinite(af)]
+        if a.dtype.kind == "b":
+            a = a.astype(np.uint8)
+        nan = int(np.count_nonzero(np.isnan(a))) if a.dtype.kind == "f" else 0
+        inf = int(np.count_nonzero(np.isinf(a))) if a.dtype.kind == "f" else 0
+        vals = a if nan + inf == 0 else a[np.isfinite(a)]
     else:  # strings etc.
         return out
     out.update(nan=nan, inf=inf)
     if vals.size:
-        out.update(mean=float(vals.mean()), std=float(vals.std()), min=float(vals.min()),
-                   max=float(vals.max()), sumsq=float(np.sum(vals * vals)))
+        mean = float(vals.mean(dtype=np.float64))
+        std = float(vals.std(dtype=np.float64))
+        out.update(mean=mean, std=std, min=float(vals.min()), max=float(vals.max()),
+                   sumsq=float(vals.size * (std * std + mean * mean)))  # Σx² = n·(var + mean²)
     else:
         out.update(mean=float("nan"), std=float("nan"), min=float("nan"), max=float("nan"), sumsq=0.0)
     return out

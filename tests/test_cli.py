@@ -1,0 +1,162 @@
+"""Command line: stage commands fail with one line and exit 1; telemetry and params-diff."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ptychopipe import cli
+from ptychopipe.config import load_scenarios, stage_config, to_json
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / "scenarios.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch):
+    """cli.main sets thread-limit variables in os.environ; keep them out of other tests."""
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+
+
+def _main(capsys, *argv):
+    rc = cli.main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _json(scenario, stage, **override):
+    p = load_scenarios(CONFIG, "ci")[scenario]
+    for k, v in override.items():
+        p[k] = {**p[k], **v} if isinstance(v, dict) else v
+    return to_json(stage_config(p, stage))
+
+
+def test_stage_command_writes_the_artifact(tmp_path, capsys):
+    out = tmp_path / "sim.h5"
+    rc, _, err = _main(capsys, "simulate", "--scenario", "gs1_ideal", "--config", _json("gs1_ideal", "simulate"),
+                       "--out", str(out), "--threads", "1")
+    assert rc == 0 and out.is_file(), err
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["simulate", "--scenario", "s", "--config", "{bad json"],
+     r"ptychopipe simulate: error: stage config for simulate: not valid JSON .*"),
+    (["simulate", "--scenario", "s", "--config", '{"N": 64}'],
+     r"ptychopipe simulate: error: stage config for SimulateConfig: expected keys \[.*\], got \['N'\]"),
+    (["split", "--scenario", "s", "--config", '{"fraction": 0.5}', "--simulated", "missing.h5"],
+     r"ptychopipe split: error: missing\.h5: file not found \(expected the simulate stage's output\)"),
+])
+def test_stage_errors_are_one_line_with_exit_1(tmp_path, capsys, argv, pattern):
+    out = tmp_path / "o.h5"
+    rc, _, err = _main(capsys, *argv, "--out", str(out))
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert re.fullmatch(pattern, lines[0]), lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_custom_probe_fails_in_a_real_process(tmp_path):
+    """The command a rule runs: exit status 1, one stderr line naming the file, no output."""
+    cfg = _json("gs1_custom", "simulate", probe={"kind": "custom", "file": str(tmp_path / "gone.npz")})
+    out = tmp_path / "sim.h5"
+    proc = subprocess.run([sys.executable, "-m", "ptychopipe", "simulate", "--scenario", "gs1_custom",
+                           "--config", cfg, "--out", str(out), "--threads", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"ptychopipe simulate: error: {tmp_path / 'gone.npz'}: probe file not found"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_group_command_names_the_split_and_numbers(ci_data, tmp_path, capsys):
+    d = ci_data["gs1_ideal"]
+    cfg = '{"gridsize": 2, "n_groups": 5, "neighbour_count": 500, "seed": 1}'
+    rc, _, err = _main(capsys, "group", "--scenario", "gs1_ideal", "--config", cfg, "--simulated", str(d["simulated"]),
+                       "--split", str(d["split"]), "--out", str(tmp_path / "g.h5"))
+    assert rc == 1
+    assert err.strip().startswith("ptychopipe group: error: [group] train: ")
+    assert "patterns available, need at least 500 (C = 4, K = 500)" in err
+
+
+# --------------------------------------------------------------------------- telemetry
+
+
+@pytest.fixture
+def results_tree(ci_data, tmp_path):
+    """results/{scenario}/*.h5 for the two ci scenarios, plus a stale folder."""
+    res = tmp_path / "results"
+    for scen, d in ci_data.items():
+        (res / scen).mkdir(parents=True)
+        for k in ("simulated", "split", "grouped", "normalized"):
+            shutil.copy(d[k], res / scen / f"{k}.h5")
+    shutil.copytree(res / "gs1_ideal", res / "old_scenario")
+    return res
+
+
+def test_telemetry_table(results_tree, capsys):
+    md, csv_path = results_tree / "telemetry.md", results_tree / "telemetry.csv"
+    rc, out, err = _main(capsys, "telemetry", "--results", str(results_tree), "--md", str(md), "--csv", str(csv_path),
+                         "--scenarios=gs1_ideal,gs2_custom")
+    assert rc == 0, err
+    rows = list(csv.DictReader(csv_path.open()))
+    assert {r["scenario"] for r in rows} == {"gs1_ideal", "gs2_custom"}  # the stale folder is left out
+    stages = [r["stage"] for r in rows if r["scenario"] == "gs2_custom"]
+    assert stages == sorted(stages, key=["simulate", "split", "group", "normalize"].index)
+    by = {(r["scenario"], r["stage"], r["array"]): r for r in rows}
+    for key in [("gs2_custom", "simulate", "counts"), ("gs2_custom", "group", "train/amplitude"),
+                ("gs2_custom", "normalize", "train/inputs"), ("gs1_ideal", "split", "test/indices")]:
+        assert key in by, key
+    r = by[("gs2_custom", "simulate", "counts")]
+    assert r["nan"] == "0" and r["inf"] == "0" and r["shape"] == "192x64x64" and r["dtype"] == "float32"
+    assert "parseval=1" in r["stage_ratios"] and "dose=1" in r["stage_ratios"]
+    # the amplitude chain: normalize/train inputs over group/train amplitude = a
+    a = float(by[("gs2_custom", "normalize", "train/inputs")]["ratio_to_previous"])
+    assert f"input_scale={a:.6g}" in by[("gs2_custom", "normalize", "probe")]["stage_ratios"]
+    text = md.read_text()
+    assert text.startswith("# Telemetry") and "| scenario | stage | array |" in text
+    assert text.count("\n| gs2_custom |") == sum(1 for r in rows if r["scenario"] == "gs2_custom")
+    rc, _, _ = _main(capsys, "telemetry", "--results", str(results_tree), "--md", str(md), "--csv", str(csv_path))
+    assert {r["scenario"] for r in csv.DictReader(csv_path.open())} == {"gs1_ideal", "gs2_custom", "old_scenario"}
+
+
+# --------------------------------------------------------------------------- params-diff
+
+
+def test_params_diff_between_scenarios(capsys):
+    rc, out, _ = _main(capsys, "params-diff", "gs1_ideal", "gs2_custom", "--configfile", str(CONFIG),
+                       "--preset", "full")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["stage.parameter", "gs1_ideal", "|", "gs2_custom"]
+    assert "[simulate]" in lines and "[group]" in lines
+    assert any(ln.split() == ["simulate.n_positions", "2000", "|", "8000"] for ln in lines)
+    assert any(ln.split() == ["group.gridsize", "1", "|", "2"] for ln in lines)
+    assert lines.index("[simulate]") < lines.index("[group]")
+
+
+def test_params_diff_against_another_file(tmp_path, capsys):
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["scenarios"]["gs2_custom"]["nphotons"] = 1.0e+4
+    other = tmp_path / "edited.yaml"
+    other.write_text(yaml.safe_dump(raw))
+    rc, out, _ = _main(capsys, "params-diff", "gs2_custom", f"{other}:gs2_custom", "--configfile", str(CONFIG))
+    assert rc == 0
+    body = [ln.split() for ln in out.splitlines()[1:]]
+    assert body == [["[simulate]"], ["simulate.nphotons", "1000000000.0", "|", "10000.0"]]
+    rc, out, _ = _main(capsys, "params-diff", "gs1_ideal", "gs1_ideal", "--configfile", str(CONFIG))
+    assert out.strip() == "no differences between gs1_ideal and gs1_ideal"
+
+
+def test_params_diff_unknown_scenario_is_one_line(capsys):
+    rc, out, err = _main(capsys, "params-diff", "gs1_ideal", "gs7", "--configfile", str(CONFIG))
+    assert rc == 1
+    assert err.strip() == (f"ptychopipe params-diff: error: {CONFIG}: scenario 'gs7' not found; expected one of "
+                           "['gs1_custom', 'gs1_ideal', 'gs2_custom', 'gs2_ideal']")

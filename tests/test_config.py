@@ -1,0 +1,246 @@
+"""Configuration (DESIGN §3): schema validation with one-line messages naming the key path,
+scenario names, presets, sweeps, and frozen per-stage configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ptychopipe.config import (STAGES, ConfigError, config_hash, from_json, load_scenarios, load_yaml,
+                               params_diff, resolve_scenarios, stage_config, to_dict, to_json)
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = ["gs1_custom", "gs1_ideal", "gs2_custom", "gs2_ideal"]
+
+
+def _set(d, dotted, value):
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+    d[keys[-1]] = value
+
+
+def _del(d, dotted):
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d[k]
+    del d[keys[-1]]
+
+
+# (id, mutation of the raw config, preset, expected message (regex, whole line))
+BAD = [
+    ("unknown key", lambda r: _set(r, "defaults.nphoton", 1e9), None,
+     r"cfg\.yaml: defaults: Additional properties are not allowed \('nphoton' was unexpected\)"),
+    ("unknown nested key", lambda r: _set(r, "scenarios.gs1_ideal.probe.probe_scale", 2.0), None,
+     r"cfg\.yaml: scenarios\.gs1_ideal\.probe: Additional properties are not allowed "
+     r"\('probe_scale' was unexpected\)"),
+    ("unknown top-level key", lambda r: _set(r, "nphotons", 1), None,
+     r"cfg\.yaml: <top level>: Additional properties are not allowed \('nphotons' was unexpected\)"),
+    ("wrong type", lambda r: _set(r, "defaults.scan.n_images", "many"), None,
+     r"cfg\.yaml: defaults\.scan\.n_images: 'many' is not of type 'integer'"),
+    ("bool is not an integer", lambda r: _set(r, "defaults.gridsize", True), None,
+     r"cfg\.yaml: defaults\.gridsize: True is not of type 'integer'"),
+    ("number written 1e9 in YAML", lambda r: _set(r, "scenarios.gs2_ideal.nphotons", "1e9"), None,
+     r"cfg\.yaml: scenarios\.gs2_ideal\.nphotons: '1e9' is not of type 'number' "
+     r"\(YAML 1\.1 reads a number like 1e9 as text: write 1\.0e\+9\)"),
+    ("nphotons zero", lambda r: _set(r, "scenarios.gs1_ideal.nphotons", 0), None,
+     r"cfg\.yaml: scenarios\.gs1_ideal\.nphotons: 0 is less than or equal to the minimum of 0"),
+    ("nphotons negative", lambda r: _set(r, "defaults.nphotons", -1.0e6), None,
+     r"cfg\.yaml: defaults\.nphotons: -1000000\.0 is less than or equal to the minimum of 0"),
+    ("N not allowed", lambda r: _set(r, "defaults.N", 48), None,
+     r"cfg\.yaml: defaults\.N: 48 is not one of \[32, 64, 128, 256\]"),
+    ("scenario name with /", lambda r: _set(r, "scenarios", {**r["scenarios"], "a/b": {}}), None,
+     r"cfg\.yaml: scenarios: 'a/b' does not match '\^\[A-Za-z0-9_-\]\+\$'"),
+    ("scenario name with space", lambda r: _set(r, "scenarios", {**r["scenarios"], "my run": {}}), None,
+     r"cfg\.yaml: scenarios: 'my run' does not match .*"),
+    ("neighbour_count < gridsize^2", lambda r: _set(r, "scenarios.gs2_ideal.group", {"neighbour_count": 3}), None,
+     r"cfg\.yaml: scenario gs2_ideal: group\.neighbour_count: expected >= gridsize\^2 = 4, got 3"),
+    ("custom probe without file", lambda r: _set(r, "scenarios.mine", {"probe": {"kind": "custom"}}), None,
+     r"cfg\.yaml: scenario mine: probe\.file: expected a file path for probe\.kind=custom, got null"),
+    ("unknown probe kind", lambda r: _set(r, "defaults.probe.kind", "gaussian"), None,
+     r"cfg\.yaml: defaults\.probe\.kind: 'gaussian' is not one of \['ideal', 'custom'\]"),
+    ("unknown preset", lambda r: None, "huge",
+     r"cfg\.yaml: preset: 'huge' is not defined; expected one of \['ci', 'full', 'quick'\]"),
+    ("min > max range", lambda r: _set(r, "defaults.object.amplitude_range", [1.5, 0.5]), None,
+     r"cfg\.yaml: scenario gs1_ideal: object\.amplitude_range: expected min < max, got \[1\.5, 0\.5\]"),
+    ("negative amplitude", lambda r: _set(r, "defaults.object.amplitude_range", [-0.5, 0.5]), None,
+     r"cfg\.yaml: scenario gs1_ideal: object\.amplitude_range: expected min >= 0, got -0\.5"),
+    ("range of one number", lambda r: _set(r, "defaults.object.phase_range", [1.0]), None,
+     r"cfg\.yaml: defaults\.object\.phase_range: \[1\.0\] is too short"),
+    ("object too small", lambda r: _set(r, "scenarios.gs1_ideal.object", {"size": 64}), None,
+     r"cfg\.yaml: scenario gs1_ideal: object\.size: expected >= N \+ 2\*scan\.buffer_px \+ 1 = 85, got 64"),
+    ("object too small for N=128", lambda r: _set(r, "scenarios.big", {"N": 128}), "ci",
+     r"cfg\.yaml: scenario big: object\.size: expected >= N \+ 2\*scan\.buffer_px \+ 1 = 149, got 128"),
+    ("split fraction 1", lambda r: _set(r, "defaults.split.fraction", 1.0), None,
+     r"cfg\.yaml: defaults\.split\.fraction: 1\.0 is greater than or equal to the maximum of 1"),
+    ("missing parameter after merge", lambda r: _del(r, "defaults.seed"), None,
+     r"cfg\.yaml: scenario gs1_ideal \(after merging defaults, preset quick\): <top level>: "
+     r"'seed' is a required property"),
+    ("min learning rate above learning rate", lambda r: _set(r, "defaults.train.min_learning_rate", 1.0), None,
+     r"cfg\.yaml: scenario gs1_ideal: train\.min_learning_rate: expected <= train\.learning_rate = 0\.001, got 1\.0"),
+    ("run names an unknown scenario", lambda r: _set(r, "run", ["gs3"]), None,
+     r"cfg\.yaml: run: unknown scenario\(s\) \['gs3'\]; expected names from \[.*\]"),
+    ("empty scenarios", lambda r: _set(r, "scenarios", {}), None,
+     r"cfg\.yaml: scenarios: \{\} should be non-empty"),
+    ("sweep of an unknown scenario", lambda r: _set(r, "sweeps", {"dose": {"base": "gs9", "param": "nphotons",
+                                                                          "values": [1.0e+4]}}), None,
+     r"cfg\.yaml: sweeps\.dose\.base: scenario 'gs9' not found; expected one of \[.*\]"),
+    ("sweep to a bad value", lambda r: _set(r, "sweeps", {"dose": {"base": "gs2_ideal", "param": "nphotons",
+                                                                  "values": [-1.0]}}), None,
+     r"cfg\.yaml: scenario dose_-1 \(after merging defaults, preset quick\): nphotons: -1\.0 is less than or "
+     r"equal to the minimum of 0"),
+    ("sweep of an unknown parameter", lambda r: _set(r, "sweeps", {"dose": {"base": "gs2_ideal", "param": "photons",
+                                                                           "values": [1.0]}}), None,
+     r"cfg\.yaml: scenario dose_1 \(after merging defaults, preset quick\): <top level>: Additional properties "
+     r"are not allowed \('photons' was unexpected\)"),
+]
+
+
+@pytest.mark.parametrize("mutate,preset,pattern", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_config_is_rejected_with_one_line_naming_the_key(raw_config, mutate, preset, pattern):
+    mutate(raw_config)
+    with pytest.raises(ConfigError) as exc:
+        resolve_scenarios(raw_config, preset, source="cfg.yaml")
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert re.fullmatch(pattern, msg), msg
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found$"):
+        load_yaml(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("defaults:\n  N: [64\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML \(line \d+\)$"):
+        load_yaml(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping at top level, got list$"):
+        load_yaml(lst)
+
+
+@pytest.mark.parametrize("preset", ["ci", "quick", "full"])
+def test_shipped_config_is_valid_for_every_preset(preset):
+    scen = load_scenarios(REPO / "config" / "scenarios.yaml", preset)
+    assert sorted(scen) == SCENARIOS
+    for name, p in scen.items():
+        assert p["gridsize"] == (2 if name.startswith("gs2") else 1)
+        assert p["probe"]["kind"] == name.split("_")[1]
+        for stage in STAGES:
+            stage_config(p, stage)
+
+
+def test_full_preset_is_the_reference_parameters():
+    p = load_scenarios(REPO / "config" / "scenarios.yaml", "full")["gs2_custom"]
+    sim = stage_config(p, "simulate")
+    assert (sim.N, sim.object.size, sim.object.seed, sim.buffer_px, sim.n_positions, sim.nphotons) == \
+        (64, 392, 42, 10.0, 8000, 1e9)
+    g = stage_config(p, "group")
+    assert (g.n_groups, g.neighbour_count, g.gridsize) == (1000, 4, 2)
+    assert stage_config(p, "split").fraction == 0.5
+    t = stage_config(p, "train")
+    assert (t.batch_size, t.epochs) == (16, 60)
+
+
+def test_preset_then_scenario_override_order(raw_config):
+    raw_config["presets"]["ci"]["nphotons"] = 5.0e+5
+    raw_config["scenarios"]["gs1_ideal"]["nphotons"] = 7.0e+3
+    scen = resolve_scenarios(raw_config, "ci")
+    assert scen["gs1_ideal"]["nphotons"] == 7e3  # scenario wins over preset
+    assert scen["gs2_ideal"]["nphotons"] == 5e5  # preset wins over defaults
+    assert scen["gs2_ideal"]["object"]["size"] == 128 and scen["gs2_ideal"]["object"]["seed"] == 42  # deep merge
+
+
+def test_preset_comes_from_the_file_unless_given(raw_config):
+    raw_config["preset"] = "ci"
+    assert resolve_scenarios(raw_config)["gs1_ideal"]["scan"]["n_images"] == 48
+    assert resolve_scenarios(raw_config, "full")["gs1_ideal"]["scan"]["n_images"] == 2000
+
+
+def test_run_restricts_scenarios(raw_config):
+    raw_config["run"] = ["gs2_ideal"]
+    assert list(resolve_scenarios(raw_config, "ci")) == ["gs2_ideal"]
+
+
+def test_sweeps_expand_to_named_scenarios(raw_config):
+    raw_config["sweeps"] = {"dose": {"base": "gs2_custom", "param": "nphotons", "values": [1.0e+4, 1.0e+9]},
+                            "fp": {"base": "gs1_ideal", "param": "probe.footprint_px", "values": [16, 24],
+                                   "labels": ["small", "mid"]}}
+    scen = resolve_scenarios(raw_config, "ci")
+    assert {"dose_10000", "dose_1e09", "fp_small", "fp_mid"} <= set(scen)
+    assert scen["dose_10000"]["nphotons"] == 1e4
+    assert scen["dose_10000"]["probe"]["kind"] == "custom" and scen["dose_10000"]["gridsize"] == 2
+    assert scen["fp_mid"]["probe"]["footprint_px"] == 24
+
+
+def test_stage_configs_are_frozen_and_round_trip_through_json():
+    p = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs2_custom"]
+    for stage in STAGES:
+        cfg = stage_config(p, stage)
+        assert dataclasses.is_dataclass(cfg)
+        field = dataclasses.fields(cfg)[0].name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(cfg, field, None)
+        text = to_json(cfg)
+        back = from_json(stage, text)
+        assert back == cfg and to_json(back) == text
+        assert config_hash(back) == config_hash(cfg) and len(config_hash(cfg)) == 16
+    sim = stage_config(p, "simulate")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sim.object.size = 3  # nested configs are frozen too
+    assert isinstance(sim.object.amplitude_range, tuple)
+
+
+def test_from_json_refuses_wrong_keys_and_bad_json():
+    p = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs1_ideal"]
+    d = to_dict(stage_config(p, "group"))
+    d["extra"] = 1
+    with pytest.raises(ConfigError, match=r"stage config for GroupConfig: expected keys \[.*\], got \[.*'extra'.*\]"):
+        from_json("group", json.dumps(d))
+    with pytest.raises(ConfigError, match=r"stage config for split: not valid JSON"):
+        from_json("split", "{fraction: 0.5")
+    with pytest.raises(ConfigError, match=r"unknown stage 'bake'"):
+        from_json("bake", "{}")
+
+
+def _stage_jsons(params):
+    return {s: to_json(stage_config(params, s)) for s in STAGES}
+
+
+@pytest.mark.parametrize("dotted,value,changed", [
+    ("nphotons", 1.0e+5, {"simulate"}),
+    ("seed", 7, {"simulate", "group", "train"}),
+    ("N", 128, {"simulate", "normalize", "train"}),
+    ("group.n_groups", 10, {"group"}),
+    ("group.neighbour_count", 9, {"group"}),
+    ("split.fraction", 0.6, {"split"}),
+    ("object.n_lines", 5, {"simulate"}),
+    ("scan.n_images", 12, {"simulate"}),
+    ("train.epochs", 3, {"train"}),
+    ("infer.batch_size", 3, {"infer"}),
+    ("stitch.weight", "uniform", {"stitch"}),
+])
+def test_each_stage_config_carries_exactly_its_own_parameters(dotted, value, changed):
+    """A parameter change alters the params (hence re-runs) of exactly the stages that use it;
+    downstream stages re-run because their inputs change, not their params."""
+    p = load_scenarios(REPO / "config" / "scenarios.yaml", "full")["gs2_ideal"]
+    q = yaml.safe_load(yaml.safe_dump(p))
+    _set(q, dotted, value)
+    a, b = _stage_jsons(p), _stage_jsons(q)
+    assert {s for s in STAGES if a[s] != b[s]} == changed
+
+
+def test_params_diff_is_stage_by_stage():
+    scen = load_scenarios(REPO / "config" / "scenarios.yaml", "full")
+    rows = params_diff(scen["gs1_ideal"], scen["gs2_custom"])
+    assert ("simulate", "n_positions", 2000, 8000) in rows
+    assert ("simulate", "probe.kind", "ideal", "custom") in rows
+    assert ("group", "gridsize", 1, 2) in rows
+    order = [r[0] for r in rows]
+    assert order == sorted(order, key=STAGES.index)
+    assert params_diff(scen["gs1_ideal"], scen["gs1_ideal"]) == []

@@ -1,0 +1,281 @@
+"""Snakemake end to end for the data stages (simulate -> split -> group -> normalize ->
+telemetry) on the ``ci`` preset, in a temporary working directory.
+
+Covers: the dry-run DAG (ci and full presets), the artifact contract of DESIGN §4 on real
+outputs, the telemetry table, a no-op re-run, exact re-run scoping after a config edit,
+and the one-line config error a user sees from the snakemake command line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from ptychopipe.config import config_hash, load_scenarios, stage_config, to_json
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+SCENARIOS = ("gs1_custom", "gs1_ideal", "gs2_custom", "gs2_ideal")
+DATA_RULES = ("simulate", "split", "group", "normalize")
+FILES = {"simulate": "simulated.h5", "split": "split.h5", "group": "grouped.h5", "normalize": "normalized.h5"}
+REQUIRED_ATTRS = ("schema_version", "stage", "scenario", "config_json", "config_hash", "ptychopipe_version",
+                  "created_utc")
+STAT_KEYS = ("shape", "dtype", "mean", "std", "min", "max", "sumsq", "nan", "inf")
+UNITS = {"counts", "photons^0.5", "object amplitude", "rad", "px", "index", "a*photons^0.5"}
+RATIOS = {
+    "simulate": {"parseval", "dose", "measured_over_expected"},
+    "split": {"train_fraction", "test_fraction"},
+    "group": {"train_grouped_over_raw", "test_grouped_over_raw"},
+    "normalize": {"train_normalized_over_raw", "test_normalized_over_raw", "input_scale",
+                  "amplitude_estimate_over_true_rms"},
+}
+#: The data stages' outputs. (rule telemetry follows the whole pipeline; these tests run the
+#: `ptychopipe telemetry` command on the data-stage artifacts themselves.)
+TARGETS = [f"results/{s}/normalized.h5" for s in SCENARIOS]
+
+
+def smk(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """snakemake (this venv's) in ``workdir``; never in the repository itself."""
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *args],
+                          cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+def planned(proc: subprocess.CompletedProcess) -> set[tuple[str, str | None]]:
+    """(rule, scenario) of every job a dry run lists."""
+    jobs: list[list] = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            jobs.append([m.group(1), None])
+        m = re.match(r"^\s+wildcards: .*\bscenario=([A-Za-z0-9_-]+)", line)
+        if m and jobs:
+            jobs[-1][1] = m.group(1)
+    return {tuple(j) for j in jobs}
+
+
+def _out(proc):
+    return f"rc={proc.returncode}\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-5000:]}"
+
+
+# --------------------------------------------------------------------------- dry runs
+
+
+@pytest.mark.parametrize("preset", ["ci", "full"])
+def test_dry_run_lists_the_data_stages_of_every_scenario(workdir, preset):
+    proc = smk(workdir, "-n", "--config", f"preset={preset}")
+    assert proc.returncode == 0, _out(proc)
+    jobs = planned(proc)
+    data = {(r, s) for r, s in jobs if r in DATA_RULES}
+    assert data == {(r, s) for r in DATA_RULES for s in SCENARIOS}
+    assert ("telemetry", None) in jobs
+    assert not (workdir / "results").exists()  # a dry run writes nothing
+
+
+# --------------------------------------------------------------------------- config errors on the command line
+
+
+@pytest.mark.parametrize("edit,args,line", [
+    (lambda c: c["scenarios"]["gs1_ideal"].update(nphotons=-5), (),
+     "ptychopipe: config error: config/scenarios.yaml: scenarios.gs1_ideal.nphotons: -5 is less than or equal "
+     "to the minimum of 0"),
+    (lambda c: c["scenarios"].update({"a/b": {"gridsize": 1}}), (),
+     "ptychopipe: config error: config/scenarios.yaml: scenarios: 'a/b' does not match '^[A-Za-z0-9_-]+$'"),
+    (lambda c: c["defaults"]["group"].update(neighbours=4), (),
+     "ptychopipe: config error: config/scenarios.yaml: defaults.group: Additional properties are not allowed "
+     "('neighbours' was unexpected)"),
+    (lambda c: None, ("--config", "preset=huge"),
+     "ptychopipe: config error: config/scenarios.yaml: preset: 'huge' is not defined; expected one of "
+     "['ci', 'full', 'quick']"),
+])
+def test_bad_config_stops_snakemake_with_one_line(workdir, edit, args, line):
+    path = workdir / "config" / "scenarios.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    edit(cfg)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = smk(workdir, "-n", *args)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "Traceback" not in text
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    # Snakemake itself adds one notice when --config is given; nothing else is printed
+    lines = [ln for ln in lines if not ln.startswith("Config file config/scenarios.yaml is extended")]
+    assert lines == [line], _out(proc)
+    assert not (workdir / "results").exists()
+
+
+# --------------------------------------------------------------------------- one real run, then dry runs
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """The data stages of all four scenarios, run once (ci preset, 2 cores)."""
+    wd = tmp_path_factory.mktemp("wf_data")
+    shutil.copytree(REPO / "config", wd / "config")
+    shutil.copytree(REPO / "data", wd / "data")
+    t0 = time.perf_counter()
+    proc = smk(wd, "--cores", "2", *TARGETS, "--config", "preset=ci", timeout=600)
+    assert proc.returncode == 0, _out(proc)
+    seconds = time.perf_counter() - t0
+    tel = subprocess.run([sys.executable, "-m", "ptychopipe", "telemetry", "--results", "results",
+                          f"--scenarios={','.join(SCENARIOS)}", "--md", "results/telemetry.md",
+                          "--csv", "results/telemetry.csv"], cwd=wd, capture_output=True, text=True, timeout=120)
+    assert tel.returncode == 0, tel.stderr
+    return {"workdir": wd, "seconds": seconds, "params": load_scenarios(wd / "config" / "scenarios.yaml", "ci")}
+
+
+def _datasets(f: h5py.File) -> dict[str, h5py.Dataset]:
+    out = {}
+
+    def visit(name, obj):  # returns None: visititems stops at the first non-None return
+        if isinstance(obj, h5py.Dataset) and not name.startswith("telemetry/"):
+            out[name] = obj
+    f.visititems(visit)
+    return out
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_artifacts_meet_the_contract(ran, scenario):
+    wd, params = ran["workdir"], ran["params"][scenario]
+    for stage, fname in FILES.items():
+        path = wd / "results" / scenario / fname
+        with h5py.File(path, "r") as f:
+            where = f"{scenario}/{fname}"
+            for k in REQUIRED_ATTRS:
+                assert k in f.attrs, f"{where}: attribute {k} missing"
+            assert f.attrs["stage"] == stage and f.attrs["scenario"] == scenario
+            cfg = stage_config(params, stage)
+            assert f.attrs["config_json"] == to_json(cfg), f"{where}: config_json is not the stage's config"
+            assert f.attrs["config_hash"] == config_hash(cfg)
+            json.loads(f.attrs["config_json"])
+            assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$", f.attrs["created_utc"])
+            datasets = _datasets(f)
+            assert datasets, where
+            tel = f["telemetry"]
+            for name, ds in datasets.items():
+                assert ds.attrs.get("units") in UNITS, f"{where}: {name}: units {ds.attrs.get('units')!r}"
+                st = tel[name].attrs
+                for k in STAT_KEYS:
+                    assert k in st, f"{where}: telemetry/{name}: {k} missing"
+                assert tuple(st["shape"]) == ds.shape and st["dtype"] == str(ds.dtype)
+                assert st["nan"] == 0 and st["inf"] == 0, f"{where}: {name} has NaN/Inf"
+            ratios = {k[len("ratio_"):]: float(v) for k, v in tel.attrs.items() if k.startswith("ratio_")}
+            assert RATIOS[stage] <= set(ratios), f"{where}: ratios {sorted(ratios)}"
+            if stage == "simulate":
+                assert ratios["parseval"] == pytest.approx(1, abs=1e-5)
+                assert ratios["dose"] == pytest.approx(1, abs=1e-3)
+                assert set(datasets) == {"object", "probe", "positions", "counts", "amplitude"}
+                m = params["scan"]["n_images"] * params["gridsize"] ** 2
+                assert f["counts"].shape == (m, 64, 64) and f["counts"].dtype == np.float32
+                assert f["positions"].shape == (m, 2) and f["probe"].dtype == np.complex64
+            if stage == "split":
+                assert ratios["train_fraction"] + ratios["test_fraction"] == pytest.approx(1)
+            if stage == "group":
+                c = params["gridsize"] ** 2
+                b = params["group"]["n_groups"]
+                assert f["train/indices"].shape == (b, c) and f["test/offsets"].shape == (b, c, 2)
+                assert f["train/amplitude"].shape == (b, 64, 64, c)
+            if stage == "normalize":
+                a = float(f.attrs["input_scale"])
+                assert ratios["input_scale"] == a
+                for s in ("train", "test"):
+                    assert ratios[f"{s}_normalized_over_raw"] == pytest.approx(a, rel=1e-5)
+
+
+def test_logs_and_benchmarks_exist(ran):
+    res = ran["workdir"] / "results"
+    for s in SCENARIOS:
+        for stage in DATA_RULES:
+            assert (res / s / "logs" / f"{stage}.log").is_file()
+            assert (res / s / "benchmarks" / f"{stage}.tsv").is_file()
+    assert not list(res.rglob(".*.tmp-*")), "temporary files left behind"
+
+
+def test_telemetry_table_covers_every_scenario_and_stage(ran):
+    res = ran["workdir"] / "results"
+    md = (res / "telemetry.md").read_text()
+    rows = [ln.split("|")[1:-1] for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| scenario")]
+    seen = {(r[0].strip(), r[1].strip()) for r in rows}
+    assert seen == {(s, st) for s in SCENARIOS for st in DATA_RULES}
+    header = [h.strip() for h in md.splitlines()[4].split("|")[1:-1]]
+    assert header[:3] == ["scenario", "stage", "array"] and "ratio_to_previous" in header
+    csv_lines = (res / "telemetry.csv").read_text().splitlines()
+    assert len(csv_lines) == len(rows) + 1
+
+
+def test_rerun_with_nothing_changed_schedules_nothing(ran):
+    proc = smk(ran["workdir"], "-n", *TARGETS, "--config", "preset=ci")
+    assert proc.returncode == 0, _out(proc)
+    assert planned(proc) == set(), _out(proc)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def _edit_and_plan(ran, edit):
+    path = ran["workdir"] / "config" / "scenarios.yaml"
+    original = path.read_text()
+    try:
+        cfg = yaml.safe_load(original)
+        edit(cfg)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        proc = smk(ran["workdir"], "-n", *TARGETS, "--config", "preset=ci")
+        assert proc.returncode == 0, _out(proc)
+        print(_out(proc))
+        return planned(proc)
+    finally:
+        path.write_text(original)
+
+
+def test_editing_one_scenarios_nphotons_reruns_only_that_scenario(ran):
+    jobs = _edit_and_plan(ran, lambda c: c["scenarios"]["gs1_ideal"].update(nphotons=1.0e+6))
+    assert jobs == {(r, "gs1_ideal") for r in DATA_RULES}
+
+
+def test_editing_grouping_reruns_group_and_normalize_only(ran):
+    jobs = _edit_and_plan(ran, lambda c: c["scenarios"]["gs2_ideal"].update(group={"n_groups": 20}))
+    assert jobs == {("group", "gs2_ideal"), ("normalize", "gs2_ideal")}
+
+
+def test_editing_the_custom_probe_file_reruns_the_custom_scenarios(ran):
+    """The probe file is an input of simulate: new content re-runs both custom scenarios.
+    (A bare `touch` does not: Snakemake 9 compares the checksum of small inputs.)"""
+    probe = ran["workdir"] / "data" / "probes" / "custom_probe_64.npz"
+    original = probe.read_bytes()
+    try:
+        p = np.load(probe)["probeGuess"]
+        np.savez(probe, probeGuess=p * np.complex64(1.01))
+        proc = smk(ran["workdir"], "-n", *TARGETS, "--config", "preset=ci")
+        assert proc.returncode == 0, _out(proc)
+        assert planned(proc) == {(r, s) for r in DATA_RULES for s in ("gs1_custom", "gs2_custom")}
+    finally:
+        probe.write_bytes(original)
+
+
+# --------------------------------------------------------------------------- environment.yml
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_matches_pyproject():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    assert "conda-forge" in env["channels"]
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    have = {_name(r) for r in conda + pip if not r.startswith("-")} - {"python", "pip"}
+    assert have == wanted, f"environment.yml only: {sorted(have - wanted)}; pyproject only: {sorted(wanted - have)}"
+    assert "-e .[test]" in pip  # the package itself, with pyproject's own dependency list
