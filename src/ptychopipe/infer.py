@@ -1,0 +1,123 @@
+"""infer stage: predict the test split's object patches with the trained PINN.
+
+Writes ``inferred.h5`` (format: :class:`ptychopipe.artifacts.Inferred`): amplitude and
+phase (B, C, N, N) float32 of each test group's patches (after the overlap merge when
+C > 1), their global centres (B, C, 2) [x, y] px = group centre + offset, the pattern
+indices (B, C), the probe P_abs; attrs ``predicted_over_measured_counts`` and
+``poisson_nll`` (the training loss, Poisson deviance over mean counts, on the test
+split), and telemetry ratios.
+
+Before predicting, the model is checked against the dataset it is applied to: same N
+and C, same probe, same ā, and a merge canvas large enough for the test offsets — a
+stale model.keras is refused with one line instead of producing silently wrong patches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .artifacts import Array, ArtifactError, Normalized, read_normalized, write_artifact
+from .config import InferConfig
+from .model import model_amplitude_estimate, model_canvas, model_probe, poisson_deviance_np
+from .physics import canvas_size
+from .telemetry import check_finite
+
+STAGE = "infer"
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load ``model.keras`` (custom layers registered by :mod:`ptychopipe.model`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: file not found (expected the train stage's model.keras)")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - any loader failure becomes one line
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ArtifactError(f"{path}: not a loadable Keras model: {first}") from None
+
+
+def check_model(model: keras.Model, norm: Normalized, model_path: str | Path, normalized_path: str | Path) -> None:
+    """Raise ArtifactError (one line) if ``model`` does not belong to ``norm``'s dataset."""
+    shape = tuple(model.input["diffraction"].shape[1:])
+    g = norm.sets["test"]
+    want = tuple(g.amplitude.shape[1:])
+    if shape != want:
+        raise ArtifactError(f"{model_path}: input diffraction: expected (N, N, C) = {want} from "
+                            f"{normalized_path}, got {shape}")
+    probe = model_probe(model)
+    if probe.shape != norm.probe.shape or not np.allclose(probe, norm.probe, rtol=1e-6,
+                                                           atol=1e-6 * float(np.abs(norm.probe).max())):
+        raise ArtifactError(f"{model_path}: probe: differs from {normalized_path} probe "
+                            "(model trained on another dataset?); expected the same P_abs")
+    abar = model_amplitude_estimate(model)
+    if not np.isclose(abar, norm.amplitude_estimate, rtol=1e-6):
+        raise ArtifactError(f"{model_path}: amplitude_estimate: expected {norm.amplitude_estimate:.9g} "
+                            f"(from {normalized_path}), got {abar:.9g}")
+    canvas = model_canvas(model)
+    if canvas is not None:
+        need = canvas_size(probe.shape[0], float(np.abs(g.offsets).max()) if g.offsets.size else 0.0)
+        if canvas < need:
+            raise ArtifactError(f"{model_path}: merge canvas: expected >= {need} px for the test offsets of "
+                                f"{normalized_path}, got {canvas}")
+
+
+def predict(model: keras.Model, inputs: np.ndarray, offsets: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Run the PINN. inputs (B, N, N, C) float32, offsets (B, C, 2) [px] → {"counts",
+    "amplitude", "phase"}, each (B, N, N, C) float32."""
+    x = {"diffraction": np.asarray(inputs, dtype=np.float32), "offsets": np.asarray(offsets, dtype=np.float32)}
+    return model.predict(x, batch_size=batch_size, verbose=0)
+
+
+def infer_arrays(model: keras.Model, norm: Normalized, batch_size: int) -> tuple[dict[str, np.ndarray], dict, dict]:
+    """Predict the test split. Returns (arrays, attrs, ratios) for ``inferred.h5``:
+    amplitude, phase (B, C, N, N) float32; positions (B, C, 2) float64; indices (B, C);
+    predicted_photons, measured_photons (B, C) float64 [counts] per pattern."""
+    g = norm.sets["test"]
+    out = predict(model, g.amplitude, g.offsets, batch_size)
+    amp = np.ascontiguousarray(np.moveaxis(out["amplitude"], -1, 1), dtype=np.float32)
+    phase = np.ascontiguousarray(np.moveaxis(out["phase"], -1, 1), dtype=np.float32)
+    for name, arr in (("amplitude", amp), ("phase", phase), ("counts", out["counts"])):
+        check_finite(STAGE, name, arr)
+    predicted = out["counts"].astype(np.float64).sum(axis=(1, 2))  # (B, C)
+    measured = g.counts.astype(np.float64).sum(axis=(1, 2))
+    nll = float(poisson_deviance_np(g.counts, out["counts"], norm.mean_counts).mean())
+    w = (np.abs(norm.probe.astype(np.complex128)) ** 2)[None, None]
+    abar = norm.amplitude_estimate
+    ratios = {
+        "predicted_over_measured_counts": float(predicted.mean() / measured.mean()),
+        "amplitude_mean_over_estimate": float(amp.mean(dtype=np.float64) / abar),
+        # ā estimates the |P|²-weighted rms amplitude (Parseval, DESIGN §2.7): the like-for-like ratio
+        "amplitude_weighted_rms_over_estimate":
+            float(np.sqrt((w * amp.astype(np.float64) ** 2).sum() / (w.sum() * amp.shape[0] * amp.shape[1])) / abar),
+    }
+    arrays = {
+        "amplitude": amp, "phase": phase,
+        "positions": g.centres[:, None, :].astype(np.float64) + g.offsets.astype(np.float64),
+        "indices": g.indices.astype(np.int64),
+        "predicted_photons": predicted, "measured_photons": measured,
+    }
+    attrs = {"predicted_over_measured_counts": ratios["predicted_over_measured_counts"], "poisson_nll": nll,
+             "amplitude_estimate": abar, "mean_counts": norm.mean_counts, "input_scale": norm.input_scale,
+             "gridsize": norm.gridsize, "n_groups": int(amp.shape[0])}
+    return arrays, attrs, ratios
+
+
+def run(cfg: InferConfig, scenario: str, normalized: str | Path, model: str | Path, out: str | Path) -> None:
+    """Stage entry point: write ``inferred.h5`` (see docs/artifacts.md)."""
+    norm = read_normalized(normalized)
+    m = load_model(model)
+    check_model(m, norm, model, normalized)
+    arrays, attrs, ratios = infer_arrays(m, norm, cfg.batch_size)
+    units = {"amplitude": "object amplitude", "phase": "rad", "positions": "px", "indices": "index",
+             "predicted_photons": "counts", "measured_photons": "counts"}
+    data = {k: Array(v, units[k]) for k, v in arrays.items()}
+    data["probe"] = Array(norm.probe.astype(np.complex64), "photons^0.5")
+    write_artifact(out, stage=STAGE, scenario=scenario, config=cfg, arrays=data,
+                   attrs={**attrs, "model_file": Path(model).name}, ratios=ratios)
+    print(f"[infer] {scenario}: {attrs['n_groups']} test groups; predicted/measured counts "
+          f"{ratios['predicted_over_measured_counts']:.4f}; amplitude mean/ā "
+          f"{ratios['amplitude_mean_over_estimate']:.4f}; poisson_nll {attrs['poisson_nll']:.6g}", flush=True)

@@ -1,0 +1,471 @@
+"""The physics-informed network (DESIGN §2.5–2.7): CNN heads + the shared forward model.
+
+Layout. The network sees one *group* at a time: its C = gridsize² normalised
+diffraction amplitudes X = a·sqrt(n), shape (B, N, N, C) float32, channels last.
+It predicts C complex object patches Ô (amplitude ≥ 0 [object amplitude], phase
+[rad]), and the differentiable physics turns them into expected counts λ̂
+(B, N, N, C) float32 [counts], which the Poisson loss compares with the measured
+counts n::
+
+    diffraction (B,N,N,C) ─► encoder ─┬─► amplitude decoder ─► ā·exp(z)          ─┐
+                                      └─► phase decoder     ─► φmax·tanh(u)      ─┤
+                                                                                   ▼
+    offsets (B,C,2) ──────────────────────────────► [OverlapConstraint, C > 1] ◄─ ComplexObject
+                                                                   │
+                                                     FarFieldCounts (P_abs, unitary FFT)
+                                                                   ▼
+                                                      λ̂ (B,N,N,C)  ──► PoissonLoss(n)
+
+The physics layers call :mod:`ptychopipe.physics` with ``ops=keras.ops``: the same
+functions the NumPy simulator calls with ``ops=NUMPY_OPS`` (DESIGN §2.9), so there is
+one implementation of the FFT convention, the sub-pixel shift and the merge. Physics
+functions take (..., N, N) arrays, so the layers transpose (B, N, N, C) ↔ (B, C, N, N).
+
+Only ``keras.ops`` is used here (no ``tf.*``): the same code runs with
+``KERAS_BACKEND=jax``. The probe P_abs and the overlap weight |P|²/max|P|² are
+non-trainable weights, so ``model.keras`` stores them with the other weights and
+the layer configs stay small; every custom layer is registered for
+``keras.saving.load_model``.
+
+Why an encoder–decoder without skip connections: the input lives in reciprocal
+space and the output in real space, so pixel (i, k) of the input has no special
+relation to pixel (i, k) of the output; U-Net skips would pass reciprocal-space
+detail straight to the object. The encoder pools to an (N/2^depth)² bottleneck whose
+receptive field covers the whole pattern, and two separate decoders (one per head)
+expand it back, as in PtychoNN/PtychoPINN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from . import physics
+
+PACKAGE = "ptychopipe"
+
+#: log-amplitude bounds of the amplitude head: amp ∈ [ā·e^-20, ā·e^10]. They only guard
+#: float32 overflow of exp(); a trained model sits far inside (|z| ≲ 2).
+LOG_AMPLITUDE_BOUNDS = (-20.0, 10.0)
+
+#: Below this, λ̂ is clamped before the log of the Poisson loss (DESIGN §2.6) [counts].
+LAMBDA_FLOOR = 1e-8
+
+
+def fft_friendly(n: int) -> int:
+    """Smallest even integer ≥ n whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    m = max(2, int(n))
+    while True:
+        if m % 2 == 0:
+            k = m
+            for p in (2, 3, 5):
+                while k % p == 0:
+                    k //= p
+            if k == 1:
+                return m
+        m += 1
+
+
+def merge_canvas(n: int, max_offset: float) -> int:
+    """Merge canvas side S for patches of n px whose members lie within ``max_offset`` px
+    of their group centre: :func:`physics.canvas_size` rounded up to an FFT-friendly size
+    (never smaller, so no member is clipped)."""
+    return fft_friendly(physics.canvas_size(n, max_offset))
+
+
+def overlap_weight(probe: np.ndarray) -> np.ndarray:
+    """|P|²/max|P|², (N, N) float32 — the overlap weight of the merge (DESIGN §2.5)."""
+    w = np.abs(np.asarray(probe, dtype=np.complex128)) ** 2
+    top = float(w.max())
+    if not top > 0:
+        raise ValueError(f"probe: max |P|^2 is {top}; expected > 0")
+    return (w / top).astype(np.float32)
+
+
+def _to_cf(x: Any) -> Any:
+    """(B, N, N, C) -> (B, C, N, N)."""
+    return ops.transpose(x, (0, 3, 1, 2))
+
+
+def _to_cl(x: Any) -> Any:
+    """(B, C, N, N) -> (B, N, N, C)."""
+    return ops.transpose(x, (0, 2, 3, 1))
+
+
+def _array_initializer(value: np.ndarray | None):
+    """Initializer returning ``value`` (zeros when None: weights are then loaded)."""
+    def init(shape, dtype=None):
+        if value is None:
+            return ops.zeros(shape, dtype=dtype)
+        return ops.convert_to_tensor(np.asarray(value).reshape(shape), dtype=dtype)
+    return init
+
+
+# --------------------------------------------------------------------------- head activations
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AmplitudeActivation(layers.Layer):
+    """amp = ā·exp(z): (B, N, N, C) float32 log-amplitude z → amplitude [object amplitude].
+
+    Why exp rather than softplus: the output is positive by construction, starts at
+    exactly ā when z ≈ 0 (DESIGN §2.7: the final conv is initialised near zero), and the
+    gradient d amp/dz = amp is *relative*, so an amplitude error of x % gives the same
+    update whether the object is 1e-3 or 1e3 in absolute units — the parametrisation is
+    unit-free and only ā carries the units. softplus scaled to ā behaves linearly for
+    large values and saturates near zero, which conditions dark and bright regions
+    differently. z is clipped to :data:`LOG_AMPLITUDE_BOUNDS` only to avoid float32
+    overflow.
+    """
+
+    def __init__(self, amplitude_estimate: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not np.isfinite(amplitude_estimate) or amplitude_estimate <= 0:
+            raise ValueError(f"amplitude_estimate: expected a finite value > 0, got {amplitude_estimate}")
+        self.amplitude_estimate = float(amplitude_estimate)
+
+    def call(self, z: Any) -> Any:
+        lo, hi = LOG_AMPLITUDE_BOUNDS
+        return self.amplitude_estimate * ops.exp(ops.clip(z, lo, hi))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "amplitude_estimate": self.amplitude_estimate}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PhaseActivation(layers.Layer):
+    """phase = phase_max_rad·tanh(u): (B, N, N, C) float32 → phase [rad], bounded."""
+
+    def __init__(self, phase_max_rad: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not phase_max_rad > 0:
+            raise ValueError(f"phase_max_rad: expected > 0, got {phase_max_rad}")
+        self.phase_max_rad = float(phase_max_rad)
+
+    def call(self, u: Any) -> Any:
+        return self.phase_max_rad * ops.tanh(u)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "phase_max_rad": self.phase_max_rad}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TotalVariation(layers.Layer):
+    """Optional TV regulariser (config ``train.loss.tv_weight``); identity on its inputs.
+
+    Adds weight·(mean|∇amp|/ā + mean|∇phase|) (anisotropic, forward differences along
+    rows and columns of each (N, N) patch; dimensionless) with ``add_loss``. Inputs:
+    amplitude, phase (B, N, N, C).
+    """
+
+    def __init__(self, weight: float, amplitude_estimate: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.weight = float(weight)
+        self.amplitude_estimate = float(amplitude_estimate)
+
+    @staticmethod
+    def _tv(x: Any) -> Any:
+        dy = ops.mean(ops.abs(x[:, 1:, :, :] - x[:, :-1, :, :]))
+        dx = ops.mean(ops.abs(x[:, :, 1:, :] - x[:, :, :-1, :]))
+        return dx + dy
+
+    def call(self, amplitude: Any, phase: Any) -> tuple[Any, Any]:
+        if self.weight > 0:
+            self.add_loss(self.weight * (self._tv(amplitude) / self.amplitude_estimate + self._tv(phase)))
+        return amplitude, phase
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "weight": self.weight, "amplitude_estimate": self.amplitude_estimate}
+
+
+# --------------------------------------------------------------------------- physics layers
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ComplexObject(layers.Layer):
+    """(amplitude, phase) → (re, im) = amp·(cos φ, sin φ); all (B, N, N, C) float32."""
+
+    def call(self, amplitude: Any, phase: Any) -> tuple[Any, Any]:
+        return amplitude * ops.cos(phase), amplitude * ops.sin(phase)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class OverlapConstraint(layers.Layer):
+    """The per-group overlap constraint (DESIGN §2.5) via :func:`physics.merge_and_reextract`.
+
+    Inputs: re, im (B, N, N, C) float32 [object amplitude]; offsets (B, C, 2) float32
+    [x, y] px (member centre minus group centre). Output: the re-extracted (re, im),
+    (B, N, N, C). ``canvas`` (static, even, ≥ :func:`physics.canvas_size` of the largest
+    offset) is in the config; the (N, N) overlap weight |P|²/max|P|² is a non-trainable
+    weight, set from ``weight`` at build time or loaded with the model.
+    """
+
+    def __init__(self, canvas: int, weight: np.ndarray | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.canvas = int(canvas)
+        self._weight_init = None if weight is None else np.asarray(weight, dtype=np.float32)
+
+    def build(self, re_shape: tuple, im_shape: tuple | None = None, offsets_shape: tuple | None = None) -> None:
+        n = int(re_shape[1])
+        if self.canvas < physics.canvas_size(n, 0.0):
+            raise ValueError(f"canvas: expected >= {physics.canvas_size(n, 0.0)} for N = {n}, got {self.canvas}")
+        self.overlap_weight = self.add_weight(
+            name="overlap_weight", shape=(n, n), initializer=_array_initializer(self._weight_init),
+            trainable=False)
+
+    def call(self, re: Any, im: Any, offsets: Any) -> tuple[Any, Any]:
+        offsets = ops.cast(offsets, re.dtype)
+        w = ops.convert_to_tensor(self.overlap_weight)
+        mr, mi = physics.merge_and_reextract((_to_cf(re), _to_cf(im)), offsets[..., 0], offsets[..., 1], w,
+                                             self.canvas, ops=ops)
+        return _to_cl(mr), _to_cl(mi)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "canvas": self.canvas}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FarFieldCounts(layers.Layer):
+    """Expected counts λ̂ = |fftshift(fft2(P_abs·Ô))/N|² via :func:`physics.expected_counts`.
+
+    Inputs: re, im (B, N, N, C) float32 [object amplitude]. Output: λ̂ (B, N, N, C) float32
+    [counts]. P_abs (normalized.h5 ``probe``, complex (N, N)) is stored as two
+    non-trainable (N, N) float32 weights ``probe_re``, ``probe_im``.
+    """
+
+    def __init__(self, probe: np.ndarray | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._probe_init = None if probe is None else np.asarray(probe, dtype=np.complex64)
+
+    def build(self, re_shape: tuple, im_shape: tuple | None = None) -> None:
+        n = int(re_shape[1])
+        if self._probe_init is not None and self._probe_init.shape != (n, n):
+            raise ValueError(f"probe: expected shape ({n}, {n}), got {self._probe_init.shape}")
+        p = self._probe_init
+        self.probe_re = self.add_weight(name="probe_re", shape=(n, n), trainable=False,
+                                        initializer=_array_initializer(None if p is None else p.real))
+        self.probe_im = self.add_weight(name="probe_im", shape=(n, n), trainable=False,
+                                        initializer=_array_initializer(None if p is None else p.imag))
+
+    def call(self, re: Any, im: Any) -> Any:
+        probe = (ops.convert_to_tensor(self.probe_re), ops.convert_to_tensor(self.probe_im))
+        lam = physics.expected_counts(probe, (_to_cf(re), _to_cf(im)), ops=ops)
+        return _to_cl(lam)
+
+    def get_config(self) -> dict[str, Any]:
+        # the probe is a weight (saved with the weights), not part of the config
+        return super().get_config()
+
+    def probe(self) -> np.ndarray:
+        """The stored P_abs, (N, N) complex64."""
+        return (ops.convert_to_numpy(self.probe_re) + 1j * ops.convert_to_numpy(self.probe_im)).astype(np.complex64)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AmplitudePhase(layers.Layer):
+    """(re, im) → (amplitude, phase) of the merged patches; (B, N, N, C) float32.
+
+    amplitude = sqrt(re² + im²) [object amplitude], phase = atan2(im, re) [rad]. Used for
+    the model's outputs only (never in the loss: sqrt has no gradient at 0).
+    """
+
+    def call(self, re: Any, im: Any) -> tuple[Any, Any]:
+        return ops.sqrt(re * re + im * im), ops.arctan2(im, re)
+
+
+# --------------------------------------------------------------------------- loss
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PoissonLoss(keras.losses.Loss):
+    """Poisson deviance of measured counts n given λ̂, per pattern, over the mean count.
+
+    y_true = n, y_pred = λ̂: (B, N, N, C) float32 [counts]. For each group b::
+
+        L_b = Σ_{pixels, c} [λ̂ − n + n·log(n/λ̂)] / (C · mean_counts)
+              + mae_weight · mean_{pixels, c} |a·sqrt(λ̂) − a·sqrt(n)|
+
+    with λ̂ clamped ≥ :data:`LAMBDA_FLOOR` (NaN stays NaN) and n·log n := 0 at n = 0. The deviance is the
+    Poisson negative log-likelihood minus its value at λ̂ = n (a constant of the data), so
+    it has the NLL's gradients (DESIGN §2.6) and is 0 for a perfect, noiseless fit; its
+    floor for the true λ is ≈ (number of pixels with λ ≳ 1) / mean_counts. Dividing by
+    ``mean_counts`` (training split, counts per pattern) makes it ≈ 2·Σ(√n−√λ̂)²/Σn, a
+    relative squared amplitude error independent of the dose. The optional MAE term is
+    on normalised amplitudes (the network input units, a = ``input_scale``). Returns
+    (B,) float32; Keras averages over the batch.
+    """
+
+    def __init__(self, mean_counts: float, input_scale: float = 1.0, mae_weight: float = 0.0,
+                 name: str = "poisson_deviance", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        if not mean_counts > 0:
+            raise ValueError(f"mean_counts: expected > 0, got {mean_counts}")
+        self.mean_counts = float(mean_counts)
+        self.input_scale = float(input_scale)
+        self.mae_weight = float(mae_weight)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        n = ops.cast(y_true, y_pred.dtype)
+        # clamp that keeps NaN (TensorFlow's maximum(NaN, x) returns x, JAX's returns NaN):
+        # a NaN prediction must give a NaN loss on every backend, for the NaN guard
+        lam = ops.maximum(y_pred, LAMBDA_FLOOR) + 0.0 * y_pred
+        dev = lam - n + n * (ops.log(ops.maximum(n, LAMBDA_FLOOR)) - ops.log(lam))
+        channels = ops.shape(n)[-1]
+        loss = ops.sum(dev, axis=(1, 2, 3)) / (self.mean_counts * ops.cast(channels, dev.dtype))
+        if self.mae_weight > 0:
+            mae = ops.mean(ops.abs(ops.sqrt(lam) - ops.sqrt(ops.maximum(n, 0.0))), axis=(1, 2, 3))
+            loss = loss + self.mae_weight * self.input_scale * mae
+        return loss
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mean_counts": self.mean_counts, "input_scale": self.input_scale,
+                "mae_weight": self.mae_weight}
+
+
+def poisson_deviance_np(counts: np.ndarray, lam: np.ndarray, mean_counts: float) -> np.ndarray:
+    """NumPy float64 twin of :class:`PoissonLoss` without the MAE term: (B,) per group.
+
+    counts, lam: (B, N, N, C) [counts]. Used by infer (test-split loss) and the tests.
+    """
+    n = np.asarray(counts, dtype=np.float64)
+    lam = np.maximum(np.asarray(lam, dtype=np.float64), LAMBDA_FLOOR)
+    dev = lam - n + n * (np.log(np.maximum(n, LAMBDA_FLOOR)) - np.log(lam))
+    return dev.sum(axis=(1, 2, 3)) / (mean_counts * n.shape[-1])
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _conv(x: Any, filters: int, name: str) -> Any:
+    x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_a")(x)
+    return layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_b")(x)
+
+
+def _head_init() -> keras.initializers.Initializer:
+    # Near-zero (not zero: a zero kernel would block the gradient to the decoder at
+    # step 0) so the heads start at amp ≈ ā (within ~1 %) and phase ≈ 0.
+    return keras.initializers.VarianceScaling(scale=1e-4, mode="fan_in", distribution="truncated_normal")
+
+
+def cnn_heads(x: Any, n_channels: int, filters: int, depth: int, amplitude_estimate: float,
+              phase_max_rad: float) -> tuple[Any, Any]:
+    """Encoder + two decoders on symbolic input x (B, N, N, C_in) → (amplitude, phase), each
+    (B, N, N, n_channels) float32. Level i has filters·2^i channels (two 3×3 convs, ReLU),
+    max-pooled by 2; the bottleneck has filters·2^depth; each decoder upsamples by 2 and
+    mirrors the encoder. Final 3×3 convs start near zero (see :func:`_head_init`)."""
+    for i in range(depth):
+        x = _conv(x, filters * 2 ** i, f"enc{i}")
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = _conv(x, filters * 2 ** depth, "bottleneck")
+    heads = []
+    for head in ("amp", "phase"):
+        h = x
+        for i in reversed(range(depth)):
+            h = layers.UpSampling2D(2, name=f"{head}_up{i}")(h)
+            h = _conv(h, filters * 2 ** i, f"{head}_dec{i}")
+        h = layers.Conv2D(n_channels, 3, padding="same", kernel_initializer=_head_init(),
+                          bias_initializer="zeros", name=f"{head}_out")(h)
+        heads.append(h)
+    amp = AmplitudeActivation(amplitude_estimate, name="amplitude_head")(heads[0])
+    phase = PhaseActivation(phase_max_rad, name="phase_head")(heads[1])
+    return amp, phase
+
+
+def physics_layers(amplitude: Any, phase: Any, offsets: Any, probe: np.ndarray | None,
+                   canvas: int) -> dict[str, Any]:
+    """The differentiable forward model on symbolic (amplitude, phase) (B, N, N, C) and
+    offsets (B, C, 2) → {"counts", "amplitude", "phase"}, each (B, N, N, C): λ̂ [counts]
+    and the object patches that produced it (after the overlap merge when C > 1)."""
+    c = int(amplitude.shape[-1])
+    re, im = ComplexObject(name="complex_object")(amplitude, phase)
+    if c > 1:
+        w = None if probe is None else overlap_weight(probe)
+        re, im = OverlapConstraint(canvas, w, name="overlap")(re, im, offsets)
+        amplitude, phase = AmplitudePhase(name="merged_amplitude_phase")(re, im)
+    counts = FarFieldCounts(probe, name="far_field")(re, im)
+    return {"counts": counts, "amplitude": amplitude, "phase": phase}
+
+
+def model_inputs(n: int, c: int) -> dict[str, Any]:
+    """Symbolic inputs: diffraction (B, N, N, C) [a·photons^0.5], offsets (B, C, 2) [px]."""
+    return {"diffraction": keras.Input((n, n, c), name="diffraction"),
+            "offsets": keras.Input((c, 2), name="offsets")}
+
+
+def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: float,
+                probe: np.ndarray, amplitude_estimate: float, canvas: int,
+                tv_weight: float = 0.0) -> keras.Model:
+    """The PINN: inputs {"diffraction" (B,N,N,C), "offsets" (B,C,2)} → outputs {"counts"
+    λ̂ [counts], "amplitude" [object amplitude], "phase" [rad]}, each (B, N, N, C) float32.
+
+    probe: P_abs (N, N) complex; amplitude_estimate: ā; canvas: merge canvas side
+    (:func:`merge_canvas`; unused for C = 1). Raises ValueError on inconsistent sizes.
+    """
+    c = gridsize * gridsize
+    if n % (2 ** depth):
+        raise ValueError(f"model.depth: N = {n} must be divisible by 2^depth = {2 ** depth}")
+    if np.shape(probe) != (n, n):
+        raise ValueError(f"probe: expected shape ({n}, {n}), got {np.shape(probe)}")
+    inputs = model_inputs(n, c)
+    amp, phase = cnn_heads(inputs["diffraction"], c, filters, depth, amplitude_estimate, phase_max_rad)
+    if tv_weight > 0:
+        amp, phase = TotalVariation(tv_weight, amplitude_estimate, name="total_variation")(amp, phase)
+    outputs = physics_layers(amp, phase, inputs["offsets"], probe, canvas)
+    return keras.Model(inputs, outputs, name="ptycho_pinn")
+
+
+def build_model_from_config(cfg: Any, probe: np.ndarray, amplitude_estimate: float, canvas: int) -> keras.Model:
+    """:func:`build_model` from a :class:`ptychopipe.config.TrainConfig`."""
+    m = cfg.model
+    return build_model(m.N, m.gridsize, m.filters, m.depth, m.phase_max_rad, probe, amplitude_estimate,
+                       canvas, tv_weight=cfg.loss.tv_weight)
+
+
+def training_model(model: keras.Model) -> keras.Model:
+    """The same layers with only the "counts" output (what the loss sees). Training it
+    trains ``model`` (weights are shared)."""
+    return keras.Model(model.input, model.output["counts"], name=f"{model.name}_train")
+
+
+def build_cnn(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: float,
+              amplitude_estimate: float) -> keras.Model:
+    """The bare CNN (no physics layers), for the throughput benchmark: diffraction
+    (B, N, N, C) → {"amplitude", "phase"} (B, N, N, C)."""
+    c = gridsize * gridsize
+    x = keras.Input((n, n, c), name="diffraction")
+    amp, phase = cnn_heads(x, c, filters, depth, amplitude_estimate, phase_max_rad)
+    return keras.Model(x, {"amplitude": amp, "phase": phase}, name="cnn")
+
+
+def physics_model(probe: np.ndarray, gridsize: int, canvas: int) -> keras.Model:
+    """The physics layers alone: {"amplitude", "phase" (B,N,N,C), "offsets" (B,C,2)} →
+    {"counts", "amplitude", "phase"}; the forward model of :func:`build_model`, exposed
+    for the forward-model equality test and the benchmark."""
+    n = int(np.shape(probe)[0])
+    c = gridsize * gridsize
+    amp = keras.Input((n, n, c), name="amplitude")
+    phase = keras.Input((n, n, c), name="phase")
+    off = keras.Input((c, 2), name="offsets")
+    return keras.Model({"amplitude": amp, "phase": phase, "offsets": off},
+                       physics_layers(amp, phase, off, probe, canvas), name="forward_model")
+
+
+def model_probe(model: keras.Model) -> np.ndarray:
+    """P_abs stored in a built PINN, (N, N) complex64."""
+    return model.get_layer("far_field").probe()
+
+
+def model_canvas(model: keras.Model) -> int | None:
+    """Merge canvas side of a PINN (None when C = 1, no merge)."""
+    try:
+        return int(model.get_layer("overlap").canvas)
+    except ValueError:
+        return None
+
+
+def model_amplitude_estimate(model: keras.Model) -> float:
+    """ā baked into the amplitude head of a PINN [object amplitude]."""
+    return float(model.get_layer("amplitude_head").amplitude_estimate)

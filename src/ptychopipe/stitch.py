@@ -1,0 +1,272 @@
+"""stitch stage: place the inferred object patches on one object canvas.
+
+Convention (the simulator's, :func:`ptychopipe.physics.extract_patches`): patch
+pixel (i, k) of a patch centred at (x, y) samples the object at
+(y - N/2 + i, x - N/2 + k). With o = (x - N/2, y - N/2), integer part
+q = floor(o) and fractional part f = o - q ∈ [0, 1), patch sample t sits at object
+coordinate q + f + t. Stitching inverts that: the patch is resampled at the
+integer object pixels q + j (j = 0..N-1), i.e. at patch coordinates t = j - f, by
+a sub-pixel Fourier shift of +f (:func:`ptychopipe.physics.fourier_shift`, after
+reflect-padding by ``margin`` px so the periodic shift does not wrap). Only the
+pixels with t ≥ 0 are used (j = 0 is dropped when f > 0): nothing is
+extrapolated, every value is an interpolation between patch samples.
+
+Overlap normalisation: canvas = Σ_j w_j·Ô_j / Σ_j w_j, where w_j is the weight
+of config ``stitch.weight`` at the same points (bilinear interpolation of the
+weight map: it is a smooth, non-negative weighting function, so interpolation
+that cannot ring below zero is the right tool for it, and it costs no FFT):
+
+- ``probe_intensity``: w = |P_abs|² / max|P_abs|² (dimensionless, max 1). The
+  measured counts constrain the object only where the probe illuminates it; the
+  Poisson Fisher information about O at a pixel scales with |P|², so this is the
+  inverse-variance (maximum-likelihood) weighting of overlapping estimates, and
+  it matches the overlap weight the model's own merge uses (DESIGN §2.5). Poorly
+  lit patch borders, where the network's prediction is least constrained, get
+  almost no say.
+- ``uniform``: w = 1 on every patch pixel: the plain average of the overlaps.
+
+The canvas is sized from the positions (not from the truth object), so no patch
+is ever clipped; its origin (object coordinates of canvas pixel (0, 0)) is
+stored so that compare can align it with the truth object without registration.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import Array, read_inferred, write_artifact
+from .config import StitchConfig
+from .physics import fourier_shift
+from .telemetry import InvariantError, check_finite
+
+STAGE = "stitch"
+WEIGHTS = ("probe_intensity", "uniform")
+#: Origins within this distance (px) of an integer are snapped to it (rounding of position − N/2).
+F_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class CanvasGeometry:
+    """Where the canvas sits in object coordinates.
+
+    Canvas pixel (r, c) is object pixel (origin_y + r, origin_x + c); the canvas
+    is ``height`` × ``width`` px. Origins are integers (px) and may be negative.
+    """
+
+    origin_x: int
+    origin_y: int
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class Stitched:
+    """A stitched object.
+
+    object: (H, W) complex128 [object amplitude], Σ w·Ô / Σ w where coverage > 0,
+    0 elsewhere; coverage: (H, W) float64, Σ w (dimensionless); count: (H, W)
+    int32, number of patches that contributed to each pixel; geometry: the
+    canvas origin and size; weighted_magnitude: Σ_j Σ_pixels w_j·|Ô_j| (the
+    denominator of :func:`overlap_consistency`).
+    """
+
+    object: np.ndarray
+    coverage: np.ndarray
+    count: np.ndarray
+    geometry: CanvasGeometry
+    weighted_magnitude: float
+
+
+def patch_origins(positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer and fractional parts of the patch origins.
+
+    positions: (M, 2) float [x, y] px, patch centres. Returns (q, f): q (M, 2)
+    int64 = floor(position - n/2) and f (M, 2) float64 = (position - n/2) - q,
+    in [0, 1), both [x, y] px. An origin within :data:`F_TOL` of an integer is taken
+    as that integer (f = 0), so rounding never costs a patch its first row or column.
+    """
+    o = np.asarray(positions, dtype=np.float64) - n / 2
+    snapped = np.round(o)
+    o = np.where(np.abs(o - snapped) <= F_TOL, snapped, o)  # within rounding of an integer: integer
+    q = np.floor(o)
+    return q.astype(np.int64), o - q
+
+
+def canvas_geometry(positions: np.ndarray, n: int) -> CanvasGeometry:
+    """Smallest canvas holding every stitched pixel, whatever the positions.
+
+    positions: (M, 2) float [x, y] px. Per axis, a patch with origin o = q + f
+    (:func:`patch_origins`) covers the integer pixels ceil(o) .. q + n - 1 (those
+    with an interpolated sample, t = pixel − o ∈ [0, n − 1]); the canvas spans the
+    union, so its border rows and columns are never empty.
+    """
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 2 or len(pos) == 0:
+        raise ValueError(f"positions: expected shape (M, 2) with M >= 1, got {pos.shape}")
+    q, f = patch_origins(pos, n)
+    first = q + (f > 0)
+    x0, y0 = int(first[:, 0].min()), int(first[:, 1].min())
+    return CanvasGeometry(origin_x=x0, origin_y=y0,
+                          height=int(q[:, 1].max()) - y0 + n, width=int(q[:, 0].max()) - x0 + n)
+
+
+def patch_weight(kind: str, probe: np.ndarray | None, n: int) -> np.ndarray:
+    """The overlap weight of one patch on its own grid, (n, n) float64, max 1.
+
+    kind: "probe_intensity" (|probe|² / max|probe|²; probe (n, n) complex) or
+    "uniform" (ones).
+    """
+    if kind == "uniform":
+        return np.ones((n, n))
+    if kind == "probe_intensity":
+        if probe is None or probe.shape != (n, n):
+            raise ValueError(f"stitch.weight=probe_intensity: expected an ({n}, {n}) probe, "
+                             f"got {None if probe is None else probe.shape}")
+        w = np.abs(probe.astype(np.complex128)) ** 2
+        top = w.max()
+        if not top > 0:
+            raise ValueError("stitch.weight=probe_intensity: probe is all zeros; expected max|P|² > 0")
+        return w / top
+    raise ValueError(f"stitch.weight: expected one of {list(WEIGHTS)}, got {kind!r}")
+
+
+def resample_to_grid(fields: np.ndarray, fx: np.ndarray, fy: np.ndarray, margin: int = 8) -> np.ndarray:
+    """Resample patches at integer object pixels: out[..., j, k] = field(t_y = j - fy, t_x = k - fx).
+
+    fields: (M, n, n) real or complex; fx, fy: (M,) fractional origins in [0, 1) px.
+    Each field is reflect-padded by ``margin`` px, shifted by (+fx, +fy) with
+    :func:`~ptychopipe.physics.fourier_shift` and cropped back to (n, n).
+    Returns (M, n, n) complex128 (real input: imaginary part ~0).
+    """
+    n = fields.shape[-1]
+    pad = ((0, 0), (margin, margin), (margin, margin))
+    re = np.pad(np.real(fields).astype(np.float64), pad, mode="reflect")
+    im = np.pad(np.imag(fields).astype(np.float64), pad, mode="reflect")
+    sr, si = fourier_shift(re, im, fx, fy)
+    win = (slice(None), slice(margin, margin + n), slice(margin, margin + n))
+    return sr[win] + 1j * si[win]
+
+
+def interpolate_weight(weight: np.ndarray, fx: np.ndarray, fy: np.ndarray) -> np.ndarray:
+    """Bilinear resampling of one (n, n) weight map at t = j − f for M fractional origins.
+
+    weight: (n, n) non-negative; fx, fy: (M,) in [0, 1). out[m, j, k] interpolates
+    weight at (j − fy[m], k − fx[m]) from its samples j−1, j and k−1, k (row/column
+    −1 clamps to 0; it is only reached at j = 0 with f > 0, a point the stitch
+    drops anyway). Returns (M, n, n) float64, ≥ 0.
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    wy = np.concatenate([w[:1], w[:-1]], axis=0)  # sample j-1 along y
+    wx = np.concatenate([w[:, :1], w[:, :-1]], axis=1)  # sample k-1 along x
+    wxy = np.concatenate([wx[:1], wx[:-1]], axis=0)
+    ax, ay = fx[:, None, None], fy[:, None, None]
+    return (1 - ay) * ((1 - ax) * w + ax * wx) + ay * ((1 - ax) * wy + ax * wxy)
+
+
+def stitch_patches(patches: np.ndarray, positions: np.ndarray, weight: np.ndarray,
+                   chunk: int = 128, margin: int = 8) -> Stitched:
+    """Overlap-normalised stitch of object patches at global positions (vectorised).
+
+    patches: (M, n, n) complex [object amplitude]; positions: (M, 2) float [x, y] px,
+    patch centres (simulator convention, module docstring); weight: (n, n) float,
+    non-negative (:func:`patch_weight`). Patches are processed ``chunk`` at a time
+    (FFT resampling of the patches, bilinear resampling of the weight, then one
+    ``np.bincount`` per accumulated quantity).
+
+    Returns :class:`Stitched` with object = Σ w·Ô / Σ w (0 where no weight),
+    coverage = Σ w, count = number of contributing patches.
+    """
+    patches = np.asarray(patches)
+    m, n, n2 = patches.shape
+    if n != n2 or positions.shape != (m, 2):
+        raise ValueError(f"patches {patches.shape} / positions {positions.shape}: expected (M, n, n) and (M, 2)")
+    if weight.shape != (n, n) or np.any(weight < 0):
+        raise ValueError(f"weight: expected non-negative ({n}, {n}), got shape {weight.shape}, "
+                         f"min {float(weight.min()):.3g}")
+    geo = canvas_geometry(positions, n)
+    q, f = patch_origins(positions, n)
+    size = geo.height * geo.width
+    num_re = np.zeros(size)
+    num_im = np.zeros(size)
+    den = np.zeros(size)
+    cnt = np.zeros(size)
+    magnitude = 0.0
+    grid = np.arange(n)
+    uniform = bool(np.all(weight == weight.flat[0]))
+    for a in range(0, m, chunk):
+        b = min(a + chunk, m)
+        fx, fy = f[a:b, 0], f[a:b, 1]
+        vals = resample_to_grid(patches[a:b], fx, fy, margin)
+        # t = j - f >= 0: only interpolated samples (j = 0 only at integer origins, f = 0)
+        valid_y = grid[None, :] >= fy[:, None]  # (k, n)
+        valid_x = grid[None, :] >= fx[:, None]
+        mask = valid_y[:, :, None] & valid_x[:, None, :]
+        if uniform:
+            w = np.broadcast_to(weight, vals.shape) * mask
+        else:
+            w = interpolate_weight(weight, fx, fy) * mask
+        rows = q[a:b, 1, None] - geo.origin_y + grid[None, :]  # (k, n)
+        cols = q[a:b, 0, None] - geo.origin_x + grid[None, :]
+        # window pixel j = 0 may lie one px before the canvas when f > 0: it is masked (weight 0)
+        lin = np.where(mask, rows[:, :, None] * geo.width + cols[:, None, :], 0).ravel()
+        num_re += np.bincount(lin, weights=(w * vals.real).ravel(), minlength=size)
+        num_im += np.bincount(lin, weights=(w * vals.imag).ravel(), minlength=size)
+        den += np.bincount(lin, weights=w.ravel(), minlength=size)
+        cnt += np.bincount(lin, weights=mask.ravel().astype(np.float64), minlength=size)
+        magnitude += float(np.sum(w * np.abs(vals)))
+    covered = den > 0
+    obj = np.zeros(size, dtype=np.complex128)
+    obj[covered] = (num_re[covered] + 1j * num_im[covered]) / den[covered]
+    shape = (geo.height, geo.width)
+    return Stitched(obj.reshape(shape), den.reshape(shape), cnt.reshape(shape).astype(np.int32), geo, magnitude)
+
+
+def overlap_consistency(stitched: Stitched) -> float:
+    """Σ_pixels coverage·|stitched| / Σ_j Σ_pixels w_j·|Ô_j| (dimensionless, ≤ 1).
+
+    The numerator is Σ_pixels |Σ_j w_j Ô_j|, so this equals 1 exactly when the
+    overlapping patches agree in phase at every pixel and falls below 1 as they
+    disagree (in phase, or when wrong positions misalign them).
+    """
+    total = stitched.weighted_magnitude
+    return float(np.sum(stitched.coverage * np.abs(stitched.object))) / total if total > 0 else float("nan")
+
+
+def run(cfg: StitchConfig, scenario: str, inferred: str | Path, out: str | Path) -> None:
+    """Stage entry point: read ``inferred.h5``, write ``stitched.h5`` (docs/artifacts.md)."""
+    inf = read_inferred(inferred)
+    check_finite(STAGE, f"{inferred}: amplitude", inf.amplitude)
+    check_finite(STAGE, f"{inferred}: phase", inf.phase)
+    check_finite(STAGE, f"{inferred}: positions", inf.positions)
+    if np.any(inf.amplitude < 0):
+        raise InvariantError(f"[{STAGE}] {inferred}: amplitude: {int(np.count_nonzero(inf.amplitude < 0))} "
+                             f"negative values (min {float(inf.amplitude.min()):.4g}); expected >= 0")
+    b, c, n, _ = inf.amplitude.shape
+    patches = (inf.amplitude.astype(np.float64) * np.exp(1j * inf.phase.astype(np.float64))).reshape(b * c, n, n)
+    positions = inf.positions.reshape(b * c, 2).astype(np.float64)
+    weight = patch_weight(cfg.weight, inf.probe, n)
+    t0 = time.perf_counter()
+    st = stitch_patches(patches, positions, weight)
+    seconds = time.perf_counter() - t0
+    check_finite(STAGE, "object", st.object)
+    consistency = overlap_consistency(st)
+    geo = st.geometry
+    print(f"[{STAGE}] {scenario}: {b * c} patches of {n}x{n} ({b} groups x {c}) -> canvas "
+          f"{geo.height}x{geo.width} at origin (x={geo.origin_x}, y={geo.origin_y}), weight {cfg.weight}, "
+          f"{seconds:.3f} s; overlap consistency {consistency:.6f}", flush=True)
+    write_artifact(
+        out, stage=STAGE, scenario=scenario, config=cfg,
+        arrays={
+            "object": Array(st.object.astype(np.complex64), "object amplitude"),
+            "coverage": Array(st.coverage.astype(np.float32), "weight (sum of w per pixel, dimensionless)"),
+            "count": Array(st.count, "patches"),
+            "origin": Array(np.array([geo.origin_x, geo.origin_y], dtype=np.int64), "px"),
+        },
+        attrs={"origin_x": geo.origin_x, "origin_y": geo.origin_y, "weight": cfg.weight, "N": n,
+               "n_patches": b * c, "stitch_seconds": seconds},
+        ratios={"stitched_over_inferred": consistency},
+    )

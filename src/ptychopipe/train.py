@@ -1,0 +1,450 @@
+"""train stage: fit the PINN to the training split of ``normalized.h5`` (DESIGN §2.5–2.7).
+
+Outputs ``model.keras`` (the Keras model, probe and overlap weight included; written
+atomically) and ``train.h5`` (per-epoch history, see
+:class:`ptychopipe.artifacts.TrainHistory`, plus the stage config and telemetry).
+
+Reproducibility: :func:`keras.utils.set_random_seed` seeds the weight initialisation;
+the mini-batch order is a seeded permutation per epoch drawn by :class:`GroupBatches`
+(not by the backend), so it is the same under TensorFlow and JAX; with TensorFlow the
+ops are made deterministic (``tf.config.experimental.enable_op_determinism``, which
+also turns XLA off for the train step).
+
+Safety: :class:`NonFiniteGuard` checks, after every batch, the batch loss and the
+finiteness of every trainable weight (a non-finite gradient shows up as non-finite
+weights after the Adam update). The first failure stops training; :func:`run` writes
+a diagnostic JSON (history so far, per-layer weight statistics, statistics of the
+offending batch's inputs) and raises :class:`NonFiniteError` whose one-line message
+names the scenario, epoch, batch and quantity.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+from .artifacts import Array, Normalized, read_normalized, write_artifact, write_json_atomic
+from .config import TrainConfig
+from .model import PoissonLoss, build_model_from_config, merge_canvas, training_model
+from .telemetry import array_stats, check_finite, check_nonnegative
+
+STAGE = "train"
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a non-finite loss or weights (one-line message)."""
+
+
+# --------------------------------------------------------------------------- backend
+
+
+def configure_backend(deterministic: bool = True) -> dict[str, Any]:
+    """Thread pools and determinism of the Keras backend; returns what was set.
+
+    Threads come from ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS``, which
+    ``ptychopipe.cli.set_thread_limits`` sets from ``--threads`` before TensorFlow is
+    imported (TensorFlow reads them at start-up; they are also applied through
+    ``tf.config.threading`` here when the runtime is not yet initialised). For JAX the
+    CLI's ``XLA_FLAGS`` apply. ``deterministic`` enables TensorFlow op determinism.
+    """
+    backend = keras.backend.backend()
+    intra = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0") or 0)
+    inter = int(os.environ.get("TF_NUM_INTEROP_THREADS", "0") or 0)
+    info: dict[str, Any] = {"backend": backend, "intra_op_threads": intra, "inter_op_threads": inter,
+                            "deterministic": bool(deterministic)}
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            if intra:
+                tf.config.threading.set_intra_op_parallelism_threads(intra)
+            if inter:
+                tf.config.threading.set_inter_op_parallelism_threads(inter)
+        except RuntimeError:  # runtime already initialised: the env vars were read at start-up
+            pass
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
+        info["backend_version"] = tf.__version__
+    elif backend == "jax":
+        import jax
+
+        info["backend_version"] = jax.__version__
+    return info
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class GroupArrays:
+    """One split's model inputs and targets. inputs (B, N, N, C) float32 [a·photons^0.5];
+    offsets (B, C, 2) float32 [x, y] px; counts (B, N, N, C) float32 [counts]."""
+
+    inputs: np.ndarray
+    offsets: np.ndarray
+    counts: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def x(self, idx: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
+        """Model input dict of the groups ``idx``."""
+        return {"diffraction": self.inputs[idx], "offsets": self.offsets[idx]}
+
+    def subset(self, idx: np.ndarray) -> "GroupArrays":
+        return GroupArrays(self.inputs[idx], self.offsets[idx], self.counts[idx])
+
+
+def group_arrays(norm: Normalized, split: str) -> GroupArrays:
+    """Float32 model arrays of ``split`` ("train" or "test") of a normalized dataset."""
+    g = norm.sets[split]
+    if g.counts is None:
+        raise ValueError(f"normalized: {split}/counts missing; expected measured counts")
+    return GroupArrays(np.ascontiguousarray(g.amplitude, dtype=np.float32),
+                       np.ascontiguousarray(g.offsets, dtype=np.float32),
+                       np.ascontiguousarray(g.counts, dtype=np.float32))
+
+
+def max_abs_offset(norm: Normalized) -> float:
+    """Largest |offset| (x or y, px) over the train and test groups: sizes the merge canvas."""
+    return max(float(np.abs(g.offsets).max()) if g.offsets.size else 0.0 for g in norm.sets.values())
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of n training groups into (train, validation) index arrays (int64, sorted).
+
+    round(fraction·n) groups are held out, at most n - 1 (so one group always trains).
+    """
+    n_val = min(int(round(fraction * n)), n - 1) if fraction > 0 else 0
+    perm = np.random.default_rng([seed, 7919]).permutation(n)
+    return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)
+
+
+class GroupBatches(keras.utils.PyDataset):
+    """Mini-batches of groups in a seeded order that is redrawn at each epoch.
+
+    The order of epoch e is ``default_rng([seed, e]).permutation(B)`` — independent of
+    the backend's RNG, so TensorFlow and JAX see the same batches and the NaN guard can
+    name the groups of any batch (:meth:`batch_indices`). The last batch may be short.
+    """
+
+    def __init__(self, data: GroupArrays, batch_size: int, seed: int, shuffle: bool = True) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        if len(data) == 0:
+            raise ValueError("train: no training groups; expected at least one")
+        self.data = data
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.epoch = -1
+        self.order = np.arange(len(data))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def on_epoch_begin(self) -> None:
+        self.epoch += 1
+        if self.shuffle:
+            self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.data))
+
+    def batch_indices(self, i: int) -> np.ndarray:
+        """Indices (into the training groups) of batch i of the current epoch."""
+        return self.order[i * self.batch_size:(i + 1) * self.batch_size]
+
+    def __getitem__(self, i: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        idx = self.batch_indices(i)
+        return self.data.x(idx), self.data.counts[idx]
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def _scalar(value: Any) -> float:
+    try:
+        return float(keras.ops.convert_to_numpy(value))
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Per-epoch history (loss, val_loss, learning_rate, seconds, samples_per_second)
+    and one progress line per epoch through ``log``.
+
+    seconds: the whole epoch (training and validation); samples_per_second: training
+    groups per second of the training phase only (validation excluded).
+    """
+
+    def __init__(self, scenario: str, n_train: int, epochs: int, log: Callable[[str], None]) -> None:
+        super().__init__()
+        self.scenario = scenario
+        self.n_train = n_train
+        self.epochs = epochs
+        self.log = log
+        self.history: dict[str, list[float]] = {k: [] for k in
+                                                ("loss", "val_loss", "learning_rate", "seconds",
+                                                 "samples_per_second")}
+        self._t0 = self._t_train = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._t0 = time.perf_counter()
+        self._t_train = 0.0
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self._t0 and not self._t_train:
+            self._t_train = time.perf_counter() - self._t0
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        now = time.perf_counter()
+        seconds = now - self._t0
+        train_s = self._t_train or seconds
+        lr = _scalar(self.model.optimizer.learning_rate)
+        row = {"loss": _scalar(logs.get("loss", float("nan"))),
+               "val_loss": _scalar(logs.get("val_loss", float("nan"))),
+               "learning_rate": lr, "seconds": seconds, "samples_per_second": self.n_train / train_s}
+        for k, v in row.items():
+            self.history[k].append(v)
+        self.log(f"[train] {self.scenario} epoch {epoch + 1}/{self.epochs}: loss {row['loss']:.6g} "
+                 f"val_loss {row['val_loss']:.6g} lr {lr:.3g} {seconds:.1f} s "
+                 f"{row['samples_per_second']:.1f} groups/s")
+
+
+def weight_stats(model: keras.Model) -> dict[str, dict[str, Any]]:
+    """{weight path: array_stats} of every weight of ``model`` (NaN-safe)."""
+    return {w.path: array_stats(keras.ops.convert_to_numpy(w)) for w in model.weights}
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stop at the first non-finite batch loss or trainable weight (see module docstring).
+
+    After it fires, ``failure`` holds epoch and batch (1-based), the quantity, the value
+    and the training-group indices of the offending batch; ``model.stop_training`` is set.
+    """
+
+    def __init__(self, batches: GroupBatches | None = None) -> None:
+        super().__init__()
+        self.batches = batches
+        self.failure: dict[str, Any] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def _bad_weight(self) -> str | None:
+        for layer in self.model.layers:
+            for w in layer.trainable_weights:
+                if not np.all(np.isfinite(keras.ops.convert_to_numpy(w))):
+                    return (f"weights of layer {layer.name} ({w.path}) after the update, "
+                            "i.e. a non-finite gradient")
+        return None
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.failure is not None:
+            return
+        loss = _scalar((logs or {}).get("loss", float("nan")))
+        quantity = "loss" if not np.isfinite(loss) else self._bad_weight()
+        if quantity is None:
+            return
+        idx = self.batches.batch_indices(batch) if self.batches is not None else np.array([], np.int64)
+        self.failure = {"epoch": self._epoch + 1, "batch": batch + 1, "quantity": quantity,
+                        "loss": loss, "batch_groups": [int(i) for i in idx]}
+        self.model.stop_training = True
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns: the trained PINN (full model), the per-epoch history
+    (each (E,) float64), scalar attributes for train.h5, the (train, validation) group
+    indices, and the NaN guard's failure record (None when training finished)."""
+
+    model: keras.Model
+    history: dict[str, np.ndarray]
+    attrs: dict[str, Any]
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    failure: dict[str, Any] | None
+
+
+def _stdout(line: str) -> None:
+    print(line, flush=True)
+
+
+def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], None] = _stdout,
+        deterministic: bool = True, source: str = "normalized") -> TrainResult:
+    """Build and train the PINN on ``norm``'s training split. Pure apart from the backend's
+    global seed/determinism state; same config and data → same history on CPU.
+
+    Adam with a cosine decay from ``learning_rate`` to ``min_learning_rate`` over all
+    steps; early stopping on val_loss (on loss when there is no validation split) with
+    the best weights restored. Non-finite inputs or counts, or negative counts, in the
+    training split are refused up front (InvariantError naming ``source`` and the array);
+    the NaN guard covers what training itself produces.
+    """
+    backend_info = configure_backend(deterministic)
+    n, c = cfg.model.N, cfg.model.gridsize ** 2
+    if norm.probe.shape != (n, n):
+        raise ValueError(f"normalized: probe: expected ({n}, {n}) from config N, got {norm.probe.shape}")
+    if norm.gridsize != cfg.model.gridsize:
+        raise ValueError(f"normalized: attr gridsize: expected {cfg.model.gridsize} (config), got {norm.gridsize}")
+    data = group_arrays(norm, "train")
+    if data.inputs.shape[1:] != (n, n, c):
+        raise ValueError(f"{source}: train/inputs: expected (B, {n}, {n}, {c}), got {data.inputs.shape}")
+    check_finite(STAGE, f"{source}: train/inputs", data.inputs)
+    check_finite(STAGE, f"{source}: train/counts", data.counts)
+    check_nonnegative(STAGE, f"{source}: train/counts", data.counts)
+    train_idx, val_idx = validation_split(len(data), cfg.validation_fraction, cfg.seed)
+    train_set, val_set = data.subset(train_idx), data.subset(val_idx)
+
+    keras.utils.set_random_seed(cfg.seed)
+    canvas = merge_canvas(n, max_abs_offset(norm)) if c > 1 else n
+    model = build_model_from_config(cfg, norm.probe, norm.amplitude_estimate, canvas)
+    trainer = training_model(model)
+    batches = GroupBatches(train_set, cfg.batch_size, cfg.seed)
+    steps = len(batches) * cfg.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(
+        cfg.learning_rate, decay_steps=steps, alpha=cfg.min_learning_rate / cfg.learning_rate)
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule),
+                    loss=PoissonLoss(norm.mean_counts, norm.input_scale, cfg.loss.mae_weight))
+
+    has_val = len(val_set) > 0
+    epoch_log = EpochLog(scenario, len(train_set), cfg.epochs, log)
+    guard = NonFiniteGuard(batches)
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss", mode="min",
+                                            patience=cfg.early_stopping_patience, restore_best_weights=True)
+    log(f"[train] {scenario}: {len(train_set)} training groups, {len(val_set)} validation groups, "
+        f"C = {c}, N = {n}, {model.count_params()} parameters, canvas {canvas} px, "
+        f"backend {backend_info['backend']} ({backend_info.get('backend_version', '?')}), "
+        f"threads {backend_info['intra_op_threads'] or 'default'}, deterministic {deterministic}")
+    t0 = time.perf_counter()
+    trainer.fit(batches, epochs=cfg.epochs, verbose=0,
+                validation_data=(val_set.x(), val_set.counts) if has_val else None,
+                validation_batch_size=cfg.batch_size, callbacks=[guard, epoch_log, stopper])
+    wall = time.perf_counter() - t0
+    history = {k: np.asarray(v, dtype=np.float64) for k, v in epoch_log.history.items()}
+    epochs_run = len(history["loss"])
+    monitor = history["val_loss"] if has_val else history["loss"]
+    best = int(np.nanargmin(monitor)) if epochs_run and np.isfinite(monitor).any() else -1
+    steady = slice(1, None) if epochs_run > 1 else slice(None)
+    train_s = len(train_set) / np.maximum(history["samples_per_second"], 1e-300)
+    attrs = {
+        "train_seconds": float(wall),
+        # steady state: groups per second of the training phases of epochs 2.. (epoch 1
+        # includes tracing/compilation); samples_per_second_all counts every epoch
+        "samples_per_second": float(len(train_set) * len(train_s[steady]) / train_s[steady].sum())
+        if epochs_run else float("nan"),
+        "samples_per_second_all": float(len(train_set) * epochs_run / train_s.sum()) if epochs_run else float("nan"),
+        "epochs_run": int(epochs_run),
+        "best_epoch": best + 1,
+        "best_monitor": float(monitor[best]) if best >= 0 else float("nan"),
+        "monitor": "val_loss" if has_val else "loss",
+        "stopped_early": bool(epochs_run < cfg.epochs and guard.failure is None),
+        "nan_status": "ok",
+        "n_train_groups": len(train_set),
+        "n_validation_groups": len(val_set),
+        "n_parameters": int(model.count_params()),
+        "canvas": int(canvas),
+        "gridsize": cfg.model.gridsize,
+        "amplitude_estimate": norm.amplitude_estimate,
+        "mean_counts": norm.mean_counts,
+        "input_scale": norm.input_scale,
+        "keras_version": keras.__version__,
+        **{k: (str(v) if not isinstance(v, (int, float, bool)) else v) for k, v in backend_info.items()},
+    }
+    if guard.failure is None and best >= 0:
+        log(f"[train] {scenario}: {epochs_run} epochs in {wall:.1f} s; best {attrs['monitor']} "
+            f"{attrs['best_monitor']:.6g} at epoch {best + 1} (weights restored)")
+    return TrainResult(model, history, attrs, train_idx, val_idx, guard.failure)
+
+
+def prediction_ratios(model: keras.Model, data: GroupArrays, amplitude_estimate: float,
+                      batch_size: int, limit: int = 256) -> dict[str, float]:
+    """Stage ratios on up to ``limit`` groups: predicted/measured mean counts per pattern and
+    predicted amplitude (mean, and |P|²-weighted rms) over ā."""
+    sub = data.subset(np.arange(min(limit, len(data))))
+    out = model.predict(sub.x(), batch_size=batch_size, verbose=0)
+    probe_w = np.abs(model.get_layer("far_field").probe()) ** 2
+    amp = out["amplitude"].astype(np.float64)
+    w = probe_w[None, :, :, None]
+    return {
+        "predicted_over_measured_counts": float(out["counts"].sum(axis=(1, 2)).mean() /
+                                                sub.counts.sum(axis=(1, 2)).mean()),
+        "amplitude_mean_over_estimate": float(amp.mean() / amplitude_estimate),
+        "amplitude_weighted_rms_over_estimate":
+            float(np.sqrt((w * amp ** 2).sum() / (w.sum() * amp.shape[0] * amp.shape[-1])) / amplitude_estimate),
+    }
+
+
+def failure_message(scenario: str, failure: dict[str, Any], diagnostics: Path) -> str:
+    """The NaN guard's one-line message."""
+    what = failure["quantity"]
+    value = f" (loss = {failure['loss']})" if what == "loss" else ""
+    return (f"[train] scenario {scenario}: non-finite {what}{value} at epoch {failure['epoch']}, "
+            f"batch {failure['batch']}; training stopped; diagnostics: {diagnostics}")
+
+
+def write_diagnostics(path: Path, scenario: str, result: TrainResult, norm: Normalized, message: str) -> None:
+    """The NaN guard's diagnostic JSON: message, failure record, history so far, per-weight
+    statistics and the statistics of the offending batch's inputs and counts."""
+    failure = result.failure or {}
+    groups = np.asarray(result.train_idx[failure.get("batch_groups", [])], dtype=np.int64)
+    g = norm.sets["train"]
+    batch = {"train_group_indices": groups.tolist(),
+             "inputs": array_stats(g.amplitude[groups]), "offsets": array_stats(g.offsets[groups]),
+             "counts": array_stats(g.counts[groups]) if g.counts is not None else {},
+             "non_finite_inputs_per_group": [int(np.count_nonzero(~np.isfinite(g.amplitude[i]))) for i in groups]}
+    write_json_atomic(path, {
+        "stage": STAGE, "scenario": scenario, "message": message, "failure": failure,
+        "history": {k: v.tolist() for k, v in result.history.items()},
+        "weights": weight_stats(result.model), "batch": batch,
+    })
+
+
+def save_model_atomic(model: keras.Model, path: str | Path) -> None:
+    """``model.save`` to a temporary ``.keras`` name in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def run(cfg: TrainConfig, scenario: str, normalized: str | Path, out: str | Path,
+        history: str | Path, diagnostics: str | Path | None = None) -> None:
+    """Stage entry point: train, then write ``out`` (model.keras) and ``history`` (train.h5).
+
+    On a non-finite loss or weight, writes ``diagnostics`` (default: logs/train_nonfinite.json
+    next to ``out``) and raises :class:`NonFiniteError`; nothing else is written.
+    """
+    norm = read_normalized(normalized)
+    diagnostics = Path(diagnostics) if diagnostics else Path(out).parent / "logs" / "train_nonfinite.json"
+    result = fit(cfg, norm, scenario, source=str(normalized))
+    if result.failure is not None:
+        msg = failure_message(scenario, result.failure, diagnostics)
+        write_diagnostics(diagnostics, scenario, result, norm, msg)
+        raise NonFiniteError(msg)  # the CLI prints it as one line on stderr
+    data = group_arrays(norm, "train")
+    monitor_set = data.subset(result.val_idx) if len(result.val_idx) else data.subset(result.train_idx)
+    ratios = prediction_ratios(result.model, monitor_set, norm.amplitude_estimate, cfg.batch_size)
+    h = result.history
+    ratios["final_over_initial_loss"] = float(h["loss"][-1] / h["loss"][0]) if h["loss"][0] else float("nan")
+    save_model_atomic(result.model, out)
+    units = {"loss": "1", "val_loss": "1", "learning_rate": "1", "seconds": "s", "samples_per_second": "groups/s"}
+    arrays = {f"history/{k}": Array(v, units[k]) for k, v in h.items()}
+    arrays["split/train_groups"] = Array(result.train_idx, "index")
+    arrays["split/validation_groups"] = Array(result.val_idx, "index")
+    write_artifact(history, stage=STAGE, scenario=scenario, config=cfg, arrays=arrays,
+                   attrs={**result.attrs, "model_file": Path(out).name}, ratios=ratios)

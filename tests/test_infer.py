@@ -1,0 +1,99 @@
+"""The infer stage (ptychopipe.infer): inferred.h5 contract, ratios, stale-model refusal."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from ptychopipe import grouping, normalize, simulate
+from ptychopipe import infer as I
+from ptychopipe import train as T
+from ptychopipe.artifacts import ArtifactError, read_inferred, read_normalized, read_simulated, read_telemetry
+from ptychopipe.config import load_scenarios, stage_config, to_json
+from ptychopipe.model import poisson_deviance_np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gs2_run(tmp_path_factory):
+    """ci gs2_ideal: data stages, train, infer. Returns (folder, params)."""
+    d = tmp_path_factory.mktemp("infer") / "gs2_ideal"
+    params = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs2_ideal"]
+    sim, split, grouped, norm = (d / f"{s}.h5" for s in ("simulated", "split", "grouped", "normalized"))
+    simulate.run(stage_config(params, "simulate"), "gs2_ideal", out=sim)
+    grouping.run_split(stage_config(params, "split"), "gs2_ideal", simulated=sim, out=split)
+    grouping.run_group(stage_config(params, "group"), "gs2_ideal", simulated=sim, split=split, out=grouped)
+    normalize.run(stage_config(params, "normalize"), "gs2_ideal", simulated=sim, split=split, grouped=grouped,
+                  out=norm)
+    T.run(stage_config(params, "train"), "gs2_ideal", normalized=norm, out=d / "model.keras",
+          history=d / "train.h5")
+    I.run(stage_config(params, "infer"), "gs2_ideal", normalized=norm, model=d / "model.keras",
+          out=d / "inferred.h5")
+    return d, params
+
+
+def test_inferred_h5_contract(gs2_run):
+    d, params = gs2_run
+    inf = read_inferred(d / "inferred.h5")
+    norm = read_normalized(d / "normalized.h5")
+    sim = read_simulated(d / "simulated.h5")
+    test = norm.sets["test"]
+    b, c = test.indices.shape
+    assert c == 4
+    assert inf.amplitude.shape == inf.phase.shape == (b, c, 64, 64)
+    assert inf.amplitude.dtype == inf.phase.dtype == np.float32
+    assert inf.amplitude.min() >= 0 and np.abs(inf.phase).max() <= np.pi
+    np.testing.assert_array_equal(inf.indices, test.indices)
+    # global patch centres = group centre + offset = the simulated scan positions
+    np.testing.assert_allclose(inf.positions, sim.positions[inf.indices], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(inf.probe, norm.probe)
+    assert inf.attrs["config_json"] == to_json(stage_config(params, "infer"))
+    # the stored patches and attrs are what the model predicts (recomputed independently)
+    model = I.load_model(d / "model.keras")
+    out = I.predict(model, test.amplitude, test.offsets, batch_size=7)
+    np.testing.assert_allclose(np.moveaxis(out["amplitude"], -1, 1), inf.amplitude, rtol=1e-5, atol=1e-7)
+    ratio = out["counts"].astype(np.float64).sum() / test.counts.astype(np.float64).sum()
+    np.testing.assert_allclose(inf.attrs["predicted_over_measured_counts"], ratio, rtol=1e-5)
+    nll = poisson_deviance_np(test.counts, out["counts"], norm.mean_counts).mean()
+    np.testing.assert_allclose(inf.attrs["poisson_nll"], nll, rtol=1e-4)
+    with h5py.File(d / "inferred.h5") as f:
+        assert f["amplitude"].attrs["units"] == "object amplitude" and f["phase"].attrs["units"] == "rad"
+        assert f["positions"].attrs["units"] == "px"
+        np.testing.assert_allclose(f["predicted_photons"][()].sum(axis=1).mean() /
+                                   f["measured_photons"][()].sum(axis=1).mean(), ratio, rtol=1e-6)
+    stats, ratios = read_telemetry(d / "inferred.h5")
+    assert stats["amplitude"]["nan"] == 0 and stats["amplitude"]["shape"] == [b, c, 64, 64]
+    np.testing.assert_allclose(ratios["amplitude_mean_over_estimate"],
+                               inf.amplitude.mean(dtype=np.float64) / norm.amplitude_estimate, rtol=1e-6)
+    for k in ("predicted_over_measured_counts", "amplitude_weighted_rms_over_estimate"):
+        assert 0.3 < ratios[k] < 3.0, (k, ratios[k])
+
+
+def test_infer_refuses_a_model_trained_on_another_probe(gs2_run, tmp_path):
+    d, params = gs2_run
+    other = tmp_path / "normalized.h5"
+    shutil.copy(d / "normalized.h5", other)
+    with h5py.File(other, "r+") as f:
+        f["probe"][...] = 2.0 * f["probe"][()]
+    out = tmp_path / "inferred.h5"
+    with pytest.raises(ArtifactError, match=r"model.keras: probe: differs from .*normalized.h5 probe"):
+        I.run(stage_config(params, "infer"), "gs2_ideal", normalized=other, model=d / "model.keras", out=out)
+    assert not out.exists()
+
+
+def test_infer_refuses_a_missing_or_broken_model(gs2_run, tmp_path):
+    d, params = gs2_run
+    cfg = stage_config(params, "infer")
+    with pytest.raises(ArtifactError, match=r"nope.keras: file not found"):
+        I.run(cfg, "gs2_ideal", normalized=d / "normalized.h5", model=tmp_path / "nope.keras",
+              out=tmp_path / "inferred.h5")
+    broken = tmp_path / "model.keras"
+    broken.write_bytes((d / "model.keras").read_bytes()[:1000])  # truncated
+    with pytest.raises(ArtifactError, match=r"model.keras: not a loadable Keras model"):
+        I.run(cfg, "gs2_ideal", normalized=d / "normalized.h5", model=broken, out=tmp_path / "inferred.h5")
+    assert not (tmp_path / "inferred.h5").exists()

@@ -1,0 +1,140 @@
+"""report: summary.md / summary.csv / overview.png from comparison.json files, the telemetry
+table over every stage's artifact, and `snakemake --lint`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evaluate_helpers import run_evaluation
+from ptychopipe import cli, report
+from ptychopipe.artifacts import ArtifactError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def two_scenarios(tmp_path_factory, ci_data):
+    """comparison.json of two scenarios: gs1_ideal with a prediction mis-scaled by 1.3, and
+    gs2_custom with exact patches."""
+    root = tmp_path_factory.mktemp("report")
+    bad, _ = run_evaluation(root / "gs1_ideal", ci_data["gs1_ideal"], "gs1_ideal", scale=1.3)
+    good, _ = run_evaluation(root / "gs2_custom", ci_data["gs2_custom"], "gs2_custom")
+    return {"root": root, "json": [root / "gs1_ideal" / "comparison.json", root / "gs2_custom" / "comparison.json"],
+            "gs1_ideal": bad, "gs2_custom": good}
+
+
+def test_summary_csv_has_one_row_per_scenario_with_the_metrics(two_scenarios, tmp_path):
+    md, csv_path, png = report.write_summary(two_scenarios["json"], tmp_path / "r" / "summary.md",
+                                             tmp_path / "r" / "summary.csv", tmp_path / "r" / "overview.png")
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["scenario"] for r in rows] == ["gs1_ideal", "gs2_custom"]
+    assert list(rows[0]) == [name for name, _, _ in report.SUMMARY_COLUMNS]
+    for r in rows:
+        js = two_scenarios[r["scenario"]]
+        assert float(r["amp_pearson_r"]) == pytest.approx(js["metrics"]["amplitude"]["pearson_r"])
+        assert float(r["phase_ssim"]) == pytest.approx(js["metrics"]["phase"]["ssim"])
+        assert float(r["amplitude_bias"]) == pytest.approx(js["amplitude_bias"])
+        assert float(r["train_seconds"]) == 2.0 and float(r["samples_per_second"]) == 48.0
+        assert r["nan_status"] == "ok"
+    assert float(rows[0]["amplitude_bias"]) == pytest.approx(1.3, abs=5e-3)
+    assert rows[0]["first_broken"] == "prediction" and rows[1]["first_broken"] == "none"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_summary_md_tables_chain_and_links(two_scenarios, tmp_path):
+    md, _, _ = report.write_summary(two_scenarios["json"], tmp_path / "summary.md", tmp_path / "summary.csv",
+                                    tmp_path / "overview.png")
+    text = md.read_text()
+    lines = text.splitlines()
+    header = next(ln for ln in lines if ln.startswith("| scenario"))
+    ncol = len(report.SUMMARY_MD_COLUMNS)
+    # "mean|Ô|/mean|O|" in a header must not split cells: escaped pipes
+    assert len(re.split(r"(?<!\\)\|", header)) == ncol + 2
+    table = [ln for ln in lines if ln.startswith("| gs")]
+    assert [ln.split("|")[1].strip() for ln in table] == ["gs1_ideal", "gs2_custom"]
+    assert "## gs1_ideal" in text and "## gs2_custom" in text
+    # the chain table of gs1_ideal marks prediction and truth as broken
+    chain = text[text.index("## gs1_ideal"):text.index("## gs2_custom")]
+    assert re.search(r"\| prediction \| 1\.69\d* \| 1 \| 1\.69\d* \| .* \| \*\*yes\*\* \|", chain)
+    assert "| grouped | 1 | 1 | 1 | 1 | no |" in chain
+    assert "![overview](overview.png)" in text
+    for link in re.findall(r"\]\(([^)]+\.png)\)", text):
+        assert (md.parent / link).is_file(), link
+
+
+def test_duplicate_or_malformed_comparisons_are_one_line_errors(two_scenarios, tmp_path):
+    js = two_scenarios["json"]
+    with pytest.raises(ValueError, match="gs1_ideal.*appears twice"):
+        report.write_summary([js[0], js[0]], tmp_path / "a.md", tmp_path / "a.csv", tmp_path / "a.png")
+    assert not (tmp_path / "a.md").exists()
+    broken = tmp_path / "broken.json"
+    data = json.loads(js[1].read_text())
+    del data["chain"]
+    broken.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=r"broken.json: keys \['chain'\] missing"):
+        report.summary_rows([broken])
+    data = json.loads(js[1].read_text())
+    del data["metrics"]["phase"]["ssim"]
+    broken.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="metrics.phase: expected keys"):
+        report.summary_rows([broken])
+    broken.write_text("{not json")
+    with pytest.raises(ArtifactError, match="broken.json: not valid JSON"):
+        report.summary_rows([broken])
+
+
+def test_comparison_json_is_strict_json(two_scenarios):
+    for path in two_scenarios["json"]:
+        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path}: non-standard JSON {c}"))
+
+
+def test_cli_report(two_scenarios, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["report", "--comparisons", *map(str, two_scenarios["json"]), "--md", str(out / "s.md"),
+            "--csv", str(out / "s.csv"), "--overview", str(out / "o.png")]
+    assert cli.main(args) == 0
+    assert (out / "s.md").is_file() and (out / "s.csv").is_file() and (out / "o.png").is_file()
+    capsys.readouterr()
+    assert cli.main(["report", "--comparisons", str(tmp_path / "nope.json"), "--md", str(out / "x.md")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ptychopipe report: error: ") and "nope.json: file not found" in err[0]
+
+
+def test_telemetry_table_includes_the_evaluation_stages(tmp_path, ci_data):
+    """The `ptychopipe telemetry` table still works and now covers infer, train, stitch, compare."""
+    data = ci_data["gs1_ideal"]
+    sdir = tmp_path / "results" / "gs1_ideal"
+    sdir.mkdir(parents=True)
+    for name in ("simulated", "split", "grouped", "normalized"):
+        shutil.copy(data[name], sdir / f"{name}.h5")
+    _, paths = run_evaluation(tmp_path / "eval", data, "gs1_ideal")
+    for name, fname in (("inferred", "inferred.h5"), ("train", "train.h5"), ("stitched", "stitched.h5"),
+                        ("comparison", "comparison.h5")):
+        shutil.copy(paths[name], sdir / fname)
+    md, csv_path = report.write_telemetry_table(tmp_path / "results", tmp_path / "t.md", tmp_path / "t.csv")
+    rows = list(csv.DictReader(csv_path.open()))
+    stages = {r["stage"] for r in rows}
+    assert stages == {"simulate", "split", "group", "normalize", "train", "infer", "stitch", "compare"}
+    stitched = {r["array"]: r for r in rows if r["stage"] == "stitch"}
+    assert set(stitched) == {"object", "coverage", "count", "origin"}
+    assert "stitched_over_inferred=" in stitched["object"]["stage_ratios"]
+    compared = [r for r in rows if r["stage"] == "compare"]
+    assert any("amplitude_bias=" in r["stage_ratios"] for r in compared)
+
+
+def test_snakemake_lint_reports_nothing(workdir):
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
+                           "-d", str(workdir), "--lint"], cwd=workdir, capture_output=True, text=True,
+                          timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text
+    assert "Lints for" not in text
+    assert "Congratulations, your workflow is in a good condition!" in text

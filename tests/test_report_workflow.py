@@ -1,0 +1,164 @@
+"""The whole ci DAG, simulate -> split -> group -> normalize -> train -> infer -> stitch ->
+compare -> report (+ telemetry), for all four scenarios, run once by Snakemake in a
+temporary working directory; then the HTML report, a no-op re-run, and re-run scoping of
+the evaluation stages' parameters. (tests/test_workflow_data.py covers the data stages.)"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+import yaml
+
+from ptychopipe.artifacts import read_comparison_json, read_stitched
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+SCENARIOS = ("gs1_custom", "gs1_ideal", "gs2_custom", "gs2_ideal")
+STAGES = ("simulate", "split", "group", "normalize", "train", "infer", "stitch", "compare")
+FIGURES = ("amplitude", "phase", "frc", "training")
+
+
+def smk(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *args],
+                          cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+def _out(proc: subprocess.CompletedProcess) -> str:
+    return f"rc={proc.returncode}\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+
+
+def planned(proc: subprocess.CompletedProcess) -> set[tuple[str, str | None]]:
+    """(rule, scenario) of every job a dry run lists."""
+    jobs: list[list] = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            jobs.append([m.group(1), None])
+        m = re.match(r"^\s+wildcards: .*\bscenario=([A-Za-z0-9_-]+)", line)
+        if m and jobs:
+            jobs[-1][1] = m.group(1)
+    return {tuple(j) for j in jobs if j[0] != "all"}
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory):
+    """`snakemake --cores 2 --config preset=ci` (rule all) in a fresh working directory."""
+    wd = tmp_path_factory.mktemp("wf_full")
+    shutil.copytree(REPO / "config", wd / "config")
+    shutil.copytree(REPO / "data", wd / "data")
+    t0 = time.perf_counter()
+    proc = smk(wd, "--cores", "2", "--config", "preset=ci")
+    assert proc.returncode == 0, _out(proc)
+    return {"workdir": wd, "seconds": time.perf_counter() - t0}
+
+
+def test_every_stage_of_every_scenario_ran(dag):
+    res = dag["workdir"] / "results"
+    for s in SCENARIOS:
+        for f in ("simulated.h5", "split.h5", "grouped.h5", "normalized.h5", "model.keras", "train.h5",
+                  "inferred.h5", "stitched.h5", "comparison.h5", "comparison.json"):
+            assert (res / s / f).is_file(), f"{s}/{f}"
+        for stage in ("stitch", "compare"):
+            assert (res / s / "logs" / f"{stage}.log").is_file() and (res / s / "benchmarks" / f"{stage}.tsv").is_file()
+        for fig in FIGURES:
+            assert (res / "report" / s / f"{fig}.png").read_bytes()[:4] == b"\x89PNG", f"{s}/{fig}.png"
+    for f in ("report/summary.md", "report/summary.csv", "report/overview.png", "telemetry.md", "telemetry.csv",
+              "logs/report.log", "benchmarks/report.tsv"):
+        assert (res / f).is_file(), f
+    assert not list(res.rglob(".*.tmp-*")), "temporary files left behind"
+    print(f"ci DAG: {dag['seconds']:.0f} s")
+
+
+def test_summary_has_one_finite_row_per_scenario(dag):
+    res = dag["workdir"] / "results"
+    rows = list(csv.DictReader((res / "report" / "summary.csv").open()))
+    assert [r["scenario"] for r in rows] == list(SCENARIOS)
+    for r in rows:
+        js = read_comparison_json(res / r["scenario"] / "comparison.json")
+        for key in ("amp_pearson_r", "amp_ssim", "phase_pearson_r", "phase_ssim", "amplitude_bias",
+                    "amp_frc_resolution_px", "train_seconds", "samples_per_second"):
+            assert math.isfinite(float(r[key])), (r["scenario"], key, r[key])
+        assert float(r["amplitude_bias"]) == pytest.approx(js["amplitude_bias"])
+        assert r["nan_status"] == "ok"
+        broken = [link["stage"] for link in js["chain"] if link["broken"]]
+        assert r["first_broken"] == (broken[0] if broken else "none")
+        assert [link["stage"] for link in js["chain"]] == ["raw", "grouped", "normalized", "prediction", "truth"]
+        # the data stages keep their contracts whatever the (2-epoch) model does
+        assert not set(broken) & {"raw", "grouped", "normalized"}
+    md = (res / "report" / "summary.md").read_text()
+    assert all(f"## {s}" in md for s in SCENARIOS)
+
+
+def test_stitched_canvas_is_aligned_with_the_truth_without_registration(dag):
+    res = dag["workdir"] / "results"
+    for s in SCENARIOS:
+        st = read_stitched(res / s / "stitched.h5")
+        with h5py.File(res / s / "inferred.h5", "r") as f:
+            pos = f["positions"][()].reshape(-1, 2)
+            n = f["amplitude"].shape[-1]
+        assert st.origin_x == math.ceil(pos[:, 0].min() - n / 2)
+        assert st.origin_y == math.ceil(pos[:, 1].min() - n / 2)
+        js = json.loads((res / s / "comparison.json").read_text())
+        assert js["origin"] == [st.origin_x, st.origin_y]
+        assert js["registration"] == {"enabled": False, "shift_px": [0.0, 0.0]}
+
+
+def test_telemetry_covers_every_stage_of_every_scenario(dag):
+    rows = list(csv.DictReader((dag["workdir"] / "results" / "telemetry.csv").open()))
+    assert {(r["scenario"], r["stage"]) for r in rows} == {(s, st) for s in SCENARIOS for st in STAGES}
+
+
+def test_html_report_embeds_every_figure(dag):
+    wd = dag["workdir"]
+    proc = smk(wd, "--cores", "1", "--config", "preset=ci", "--report", "results/report.html", timeout=300)
+    assert proc.returncode == 0, _out(proc)
+    assert "Undefined substitution" not in proc.stderr and "ERROR/" not in proc.stderr, proc.stderr[-3000:]
+    html = (wd / "results" / "report.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html")
+    for name in ["overview.png", "summary.csv", "summary.md", "telemetry.csv"] + [f"{f}.png" for f in FIGURES]:
+        assert name in html, name
+    assert html.count("base64") >= len(SCENARIOS) * len(FIGURES) + 1  # every PNG embedded
+    assert len(html) > 1_000_000
+
+
+def test_rerun_with_nothing_changed_schedules_nothing(dag):
+    proc = smk(dag["workdir"], "-n", "--config", "preset=ci")
+    assert proc.returncode == 0, _out(proc)
+    assert planned(proc) == set() and "Nothing to be done" in proc.stdout + proc.stderr, _out(proc)
+
+
+def _edit_and_plan(wd: Path, edit) -> set[tuple[str, str | None]]:
+    path = wd / "config" / "scenarios.yaml"
+    original = path.read_text()
+    try:
+        cfg = yaml.safe_load(original)
+        edit(cfg)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        proc = smk(wd, "-n", "--config", "preset=ci")
+        assert proc.returncode == 0, _out(proc)
+        return planned(proc)
+    finally:
+        path.write_text(original)
+
+
+def test_editing_compare_parameters_reruns_compare_and_the_report_only(dag):
+    jobs = _edit_and_plan(dag["workdir"],
+                          lambda c: c["scenarios"]["gs1_ideal"].update(compare={"coverage_threshold": 0.3}))
+    assert jobs == {("compare", "gs1_ideal"), ("summary", None), ("telemetry", None)}
+
+
+def test_editing_the_stitch_weight_reruns_stitch_onwards_for_that_scenario(dag):
+    jobs = _edit_and_plan(dag["workdir"], lambda c: c["scenarios"]["gs2_ideal"].update(stitch={"weight": "uniform"}))
+    assert jobs == {("stitch", "gs2_ideal"), ("compare", "gs2_ideal"), ("summary", None), ("telemetry", None)}

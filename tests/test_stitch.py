@@ -1,0 +1,219 @@
+"""stitch stage: placement convention, canvas geometry, overlap normalisation, speed, stage I/O."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from evaluate_helpers import ci_params, true_patches, write_synthetic_inferred
+from ptychopipe import cli, stitch
+from ptychopipe.artifacts import read_stitched
+from ptychopipe.config import StitchConfig, stage_config
+from ptychopipe.simulate import ideal_probe, make_object
+from ptychopipe.telemetry import InvariantError
+
+N = 64
+
+
+@pytest.fixture(scope="module")
+def obj() -> np.ndarray:
+    """The ci preset's 128 x 128 "lines" object (complex128)."""
+    return make_object(stage_config(ci_params(), "simulate").object)
+
+
+def _evaluate_on_truth(st: stitch.Stitched, obj: np.ndarray, min_coverage: float) -> np.ndarray:
+    """|stitched - truth| over canvas pixels with coverage >= min_coverage·median (all in the object)."""
+    g = st.geometry
+    truth = obj[g.origin_y:g.origin_y + g.height, g.origin_x:g.origin_x + g.width]
+    assert truth.shape == st.object.shape
+    covered = st.coverage > 0
+    sel = covered & (st.coverage >= min_coverage * np.median(st.coverage[covered]))
+    return np.abs(st.object - truth)[sel]
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def test_patch_origins_follow_the_simulator_convention():
+    # patch pixel (i, k) samples (y - N/2 + i, x - N/2 + k): origin = centre - N/2
+    q, f = stitch.patch_origins(np.array([[40.0, 50.25], [32.7, -3.5]]), N)
+    np.testing.assert_array_equal(q, [[8, 18], [0, -36]])
+    np.testing.assert_allclose(f, [[0.0, 0.25], [0.7, 0.5]], atol=1e-12)
+
+
+def test_canvas_is_sized_from_extreme_positions_and_clips_nothing():
+    # positions far outside any object, including negative coordinates
+    pos = np.array([[-40.3, 500.9], [900.6, -75.2], [31.0, 32.0], [32.0, 31.5]])
+    g = stitch.canvas_geometry(pos, N)
+    # first stitched pixel: ceil(position - N/2); last: floor(position - N/2) + N - 1
+    assert (g.origin_x, g.origin_y) == (-72, -107)
+    assert (g.origin_x + g.width - 1, g.origin_y + g.height - 1) == (868 + N - 1, 468 + N - 1)
+    # stitch uniform ones: every patch contributes all its interpolated pixels, none lost
+    st = stitch.stitch_patches(np.ones((len(pos), N, N), complex), pos, stitch.patch_weight("uniform", None, N))
+    _, f = stitch.patch_origins(pos, N)
+    per_patch = (N - (f[:, 0] > 0)) * (N - (f[:, 1] > 0))
+    assert st.count.sum() == per_patch.sum()
+    assert st.coverage.sum() == pytest.approx(per_patch.sum())
+    # the extreme patches touch all four canvas borders
+    assert st.count[0].any() and st.count[-1].any() and st.count[:, 0].any() and st.count[:, -1].any()
+    np.testing.assert_allclose(st.object[st.coverage > 0], 1.0, atol=1e-12)
+
+
+def test_probe_weight_is_normalised_intensity_and_nothing_is_clipped():
+    probe = ideal_probe(N, 32)
+    w = stitch.patch_weight("probe_intensity", probe, N)
+    np.testing.assert_allclose(w, np.abs(probe) ** 2 / np.max(np.abs(probe) ** 2))
+    pos = np.array([[N / 2, N / 2], [1000.25, 7.75]])
+    st = stitch.stitch_patches(np.ones((2, N, N), complex), pos, w)
+    # patch 0 (integer origin) keeps its whole weight; patch 1 its bilinearly interpolated weight
+    _, f = stitch.patch_origins(pos, N)
+    w1 = stitch.interpolate_weight(w, f[1:, 0], f[1:, 1])[0]
+    w1[0, :] = 0  # j = 0 is dropped when f > 0 (no extrapolation)
+    w1[:, 0] = 0
+    assert st.coverage.sum() == pytest.approx(w.sum() + w1.sum(), rel=1e-12)
+
+
+def test_unknown_weight_and_bad_shapes_are_rejected():
+    with pytest.raises(ValueError, match="stitch.weight: expected one of"):
+        stitch.patch_weight("gaussian", None, N)
+    with pytest.raises(ValueError, match=r"expected an \(64, 64\) probe"):
+        stitch.patch_weight("probe_intensity", np.ones((32, 32), complex), N)
+    with pytest.raises(ValueError, match="expected shape"):
+        stitch.canvas_geometry(np.zeros((0, 2)), N)
+
+
+# --------------------------------------------------------------------------- placement
+
+
+def test_integer_positions_reproduce_the_object_exactly(obj):
+    rng = np.random.default_rng(3)
+    pos = rng.integers(N // 2 + 4, 128 - N // 2 - 4, size=(20, 2)).astype(float)
+    patches = true_patches(obj, pos, N)
+    for kind in ("uniform", "probe_intensity"):
+        st = stitch.stitch_patches(patches, pos, stitch.patch_weight(kind, ideal_probe(N, 32), N))
+        err = _evaluate_on_truth(st, obj, 0.0)
+        assert err.size == np.count_nonzero(st.coverage > 0)
+        assert err.max() < 1e-6, kind
+
+
+@pytest.mark.parametrize("kind", ["uniform", "probe_intensity"])
+def test_subpixel_positions_land_on_the_truth(obj, kind):
+    """True patches at random sub-pixel positions stitch back onto the object (the
+    placement inverts extract_patches); the same patches with the fractional shift
+    applied the wrong way round are far worse."""
+    rng = np.random.default_rng(4)
+    pos = rng.uniform(N / 2 + 4, 128 - N / 2 - 4, size=(40, 2))
+    patches = true_patches(obj, pos, N)
+    w = stitch.patch_weight(kind, ideal_probe(N, 32), N)
+    err = _evaluate_on_truth(stitch.stitch_patches(patches, pos, w), obj, 0.5)
+    scale = np.sqrt(np.mean(np.abs(obj) ** 2))
+    # measured 0.39 % (uniform) / 0.44 % (probe) rms: the periodic shift of a reflect-padded
+    # patch rings near its borders (docs/performance.md); a placement error is ~20x larger
+    assert np.sqrt(np.mean(err ** 2)) / scale < 1e-2
+    # mirror the fractional part: origin q + (1 - f) instead of q + f (a sign error)
+    q, f = stitch.patch_origins(pos, N)
+    wrong = q + N / 2 + np.where(f > 0, 1 - f, 0)
+    err_wrong = _evaluate_on_truth(stitch.stitch_patches(patches, wrong, w), obj, 0.5)
+    assert np.sqrt(np.mean(err_wrong ** 2)) > 5 * np.sqrt(np.mean(err ** 2))
+
+
+def test_overlaps_are_weighted_averages():
+    # two constant patches overlapping by N/2 columns
+    pos = np.array([[N / 2, N / 2], [N, N / 2]])
+    patches = np.stack([np.full((N, N), 1.0 + 0j), np.full((N, N), 3.0 + 0j)])
+    st = stitch.stitch_patches(patches, pos, stitch.patch_weight("uniform", None, N))
+    assert st.object.shape == (N, N + N // 2)
+    np.testing.assert_allclose(st.object[:, : N // 2], 1.0)
+    np.testing.assert_allclose(st.object[:, N // 2:N], 2.0)  # (1 + 3) / 2
+    np.testing.assert_allclose(st.object[:, N:], 3.0)
+    np.testing.assert_array_equal(st.count[:, N // 2:N], 2)
+    # probe weighting: (w1·1 + w2·3) / (w1 + w2) pixel by pixel
+    w = stitch.patch_weight("probe_intensity", ideal_probe(N, 32), N)
+    st = stitch.stitch_patches(patches, pos, w)
+    w1 = w[:, N // 2:]
+    w2 = w[:, : N // 2]
+    expected = (w1 * 1 + w2 * 3) / (w1 + w2)
+    np.testing.assert_allclose(st.object[:, N // 2:N].real, expected, rtol=1e-10)
+    np.testing.assert_allclose(st.coverage[:, N // 2:N], w1 + w2, rtol=1e-12)
+
+
+def test_overlap_consistency_is_one_for_agreeing_patches_and_drops_otherwise(obj):
+    rng = np.random.default_rng(5)
+    pos = rng.uniform(N / 2 + 4, 128 - N / 2 - 4, size=(30, 2))
+    patches = true_patches(obj, pos, N)
+    w = stitch.patch_weight("probe_intensity", ideal_probe(N, 32), N)
+    good = stitch.overlap_consistency(stitch.stitch_patches(patches, pos, w))
+    assert good == pytest.approx(1.0, abs=2e-3)
+    noisy = patches * np.exp(1j * rng.uniform(-1.5, 1.5, size=(30, 1, 1)))  # each patch its own phase
+    assert stitch.overlap_consistency(stitch.stitch_patches(noisy, pos, w)) < good - 0.02
+
+
+def test_full_preset_test_split_stitches_in_seconds():
+    """1000 groups x 4 patches of 64 x 64 onto a ~392 x 200 region (the full preset's test split)."""
+    rng = np.random.default_rng(0)
+    m = 4000
+    pos = np.stack([rng.uniform(42, 350, m), rng.uniform(196, 350, m)], axis=1)
+    patches = rng.uniform(0.5, 1.5, (m, N, N)) * np.exp(1j * rng.uniform(-1, 1, (m, N, N)))
+    w = stitch.patch_weight("probe_intensity", ideal_probe(N, 32), N)
+    t0 = time.perf_counter()
+    st = stitch.stitch_patches(patches, pos, w)
+    seconds = time.perf_counter() - t0
+    g = stitch.canvas_geometry(pos, N)
+    assert st.object.shape == (g.height, g.width) and 200 <= g.height <= 230 and 360 <= g.width <= 380
+    assert seconds < 30, f"stitching 4000 patches took {seconds:.1f} s; expected seconds, not minutes"
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def test_stage_writes_stitched_h5(tmp_path, ci_data):
+    data = ci_data["gs2_custom"]
+    inferred = tmp_path / "inferred.h5"
+    patches = write_synthetic_inferred(inferred, data, "gs2_custom")
+    out = tmp_path / "stitched.h5"
+    stitch.run(StitchConfig(weight="probe_intensity"), "gs2_custom", inferred=inferred, out=out)
+    st = read_stitched(out)
+    assert st.attrs["stage"] == "stitch" and st.attrs["weight"] == "probe_intensity"
+    assert st.attrs["n_patches"] == patches.shape[0] * patches.shape[1]
+    assert (st.origin_x, st.origin_y) == (int(st.attrs["origin_x"]), int(st.attrs["origin_y"]))
+    assert st.object.dtype == np.complex64 and st.coverage.shape == st.object.shape
+    obj = make_object(stage_config(data["params"], "simulate").object)
+    truth = obj[st.origin_y:st.origin_y + st.object.shape[0], st.origin_x:st.origin_x + st.object.shape[1]]
+    sel = st.coverage >= 0.5 * np.median(st.coverage[st.coverage > 0])
+    rel = np.sqrt(np.mean(np.abs(st.object - truth)[sel] ** 2) / np.mean(np.abs(truth[sel]) ** 2))
+    assert rel < 1e-2
+
+
+def test_stage_refuses_non_finite_patches(tmp_path, ci_data):
+    import h5py
+
+    inferred = tmp_path / "inferred.h5"
+    write_synthetic_inferred(inferred, ci_data["gs1_ideal"], "gs1_ideal")
+    with h5py.File(inferred, "r+") as f:
+        a = f["amplitude"][()]
+        a[0, 0, 5, 5] = np.nan
+        f["amplitude"][...] = a
+    with pytest.raises(InvariantError, match=r"\[stitch\] .*amplitude: 1 non-finite values"):
+        stitch.run(StitchConfig(weight="uniform"), "gs1_ideal", inferred=inferred, out=tmp_path / "s.h5")
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    code = cli.main(["stitch", "--scenario", "x", "--config", '{"weight": "uniform"}',
+                     "--inferred", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "s.h5")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith("ptychopipe stitch: error: ") and "missing.h5: file not found" in err[0]
+
+
+def test_positions_a_rounding_error_off_an_integer_origin_stay_on_the_canvas():
+    # x - N/2 = 9.9999999999999 and y - N/2 = 3.0000000000001: taken as the integer origin (10, 3)
+    pos = np.array([[N / 2 + 10 - 1e-13, N / 2 + 3 + 1e-13], [N / 2 + 40.0, N / 2 + 3.0]])
+    q, f = stitch.patch_origins(pos, N)
+    np.testing.assert_array_equal(q[0], [10, 3])
+    assert np.all(f == 0)
+    st = stitch.stitch_patches(np.ones((2, N, N), complex), pos, stitch.patch_weight("uniform", None, N))
+    assert (st.geometry.origin_x, st.geometry.origin_y) == (10, 3)
+    assert st.count.sum() == 2 * N * N  # no row or column lost to rounding

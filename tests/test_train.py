@@ -1,0 +1,282 @@
+"""The train stage (ptychopipe.train): determinism, artifacts, early stopping, the NaN
+guard, and an overfit test of the whole PINN on one group."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from ptychopipe import grouping, normalize, simulate
+from ptychopipe import model as M
+from ptychopipe import train as T
+from ptychopipe.artifacts import read_normalized, read_train_history, read_telemetry
+from ptychopipe.config import ObjectConfig, load_scenarios, stage_config, to_json
+from ptychopipe.physics import expected_counts, extract_patches
+
+REPO = Path(__file__).resolve().parents[1]
+CUSTOM_PROBE = REPO / "data" / "probes" / "custom_probe_64.npz"
+
+
+def build_dataset(root: Path, scenario: str, preset: str = "ci") -> tuple[Path, dict]:
+    """Run simulate → split → group → normalize for one scenario of config/scenarios.yaml
+    (stage functions, no Snakemake). Returns (normalized.h5 path, merged params)."""
+    params = load_scenarios(REPO / "config" / "scenarios.yaml", preset)[scenario]
+    d = root / scenario
+    sim, split, grouped, norm = (d / f"{s}.h5" for s in ("simulated", "split", "grouped", "normalized"))
+    simulate.run(stage_config(params, "simulate"), scenario, out=sim)
+    grouping.run_split(stage_config(params, "split"), scenario, simulated=sim, out=split)
+    grouping.run_group(stage_config(params, "group"), scenario, simulated=sim, split=split, out=grouped)
+    normalize.run(stage_config(params, "normalize"), scenario, simulated=sim, split=split, grouped=grouped,
+                  out=norm)
+    return norm, params
+
+
+@pytest.fixture(scope="module")
+def ci_gs1(tmp_path_factory):
+    return build_dataset(tmp_path_factory.mktemp("ci"), "gs1_ideal")
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_validation_split_is_seeded_disjoint_and_complete():
+    tr, va = T.validation_split(50, 0.1, seed=3)
+    assert len(va) == 5 and len(tr) == 45
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(50))
+    np.testing.assert_array_equal(T.validation_split(50, 0.1, seed=3)[1], va)
+    assert not np.array_equal(T.validation_split(50, 0.1, seed=4)[1], va)
+    assert len(T.validation_split(50, 0.0, seed=3)[1]) == 0
+    assert len(T.validation_split(2, 0.9, seed=3)[0]) == 1  # one group always trains
+
+
+def test_group_batches_reshuffle_per_epoch_and_name_their_groups():
+    rng = np.random.default_rng(0)
+    data = T.GroupArrays(rng.random((10, 4, 4, 1)).astype(np.float32), np.zeros((10, 1, 2), np.float32),
+                         rng.random((10, 4, 4, 1)).astype(np.float32))
+    b = T.GroupBatches(data, batch_size=4, seed=1)
+    assert len(b) == 3
+    orders = []
+    for _ in range(2):
+        b.on_epoch_begin()
+        seen = np.concatenate([b.batch_indices(i) for i in range(len(b))])
+        assert sorted(seen.tolist()) == list(range(10))  # each group once per epoch, last batch short
+        x, y = b[1]
+        np.testing.assert_array_equal(x["diffraction"], data.inputs[b.batch_indices(1)])
+        np.testing.assert_array_equal(y, data.counts[b.batch_indices(1)])
+        orders.append(seen)
+    assert not np.array_equal(orders[0], orders[1])
+    b2 = T.GroupBatches(data, batch_size=4, seed=1)
+    b2.on_epoch_begin()
+    np.testing.assert_array_equal(b2.order, orders[0])  # backend-independent, seeded
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_is_deterministic(ci_gs1):
+    """Two trainings with one seed on the ci dataset: same loss history within 1e-6 (CPU)."""
+    path, params = ci_gs1
+    cfg = stage_config(params, "train")
+    norm = read_normalized(path)
+    a = T.fit(cfg, norm, "gs1_ideal", log=_quiet)
+    b = T.fit(cfg, norm, "gs1_ideal", log=_quiet)
+    assert len(a.history["loss"]) == cfg.epochs
+    for key in ("loss", "val_loss"):
+        assert np.all(np.isfinite(a.history[key]))
+        np.testing.assert_allclose(b.history[key], a.history[key], rtol=0, atol=1e-6)
+    x = T.group_arrays(norm, "test").x()
+    np.testing.assert_allclose(b.model.predict(x, verbose=0)["amplitude"], a.model.predict(x, verbose=0)["amplitude"],
+                               rtol=1e-6)
+
+
+def test_run_writes_model_and_history(ci_gs1, tmp_path, capsys):
+    path, params = ci_gs1
+    cfg = stage_config(params, "train")
+    out, hist, diag = tmp_path / "model.keras", tmp_path / "train.h5", tmp_path / "logs" / "train_nonfinite.json"
+    T.run(cfg, "gs1_ideal", normalized=path, out=out, history=hist, diagnostics=diag)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", "train.h5"]  # no temp files, no diagnostics
+    progress = [ln for ln in capsys.readouterr().out.splitlines() if re.search(r" epoch \d+/\d+: ", ln)]
+    assert len(progress) == cfg.epochs and progress[0].startswith("[train] gs1_ideal epoch 1/")
+    h = read_train_history(hist)
+    e = int(h.attrs["epochs_run"])
+    assert e == cfg.epochs  # ci: 2 epochs, patience 2
+    for k, v in h.history.items():
+        assert v.shape == (e,) and v.dtype == np.float64, k
+    lr = h.history["learning_rate"]
+    assert np.all(np.diff(lr) < 0)  # cosine decay ...
+    np.testing.assert_allclose(lr[-1], cfg.min_learning_rate, rtol=1e-5)  # ... down to the floor at the last step
+    assert np.all(h.history["seconds"] > 0) and np.all(h.history["samples_per_second"] > 0)
+    assert h.attrs["nan_status"] == "ok"
+    assert h.attrs["train_seconds"] > 0 and h.attrs["samples_per_second"] > 0
+    assert h.attrs["config_json"] == to_json(cfg) and h.attrs["stage"] == "train"
+    stats, ratios = read_telemetry(hist)
+    assert "history/loss" in stats
+    for k in ("predicted_over_measured_counts", "amplitude_mean_over_estimate", "final_over_initial_loss"):
+        assert np.isfinite(ratios[k]), k
+    assert 0.5 < ratios["amplitude_mean_over_estimate"] < 2.0
+    # the saved model predicts like the trained one would (loads with the registered layers)
+    m = keras.saving.load_model(out, compile=False)
+    np.testing.assert_allclose(M.model_amplitude_estimate(m), read_normalized(path).amplitude_estimate)
+
+
+def test_early_stopping_restores_the_best_weights(ci_gs1):
+    """After fit, the model's validation loss is the best epoch's, not the last one's."""
+    path, params = ci_gs1
+    cfg = stage_config(params, "train")
+    cfg = dataclasses.replace(cfg, epochs=5, early_stopping_patience=1, learning_rate=1e-2, min_learning_rate=1e-2)
+    norm = read_normalized(path)
+    r = T.fit(cfg, norm, "gs1_ideal", log=_quiet)
+    val = T.group_arrays(norm, "train").subset(r.val_idx)
+    t = M.training_model(r.model)
+    t.compile(loss=M.PoissonLoss(norm.mean_counts, norm.input_scale))
+    got = t.evaluate(val.x(), val.counts, batch_size=cfg.batch_size, verbose=0)
+    vl = r.history["val_loss"]
+    np.testing.assert_allclose(got, np.min(vl), rtol=1e-5)
+    assert r.attrs["best_epoch"] == int(np.argmin(vl)) + 1
+    assert r.attrs["stopped_early"] == (len(vl) < cfg.epochs)
+
+
+# --------------------------------------------------------------------------- NaN guard
+
+
+def test_poisoned_inputs_are_refused_before_training(ci_gs1, tmp_path):
+    """A NaN in one training group's input (normalize would never write one): one line
+    naming the file, the array and the count; nothing is written."""
+    from ptychopipe.telemetry import InvariantError
+
+    path, params = ci_gs1
+    cfg = stage_config(params, "train")
+    poisoned = tmp_path / "normalized.h5"
+    shutil.copy(path, poisoned)
+    with h5py.File(poisoned, "r+") as f:
+        f["train/inputs"][3, 10, 10, 0] = np.nan
+    with pytest.raises(InvariantError, match=r"\[train\] .*normalized.h5: train/inputs: 1 non-finite values"):
+        T.run(cfg, "gs1_ideal", normalized=poisoned, out=tmp_path / "model.keras", history=tmp_path / "train.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["normalized.h5"]
+
+
+def test_nan_guard_absurd_learning_rate_fails_with_one_line_and_diagnostics(ci_gs1, tmp_path):
+    """learning_rate 1e3: training blows up in epoch 1. The CLI exits 1 with one line naming
+    scenario, epoch, batch and quantity; the diagnostic JSON (history so far, per-weight
+    stats, the offending batch's input stats) is kept; no model or history is written."""
+    path, params = ci_gs1
+    cfg = dataclasses.replace(stage_config(params, "train"), learning_rate=1e3, min_learning_rate=1e3)
+    out, hist, diag = tmp_path / "model.keras", tmp_path / "train.h5", tmp_path / "logs" / "train_nonfinite.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptychopipe", "train", "--scenario", "gs1_ideal", "--config", to_json(cfg),
+         "--normalized", str(path), "--out", str(out), "--history", str(hist), "--diagnostics", str(diag),
+         "--threads", "1"],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 1
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ptychopipe train: error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    m = re.fullmatch(r"ptychopipe train: error: \[train\] scenario gs1_ideal: non-finite "
+                     r"(loss \(loss = nan\)|weights of layer \S+ \(\S+\) after the update, i\.e\. a non-finite "
+                     r"gradient) at epoch (\d+), batch (\d+); training stopped; diagnostics: (.+)", errors[0])
+    assert m, errors[0]
+    assert Path(m.group(4)) == diag
+    assert not out.exists() and not hist.exists()
+    d = json.loads(diag.read_text())
+    assert d["message"] in errors[0]
+    assert d["failure"]["epoch"] == int(m.group(2)) == 1 and d["failure"]["batch"] == int(m.group(3))
+    assert d["failure"]["quantity"] == m.group(1).split(" (loss")[0]
+    assert set(d["history"]) == {"loss", "val_loss", "learning_rate", "seconds", "samples_per_second"}
+    assert any(name.startswith("amp_out/") for name in d["weights"])
+    assert all({"mean", "nan", "inf"} <= set(st) for st in d["weights"].values())
+    assert sum(st["nan"] + st["inf"] for st in d["weights"].values()) > 0 or d["failure"]["quantity"] == "loss"
+    assert 0 < len(d["batch"]["train_group_indices"]) <= cfg.batch_size
+    assert d["batch"]["inputs"]["nan"] == 0 and d["batch"]["inputs"]["shape"][0] == len(d["batch"]["train_group_indices"])
+
+
+def test_nan_guard_names_the_layer_whose_weights_became_non_finite():
+    """A finite loss but non-finite weights after the update (a non-finite gradient) is
+    reported as such, naming the layer."""
+    from ptychopipe.simulate import ideal_probe
+
+    m = M.build_model(64, 1, 4, 1, np.pi, ideal_probe(64, 32), 1.0, 64)
+    guard = T.NonFiniteGuard()
+    guard.set_model(m)
+    guard.on_epoch_begin(2)
+    guard.on_train_batch_end(0, {"loss": 0.5})
+    assert guard.failure is None
+    kernel = m.get_layer("phase_dec0_b").kernel
+    bad = keras.ops.convert_to_numpy(kernel).copy()
+    bad[0, 0, 0, 0] = np.inf
+    kernel.assign(bad)
+    guard.on_train_batch_end(4, {"loss": 0.5})
+    assert guard.failure["epoch"] == 3 and guard.failure["batch"] == 5
+    assert guard.failure["quantity"].startswith("weights of layer phase_dec0_b")
+    assert "non-finite gradient" in guard.failure["quantity"]
+    assert m.stop_training
+    msg = T.failure_message("sc1", guard.failure, Path("logs/x.json"))
+    assert msg.startswith("[train] scenario sc1: non-finite weights of layer phase_dec0_b") and "epoch 3, batch 5" in msg
+
+
+# --------------------------------------------------------------------------- overfit
+
+
+def test_overfit_one_group_reaches_the_poisson_floor():
+    """One gridsize-2 group (custom probe, 1e5 photons/pattern), 500 Adam steps: the loss
+    falls from ~0.6 to within 1.5x its Poisson floor (the deviance of the true λ; measured
+    0.96x) and the predicted amplitude correlates >= 0.9 with the truth patches where
+    the probe is bright (|P|² > 0.1 max; measured 0.946). ~20-40 s on 2 CPU cores."""
+    from ptychopipe.simulate import load_probe, make_object
+
+    T.configure_backend(deterministic=True)
+    n, c, steps = 64, 4, 500
+    obj = make_object(ObjectConfig("lines", 128, 42, 60, (8.0, 64.0), 1.0, (0.5, 1.5), (-1.0, 1.0)))
+    probe = load_probe(CUSTOM_PROBE, "probeGuess", n)
+    offs = np.array([[-6.2, -5.1], [5.7, -6.4], [-5.5, 6.3], [6.1, 5.2]])
+    offs -= offs.mean(axis=0)
+    truth = extract_patches(obj, np.array([64.3, 61.7]) + offs, n)  # (C, N, N)
+    lam = expected_counts((probe.real, probe.imag), (truth.real, truth.imag))
+    scale = np.sqrt(1e5 / lam.sum(axis=(1, 2)).mean())
+    probe, lam = probe * scale, lam * scale ** 2
+    counts = np.random.default_rng(0).poisson(lam).astype(np.float32)
+    mean_counts = float(counts.sum(axis=(1, 2)).mean())
+    a = np.sqrt((n / 2) ** 2 / mean_counts)
+    abar = float(np.sqrt(mean_counts / np.sum(np.abs(probe) ** 2)))
+    keras.utils.set_random_seed(0)
+    m = M.build_model(n, 2, 16, 3, np.pi, probe, abar, M.merge_canvas(n, float(np.abs(offs).max())))
+    t = M.training_model(m)
+    t.compile(optimizer=keras.optimizers.Adam(1e-3), loss=M.PoissonLoss(mean_counts, a))
+    x1 = {"diffraction": np.moveaxis(a * np.sqrt(counts), 0, -1)[None].astype(np.float32),
+          "offsets": offs[None].astype(np.float32)}
+    y1 = np.moveaxis(counts, 0, -1)[None]
+    floor = float(M.poisson_deviance_np(y1, np.moveaxis(lam, 0, -1)[None], mean_counts)[0])
+    start = t.evaluate(x1, y1, verbose=0)
+    t.fit({k: np.repeat(v, steps, axis=0) for k, v in x1.items()}, np.repeat(y1, steps, axis=0),
+          batch_size=1, epochs=1, shuffle=False, verbose=0)
+    end = t.evaluate(x1, y1, verbose=0)
+    assert end < 0.05 * start
+    assert end < 1.5 * floor, (end, floor)
+    amp = np.moveaxis(m.predict(x1, verbose=0)["amplitude"][0], -1, 0)
+    bright = np.broadcast_to(np.abs(probe) ** 2 > 0.1 * np.max(np.abs(probe) ** 2), amp.shape)
+    r = np.corrcoef(amp[bright], np.abs(truth)[bright])[0, 1]
+    assert r >= 0.9, r
+
+
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow", reason="TF-specific")
+def test_backend_configuration_reports_threads_and_determinism():
+    info = T.configure_backend(deterministic=True)
+    import tensorflow as tf
+
+    assert info["backend"] == "tensorflow" and info["deterministic"]
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    assert is_op_determinism_enabled()

@@ -1,0 +1,109 @@
+# Evaluation stages: stitch -> compare (per scenario) -> report (all scenarios)
+# (DESIGN §2.8, §4). Outputs marked report() appear in `snakemake --report results/report.html`,
+# with the captions under workflow/report/ (paths below are relative to this file).
+
+
+report: "../report/workflow.rst"
+
+
+rule stitch:
+    input:
+        inferred="results/{scenario}/inferred.h5",
+    output:
+        "results/{scenario}/stitched.h5",
+    params:
+        cfg=stage_params("stitch"),
+    log:
+        "results/{scenario}/logs/stitch.log",
+    benchmark:
+        "results/{scenario}/benchmarks/stitch.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        CONDA_ENV
+    shell:
+        "python3 -m ptychopipe stitch --scenario {wildcards.scenario} --config {params.cfg:q}"
+        " --inferred {input.inferred} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule compare:
+    input:
+        simulated="results/{scenario}/simulated.h5",
+        grouped="results/{scenario}/grouped.h5",
+        normalized="results/{scenario}/normalized.h5",
+        inferred="results/{scenario}/inferred.h5",
+        stitched="results/{scenario}/stitched.h5",
+        train="results/{scenario}/train.h5",
+    output:
+        h5="results/{scenario}/comparison.h5",
+        json="results/{scenario}/comparison.json",
+        amplitude=report(
+            "results/report/{scenario}/amplitude.png",
+            caption="../report/amplitude.rst",
+            category="Scenarios",
+            subcategory="{scenario}",
+            labels={"scenario": "{scenario}", "figure": "amplitude"},
+        ),
+        phase=report(
+            "results/report/{scenario}/phase.png",
+            caption="../report/phase.rst",
+            category="Scenarios",
+            subcategory="{scenario}",
+            labels={"scenario": "{scenario}", "figure": "phase"},
+        ),
+        frc=report(
+            "results/report/{scenario}/frc.png",
+            caption="../report/frc.rst",
+            category="Scenarios",
+            subcategory="{scenario}",
+            labels={"scenario": "{scenario}", "figure": "FRC"},
+        ),
+        training=report(
+            "results/report/{scenario}/training.png",
+            caption="../report/training.rst",
+            category="Scenarios",
+            subcategory="{scenario}",
+            labels={"scenario": "{scenario}", "figure": "training curves"},
+        ),
+    params:
+        cfg=stage_params("compare"),
+    log:
+        "results/{scenario}/logs/compare.log",
+    benchmark:
+        "results/{scenario}/benchmarks/compare.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        CONDA_ENV
+    shell:
+        "python3 -m ptychopipe compare --scenario {wildcards.scenario} --config {params.cfg:q}"
+        " --simulated {input.simulated} --grouped {input.grouped} --normalized {input.normalized}"
+        " --inferred {input.inferred} --stitched {input.stitched} --train {input.train}"
+        " --out {output.h5} --json {output.json} --amplitude-png {output.amplitude}"
+        " --phase-png {output.phase} --frc-png {output.frc} --training-png {output.training}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule summary:
+    input:
+        comparisons=per_scenario("results/{scenario}/comparison.json"),
+        baselines=baseline_comparisons(),  # scenarios with baseline.enabled (rules/baseline.smk); often none
+    output:
+        md=report("results/report/summary.md", caption="../report/summary.rst", category="Summary"),
+        csv=report("results/report/summary.csv", caption="../report/summary_csv.rst", category="Summary"),
+        overview=report("results/report/overview.png", caption="../report/overview.rst", category="Summary"),
+    log:
+        "results/logs/report.log",
+    benchmark:
+        "results/benchmarks/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        CONDA_ENV
+    shell:
+        "python3 -m ptychopipe report --comparisons {input.comparisons} --baselines {input.baselines}"
+        " --md {output.md} --csv {output.csv}"
+        " --overview {output.overview} --threads {threads} > {log} 2>&1"

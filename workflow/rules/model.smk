@@ -1,0 +1,50 @@
+# Model stages: train -> infer (DESIGN §2.5–2.7). The rules stay thin; the logic is in
+# src/ptychopipe/{model,train,infer}.py. The Keras backend is TensorFlow unless the
+# environment sets KERAS_BACKEND (e.g. KERAS_BACKEND=jax on a GPU node).
+
+
+rule train:
+    input:
+        normalized="results/{scenario}/normalized.h5",
+    output:
+        model="results/{scenario}/model.keras",
+        history="results/{scenario}/train.h5",
+    params:
+        cfg=stage_params("train"),
+        diagnostics=train_diagnostics,
+    log:
+        "results/{scenario}/logs/train.log",
+    benchmark:
+        "results/{scenario}/benchmarks/train.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    conda:
+        CONDA_ENV
+    shell:
+        "python3 -m ptychopipe train --scenario {wildcards.scenario} --config {params.cfg:q}"
+        " --normalized {input.normalized} --out {output.model} --history {output.history}"
+        " --diagnostics {params.diagnostics} --threads {threads} > {log} 2>&1"
+
+
+rule infer:
+    input:
+        normalized="results/{scenario}/normalized.h5",
+        model="results/{scenario}/model.keras",
+    output:
+        "results/{scenario}/inferred.h5",
+    params:
+        cfg=stage_params("infer"),
+    log:
+        "results/{scenario}/logs/infer.log",
+    benchmark:
+        "results/{scenario}/benchmarks/infer.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    conda:
+        CONDA_ENV
+    shell:
+        "python3 -m ptychopipe infer --scenario {wildcards.scenario} --config {params.cfg:q}"
+        " --normalized {input.normalized} --model {input.model} --out {output}"
+        " --threads {threads} > {log} 2>&1"
