@@ -1,0 +1,172 @@
+"""Helpers for the end-to-end tests (cluster, faults, bad input, determinism, safety).
+
+Every Snakemake run happens in a temporary working directory holding copies of
+config/ and data/, never in the repository itself: results/ and .snakemake/ of
+parallel runs must not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import h5py
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+PROFILES = REPO / "profiles"
+PY = sys.executable
+SCENARIOS = ("gs1_custom", "gs1_ideal", "gs2_custom", "gs2_ideal")
+#: Data stages: outputs must be bit-identical between runs (DESIGN §4, issue 6).
+DATA_FILES = ("simulated.h5", "split.h5", "grouped.h5", "normalized.h5")
+#: Attributes that legitimately differ between runs.
+VOLATILE_ATTRS = {"created_utc", "train_seconds", "samples_per_second", "seconds", "wall_seconds",
+                  "elapsed_s", "elapsed_seconds"}
+
+
+def make_workdir(root: Path, mutate: Callable[[dict], Any] | None = None, *,
+                 preset: str = "ci", run: Iterable[str] | None = None) -> Path:
+    """A Snakemake working directory with copies of config/ and data/.
+
+    ``mutate(cfg)`` edits the parsed config/scenarios.yaml in place (it is written
+    back); ``preset`` is written as the file's preset; ``run`` restricts scenarios.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "config", root / "config", dirs_exist_ok=True)
+    shutil.copytree(REPO / "data", root / "data", dirs_exist_ok=True)
+    path = root / "config" / "scenarios.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["preset"] = preset
+    if run is not None:
+        cfg["run"] = list(run)
+    if mutate is not None:
+        mutate(cfg)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return root
+
+
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    return [PY, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *args]
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: float = 600, env: dict | None = None,
+                  check: bool = False) -> subprocess.CompletedProcess:
+    """Run snakemake in ``workdir`` (own process group; killed whole on timeout)."""
+    cmd = snakemake_cmd(workdir, *args)
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"snakemake timed out after {timeout:.0f} s: {' '.join(cmd)}\n"
+                             f"--- stderr tail ---\n{err[-4000:]}") from None
+    res = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake failed ({res.returncode}): {' '.join(cmd)}\n"
+                             f"--- stderr tail ---\n{res.stderr[-6000:]}")
+    return res
+
+
+def run_stage(stage: str, *args: str, threads: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m ptychopipe <stage> ...`` (what the rules call)."""
+    return subprocess.run([PY, "-m", "ptychopipe", stage, *args, "--threads", str(threads)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def nonempty_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.strip()]
+
+
+# --------------------------------------------------------------------------- HDF5 comparison
+
+
+def h5_contents(path: Path) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """({dataset path: array}, {object path: attrs}) of a whole HDF5 file."""
+    arrays: dict[str, np.ndarray] = {}
+    attrs: dict[str, dict[str, Any]] = {}
+    with h5py.File(path, "r") as f:
+        attrs["/"] = {k: v for k, v in f.attrs.items()}
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                arrays[name] = obj[()]
+            attrs[name] = {k: v for k, v in obj.attrs.items()}
+
+        f.visititems(visit)
+    return arrays, attrs
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind in "fc":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
+
+
+def assert_h5_identical(a: Path, b: Path, volatile: set[str] = VOLATILE_ATTRS) -> None:
+    """Same datasets, bit for bit (dtype, shape, values), and the same attributes
+    except run-dependent ones (``created_utc``, timings)."""
+    arr_a, att_a = h5_contents(a)
+    arr_b, att_b = h5_contents(b)
+    assert sorted(arr_a) == sorted(arr_b), f"{a} vs {b}: datasets differ"
+    for name in arr_a:
+        x, y = arr_a[name], arr_b[name]
+        assert x.dtype == y.dtype and x.shape == y.shape, f"{a}:{name}: {x.dtype}{x.shape} vs {y.dtype}{y.shape}"
+        if not _same_value(x, y):
+            diff = np.count_nonzero(x != y) if x.shape else 1
+            raise AssertionError(f"{a}:{name}: not bit-identical to {b} ({diff} of {x.size} elements differ)")
+    assert sorted(att_a) == sorted(att_b), f"{a} vs {b}: HDF5 objects differ"
+    for obj in att_a:
+        ka = set(att_a[obj]) - volatile
+        kb = set(att_b[obj]) - volatile
+        assert ka == kb, f"{a}:{obj}: attribute names differ: {sorted(ka ^ kb)}"
+        for k in ka:
+            assert _same_value(att_a[obj][k], att_b[obj][k]), \
+                f"{a}:{obj}.attrs[{k}]: {att_a[obj][k]!r} vs {att_b[obj][k]!r}"
+
+
+def assert_h5_close(a: Path, b: Path, rtol: float, volatile: set[str] = VOLATILE_ATTRS,
+                    skip: Iterable[str] = ()) -> dict[str, float]:
+    """Same datasets (names, shapes, dtypes); numeric values equal within a relative
+    L2 tolerance ``rtol`` (‖x - y‖ ≤ rtol·max(‖x‖, ‖y‖, tiny)); non-numeric exactly.
+    Datasets whose path contains an entry of ``skip`` (timings) are not compared by value.
+    Returns {dataset: relative difference}."""
+    arr_a, _ = h5_contents(a)
+    arr_b, _ = h5_contents(b)
+    assert sorted(arr_a) == sorted(arr_b), f"{a} vs {b}: datasets differ"
+    rel: dict[str, float] = {}
+    for name in arr_a:
+        x, y = arr_a[name], arr_b[name]
+        assert x.dtype == y.dtype and x.shape == y.shape, f"{a}:{name}: {x.dtype}{x.shape} vs {y.dtype}{y.shape}"
+        if any(s in name for s in skip) or name.startswith("telemetry"):
+            continue
+        if x.dtype.kind in "fc":
+            xf = np.nan_to_num(x.astype(np.complex128 if x.dtype.kind == "c" else np.float64))
+            yf = np.nan_to_num(y.astype(xf.dtype))
+            den = max(float(np.linalg.norm(xf)), float(np.linalg.norm(yf)), 1e-30)
+            rel[name] = float(np.linalg.norm(xf - yf)) / den
+            assert rel[name] <= rtol, f"{a}:{name}: relative difference {rel[name]:.3g} > {rtol:g} vs {b}"
+        else:
+            assert _same_value(x, y), f"{a}:{name}: differs from {b}"
+    return rel
+
+
+def rewrite_dataset(path: Path, name: str, data: np.ndarray) -> None:
+    """Replace dataset ``name`` of an HDF5 file (keeping its attributes)."""
+    with h5py.File(path, "r+") as f:
+        attrs = dict(f[name].attrs)
+        del f[name]
+        ds = f.create_dataset(name, data=data)
+        for k, v in attrs.items():
+            ds.attrs[k] = v

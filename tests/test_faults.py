@@ -1,0 +1,271 @@
+"""Faults: killed jobs, damaged inputs and failing scenarios lose no work and leave no
+file that looks complete but is not.
+
+- A writer killed mid-write leaves no file under the output name (atomic writes).
+- A train job killed with SIGKILL — the job alone (Snakemake notices) or the job
+  with Snakemake itself (a node dying) — is re-run by the next ``snakemake``; even
+  when the killed job left complete-looking garbage under its output names, the
+  incomplete markers make Snakemake re-run it instead of trusting it.
+- A truncated or corrupted HDF5 input stops its consumer with one clear line.
+- With ``--keep-going`` a failing scenario does not stop the others.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline_helpers import PROFILES, make_workdir, nonempty_lines, run_snakemake, snakemake_cmd
+from ptychopipe.artifacts import (read_grouped, read_inferred, read_normalized, read_simulated, read_split,
+                                  read_train_history)
+
+pytestmark = pytest.mark.e2e
+
+LOCAL = ("--workflow-profile", str(PROFILES / "local"))
+READERS = {"simulated.h5": read_simulated, "split.h5": read_split, "grouped.h5": read_grouped,
+           "normalized.h5": read_normalized, "train.h5": read_train_history, "inferred.h5": read_inferred}
+
+
+def _assert_all_artifacts_valid(results: Path) -> list[str]:
+    """Every artifact that exists under its final name passes its reader."""
+    seen = []
+    for name, reader in READERS.items():
+        for path in sorted(results.glob(f"*/{name}")):
+            reader(path)
+            seen.append(str(path.relative_to(results)))
+    return seen
+
+
+# --------------------------------------------------------------------------- process helpers
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            kids.setdefault(ppid, []).append(int(d.name))
+    return kids
+
+
+def _descendants(pid: int) -> list[int]:
+    kids, out, todo = _children(), [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in kids.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _stage_process(root: int, stage: str) -> int | None:
+    """PID of the ``python -m ptychopipe <stage>`` process started under ``root``."""
+    for pid in _descendants(root):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for i in range(len(argv) - 2):
+            if argv[i:i + 3] == [b"-m", b"ptychopipe", stage.encode()]:
+                return pid
+    return None
+
+
+def _start_snakemake(wd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(snakemake_cmd(wd, *args), cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def _wait_for_training(proc: subprocess.Popen, wd: Path, scenario: str, timeout: float = 300) -> int:
+    """Wait until the train job of ``scenario`` has started its epochs; return its PID."""
+    log = wd / "results" / scenario / "logs" / "train.log"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"snakemake ended before training started:\n{proc.stdout.read()[-4000:]}")
+        pid = _stage_process(proc.pid, "train")
+        if pid and log.exists() and f"[train] {scenario}:" in log.read_text(errors="replace"):
+            return pid
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError(f"training did not start within {timeout:.0f} s")
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    import ptychopipe.artifacts as A
+    from ptychopipe.config import SplitConfig
+
+    def stall(arr):  # called inside the open temp file, after the first dataset is written
+        print("writing", flush=True)
+        time.sleep(120)
+
+    if sys.argv[2] == "stall":
+        A.array_stats = stall
+    A.write_artifact(sys.argv[1], stage="split", scenario="t", config=SplitConfig(0.5),
+                     arrays={"train/indices": A.Array(np.arange(10**6), "index"),
+                             "test/indices": A.Array(np.arange(10), "index")}, attrs={"y_split": 1.0})
+""")
+
+
+def test_writer_killed_mid_write_leaves_no_output(tmp_path):
+    out = tmp_path / "split.h5"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out), "stall"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        temps = list(tmp_path.glob(".split.h5.tmp-*"))
+        assert temps and temps[0].stat().st_size > 0, "the data goes to a temporary name first"
+        assert not out.exists()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists(), "a killed writer must not leave a file under the output name"
+    subprocess.run([sys.executable, "-c", WRITER, str(out), "normal"], check=True, timeout=120)
+    assert read_split(out).train_indices.shape == (10**6,)
+    assert not list(tmp_path.glob(".split.h5.tmp-*"))[1:], "a clean write leaves no temp file of its own"
+
+
+# --------------------------------------------------------------------------- killed train job
+
+SCEN = "gs2_ideal"
+
+
+def test_sigkill_train_job_then_rerun(tmp_path):
+    wd = make_workdir(tmp_path / "wd", run=[SCEN])
+    target = f"results/{SCEN}/inferred.h5"
+    model, history = wd / "results" / SCEN / "model.keras", wd / "results" / SCEN / "train.h5"
+
+    # 1. SIGKILL the train job alone: Snakemake reports the failure, nothing looks complete.
+    proc = _start_snakemake(wd, *LOCAL, "--cores", "2", target)
+    try:
+        _kill(_wait_for_training(proc, wd, SCEN))
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert "Error in rule train" in out, out[-3000:]
+    assert not model.exists() and not history.exists()
+    assert _assert_all_artifacts_valid(wd / "results") == [f"{SCEN}/{n}" for n in
+                                                           ("simulated.h5", "split.h5", "grouped.h5", "normalized.h5")]
+
+    # 2. SIGKILL Snakemake and the job together (the node dies). Then pretend the job had
+    #    left complete-looking garbage under its output names, as a non-atomic writer
+    #    would: Snakemake's incomplete markers must make the next run re-train.
+    proc = _start_snakemake(wd, *LOCAL, "--cores", "2", target)
+    try:
+        job = _wait_for_training(proc, wd, SCEN)
+        os.killpg(proc.pid, signal.SIGKILL)
+        _kill(job)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not model.exists() and not history.exists(), "atomic writes: nothing under the final names"
+    incomplete = list((wd / ".snakemake" / "incomplete").rglob("*"))
+    assert [p for p in incomplete if p.is_file()], "Snakemake marked the killed job's outputs incomplete"
+    model.write_bytes(b"PK\x03\x04 partial zip")
+    history.write_bytes(b"\x89HDF\r\n\x1a\n partial")
+
+    # 3. The killed Snakemake left its lock: the next run refuses to start until
+    #    `snakemake --unlock` (the documented recovery); then (profile: rerun-incomplete)
+    #    it re-trains and completes, and every artifact is valid.
+    res = run_snakemake(wd, *LOCAL, "--cores", "2", target, timeout=600)
+    assert res.returncode != 0 and "--unlock" in res.stderr, res.stderr[-3000:]
+    run_snakemake(wd, "--unlock", check=True, timeout=120)
+    res = run_snakemake(wd, *LOCAL, "--cores", "2", target, "--rerun-triggers", "mtime", timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    assert "rule train:" in res.stdout + res.stderr, "the incomplete train job was re-run"
+    assert "rule simulate:" not in res.stdout + res.stderr, "finished upstream work was kept"
+    assert _assert_all_artifacts_valid(wd / "results")[-2:] == [f"{SCEN}/train.h5", f"{SCEN}/inferred.h5"]
+    assert not [p for p in (wd / ".snakemake" / "incomplete").rglob("*") if p.is_file()]
+
+
+# --------------------------------------------------------------------------- damaged inputs in the pipeline
+
+
+@pytest.fixture(scope="module")
+def data_run(tmp_path_factory):
+    wd = make_workdir(tmp_path_factory.mktemp("faults") / "wd", run=["gs1_ideal"])
+    run_snakemake(wd, *LOCAL, "--cores", "2", "results/gs1_ideal/normalized.h5", check=True, timeout=600)
+    return wd
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _corrupt(path: Path) -> None:
+    with h5py.File(path, "r") as f:
+        ds = f["counts"]
+        off = ds.id.get_chunk_info(0).byte_offset if ds.chunks else ds.id.get_offset()
+    with open(path, "r+b") as fh:
+        fh.seek(off + 1000)
+        fh.write(bytes(range(200)))
+
+
+@pytest.mark.parametrize("damage,expected", [(_truncate, "not a readable HDF5 file (truncated or corrupted?)"),
+                                             (_corrupt, "counts: unreadable (truncated or corrupted?)")],
+                         ids=["truncated", "corrupted"])
+def test_damaged_hdf5_input_stops_with_one_line(data_run, tmp_path, damage, expected):
+    wd = tmp_path / "wd"
+    shutil.copytree(data_run, wd, symlinks=True)
+    damage(wd / "results/gs1_ideal/simulated.h5")  # newer than its consumers: they re-run
+    # only the damaged file's mtime decides what re-runs (not edits to the code since the fixture ran)
+    res = run_snakemake(wd, *LOCAL, "--cores", "1", "results/gs1_ideal/normalized.h5", "--rerun-triggers", "mtime",
+                        timeout=600)
+    assert res.returncode == 1, (res.stdout + res.stderr)[-3000:]
+    assert "rule simulate:" not in res.stdout + res.stderr
+    log = nonempty_lines((wd / "results/gs1_ideal/logs/split.log").read_text())
+    assert len(log) == 1 and log[0].startswith("ptychopipe split: error: results/gs1_ideal/simulated.h5: "), log
+    assert expected in log[0]
+    assert log[0] in res.stdout + res.stderr, "show-failed-logs puts the line on the console"
+    assert not (wd / "results/gs1_ideal/split.h5").exists(), "the stale output was removed, not kept"
+
+
+# --------------------------------------------------------------------------- --keep-going
+
+
+def test_keep_going_failing_scenario_does_not_stop_the_others(tmp_path):
+    def mutate(cfg):
+        cfg["scenarios"]["bad_probe"] = {"gridsize": 1, "probe": {"kind": "custom", "file": "data/probes/real.npz"}}
+        cfg["run"] = ["bad_probe", "gs1_ideal", "gs2_custom"]
+    wd = make_workdir(tmp_path / "wd", mutate)
+    with np.load(wd / "data/probes/custom_probe_64.npz", allow_pickle=False) as z:
+        np.savez(wd / "data/probes/real.npz", probeGuess=np.abs(z["probeGuess"]))  # real-valued: rejected
+    targets = [f"results/{s}/normalized.h5" for s in ("bad_probe", "gs1_ideal", "gs2_custom")]
+    res = run_snakemake(wd, *LOCAL, "--cores", "2", "--keep-going", *targets, timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1
+    assert "Error in rule simulate" in out and "bad_probe" in out
+    log = nonempty_lines((wd / "results/bad_probe/logs/simulate.log").read_text())
+    assert len(log) == 1 and "expected a complex array" in log[0], log
+    assert not (wd / "results/bad_probe/simulated.h5").exists()
+    for s in ("gs1_ideal", "gs2_custom"):
+        read_normalized(wd / "results" / s / "normalized.h5")
