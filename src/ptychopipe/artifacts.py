@@ -77,7 +77,8 @@ def write_artifact(path: str | Path, *, stage: str, scenario: str, config: Any,
                 tel.attrs[f"ratio_{key}"] = float(value)
             for name, arr in arrays.items():
                 data = np.asarray(arr.data)
-                ds = f.create_dataset(name, data=data)
+                # Fletcher-32 checksums: a corrupted (not only truncated) file fails on read.
+                ds = f.create_dataset(name, data=data, fletcher32=bool(data.ndim and data.size))
                 ds.attrs["units"] = arr.units
                 g = tel.create_group(name)
                 for k, v in array_stats(data).items():
@@ -117,10 +118,20 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 # --------------------------------------------------------------------------- reading
 
 
+#: Stages whose output is results/{scenario}/simulated.h5: the simulator, or the importer of
+#: measured data (ptychopipe.ingest), which writes the same layout with the object optional.
+SIMULATED_STAGES = ("simulate", "ingest")
+
+
 @contextlib.contextmanager
-def open_artifact(path: str | Path, stage: str) -> Iterator[h5py.File]:
-    """Open an artifact read-only after checking it is a readable file of ``stage``."""
+def open_artifact(path: str | Path, stage: str | tuple[str, ...]) -> Iterator[h5py.File]:
+    """Open an artifact read-only after checking it is a readable file of ``stage`` (or of one
+    of the stages in a tuple; messages about a missing file name the first)."""
     path = Path(path)
+    if isinstance(stage, tuple):
+        stages, stage = stage, stage[0]
+    else:
+        stages = (stage,)
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found (expected the {stage} stage's output)")
     try:
@@ -134,8 +145,8 @@ def open_artifact(path: str | Path, stage: str) -> Iterator[h5py.File]:
         if int(version) != SCHEMA_VERSION:
             raise ArtifactError(f"{path}: schema_version: expected {SCHEMA_VERSION}, got {int(version)}")
         got = f.attrs.get("stage")
-        if got != stage:
-            raise ArtifactError(f"{path}: stage: expected {stage!r}, got {got!r}")
+        if got not in stages:
+            raise ArtifactError(f"{path}: stage: expected {' or '.join(map(repr, stages))}, got {got!r}")
         yield f
     finally:
         f.close()
@@ -195,21 +206,43 @@ def read_telemetry(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[st
 
 @dataclass(frozen=True)
 class Simulated:
-    """simulate stage output. Shapes: object (H, W) complex64 [object amplitude];
+    """simulate (or ingest) stage output. Shapes: object (H, W) complex64 [object amplitude],
+    None when the file has no true object (imported data without one: ``has_truth`` False);
     probe (N, N) complex64 [photons^0.5, absolute: P_abs]; positions (M, 2) float64
     [x, y] px, patch centres in object pixel coordinates; counts (M, N, N) float32
-    [counts]; amplitude (M, N, N) float32 [photons^0.5] = sqrt(counts)."""
+    [counts]; amplitude (M, N, N) float32 [photons^0.5] = sqrt(counts); object_shape
+    (H, W) of the object frame the positions live in (the object's shape when present)."""
 
-    object: np.ndarray
+    object: np.ndarray | None
     probe: np.ndarray
     positions: np.ndarray
     counts: np.ndarray
     amplitude: np.ndarray
     attrs: dict[str, Any]
 
+    @property
+    def has_truth(self) -> bool:
+        return self.object is not None
+
+    @property
+    def object_shape(self) -> tuple[int, int]:
+        if self.object is not None:
+            return (int(self.object.shape[0]), int(self.object.shape[1]))
+        h, w = np.asarray(self.attrs["object_shape"]).tolist()
+        return (int(h), int(w))
+
+
+def _object_or_none(f: h5py.File) -> np.ndarray | None:
+    """The ``object`` dataset, or None when the file says it has none (attr ``has_truth`` = 0,
+    written by the importer for data without a true object). A missing object without that
+    attribute is an error (a simulate file always has one)."""
+    if "object" not in f and not int(f.attrs.get("has_truth", 1)):
+        return None
+    return read_array(f, "object", ndim=2, kind="c")
+
 
 def read_simulated(path: str | Path) -> Simulated:
-    with open_artifact(path, "simulate") as f:
+    with open_artifact(path, SIMULATED_STAGES) as f:
         probe = read_array(f, "probe", ndim=2, kind="c")
         n = probe.shape[0]
         if probe.shape != (n, n):
@@ -218,8 +251,23 @@ def read_simulated(path: str | Path) -> Simulated:
         m = positions.shape[0]
         counts = read_array(f, "counts", ndim=3, kind="f", shape=(m, n, n))
         amplitude = read_array(f, "amplitude", ndim=3, kind="f", shape=(m, n, n))
-        obj = read_array(f, "object", ndim=2, kind="c")
+        obj = _object_or_none(f)
         attrs = dict(f.attrs)
+        if obj is None and np.shape(attrs.get("object_shape")) != (2,):
+            raise ArtifactError(f"{path}: object_shape: expected the attribute [H, W] (the file has no object), "
+                                f"got {attrs.get('object_shape')!r}")
+    neg = int(np.count_nonzero(~(counts >= 0)))
+    if neg:
+        raise ArtifactError(f"{path}: counts: {neg} negative or NaN values (min {float(np.nanmin(counts)):.6g}); "
+                            "expected counts >= 0")
+    h, w = obj.shape if obj is not None else (int(v) for v in attrs["object_shape"])
+    inside = ((positions[:, 0] >= n / 2) & (positions[:, 0] <= w - n / 2)
+              & (positions[:, 1] >= n / 2) & (positions[:, 1] <= h - n / 2))
+    if not inside.all():
+        bad = int(np.count_nonzero(~inside))
+        raise ArtifactError(f"{path}: positions: {bad} of {m} patch centres put the {n}x{n} patch outside "
+                            f"the {h}x{w} object; expected {n / 2:g} <= x <= {w - n / 2:g} and "
+                            f"{n / 2:g} <= y <= {h - n / 2:g}")
     return Simulated(obj, probe, positions, counts, amplitude, attrs)
 
 
@@ -357,3 +405,133 @@ def read_inferred(path: str | Path) -> Inferred:
         probe = read_array(f, "probe", ndim=2, kind="c", shape=(n, n))
         attrs = dict(f.attrs)
     return Inferred(amp, phase, pos, idx, probe, attrs)
+
+
+# --------------------------------------------------------------------------- evaluation artifacts
+
+
+def read_truth_object(path: str | Path) -> np.ndarray | None:
+    """The true object (H, W) complex64 [object amplitude] from ``simulated.h5``, without
+    loading the counts (what compare needs from the simulator); None when the file has no
+    true object (imported data, attr ``has_truth`` = 0)."""
+    with open_artifact(path, SIMULATED_STAGES) as f:
+        return _object_or_none(f)
+
+
+@dataclass(frozen=True)
+class StitchedCanvas:
+    """stitch stage output (stitched.h5).
+
+    object (H, W) complex64 [object amplitude]: Σ w·Ô / Σ w, 0 where coverage = 0;
+    coverage (H, W) float32: Σ w (dimensionless; w per config ``stitch.weight``);
+    count (H, W) int32 [patches]; origin_x, origin_y (int, px): object coordinates
+    of canvas pixel (0, 0), i.e. canvas pixel (r, c) is object pixel
+    (origin_y + r, origin_x + c).
+    """
+
+    object: np.ndarray
+    coverage: np.ndarray
+    count: np.ndarray
+    origin_x: int
+    origin_y: int
+    attrs: dict[str, Any]
+
+
+def read_stitched(path: str | Path) -> StitchedCanvas:
+    with open_artifact(path, "stitch") as f:
+        obj = read_array(f, "object", ndim=2, kind="c")
+        coverage = read_array(f, "coverage", ndim=2, kind="f", shape=obj.shape)
+        count = read_array(f, "count", ndim=2, kind="i", shape=obj.shape)
+        origin = read_array(f, "origin", ndim=1, kind="i", shape=(2,))
+        attrs = dict(f.attrs)
+    return StitchedCanvas(obj, coverage, count, int(origin[0]), int(origin[1]), attrs)
+
+
+#: Top-level keys every comparison.json holds (see docs/artifacts.md).
+COMPARISON_KEYS = ("scenario", "config", "config_hash", "n_pixels", "phase_offset_rad", "registration",
+                   "amplitude_bias", "metrics", "frc_threshold", "chain", "first_broken", "training",
+                   "nan_status", "figures")
+METRIC_KEYS = ("mae", "rmse", "pearson_r", "ssim", "psnr_db", "ls_scale", "frc_cutoff_cycles_per_px",
+               "frc_resolution_px", "frc_crossed")
+
+
+def read_comparison_json(path: str | Path) -> dict[str, Any]:
+    """Load a ``comparison.json`` and check its keys (non-finite numbers are stored as null)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: file not found (expected the compare stage's JSON)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    missing = [k for k in COMPARISON_KEYS if k not in data]
+    if missing:
+        raise ArtifactError(f"{path}: keys {missing} missing; expected {list(COMPARISON_KEYS)}")
+    for part in ("amplitude", "phase"):
+        got = data["metrics"].get(part) if isinstance(data["metrics"], dict) else None
+        if not isinstance(got, dict) or any(k not in got for k in METRIC_KEYS):
+            raise ArtifactError(f"{path}: metrics.{part}: expected keys {list(METRIC_KEYS)}, "
+                                f"got {sorted(got) if isinstance(got, dict) else got!r}")
+    return data
+
+
+def json_safe(obj: Any) -> Any:
+    """Plain-JSON copy: NumPy scalars/arrays become Python numbers/lists, non-finite floats
+    become None (strict JSON has no NaN or Infinity)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+def write_comparison_json(path: str | Path, data: Mapping[str, Any]) -> None:
+    """Atomically write ``comparison.json`` (keys :data:`COMPARISON_KEYS`, strict JSON)."""
+    missing = [k for k in COMPARISON_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{path}: comparison keys {missing} missing; expected {list(COMPARISON_KEYS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(json_safe(dict(data)), indent=2, sort_keys=True, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_group_indices(path: str | Path, split: str) -> np.ndarray:
+    """``{split}/indices`` (B, C) int64 of grouped.h5, without loading the patterns."""
+    with open_artifact(path, "group") as f:
+        return read_array(f, f"{split}/indices", ndim=2, kind="i")
+
+
+def read_pattern_mean_amplitude(path: str | Path, indices: np.ndarray) -> np.ndarray:
+    """Mean of simulated.h5 ``amplitude`` over each listed pattern's N×N pixels, (K,) float64
+    [photons^0.5], for ``indices`` (K,) int (any order, repeats allowed); reads only those
+    patterns."""
+    idx = np.asarray(indices, dtype=np.int64).ravel()
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    with open_artifact(path, SIMULATED_STAGES) as f:
+        if "amplitude" not in f or f["amplitude"].ndim != 3:
+            raise ArtifactError(f"{path}: amplitude: expected an (M, N, N) dataset")
+        m = f["amplitude"].shape[0]
+        if uniq.size and (uniq[0] < 0 or uniq[-1] >= m):
+            raise ArtifactError(f"{path}: amplitude: expected pattern indices in [0, {m}), "
+                                f"got [{int(uniq[0])}, {int(uniq[-1])}]")
+        try:
+            means = np.asarray(f["amplitude"][uniq], dtype=np.float64).mean(axis=(1, 2))
+        except (OSError, RuntimeError) as exc:
+            raise ArtifactError(f"{path}: amplitude: unreadable (truncated or corrupted?): {exc}") from None
+    return means[inverse]

@@ -25,11 +25,24 @@ STAGE_COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "split": ("ptychopipe.grouping:run_split", ("simulated",)),
     "group": ("ptychopipe.grouping:run_group", ("simulated", "split")),
     "normalize": ("ptychopipe.normalize:run", ("simulated", "split", "grouped")),
+    "train": ("ptychopipe.train:run", ("normalized",)),
+    "infer": ("ptychopipe.infer:run", ("normalized", "model")),
+    "stitch": ("ptychopipe.stitch:run", ("inferred",)),
+    "compare": ("ptychopipe.compare:run", ("simulated", "grouped", "normalized", "inferred", "stitched", "train")),
+    "ingest": ("ptychopipe.ingest:run", ()),  # the source file is in the config (source.file)
+    "baseline": ("ptychopipe.baseline:run", ("simulated", "grouped")),
+}
+
+#: stage -> extra outputs besides --out (option --name-with-dashes, keyword name_with_underscores).
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "train": ("history", "diagnostics"),  # train.h5; NaN-guard JSON (written only on failure)
+    "compare": ("json", "amplitude_png", "phase_png", "frc_png", "training_png"),
 }
 
 #: Exceptions that mean "bad input or broken invariant": reported as one line.
 EXPECTED_ERRORS = ("ConfigError", "ArtifactError", "ProbeFileError", "GroupingError", "InvariantError",
-                   "NonFiniteError", "ValueError", "FileNotFoundError", "KeyError")
+                   "NonFiniteError", "ValueError", "FileNotFoundError", "KeyError", "IngestError", "ExportError",
+                   "BaselineError", "BaselineUnavailable")
 
 
 def set_thread_limits(threads: int) -> None:
@@ -53,7 +66,7 @@ def _run_stage(args: argparse.Namespace) -> int:
 
     target, inputs = STAGE_COMMANDS[args.command]
     cfg = from_json(args.command, args.config)
-    kwargs = {name: getattr(args, name) for name in inputs}
+    kwargs = {name: getattr(args, name) for name in inputs + STAGE_OUTPUTS.get(args.command, ())}
     _load(target)(cfg, args.scenario, out=args.out, **kwargs)
     return 0
 
@@ -61,8 +74,54 @@ def _run_stage(args: argparse.Namespace) -> int:
 def _telemetry(args: argparse.Namespace) -> int:
     from .report import write_telemetry_table
 
-    md, csv = write_telemetry_table(args.results, args.md, args.csv)
+    md, csv = write_telemetry_table(args.results, args.md, args.csv, args.scenarios)
     print(f"wrote {md} and {csv}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_summary
+
+    paths = write_summary(args.comparisons, args.md, args.csv, args.overview, args.baselines)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_cli
+
+    print(run_cli(args.configfile, args.preset, tuple(args.gridsize), args.steps, args.json,
+                  deterministic=not args.no_deterministic), end="")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import run
+
+    def art(name: str, given: str | None) -> str:
+        return given or os.path.join(args.results, args.scenario, name)
+
+    paths = run(args.format, args.out, stitched=art("stitched.h5", args.stitched),
+                inferred=art("inferred.h5", args.inferred), simulated=art("simulated.h5", args.simulated),
+                train=art("train.h5", args.train), pixel_size_m=args.pixel_size_m,
+                photon_energy_eV=args.photon_energy_ev, detector_distance_m=args.detector_distance_m)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _baseline_compare(args: argparse.Namespace) -> int:
+    from .baseline import compare_run
+    from .config import from_json
+
+    res = compare_run(from_json("compare", args.config), args.scenario, baseline=args.baseline,
+                      simulated=args.simulated, stitched=args.stitched, inferred=args.inferred,
+                      comparison=args.comparison, out=args.out, infer_benchmark=args.infer_benchmark,
+                      figure=args.figure)
+    it = res["iterative"]
+    print(f"[baseline-compare] {args.scenario}: {res['quality']['measure']}: PINN {res['quality']['pinn']}, "
+          f"iterative {res['quality']['iterative_final']} after {it['seconds_total']:.2f} s "
+          f"(final quality at {it['seconds_to_final_quality']} s, PINN's at {it['seconds_to_pinn_quality']} s); "
+          f"wrote {args.out}")
     return 0
 
 
@@ -111,14 +170,69 @@ def build_parser() -> argparse.ArgumentParser:
         for name in inputs:
             sp.add_argument(f"--{name}", required=True, help=f"input: {name} artifact")
         sp.add_argument("--out", required=True, help="output artifact path")
+        for name in STAGE_OUTPUTS.get(stage, ()):
+            sp.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True, help=f"output: {name}")
         sp.add_argument("--threads", type=int, default=1)
         sp.set_defaults(func=_run_stage)
     t = sub.add_parser("telemetry", help="tabulate every artifact's telemetry (markdown + CSV)")
     t.add_argument("--results", default="results")
     t.add_argument("--md", default="results/telemetry.md")
     t.add_argument("--csv", default="results/telemetry.csv")
+    t.add_argument("--scenarios", default=None, metavar="A,B,...",
+                   type=lambda s: [x for x in s.split(",") if x],
+                   help="only these scenarios, comma-separated (default: every folder under --results "
+                        "with a simulated.h5)")
     t.add_argument("--threads", type=int, default=1)
     t.set_defaults(func=_telemetry)
+    r = sub.add_parser("report", help="summary of all scenarios (markdown + CSV + overview figure) "
+                                      "from their comparison.json files")
+    r.add_argument("--comparisons", nargs="+", required=True, help="comparison.json of each scenario")
+    r.add_argument("--md", default="results/report/summary.md")
+    r.add_argument("--csv", default="results/report/summary.csv")
+    r.add_argument("--overview", default="results/report/overview.png")
+    r.add_argument("--baselines", nargs="*", default=[], help="baseline_comparison.json of the scenarios with the "
+                                                              "iterative reference (a PINN-vs-iterative section)")
+    r.add_argument("--threads", type=int, default=1)
+    r.set_defaults(func=_report)
+    b = sub.add_parser("bench", help="throughput benchmark: `bench model` = PINN and bare CNN training/inference "
+                                     "samples/s and FLOPs per sample (see docs/performance.md)")
+    b.add_argument("what", choices=["model"])
+    b.add_argument("--configfile", default="config/scenarios.yaml")
+    b.add_argument("--preset", default="full", help="preset whose N, model.*, batch sizes are benchmarked")
+    b.add_argument("--gridsize", type=int, nargs="+", default=[1, 2])
+    b.add_argument("--steps", type=int, default=10, help="timed training steps per model")
+    b.add_argument("--json", default=None, help="also write the results as JSON here")
+    b.add_argument("--no-deterministic", action="store_true",
+                   help="leave TensorFlow op determinism off (the train stage turns it on; XLA is then used)")
+    b.add_argument("--threads", type=int, default=1)
+    b.set_defaults(func=_bench)
+    e = sub.add_parser("export", help="write a scenario's stitched reconstruction (with its probe, test positions "
+                                      "and patterns) as an NPZ or a ptychodus product + diffraction.h5 "
+                                      "(docs/real_data.md)")
+    e.add_argument("--format", required=True, choices=["npz", "ptychodus"])
+    e.add_argument("--out", required=True, help="output file (ptychodus: the product .h5; diffraction.h5 is "
+                                                "written beside it)")
+    e.add_argument("--scenario", default="", help="with --results: take the artifacts from RESULTS/SCENARIO/")
+    e.add_argument("--results", default="results")
+    for name in ("stitched", "inferred", "simulated", "train"):
+        e.add_argument(f"--{name}", default=None, help=f"{name}.h5 (default: RESULTS/SCENARIO/{name}.h5)")
+    e.add_argument("--pixel-size-m", type=float, default=None, help="ptychodus: object pixel size (m)")
+    e.add_argument("--photon-energy-ev", type=float, default=None, help="ptychodus: photon energy (eV)")
+    e.add_argument("--detector-distance-m", type=float, default=None, help="ptychodus: detector distance (m)")
+    e.add_argument("--threads", type=int, default=1)
+    e.set_defaults(func=_export)
+    c = sub.add_parser("baseline-compare", help="PINN vs the iterative baseline for one scenario "
+                                                "(baseline_comparison.json + figure)")
+    c.add_argument("--scenario", required=True)
+    c.add_argument("--config", required=True, help="the compare stage's config as JSON")
+    for name in ("baseline", "simulated", "stitched", "inferred"):
+        c.add_argument(f"--{name}", required=True, help=f"input: {name}.h5")
+    c.add_argument("--comparison", required=True, help="input: the PINN's comparison.json")
+    c.add_argument("--infer-benchmark", default=None, help="Snakemake benchmark TSV of the infer job (optional)")
+    c.add_argument("--out", required=True, help="output: baseline_comparison.json")
+    c.add_argument("--figure", default=None, help="output: quality-vs-time PNG")
+    c.add_argument("--threads", type=int, default=1)
+    c.set_defaults(func=_baseline_compare)
     d = sub.add_parser("params-diff", help="effective parameters that differ between two scenarios, by stage",
                        description="A and B are scenario names of --configfile, or FILE.yaml:NAME, or "
                                    "FILE.yaml holding one scenario.")

@@ -28,7 +28,7 @@ import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-STAGES = ("simulate", "split", "group", "normalize", "train", "infer", "stitch", "compare")
+STAGES = ("simulate", "ingest", "split", "group", "normalize", "train", "infer", "stitch", "compare", "baseline")
 
 
 class ConfigError(ValueError):
@@ -133,6 +133,32 @@ class CompareConfig:
     register: bool  # sub-pixel registration before scoring (off by default, DESIGN §2.8)
 
 
+@dataclass(frozen=True)
+class IngestConfig:
+    """Import of measured data (``source:``) in place of the simulate stage (docs/real_data.md).
+
+    Only the fields that define this format are set (the others are None), so editing an
+    unused one re-runs nothing."""
+
+    file: str | None  # the user's file, as configured (NPZ, or the ptychodus product HDF5); None = simulated
+    format: str  # "npz" | "ptychodus"
+    probe_normalization: str  # "native" (the format's own) | "unitary" | "unnormalized"
+    diff3d: str | None  # npz only: "amplitude" (sqrt counts) | "counts"
+    diffraction: str | None  # ptychodus only: the diffraction HDF5 (None: diffraction.h5 beside the product)
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Iterative reference reconstruction with pty-chi (``baseline:``; ``enabled`` only decides
+    whether the rule runs, so it is not part of the stage config)."""
+
+    engine: str  # "lsqml" | "rpie"
+    epochs: int
+    batch_size: int  # diffraction patterns per update
+    snapshots: int  # object snapshots kept along the run (quality vs time), the last at the final epoch
+    seed: int
+
+
 STAGE_CLASSES: dict[str, type] = {
     "simulate": SimulateConfig,
     "split": SplitConfig,
@@ -142,6 +168,8 @@ STAGE_CLASSES: dict[str, type] = {
     "infer": InferConfig,
     "stitch": StitchConfig,
     "compare": CompareConfig,
+    "ingest": IngestConfig,
+    "baseline": BaselineConfig,
 }
 
 
@@ -203,7 +231,21 @@ def stage_config(params: Mapping[str, Any], stage: str):
         return CompareConfig(coverage_threshold=float(c["coverage_threshold"]),
                              frc_threshold=str(c["frc_threshold"]), ratio_tolerance=float(c["ratio_tolerance"]),
                              register=bool(c["register"]))
+    if stage == "ingest":
+        s = p["source"]  # file None: a simulated scenario (the ingest rule never runs for it)
+        return IngestConfig(file=str(s["file"]) if s["file"] else None, format=s["format"], probe_normalization=s["probe_normalization"],
+                            diff3d=s["diff3d"] if s["format"] == "npz" else None,
+                            diffraction=s["diffraction"] if s["format"] == "ptychodus" else None)
+    if stage == "baseline":
+        b = p["baseline"]
+        return BaselineConfig(engine=b["engine"], epochs=int(b["epochs"]), batch_size=int(b["batch_size"]),
+                              snapshots=int(b["snapshots"]), seed=int(b["seed"]))
     raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+
+
+def is_imported(params: Mapping[str, Any]) -> bool:
+    """True when the scenario imports measured data (``source.file`` set) instead of simulating."""
+    return bool((params.get("source") or {}).get("file"))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

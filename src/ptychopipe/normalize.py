@@ -64,12 +64,11 @@ def run(cfg: NormalizeConfig, scenario: str, simulated: str | Path, split: str |
             f"{name}/centres": Array(g.centres, "px"),
             f"{name}/offsets": Array(g.offsets, "px"),
         })
-    true_rms = float(np.sqrt(np.mean(np.abs(sim.object) ** 2)))
+    if sim.object is not None:  # diagnostic only (uses the truth): ā against the object's rms amplitude
+        ratios["amplitude_estimate_over_true_rms"] = abar / float(np.sqrt(np.mean(np.abs(sim.object) ** 2)))
     write_artifact(
         out, stage=STAGE, scenario=scenario, config=cfg, arrays=arrays,
         attrs={"input_scale": a, "amplitude_estimate": abar, "mean_counts": mean_counts,
                "gridsize": int(round(np.sqrt(groups["train"].indices.shape[1]))), "N": cfg.N},
-        ratios={**ratios, "input_scale": a,
-                # diagnostic only (uses the truth): ā against the object's rms amplitude
-                "amplitude_estimate_over_true_rms": abar / true_rms},
+        ratios={**ratios, "input_scale": a},
     )

@@ -2,6 +2,8 @@
 
 
 rule simulate:
+    wildcard_constraints:  # imported scenarios get simulated.h5 from rule ingest (rules/ingest.smk)
+        scenario=scenario_regex(SIMULATED),
     input:
         probe=probe_input,
     output:
@@ -15,8 +17,10 @@ rule simulate:
     threads: 2
     resources:
         mem_mb=4000,
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} -m ptychopipe simulate --scenario {wildcards.scenario} --config {params.cfg:q}"
+        "python3 -m ptychopipe simulate --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --out {output} --threads {threads} > {log} 2>&1"
 
 
@@ -34,8 +38,10 @@ rule split:
     threads: 1
     resources:
         mem_mb=2000,
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} -m ptychopipe split --scenario {wildcards.scenario} --config {params.cfg:q}"
+        "python3 -m ptychopipe split --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --simulated {input.simulated} --out {output} --threads {threads} > {log} 2>&1"
 
 
@@ -54,8 +60,10 @@ rule group:
     threads: 1
     resources:
         mem_mb=2000,
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} -m ptychopipe group --scenario {wildcards.scenario} --config {params.cfg:q}"
+        "python3 -m ptychopipe group --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --simulated {input.simulated} --split {input.split} --out {output} --threads {threads} > {log} 2>&1"
 
 
@@ -75,22 +83,29 @@ rule normalize:
     threads: 1
     resources:
         mem_mb=2000,
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} -m ptychopipe normalize --scenario {wildcards.scenario} --config {params.cfg:q}"
+        "python3 -m ptychopipe normalize --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --simulated {input.simulated} --split {input.split} --grouped {input.grouped}"
         " --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule telemetry:
-    input:
-        per_scenario("results/{scenario}/normalized.h5"),
+    input:  # after the last stage, so the table covers every artifact of every scenario
+        per_scenario("results/{scenario}/comparison.h5"),
     output:
         md="results/telemetry.md",
-        csv="results/telemetry.csv",
+        csv=report("results/telemetry.csv", caption="../report/telemetry.rst", category="Telemetry"),
+    params:
+        scenarios=",".join(sorted(SCENARIOS)),
     log:
         "results/logs/telemetry.log",
     benchmark:
         "results/benchmarks/telemetry.tsv"
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} -m ptychopipe telemetry --results results --md {output.md} --csv {output.csv} > {log} 2>&1"
+        "python3 -m ptychopipe telemetry --results results --scenarios={params.scenarios}"
+        " --md {output.md} --csv {output.csv} > {log} 2>&1"

@@ -1,0 +1,266 @@
+"""The iterative reference (ptychopipe.baseline): conventions against pty-chi's own forward
+model, a tiny reconstruction, the PINN-vs-iterative comparison and its report section.
+
+Tests marked by ``needs_ptychi`` run only with the optional extra (pip install -e
+'.[baselines]'); they are skipped, with the reason, without it. Everything else (the
+comparison, the report, the workflow wiring, the missing-extra message) runs everywhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from evaluate_helpers import compare_config, run_evaluation
+from ptychopipe import baseline as B
+from ptychopipe.artifacts import Array, read_simulated, read_stitched, write_artifact
+from ptychopipe.compare import truth_on_canvas
+from ptychopipe.config import BaselineConfig
+
+from conftest import REPO
+
+AVAILABLE, WHY = B.available()
+needs_ptychi = pytest.mark.skipif(not AVAILABLE, reason=f"iterative baseline not available: {WHY}")
+
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def test_position_conversion_matches_ptychis_patch_placement():
+    """pty-chi puts a patch's first pixel at p + (round(S/2) − 0.5) − (N − 1)/2 (SUPPORT origin,
+    image_proc.extract_patches_fourier_shift); ours is at x − N/2 in object coordinates."""
+    rng = np.random.default_rng(0)
+    n = 64
+    pos = rng.uniform(40, 200, size=(50, 2))
+    for margin in (16, 17):  # odd and even buffer sides
+        buf = B.object_buffer(pos, n, margin)
+        py, px = B.to_ptychi_positions(pos, buf)
+        start_x = px + (np.round(buf.width / 2) - 0.5) - (n - 1) / 2
+        start_y = py + (np.round(buf.height / 2) - 0.5) - (n - 1) / 2
+        np.testing.assert_allclose(start_x, pos[:, 0] - buf.origin_x - n / 2, atol=1e-12)
+        np.testing.assert_allclose(start_y, pos[:, 1] - buf.origin_y - n / 2, atol=1e-12)
+        assert (start_x >= margin - 1).all() and (start_x + n <= buf.width - margin + 1).all()
+
+
+def test_snapshots_times_and_deviance():
+    assert B.snapshot_epochs(20, 5) == [4, 8, 12, 16, 20]
+    assert B.snapshot_epochs(7, 3) == [3, 5, 7]
+    assert B.snapshot_epochs(2, 10) == [1, 2]
+    t = np.array([1.0, 2.0, 3.0])
+    assert B.time_to_reach(t, np.array([0.1, 0.5, 0.9]), 0.5) == 2.0
+    assert B.time_to_reach(t, np.array([0.1, 0.5, 0.9]), 0.95) is None
+    from ptychopipe.model import LAMBDA_FLOOR, poisson_deviance_np
+
+    assert B.LAMBDA_FLOOR == LAMBDA_FLOOR
+    rng = np.random.default_rng(1)
+    lam = rng.uniform(0, 50, (6, 8, 8))
+    n = rng.poisson(lam).astype(np.float64)
+    lam[0, 0, 0] = 0.0  # the clamp
+    ours = B.poisson_deviance(n, lam) / (n.sum(axis=(1, 2)).mean())
+    theirs = poisson_deviance_np(n[..., None], lam[..., None], n.sum(axis=(1, 2)).mean())
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+def test_missing_extra_is_one_line_with_the_install_command(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ptychi" else real(name, *a))
+    with pytest.raises(B.BaselineUnavailable, match=r"ptychi not installed: .*pip install -e '\.\[baselines\]'"):
+        B.import_ptychi()
+    assert B.available()[0] is False
+    code = ("import importlib.util as u; f = u.find_spec; "
+            "u.find_spec = lambda n, *a: None if n in ('ptychi', 'torch') else f(n, *a); "
+            "from ptychopipe.cli import main; raise SystemExit(main(sys.argv[1:]))")
+    res = subprocess.run([sys.executable, "-c", "import sys; " + code, "baseline", "--scenario", "s", "--config",
+                          json.dumps({"engine": "lsqml", "epochs": 1, "batch_size": 4, "snapshots": 1, "seed": 0}),
+                          "--simulated", "x.h5", "--grouped", "y.h5", "--out", str(tmp_path / "b.h5")],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 1 and len(lines) == 1
+    assert lines[0].startswith("ptychopipe baseline: error: torch and ptychi not installed")
+    assert not (tmp_path / "b.h5").exists()
+
+
+# --------------------------------------------------------------------------- comparison (no pty-chi needed)
+
+
+@pytest.fixture(scope="module")
+def pinn(ci_data, tmp_path_factory):
+    """gs1_ideal through a synthetic PINN (truth patches x 0.9 + noise) + stitch + compare."""
+    d = tmp_path_factory.mktemp("baseline_pinn")
+    data = ci_data["gs1_ideal"]
+    _, paths = run_evaluation(d, data, "gs1_ideal", scale=0.9, noise=0.05)
+    with h5py.File(paths["inferred"], "r+") as f:  # the real infer stage records both
+        f.attrs["mean_counts"] = float(read_simulated(data["simulated"]).counts.sum(axis=(1, 2)).mean())
+    return {**data, **paths}
+
+
+def write_synthetic_baseline(path: Path, pinn, fractions=(0.2, 0.6, 1.0), seconds=(1.0, 2.0, 3.0)) -> None:
+    """A baseline.h5 whose snapshots walk from the flat start ā to the truth (object on the
+    stitched canvas), in the artifact layout the baseline stage writes."""
+    st = read_stitched(pinn["stitched"])
+    sim = read_simulated(pinn["simulated"])
+    truth, _ = truth_on_canvas(sim.object, st.origin_x, st.origin_y, st.object.shape)
+    abar = float(np.sqrt(np.mean(np.abs(sim.object) ** 2)))
+    snaps = np.stack([(1 - f) * abar + f * truth for f in fractions]).astype(np.complex64)
+    from ptychopipe.artifacts import read_inferred
+
+    idx = np.unique(read_inferred(pinn["inferred"]).indices)
+    s, m = len(fractions), len(idx)
+    meas = sim.counts[idx].sum(axis=(1, 2)).astype(np.float64)
+    dev = np.outer(1.0 - np.array(fractions) + 1e-3, np.full(m, 1e6))
+    write_artifact(path, stage="baseline", scenario="gs1_ideal",
+                   config=BaselineConfig(engine="lsqml", epochs=30, batch_size=4, snapshots=s, seed=0),
+                   arrays={"object": Array(snaps[-1], "object amplitude"),
+                           "coverage": Array(st.coverage, "1"), "count": Array(st.count, "patches"),
+                           "origin": Array(np.array([st.origin_x, st.origin_y]), "px"),
+                           "positions": Array(sim.positions[idx], "px"), "indices": Array(idx, "index"),
+                           "snapshots/object": Array(snaps, "object amplitude"),
+                           "snapshots/epoch": Array(np.array([10, 20, 30]), "epochs"),
+                           "snapshots/seconds": Array(np.array(seconds), "s"),
+                           "snapshots/loss": Array(np.array([3.0, 2.0, 1.0]), "1"),
+                           "snapshots/deviance": Array(dev, "counts"),
+                           "snapshots/predicted_photons": Array(np.outer(np.ones(s), meas), "counts"),
+                           "measured_photons": Array(meas, "counts")},
+                   attrs={"engine": "lsqml", "epochs": 30, "setup_seconds": 0.5,
+                          "versions": {"ptychi": "synthetic"}})
+
+
+def test_compare_scores_snapshots_like_the_pinn_and_times_them(tmp_path, pinn):
+    base = tmp_path / "baseline.h5"
+    write_synthetic_baseline(base, pinn)
+    bench = tmp_path / "infer.tsv"
+    bench.write_text("s\th:m:s\tmax_rss\n4.25\t0:00:04\t100\n")
+    out = tmp_path / "baseline_comparison.json"
+    res = B.compare_run(compare_config(), "gs1_ideal", baseline=base, simulated=pinn["simulated"],
+                        stitched=pinn["stitched"], inferred=pinn["inferred"], comparison=pinn["json"], out=out,
+                        infer_benchmark=bench, figure=tmp_path / "baseline.png")
+    back = B.read_baseline_comparison(out)
+    assert back["has_truth"] and back["engine"] == "lsqml" and (tmp_path / "baseline.png").stat().st_size > 1000
+    q = [s["quality"] for s in back["snapshots"]]
+    assert q[0] < q[1] < q[2] and q[2] == pytest.approx(1.0, abs=1e-6)  # the last snapshot is the truth
+    it, p = back["iterative"], back["pinn"]
+    assert it["amplitude"]["pearson_r"] == pytest.approx(1.0, abs=1e-6) and it["amplitude_bias"] == pytest.approx(1.0)
+    assert p["amplitude_bias"] == pytest.approx(0.9, abs=0.02)  # the PINN's numbers are compare's own
+    assert p["inference_seconds"] == 4.25 and it["seconds_total"] == 3.0
+    assert it["seconds_to_final_quality"] == 3.0
+    # the PINN's quality (noisy, scaled truth) lies between the snapshots': reached at the first above it
+    pinn_q = back["quality"]["pinn"]
+    first = next(s["seconds"] for s in back["snapshots"] if s["quality"] >= pinn_q)
+    assert it["seconds_to_pinn_quality"] == first
+    nll = [s["poisson_nll"] for s in back["snapshots"]]
+    assert nll[0] > nll[1] > nll[2]
+    assert res["scenario"] == "gs1_ideal"
+    # the report's section
+    from ptychopipe.report import write_summary
+
+    md = tmp_path / "report" / "summary.md"
+    write_summary([pinn["json"]], md, tmp_path / "report" / "summary.csv", tmp_path / "report" / "overview.png",
+                  baselines=[out])
+    text = md.read_text()
+    assert "## PINN vs iterative reference (pty-chi)" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| gs1_ideal | lsqml (30)"))
+    assert "/ 1 |" in row and "| 4.2 |" in row and "| 3.00 |" in row
+
+
+def test_compare_refuses_a_baseline_of_other_patterns(tmp_path, pinn, ci_data):
+    base = tmp_path / "baseline.h5"
+    write_synthetic_baseline(base, pinn)
+    with h5py.File(base, "r+") as f:
+        f["origin"][...] = f["origin"][()] + 1
+    with pytest.raises(B.BaselineError, match="expected the same test patterns"):
+        B.compare_run(compare_config(), "gs1_ideal", baseline=base, simulated=pinn["simulated"],
+                      stitched=pinn["stitched"], inferred=pinn["inferred"], comparison=pinn["json"],
+                      out=tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_workflow_adds_the_baseline_only_where_enabled(workdir):
+    import yaml
+
+    from pipeline_helpers import run_snakemake
+
+    path = workdir / "config" / "scenarios.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["scenarios"]["gs1_ideal"]["baseline"] = {"enabled": True, "engine": "rpie"}
+    cfg["run"] = ["gs1_ideal", "gs2_ideal"]
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    res = run_snakemake(workdir, "-n", "-p", "--config", "preset=ci", check=True, timeout=300)
+    out = res.stdout
+    assert "results/gs1_ideal/baseline.h5" in out and "results/gs2_ideal/baseline.h5" not in out
+    assert "--baselines results/gs1_ideal/baseline_comparison.json" in out
+    assert '\\"engine\\":\\"rpie\\"' in out or '"engine":"rpie"' in out
+
+
+# --------------------------------------------------------------------------- with pty-chi
+
+
+@needs_ptychi
+@pytest.mark.parametrize("integer", [True, False])
+def test_ptychi_forward_model_reproduces_the_simulators_counts(ci_data, integer):
+    """The true object through pty-chi's own forward model, with this module's conversions,
+    gives the simulator's expected counts λ = |fftshift(fft2(P_abs·O))/N|² (and its dataset holds
+    our counts fftshifted to its zero-frequency-first layout)."""
+    torch, api, _ = B.import_ptychi()
+    sim = read_simulated(ci_data["gs1_ideal"]["simulated"])
+    n, pad = sim.probe.shape[0], 16
+    obj = np.pad(sim.object.astype(np.complex128), pad)  # room for the sub-pixel extractor's margin
+    pos = sim.positions[:16] + pad
+    if integer:
+        pos = np.round(pos - n / 2) + n / 2
+    buf = B.object_buffer(pos, n)
+    lam = B.predicted_counts(obj, pos, sim.probe)
+    truth = obj[buf.origin_y:buf.origin_y + buf.height, buf.origin_x:buf.origin_x + buf.width]
+    cfg = BaselineConfig(engine="lsqml", epochs=1, batch_size=16, snapshots=1, seed=0)
+    task = B.build_task(api, cfg, lam.astype(np.float32), sim.probe, pos, truth, buf)
+    y = task.reconstructor.forward_model.forward(torch.arange(len(pos))).detach().cpu().numpy()
+    y = np.fft.fftshift(y, axes=(-2, -1))
+    rel = np.linalg.norm(y - lam) / np.linalg.norm(lam)
+    # integer origins: the same numbers (float32); sub-pixel: pty-chi's Fourier-shifted crop
+    # against the simulator's windowed sinc, a few 1e-3
+    assert rel < (1e-5 if integer else 5e-3)
+    assert y.sum() / lam.sum() == pytest.approx(1.0, abs=1e-5 if integer else 1e-3)
+    data = task.dataset.patterns.cpu().numpy()
+    np.testing.assert_allclose(np.fft.fftshift(data, axes=(-2, -1)), lam.astype(np.float32), rtol=1e-6)
+
+
+@needs_ptychi
+def test_gaussian_blur_stand_in_is_torchvisions_blur():
+    import torch
+
+    img = torch.from_numpy(np.random.default_rng(2).standard_normal((20, 23)))
+    got = B.GaussianBlur(kernel_size=(9, 9), sigma=(3, 3))(img[None, None])[0, 0].numpy()
+    x = np.arange(9) - 4.0
+    k = np.exp(-0.5 * (x / 3.0) ** 2)
+    k /= k.sum()
+    ref = np.pad(img.numpy(), 4, mode="reflect")
+    ref = np.apply_along_axis(lambda r: np.convolve(r, k, mode="valid"), 1, ref)
+    ref = np.apply_along_axis(lambda c: np.convolve(c, k, mode="valid"), 0, ref)
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="kernel_size"):
+        B.GaussianBlur(kernel_size=4)
+
+
+@needs_ptychi
+def test_tiny_reconstruction_converges_and_is_compared(tmp_path, pinn):
+    out = tmp_path / "baseline.h5"
+    cfg = BaselineConfig(engine="rpie", epochs=12, batch_size=4, snapshots=3, seed=3)
+    B.run(cfg, "gs1_ideal", pinn["simulated"], pinn["grouped"], out)
+    b = B.read_baseline(out)
+    st = read_stitched(pinn["stitched"])
+    assert b.object.shape == st.object.shape and b.origin == (st.origin_x, st.origin_y)
+    assert list(b.epochs) == [4, 8, 12] and np.all(np.diff(b.seconds) > 0)
+    assert b.deviance.mean(axis=1)[-1] < b.deviance.mean(axis=1)[0]
+    res = B.compare_run(compare_config(), "gs1_ideal", baseline=out, simulated=pinn["simulated"],
+                        stitched=pinn["stitched"], inferred=pinn["inferred"], comparison=pinn["json"],
+                        out=tmp_path / "baseline_comparison.json")
+    q = [s["quality"] for s in res["snapshots"]]
+    assert q[-1] > q[0] and q[-1] > 0.8  # rPIE with the known probe converges on the ci data
+    assert res["iterative"]["amplitude_bias"] == pytest.approx(1.0, abs=0.05)  # the probe's scale is kept
+    assert res["iterative"]["predicted_over_measured_counts"] == pytest.approx(1.0, abs=0.02)

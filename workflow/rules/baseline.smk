@@ -1,0 +1,67 @@
+# Iterative reference (optional): per scenario with `baseline.enabled: true`, pty-chi reconstructs
+# the same test patterns the PINN reconstructed (known probe, fixed positions), and
+# baseline_compare scores it against the truth (or in data space) next to the PINN; the report
+# adds a "PINN vs iterative" section. Needs the optional extra: pip install -e '.[baselines]'
+# (src/ptychopipe/baseline.py, docs/real_data.md).
+
+
+rule baseline:
+    wildcard_constraints:
+        scenario=scenario_regex(BASELINE),
+    input:
+        simulated="results/{scenario}/simulated.h5",
+        grouped="results/{scenario}/grouped.h5",
+    output:
+        "results/{scenario}/baseline.h5",
+    params:
+        cfg=stage_params("baseline"),
+    log:
+        "results/{scenario}/logs/baseline.log",
+    benchmark:
+        "results/{scenario}/benchmarks/baseline.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    conda:
+        CONDA_ENV
+    shell:
+        "python3 -m ptychopipe baseline --scenario {wildcards.scenario} --config {params.cfg:q}"
+        " --simulated {input.simulated} --grouped {input.grouped} --out {output}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule baseline_compare:
+    wildcard_constraints:
+        scenario=scenario_regex(BASELINE),
+    input:
+        baseline="results/{scenario}/baseline.h5",
+        simulated="results/{scenario}/simulated.h5",
+        stitched="results/{scenario}/stitched.h5",
+        inferred="results/{scenario}/inferred.h5",
+        comparison="results/{scenario}/comparison.json",
+    output:
+        json="results/{scenario}/baseline_comparison.json",
+        figure=report(
+            "results/report/{scenario}/baseline.png",
+            caption="../report/baseline.rst",
+            category="Scenarios",
+            subcategory="{scenario}",
+            labels={"scenario": "{scenario}", "figure": "PINN vs iterative"},
+        ),
+    params:
+        cfg=stage_params("compare"),
+        # written by Snakemake when infer finished (the PINN inference job's wall time)
+        infer_benchmark="results/{scenario}/benchmarks/infer.tsv",
+    log:
+        "results/{scenario}/logs/baseline_compare.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        CONDA_ENV
+    shell:
+        "python3 -m ptychopipe baseline-compare --scenario {wildcards.scenario} --config {params.cfg:q}"
+        " --baseline {input.baseline} --simulated {input.simulated} --stitched {input.stitched}"
+        " --inferred {input.inferred} --comparison {input.comparison}"
+        " --infer-benchmark {params.infer_benchmark} --out {output.json} --figure {output.figure}"
+        " --threads {threads} > {log} 2>&1"
