@@ -238,7 +238,7 @@ def test_overfit_one_group_reaches_the_poisson_floor():
     from ptychopipe.simulate import load_probe, make_object
 
     T.configure_backend(deterministic=True)
-    n, c, steps = 64, 4, 500
+    n, steps = 64, 500
     obj = make_object(ObjectConfig("lines", 128, 42, 60, (8.0, 64.0), 1.0, (0.5, 1.5), (-1.0, 1.0)))
     probe = load_probe(CUSTOM_PROBE, "probeGuess", n)
     offs = np.array([[-6.2, -5.1], [5.7, -6.4], [-5.5, 6.3], [6.1, 5.2]])
@@ -274,7 +274,6 @@ def test_overfit_one_group_reaches_the_poisson_floor():
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow", reason="TF-specific")
 def test_backend_configuration_reports_threads_and_determinism():
     info = T.configure_backend(deterministic=True)
-    import tensorflow as tf
 
     assert info["backend"] == "tensorflow" and info["deterministic"]
     from tensorflow.python.framework.config import is_op_determinism_enabled

@@ -48,6 +48,23 @@ class Array:
 # --------------------------------------------------------------------------- writing
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block
+    completes. On any error (or a kill) nothing appears under ``path`` and the temporary
+    file is removed (a SIGKILL may leave a dot-file ``.NAME.tmp-PID``, never ``NAME``).
+    ``suffix`` is appended to the temporary name (e.g. ".keras", which Keras requires)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def write_artifact(path: str | Path, *, stage: str, scenario: str, config: Any,
                    arrays: Mapping[str, Array], attrs: Mapping[str, Any] | None = None,
                    ratios: Mapping[str, float] | None = None) -> None:
@@ -58,61 +75,38 @@ def write_artifact(path: str | Path, *, stage: str, scenario: str, config: Any,
     ``ratios`` are stage-to-stage ratios stored as ``telemetry`` attrs ``ratio_<name>``.
     ``config`` is the stage's frozen config dataclass.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["stage"] = stage
-            f.attrs["scenario"] = scenario
-            f.attrs["config_json"] = to_json(config)
-            f.attrs["config_hash"] = config_hash(config)
-            f.attrs["ptychopipe_version"] = __version__
-            f.attrs["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
-            tel = f.create_group("telemetry")
-            for key, value in (ratios or {}).items():
-                tel.attrs[f"ratio_{key}"] = float(value)
-            for name, arr in arrays.items():
-                data = np.asarray(arr.data)
-                # Fletcher-32 checksums: a corrupted (not only truncated) file fails on read.
-                ds = f.create_dataset(name, data=data, fletcher32=bool(data.ndim and data.size))
-                ds.attrs["units"] = arr.units
-                g = tel.create_group(name)
-                for k, v in array_stats(data).items():
-                    g.attrs[k] = v
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["stage"] = stage
+        f.attrs["scenario"] = scenario
+        f.attrs["config_json"] = to_json(config)
+        f.attrs["config_hash"] = config_hash(config)
+        f.attrs["ptychopipe_version"] = __version__
+        f.attrs["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        tel = f.create_group("telemetry")
+        for key, value in (ratios or {}).items():
+            tel.attrs[f"ratio_{key}"] = float(value)
+        for name, arr in arrays.items():
+            data = np.asarray(arr.data)
+            # Fletcher-32 checksums: a corrupted (not only truncated) file fails on read.
+            ds = f.create_dataset(name, data=data, fletcher32=bool(data.ndim and data.size))
+            ds.attrs["units"] = arr.units
+            g = tel.create_group(name)
+            for k, v in array_stats(data).items():
+                g.attrs[k] = v
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Atomically write a JSON file (temp name + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Atomically write a text file (temp name + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # --------------------------------------------------------------------------- reading
@@ -455,20 +449,28 @@ METRIC_KEYS = ("mae", "rmse", "pearson_r", "ssim", "psnr_db", "ls_scale", "frc_c
                "frc_resolution_px", "frc_crossed")
 
 
-def read_comparison_json(path: str | Path) -> dict[str, Any]:
-    """Load a ``comparison.json`` and check its keys (non-finite numbers are stored as null)."""
+def read_json_object(path: str | Path, what: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Load a JSON file that must hold an object with at least ``keys``; one-line
+    ArtifactError naming the file otherwise (``what`` says which artifact was expected)."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: file not found (expected the compare stage's JSON)")
+        raise ArtifactError(f"{path}: file not found (expected {what})")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    missing = [k for k in COMPARISON_KEYS if k not in data]
+    missing = [k for k in keys if k not in data]
     if missing:
-        raise ArtifactError(f"{path}: keys {missing} missing; expected {list(COMPARISON_KEYS)}")
+        raise ArtifactError(f"{path}: keys {missing} missing; expected {list(keys)}")
+    return data
+
+
+def read_comparison_json(path: str | Path) -> dict[str, Any]:
+    """Load a ``comparison.json`` and check its keys (non-finite numbers are stored as null)."""
+    path = Path(path)
+    data = read_json_object(path, "the compare stage's JSON", COMPARISON_KEYS)
     for part in ("amplitude", "phase"):
         got = data["metrics"].get(part) if isinstance(data["metrics"], dict) else None
         if not isinstance(got, dict) or any(k not in got for k in METRIC_KEYS):
@@ -500,15 +502,7 @@ def write_comparison_json(path: str | Path, data: Mapping[str, Any]) -> None:
     missing = [k for k in COMPARISON_KEYS if k not in data]
     if missing:
         raise ValueError(f"{path}: comparison keys {missing} missing; expected {list(COMPARISON_KEYS)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(json_safe(dict(data)), indent=2, sort_keys=True, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_text_atomic(path, json.dumps(json_safe(dict(data)), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_group_indices(path: str | Path, split: str) -> np.ndarray:

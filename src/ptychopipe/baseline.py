@@ -55,7 +55,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .artifacts import (Array, ArtifactError, json_safe, open_artifact, read_array, read_group_indices,
+from .artifacts import (Array, json_safe, open_artifact, read_array, read_group_indices, read_json_object,
                         read_simulated, write_artifact, write_json_atomic)
 from .config import BaselineConfig, CompareConfig
 from .physics import expected_counts, extract_patches
@@ -604,18 +604,8 @@ def plot_comparison(result: Mapping[str, Any], path: str | Path) -> None:
 
 def read_baseline_comparison(path: str | Path) -> dict[str, Any]:
     """Load a ``baseline_comparison.json`` (checks the top-level keys)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: file not found (expected the baseline-compare JSON)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    keys = ("scenario", "has_truth", "engine", "pinn", "iterative", "quality", "snapshots")
-    missing = [k for k in keys if k not in data] if isinstance(data, dict) else list(keys)
-    if missing:
-        raise ArtifactError(f"{path}: keys {missing} missing; expected {list(keys)}")
-    return data
+    return read_json_object(path, "the baseline-compare JSON",
+                            ("scenario", "has_truth", "engine", "pinn", "iterative", "quality", "snapshots"))
 
 
 def _one(v: Any, fmt: str = "{:.4g}") -> str:

@@ -568,6 +568,17 @@ def _attr(attrs: Mapping[str, Any], key: str, cast: type, default: Any) -> Any:
         return default
 
 
+def training_summary(hist: Any) -> dict[str, Any]:
+    """The train stage's figures for comparison.json: train_seconds, samples_per_second,
+    epochs_run and nan_status (from train.h5 attrs; NaN/"unknown" when absent)."""
+    return {
+        "train_seconds": _attr(hist.attrs, "train_seconds", float, float("nan")),
+        "samples_per_second": _attr(hist.attrs, "samples_per_second", float, float("nan")),
+        "epochs_run": _attr(hist.attrs, "epochs_run", int, len(hist.history["loss"])),
+        "nan_status": _attr(hist.attrs, "nan_status", str, "unknown"),
+    }
+
+
 def run(cfg: CompareConfig, scenario: str, *, simulated: str | Path, grouped: str | Path,
         normalized: str | Path, inferred: str | Path, stitched: str | Path, train: str | Path,
         out: str | Path, json: str | Path, amplitude_png: str | Path, phase_png: str | Path,
@@ -584,12 +595,7 @@ def run(cfg: CompareConfig, scenario: str, *, simulated: str | Path, grouped: st
     ev = evaluate(st.object, st.coverage, truth, st.origin_x, st.origin_y, cfg)
     links, first = ratio_chain(chain_entries(simulated, grouped, normalized, inferred, ev.amplitude_bias),
                                cfg.ratio_tolerance)
-    training = {
-        "train_seconds": _attr(hist.attrs, "train_seconds", float, float("nan")),
-        "samples_per_second": _attr(hist.attrs, "samples_per_second", float, float("nan")),
-        "epochs_run": _attr(hist.attrs, "epochs_run", int, len(hist.history["loss"])),
-        "nan_status": _attr(hist.attrs, "nan_status", str, "unknown"),
-    }
+    training = training_summary(hist)
     status = nan_status(training["nan_status"], {"inferred": inferred, "stitched": stitched})
     figures = {"amplitude": amplitude_png, "phase": phase_png, "frc": frc_png, "training": training_png}
     for p in figures.values():
@@ -777,12 +783,7 @@ def run_data_only(cfg: CompareConfig, scenario: str, *, st: Any, simulated: str 
         _ratio_or_attr(inferred, "predicted_over_measured_counts"),
     ), (1.0, _ratio_or_attr(normalized, "input_scale"), 1.0))]
     links, first = ratio_chain(entries, cfg.ratio_tolerance)
-    training = {
-        "train_seconds": _attr(hist.attrs, "train_seconds", float, float("nan")),
-        "samples_per_second": _attr(hist.attrs, "samples_per_second", float, float("nan")),
-        "epochs_run": _attr(hist.attrs, "epochs_run", int, len(hist.history["loss"])),
-        "nan_status": _attr(hist.attrs, "nan_status", str, "unknown"),
-    }
+    training = training_summary(hist)
     status = nan_status(training["nan_status"], {"inferred": inferred, "stitched": stitched})
     figures = {"amplitude": amplitude_png, "phase": phase_png, "frc": frc_png, "training": training_png}
     for p_ in figures.values():

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from .artifacts import Array, Normalized, read_normalized, write_artifact, write_json_atomic
+from .artifacts import Array, Normalized, atomic_path, read_normalized, write_artifact, write_json_atomic
 from .config import TrainConfig
 from .model import PoissonLoss, build_model_from_config, merge_canvas, training_model
 from .telemetry import array_stats, check_finite, check_nonnegative
@@ -411,15 +411,8 @@ def write_diagnostics(path: Path, scenario: str, result: TrainResult, norm: Norm
 
 def save_model_atomic(model: keras.Model, path: str | Path) -> None:
     """``model.save`` to a temporary ``.keras`` name in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-    try:
+    with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def run(cfg: TrainConfig, scenario: str, normalized: str | Path, out: str | Path,
