@@ -8,6 +8,7 @@ parallel runs must not collide.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -170,3 +171,17 @@ def rewrite_dataset(path: Path, name: str, data: np.ndarray) -> None:
         ds = f.create_dataset(name, data=data)
         for k, v in attrs.items():
             ds.attrs[k] = v
+
+
+def planned(proc) -> set[tuple[str, str | None]]:
+    """(rule, scenario) of every job a ``snakemake -n`` run lists, except the ``all`` target
+    (scenario None for rules without the wildcard)."""
+    jobs: list[list] = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            jobs.append([m.group(1), None])
+        m = re.match(r"^\s+wildcards: .*\bscenario=([A-Za-z0-9_-]+)", line)
+        if m and jobs:
+            jobs[-1][1] = m.group(1)
+    return {tuple(j) for j in jobs if j[0] != "all"}

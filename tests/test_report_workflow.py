@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+from pipeline_helpers import planned
 import yaml
 
 from ptychopipe.artifacts import read_comparison_json, read_stitched
@@ -37,19 +37,6 @@ def smk(workdir: Path, *args: str, timeout: float = 600) -> subprocess.Completed
 
 def _out(proc: subprocess.CompletedProcess) -> str:
     return f"rc={proc.returncode}\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
-
-
-def planned(proc: subprocess.CompletedProcess) -> set[tuple[str, str | None]]:
-    """(rule, scenario) of every job a dry run lists."""
-    jobs: list[list] = []
-    for line in (proc.stdout + proc.stderr).splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):$", line)
-        if m:
-            jobs.append([m.group(1), None])
-        m = re.match(r"^\s+wildcards: .*\bscenario=([A-Za-z0-9_-]+)", line)
-        if m and jobs:
-            jobs[-1][1] = m.group(1)
-    return {tuple(j) for j in jobs if j[0] != "all"}
 
 
 @pytest.fixture(scope="module")

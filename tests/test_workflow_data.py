@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from pipeline_helpers import planned
 import yaml
 
 from ptychopipe.config import config_hash, load_scenarios, stage_config, to_json
@@ -50,19 +51,6 @@ def smk(workdir: Path, *args: str, timeout: float = 300) -> subprocess.Completed
     """snakemake (this venv's) in ``workdir``; never in the repository itself."""
     return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *args],
                           cwd=workdir, capture_output=True, text=True, timeout=timeout)
-
-
-def planned(proc: subprocess.CompletedProcess) -> set[tuple[str, str | None]]:
-    """(rule, scenario) of every job a dry run lists."""
-    jobs: list[list] = []
-    for line in (proc.stdout + proc.stderr).splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):$", line)
-        if m:
-            jobs.append([m.group(1), None])
-        m = re.match(r"^\s+wildcards: .*\bscenario=([A-Za-z0-9_-]+)", line)
-        if m and jobs:
-            jobs[-1][1] = m.group(1)
-    return {tuple(j) for j in jobs}
 
 
 def _out(proc):
