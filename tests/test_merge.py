@@ -26,8 +26,9 @@ def _groups(obj, b, max_off, seed=0):
 @pytest.mark.parametrize("probe_kind", ["ideal", "custom"])
 def test_true_patches_are_nearly_fixed_points(obj, probe_kind):
     """Patches cut from one object agree on their overlaps: merging changes the exit
-    wave by < 2.5 % (measured 1.2-1.4 %; the rest is the sinc interpolation of the
-    patch borders), and the merged patch matches where the probe is bright."""
+    wave by < 1 % (measured 0.2-0.4 %: each member keeps its own values where no member
+    is lit, so what remains is the interpolation of patch borders), and the merged patch
+    matches where the probe is bright."""
     probe = ideal_probe(N, 32) if probe_kind == "ideal" else \
         load_probe("data/probes/custom_probe_64.npz", "probeGuess", N)
     w = np.abs(probe) ** 2
@@ -35,7 +36,7 @@ def test_true_patches_are_nearly_fixed_points(obj, probe_kind):
     p, offs = _groups(obj, 16, 14.0)
     r, i = merge_and_reextract((p.real, p.imag), offs[..., 0], offs[..., 1], w, canvas_size(N, 14.0))
     q = r + 1j * i
-    assert np.linalg.norm(probe * (q - p)) / np.linalg.norm(probe * p) < 0.025
+    assert np.linalg.norm(probe * (q - p)) / np.linalg.norm(probe * p) < 0.01
     assert np.abs(q - p)[..., w > 0.1].max() < 0.05
 
 
@@ -65,15 +66,32 @@ def test_groups_in_a_batch_never_mix(obj):
 
 
 def test_members_are_averaged_within_a_group():
-    """Two members at the same position with different values average to their mean."""
+    """Two members at the same position with values 1 and 3 average to their mean, with
+    eps·(own value) in the numerator and eps in the denominator: (4 + eps·own)/(2 + eps)."""
     a = np.full((1, 2, N, N), 1.0 + 0j)
     a[0, 1] = 3.0
     offs = np.zeros((1, 2, 2))
     offs[0, :, 0] = 0.4
     w = np.ones((N, N))
-    r, i = merge_and_reextract((a.real, a.imag), offs[..., 0], offs[..., 1], w, canvas_size(N, 1))
-    np.testing.assert_allclose(r, 2.0, atol=1e-9)
+    eps = 1e-2
+    r, i = merge_and_reextract((a.real, a.imag), offs[..., 0], offs[..., 1], w, canvas_size(N, 1), eps=eps)
+    np.testing.assert_allclose(r[0, 0], (4 + eps) / (2 + eps), atol=1e-9)
+    np.testing.assert_allclose(r[0, 1], (4 + 3 * eps) / (2 + eps), atol=1e-9)
     np.testing.assert_allclose(i, 0.0, atol=1e-9)
+
+
+def test_members_keep_their_own_values_where_no_member_is_lit():
+    """Where the summed weight is 0 the merge returns each member's own prediction (not 0),
+    and where it is ≫ eps the weighted average."""
+    a = np.full((1, 2, N, N), 1.0 + 0j)
+    a[0, 1] = 3.0
+    offs = np.zeros((1, 2, 2))
+    w = np.zeros((N, N))
+    w[16:48, 16:48] = 1.0
+    r, _ = merge_and_reextract((a.real, a.imag), offs[..., 0], offs[..., 1], w, canvas_size(N, 1))
+    np.testing.assert_allclose(r[0, 0, :8, :8], 1.0, atol=1e-9)
+    np.testing.assert_allclose(r[0, 1, :8, :8], 3.0, atol=1e-9)
+    np.testing.assert_allclose(r[0, :, 24:40, 24:40], 2.0, atol=2e-2)
 
 
 def test_canvas_fits_largest_offsets_without_clipping(obj):

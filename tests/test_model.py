@@ -161,14 +161,16 @@ def test_forward_model_equals_numpy_gridsize1_random():
         assert _rel(lam_k, _numpy_counts(probe32, p32, offs, N, None)) < 1e-5
 
 
-@pytest.mark.parametrize("probe_kind", ["ideal", "random_focused"])
+@pytest.mark.parametrize("probe_kind", ["ideal", "random_focused", "custom"])
 def test_forward_model_equals_numpy_gridsize2_float32(probe_kind):
     """C = 4, merge included: random objects, sub-pixel offsets up to ±14 px (a gs2 scan),
-    focused probes; Keras float32 vs NumPy float64 to 1e-5 relative (measured 4-8e-6)."""
+    focused probes and the shipped custom probe; Keras float32 vs NumPy float64 to 1e-5
+    relative (measured 1.3-2.5e-6)."""
     rng = np.random.default_rng(5)
     for _ in range(2):
         obj = _random_object(rng)
-        probe = ideal_probe(N, 32) * 1e3 if probe_kind == "ideal" else _band_limited_probe(rng)
+        probe = {"ideal": lambda: ideal_probe(N, 32) * 1e3, "random_focused": lambda: _band_limited_probe(rng),
+                 "custom": lambda: load_probe(CUSTOM_PROBE, "probeGuess", N) * 1e3}[probe_kind]()
         p, offs = _group(rng, obj, 8, 4, 14.0)
         canvas = M.merge_canvas(N, 14.0)
         lam_k, p32, pm = _keras_counts(probe, p, offs, canvas, 2)
@@ -190,9 +192,7 @@ def float64_keras():
 @pytest.mark.parametrize("probe_kind", ["white", "custom"])
 def test_forward_model_is_the_numpy_code_path_in_float64(float64_keras, probe_kind):
     """With Keras in float64 the two agree to 1e-10 for any probe, merge included: the Keras
-    model runs the very same physics code. (In float32 the merge's Σw·Ô/max(Σw, eps) divides
-    by small sums where the probe is dim, |P|²/max in [1e-3, 1e-2]; there float32 FFT noise
-    is amplified to ~1e-4 of Ô, which puts the custom probe's λ at ~1.4e-5 relative.)"""
+    model runs the very same physics code (float32 differs only by round-off, above)."""
     rng = np.random.default_rng(8)
     obj = _random_object(rng)
     probe = _white_probe(rng) if probe_kind == "white" else load_probe(CUSTOM_PROBE, "probeGuess", N) * 1e3
@@ -379,10 +379,53 @@ def test_jax_backend_forward_gradient_and_training(request, tmp_path):
     reach both heads, and two epochs of training through GroupBatches + NaN guard run.
     (~40 s on 2 busy cores, mostly XLA compiling each weight initialiser; JAX's persistent
     compilation cache under .pytest_cache makes reruns ~3x faster.)"""
-    cache = request.config.cache.mkdir("jax-compilation-cache") if request.config.cache else tmp_path
+    cache = request.config.cache.mkdir("jax-compilation-cache") if getattr(request.config, "cache", None) else tmp_path
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True,
                           timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "JAX_OK" in proc.stdout
+
+
+# --------------------------------------------------------------------------- network input layers
+
+
+def test_back_projection_of_a_flat_object_is_its_amplitude_in_units_of_abar():
+    """A constant object c seen through the custom probe, noiseless: the back-projection
+    (measured amplitude with the probe's far-field phase, back to the object plane, divided
+    by the probe) is |c|/ā · |P|²/(|P|² + eps·max|P|²) — the object in units of ā, for any
+    dose (DESIGN §2.4, §2.7 normalisation)."""
+    probe = load_probe(CUSTOM_PROBE, "probeGuess", N) * 3e2
+    c0 = 0.7 * np.exp(0.4j)
+    fr, fi = M.physics.far_field((probe * c0).real, (probe * c0).imag)
+    counts = fr ** 2 + fi ** 2
+    a = np.sqrt((N / 2) ** 2 / counts.sum())  # input scale of a one-pattern dataset
+    abar = np.sqrt(counts.sum() / (np.abs(probe) ** 2).sum())
+    x = (a * np.sqrt(counts)).astype(np.float32)[None, :, :, None]
+    eps = 0.1
+    layer = M.BackProjection(probe, eps)
+    re, im = (keras.ops.convert_to_numpy(t)[0, :, :, 0] for t in layer(x))
+    i = np.abs(probe) ** 2
+    expected = abs(c0) / abar * i / (i + eps * i.max())
+    got = re + 1j * im  # the global phase of c is not measurable: compare magnitudes, and phases up to one offset
+    lit = i > 0.1 * i.max()
+    np.testing.assert_allclose(np.abs(got), expected, atol=2e-5)
+    assert np.ptp(np.angle(got[lit])) < 1e-3
+
+
+def test_fold_members_orders_rows_by_group_then_member_and_unfold_inverts_it():
+    rng = np.random.default_rng(0)
+    b, c, n = 3, 4, 8
+    x = rng.random((b, n, n, c)).astype(np.float32)
+    y = rng.random((b, n, n, c)).astype(np.float32)
+    w = rng.random((n, n)).astype(np.float32)
+    folded = keras.ops.convert_to_numpy(M.FoldMembers(w)([x, y]))
+    assert folded.shape == (b * c, n, n, 3)
+    for g in range(b):
+        for m in range(c):
+            np.testing.assert_array_equal(folded[g * c + m, :, :, 0], x[g, :, :, m])
+            np.testing.assert_array_equal(folded[g * c + m, :, :, 1], y[g, :, :, m])
+            np.testing.assert_array_equal(folded[g * c + m, :, :, 2], w)
+    back = keras.ops.convert_to_numpy(M.UnfoldMembers(c)(folded[..., :1]))
+    np.testing.assert_array_equal(back, x)

@@ -231,14 +231,16 @@ def test_nan_guard_names_the_layer_whose_weights_became_non_finite():
 
 
 def test_overfit_one_group_reaches_the_poisson_floor():
-    """One gridsize-2 group (custom probe, 1e5 photons/pattern), 500 Adam steps: the loss
-    falls from ~0.6 to within 1.5x its Poisson floor (the deviance of the true λ; measured
-    0.96x) and the predicted amplitude correlates >= 0.9 with the truth patches where
-    the probe is bright (|P|² > 0.1 max; measured 0.946). ~20-40 s on 2 CPU cores."""
+    """One gridsize-2 group (custom probe, 1e5 photons/pattern), 800 Adam steps with a
+    cosine learning rate: the loss falls from ~0.93 to within 1.5x its Poisson floor (the
+    deviance of the true λ; measured 0.57-0.68x: the U-Net also fits some of the noise) and
+    the predicted amplitude correlates >= 0.9 with the truth patches where the probe is
+    bright (|P|² > 0.1 max; measured 0.94-0.97, depending on the thread pools the process
+    already set up). ~50-100 s on 2 CPU cores."""
     from ptychopipe.simulate import load_probe, make_object
 
     T.configure_backend(deterministic=True)
-    n, steps = 64, 500
+    n, steps = 64, 800
     obj = make_object(ObjectConfig("lines", 128, 42, 60, (8.0, 64.0), 1.0, (0.5, 1.5), (-1.0, 1.0)))
     probe = load_probe(CUSTOM_PROBE, "probeGuess", n)
     offs = np.array([[-6.2, -5.1], [5.7, -6.4], [-5.5, 6.3], [6.1, 5.2]])
@@ -254,7 +256,8 @@ def test_overfit_one_group_reaches_the_poisson_floor():
     keras.utils.set_random_seed(0)
     m = M.build_model(n, 2, 16, 3, np.pi, probe, abar, M.merge_canvas(n, float(np.abs(offs).max())))
     t = M.training_model(m)
-    t.compile(optimizer=keras.optimizers.Adam(1e-3), loss=M.PoissonLoss(mean_counts, a))
+    t.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.01)),
+              loss=M.PoissonLoss(mean_counts, a))
     x1 = {"diffraction": np.moveaxis(a * np.sqrt(counts), 0, -1)[None].astype(np.float32),
           "offsets": offs[None].astype(np.float32)}
     y1 = np.moveaxis(counts, 0, -1)[None]

@@ -2,7 +2,8 @@
 
 Measures, on the current machine and backend, training and inference samples per
 second (a sample = one group of C = gridsize² patterns) of the PINN and of the bare
-CNN (same encoder/decoders, no physics layers), for each gridsize, and estimates the
+CNN (the same U-Net on the raw patterns: no back-projection, merge or far field), for
+each gridsize, and estimates the
 FLOPs per sample analytically:
 
 - convolutions: 2·H_out·W_out·k²·C_in·C_out per Conv2D (multiply + add), from the
@@ -75,19 +76,28 @@ def _fft(points: int) -> float:
     return 5.0 * points * math.log2(points)
 
 
-def physics_flops(n: int, gridsize: int, canvas: int) -> float:
-    """Analytic forward FLOPs of the physics layers per group (see module docstring)."""
-    c = gridsize * gridsize
+def _merge_flops(n: int, c: int, canvas: int) -> float:
+    """Forward FLOPs of one overlap merge (:func:`physics.merge_and_reextract`) per group."""
     nn, ss = n * n, canvas * canvas
-    flops = c * (nn * 2 + nn * 2)  # amp·(cos φ, sin φ): 2 trig + 2 mult
+    flops = 3 * c * nn  # weight·O, weight
+    flops += 2 * c * _fft(ss)  # spectra of w·O and w
+    flops += c * c * ss * (2 * 3 + 2)  # ramps: phase (3) and cos, sin per (target, source)
+    flops += 2 * c * c * ss * (6 + 2)  # ramp × spectrum and sum over sources, num and den
+    flops += 2 * c * _fft(ss)  # inverse FFTs of num and den
+    flops += 7 * c * nn  # own-value fallback and division by Σw + eps
+    return float(flops)
+
+
+def physics_flops(n: int, gridsize: int, canvas: int) -> float:
+    """Analytic forward FLOPs of the physics layers per group (see module docstring): the
+    back-projection input layer (and its merge, C > 1) plus the forward model."""
+    c = gridsize * gridsize
+    nn = n * n
+    flops = c * (2 * nn + _fft(nn) + 8 * nn)  # back-projection: X·phasor, inverse FFT, ·inverse
+    flops += c * (nn * 2 + nn * 2)  # amp·(cos φ, sin φ): 2 trig + 2 mult
     flops += c * (6 * nn + _fft(nn) + 3 * nn)  # P·O, FFT, |F|²
     if c > 1:
-        flops += 3 * c * nn  # weight·O, weight
-        flops += 2 * c * _fft(ss)  # spectra of w·O and w
-        flops += c * c * ss * (2 * 3 + 2)  # ramps: phase (3) and cos, sin per (target, source)
-        flops += 2 * c * c * ss * (6 + 2)  # ramp × spectrum and sum over sources, num and den
-        flops += 2 * c * _fft(ss)  # inverse FFTs of num and den
-        flops += 3 * c * nn  # division by max(den, eps)
+        flops += 2 * _merge_flops(n, c, canvas)  # merged back-projection (input) + overlap constraint
         flops += c * nn * 4  # merged amplitude/phase outputs
     return float(flops)
 

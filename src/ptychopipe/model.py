@@ -1,4 +1,4 @@
-"""The physics-informed network (DESIGN §2.5–2.7): CNN heads + the shared forward model.
+"""The physics-informed network (DESIGN §2.5–2.7): physics-based input layer, U-Net, forward model.
 
 Layout. The network sees one *group* at a time: its C = gridsize² normalised
 diffraction amplitudes X = a·sqrt(n), shape (B, N, N, C) float32, channels last.
@@ -7,14 +7,32 @@ It predicts C complex object patches Ô (amplitude ≥ 0 [object amplitude], pha
 (B, N, N, C) float32 [counts], which the Poisson loss compares with the measured
 counts n::
 
-    diffraction (B,N,N,C) ─► encoder ─┬─► amplitude decoder ─► ā·exp(z)          ─┐
-                                      └─► phase decoder     ─► φmax·tanh(u)      ─┤
-                                                                                   ▼
-    offsets (B,C,2) ──────────────────────────────► [OverlapConstraint, C > 1] ◄─ ComplexObject
+    diffraction (B,N,N,C) ─► BackProjection ─► O₀/ā (B,N,N,C) ─┬──────────────────────┐
+    offsets (B,C,2) ──────────────────────────► OverlapConstraint (merged O₀, C > 1) ─┤
+                                                                                      ▼
+                      FoldMembers: (B·C, N, N, F) = [Re O₀, Im O₀, (Re, Im merged O₀), |P|²/max]
+                                                                                      │
+          U-Net encoder ─┬─► amplitude decoder (+ skips) ─► ā·exp(z)      ─┐  UnfoldMembers
+                         └─► phase decoder     (+ skips) ─► φmax·tanh(u)  ─┤  → (B,N,N,C)
+                                                                           ▼
+    offsets ─────────────────────────────────────► [OverlapConstraint, C > 1] ◄─ ComplexObject
                                                                    │
                                                      FarFieldCounts (P_abs, unitary FFT)
                                                                    ▼
                                                       λ̂ (B,N,N,C)  ──► PoissonLoss(n)
+
+Why this shape (docs/quality.md has the measurements). The input lives in reciprocal
+space and the object in real space. The first design, an encoder–decoder straight from
+diffraction to object (as in PtychoNN/PtychoPINN), had to learn a global Fourier-like
+map from a few thousand patterns and learned only the mean object (stitched amplitude
+r 0.06 on `quick`, 0.61 on `full`). :class:`BackProjection` makes that step with fixed
+physics — the measured amplitude with the probe's own far-field phase, inverse FFT,
+divided by the probe — so the U-Net works on the object's pixel grid: it is
+translation-equivariant (every pixel of every pattern is a training example for the
+same local filters) and its skip connections pass real-space detail straight through.
+For C > 1 it also sees the overlap-merged back-projection of its group, i.e. what all
+C overlapping patterns say about its patch. The C members share all weights (they are
+folded into the batch axis).
 
 The physics layers call :mod:`ptychopipe.physics` with ``ops=keras.ops``: the same
 functions the NumPy simulator calls with ``ops=NUMPY_OPS`` (DESIGN §2.9), so there is
@@ -22,17 +40,10 @@ one implementation of the FFT convention, the sub-pixel shift and the merge. Phy
 functions take (..., N, N) arrays, so the layers transpose (B, N, N, C) ↔ (B, C, N, N).
 
 Only ``keras.ops`` is used here (no ``tf.*``): the same code runs with
-``KERAS_BACKEND=jax``. The probe P_abs and the overlap weight |P|²/max|P|² are
-non-trainable weights, so ``model.keras`` stores them with the other weights and
-the layer configs stay small; every custom layer is registered for
-``keras.saving.load_model``.
-
-Why an encoder–decoder without skip connections: the input lives in reciprocal
-space and the output in real space, so pixel (i, k) of the input has no special
-relation to pixel (i, k) of the output; U-Net skips would pass reciprocal-space
-detail straight to the object. The encoder pools to an (N/2^depth)² bottleneck whose
-receptive field covers the whole pattern, and two separate decoders (one per head)
-expand it back, as in PtychoNN/PtychoPINN.
+``KERAS_BACKEND=jax``. The probe P_abs, the overlap weight |P|²/max|P|² and the
+back-projection operators are non-trainable weights, so ``model.keras`` stores them
+with the other weights and the layer configs stay small; every custom layer is
+registered for ``keras.saving.load_model``.
 """
 
 from __future__ import annotations
@@ -203,9 +214,10 @@ class OverlapConstraint(layers.Layer):
     weight, set from ``weight`` at build time or loaded with the model.
     """
 
-    def __init__(self, canvas: int, weight: np.ndarray | None = None, **kwargs: Any) -> None:
+    def __init__(self, canvas: int, weight: np.ndarray | None = None, eps: float = 1e-2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.canvas = int(canvas)
+        self.eps = float(eps)
         self._weight_init = None if weight is None else np.asarray(weight, dtype=np.float32)
 
     def build(self, re_shape: tuple, im_shape: tuple | None = None, offsets_shape: tuple | None = None) -> None:
@@ -220,11 +232,11 @@ class OverlapConstraint(layers.Layer):
         offsets = ops.cast(offsets, re.dtype)
         w = ops.convert_to_tensor(self.overlap_weight)
         mr, mi = physics.merge_and_reextract((_to_cf(re), _to_cf(im)), offsets[..., 0], offsets[..., 1], w,
-                                             self.canvas, ops=ops)
+                                             self.canvas, ops=ops, eps=self.eps)
         return _to_cl(mr), _to_cl(mi)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "canvas": self.canvas}
+        return {**super().get_config(), "canvas": self.canvas, "eps": self.eps}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -262,6 +274,110 @@ class FarFieldCounts(layers.Layer):
     def probe(self) -> np.ndarray:
         """The stored P_abs, (N, N) complex64."""
         return (ops.convert_to_numpy(self.probe_re) + 1j * ops.convert_to_numpy(self.probe_im)).astype(np.complex64)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BackProjection(layers.Layer):
+    """The network's first layer, fixed physics: X (B, N, N, C) → (re, im) of O₀/ā, each
+    (B, N, N, C) float32 [units of ā].
+
+    O₀ = inverse_far_field(X·e^{i·arg F_P}) · conj(P)/(|P|² + eps·max|P|²) ·2‖P‖/N
+    (:func:`physics.back_projection_operators`): the measured amplitude with the probe's
+    far-field phase, propagated back to the object plane and divided by the probe. It is
+    parameter-free: the (N, N) phasor and inverse are non-trainable weights computed from
+    P_abs at build time and saved with the model.
+
+    Why: the input of the network lives in reciprocal space and its output in real
+    space. An encoder–decoder from one to the other has to learn a global, Fourier-like
+    map from data, and learned only the mean object at CPU budgets (docs/quality.md,
+    runs 1–7). After this layer, input and output share the object's pixel grid, so a
+    translation-equivariant U-Net with skip connections refines an estimate that
+    already correlates with the object (patch amplitude r ≈ 0.36 for the custom probe
+    before any training).
+    """
+
+    def __init__(self, probe: np.ndarray | None = None, eps: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not eps > 0:
+            raise ValueError(f"back_projection_eps: expected > 0, got {eps}")
+        self.eps = float(eps)
+        self._probe_init = None if probe is None else np.asarray(probe, dtype=np.complex128)
+
+    def build(self, x_shape: tuple) -> None:
+        n = int(x_shape[1])
+        phasor = inverse = None
+        if self._probe_init is not None:
+            if self._probe_init.shape != (n, n):
+                raise ValueError(f"probe: expected shape ({n}, {n}), got {self._probe_init.shape}")
+            phasor, inverse = physics.back_projection_operators(self._probe_init, self.eps)
+        for name, value in (("phasor", phasor), ("inverse", inverse)):
+            for part in ("re", "im"):
+                v = None if value is None else (value.real if part == "re" else value.imag)
+                setattr(self, f"{name}_{part}", self.add_weight(
+                    name=f"{name}_{part}", shape=(n, n), trainable=False, initializer=_array_initializer(v)))
+
+    def call(self, x: Any) -> tuple[Any, Any]:
+        amp = _to_cf(x)
+        fr = amp * ops.convert_to_tensor(self.phasor_re)
+        fi = amp * ops.convert_to_tensor(self.phasor_im)
+        pr, pi = physics.inverse_far_field(fr, fi, ops=ops)
+        ir, ii = ops.convert_to_tensor(self.inverse_re), ops.convert_to_tensor(self.inverse_im)
+        return _to_cl(pr * ir - pi * ii), _to_cl(pr * ii + pi * ir)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "eps": self.eps}  # the operators are weights
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FoldMembers(layers.Layer):
+    """Per-member feature maps [(B, N, N, C) float32, ...] (F of them) → (B·C, N, N, F + 1):
+    member c of group b becomes batch row b·C + c, with the (N, N) overlap weight
+    |P|²/max|P|² (a non-trainable weight) appended as the last channel."""
+
+    def __init__(self, weight: np.ndarray | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._weight_init = None if weight is None else np.asarray(weight, dtype=np.float32)
+
+    def build(self, shapes: list) -> None:
+        n = int(shapes[0][1])
+        self.weight_map = self.add_weight(name="weight_map", shape=(n, n), trainable=False,
+                                          initializer=_array_initializer(self._weight_init))
+
+    def call(self, features: list) -> Any:
+        first = features[0]
+        n = int(first.shape[1])
+        w = ops.zeros_like(first) + ops.reshape(ops.convert_to_tensor(self.weight_map), (1, n, n, 1))
+        x = ops.stack([*features, w], axis=-1)  # (B, N, N, C, F + 1)
+        x = ops.transpose(x, (0, 3, 1, 2, 4))  # (B, C, N, N, F + 1)
+        return ops.reshape(x, (-1, n, n, len(features) + 1))
+
+    def compute_output_shape(self, shapes: list) -> tuple:
+        b, n, _, c = shapes[0]
+        return (None if b is None else b * c, n, n, len(shapes) + 1)
+
+    def get_config(self) -> dict[str, Any]:
+        return super().get_config()  # the weight map is a weight, saved with the weights
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class UnfoldMembers(layers.Layer):
+    """(B·C, N, N, 1) → (B, N, N, C): the inverse of :class:`FoldMembers` for one map."""
+
+    def __init__(self, members: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.members = int(members)
+
+    def call(self, x: Any) -> Any:
+        n = int(x.shape[1])
+        x = ops.reshape(x, (-1, self.members, n, n))
+        return _to_cl(x)
+
+    def compute_output_shape(self, shape: tuple) -> tuple:
+        b, n = shape[0], shape[1]
+        return (None if b is None else b // self.members, n, n, self.members)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "members": self.members}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -350,14 +466,21 @@ def _head_init() -> keras.initializers.Initializer:
     return keras.initializers.VarianceScaling(scale=1e-4, mode="fan_in", distribution="truncated_normal")
 
 
-def cnn_heads(x: Any, n_channels: int, filters: int, depth: int, amplitude_estimate: float,
-              phase_max_rad: float) -> tuple[Any, Any]:
-    """Encoder + two decoders on symbolic input x (B, N, N, C_in) → (amplitude, phase), each
-    (B, N, N, n_channels) float32. Level i has filters·2^i channels (two 3×3 convs, ReLU),
-    max-pooled by 2; the bottleneck has filters·2^depth; each decoder upsamples by 2 and
-    mirrors the encoder. Final 3×3 convs start near zero (see :func:`_head_init`)."""
+def unet_heads(features: Any, n_channels: int, filters: int, depth: int, amplitude_estimate: float,
+               phase_max_rad: float) -> tuple[Any, Any]:
+    """Real-space U-Net on symbolic per-member features (B·C, N, N, F) → (amplitude, phase),
+    each (B, N, N, C=n_channels) float32.
+
+    Encoder level i: two 3×3 convs with filters·2^i channels (ReLU), then 2× max-pooling;
+    bottleneck filters·2^depth; two decoders (amplitude, phase), each upsampling by 2,
+    concatenating the encoder's level-i features (skip) and applying two 3×3 convs. A final
+    3×3 conv per head starts near zero (:func:`_head_init`), so amp ≈ ā and phase ≈ 0 at
+    step 0 (DESIGN §2.7). The C members of a group share all weights (they are folded into
+    the batch axis by :class:`FoldMembers`)."""
+    x, skips = features, []
     for i in range(depth):
         x = _conv(x, filters * 2 ** i, f"enc{i}")
+        skips.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = _conv(x, filters * 2 ** depth, "bottleneck")
     heads = []
@@ -365,13 +488,33 @@ def cnn_heads(x: Any, n_channels: int, filters: int, depth: int, amplitude_estim
         h = x
         for i in reversed(range(depth)):
             h = layers.UpSampling2D(2, name=f"{head}_up{i}")(h)
+            h = layers.Concatenate(name=f"{head}_skip{i}")([h, skips[i]])
             h = _conv(h, filters * 2 ** i, f"{head}_dec{i}")
-        h = layers.Conv2D(n_channels, 3, padding="same", kernel_initializer=_head_init(),
+        h = layers.Conv2D(1, 3, padding="same", kernel_initializer=_head_init(),
                           bias_initializer="zeros", name=f"{head}_out")(h)
-        heads.append(h)
+        heads.append(UnfoldMembers(n_channels, name=f"{head}_members")(h))
     amp = AmplitudeActivation(amplitude_estimate, name="amplitude_head")(heads[0])
     phase = PhaseActivation(phase_max_rad, name="phase_head")(heads[1])
     return amp, phase
+
+
+def network_features(diffraction: Any, offsets: Any, probe: np.ndarray | None, canvas: int,
+                     back_projection_eps: float) -> Any:
+    """The network's physics-based first layers on symbolic inputs: diffraction
+    (B, N, N, C) and offsets (B, C, 2) → per-member features (B·C, N, N, F) float32.
+
+    Features of member c: Re and Im of its back-projection O₀ (:class:`BackProjection`,
+    units of ā); for C > 1 also Re and Im of the group's overlap-merged back-projection
+    re-extracted in c's frame (the same :class:`OverlapConstraint` as the forward model,
+    so the network sees what all C overlapping patterns say about its patch); and the
+    overlap weight |P|²/max|P|² (where the probe lights the patch). F = 3 (C = 1) or 5."""
+    c = int(diffraction.shape[-1])
+    w = None if probe is None else overlap_weight(probe)
+    re, im = BackProjection(probe, back_projection_eps, name="back_projection")(diffraction)
+    feats = [re, im]
+    if c > 1:
+        feats += list(OverlapConstraint(canvas, w, name="overlap_features")(re, im, offsets))
+    return FoldMembers(w, name="member_features")(feats)
 
 
 def physics_layers(amplitude: Any, phase: Any, offsets: Any, probe: np.ndarray | None,
@@ -397,7 +540,7 @@ def model_inputs(n: int, c: int) -> dict[str, Any]:
 
 def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: float,
                 probe: np.ndarray, amplitude_estimate: float, canvas: int,
-                tv_weight: float = 0.0) -> keras.Model:
+                tv_weight: float = 0.0, back_projection_eps: float = 0.1) -> keras.Model:
     """The PINN: inputs {"diffraction" (B,N,N,C), "offsets" (B,C,2)} → outputs {"counts"
     λ̂ [counts], "amplitude" [object amplitude], "phase" [rad]}, each (B, N, N, C) float32.
 
@@ -410,7 +553,8 @@ def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: 
     if np.shape(probe) != (n, n):
         raise ValueError(f"probe: expected shape ({n}, {n}), got {np.shape(probe)}")
     inputs = model_inputs(n, c)
-    amp, phase = cnn_heads(inputs["diffraction"], c, filters, depth, amplitude_estimate, phase_max_rad)
+    features = network_features(inputs["diffraction"], inputs["offsets"], probe, canvas, back_projection_eps)
+    amp, phase = unet_heads(features, c, filters, depth, amplitude_estimate, phase_max_rad)
     if tv_weight > 0:
         amp, phase = TotalVariation(tv_weight, amplitude_estimate, name="total_variation")(amp, phase)
     outputs = physics_layers(amp, phase, inputs["offsets"], probe, canvas)
@@ -432,11 +576,12 @@ def training_model(model: keras.Model) -> keras.Model:
 
 def build_cnn(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: float,
               amplitude_estimate: float) -> keras.Model:
-    """The bare CNN (no physics layers), for the throughput benchmark: diffraction
-    (B, N, N, C) → {"amplitude", "phase"} (B, N, N, C)."""
+    """The bare U-Net (no physics layers: no back-projection, merge or far field), for the
+    throughput benchmark: diffraction (B, N, N, C) → {"amplitude", "phase"} (B, N, N, C)."""
     c = gridsize * gridsize
     x = keras.Input((n, n, c), name="diffraction")
-    amp, phase = cnn_heads(x, c, filters, depth, amplitude_estimate, phase_max_rad)
+    features = FoldMembers(np.ones((n, n), np.float32), name="member_features")([x])
+    amp, phase = unet_heads(features, c, filters, depth, amplitude_estimate, phase_max_rad)
     return keras.Model(x, {"amplitude": amp, "phase": phase}, name="cnn")
 
 
