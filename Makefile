@@ -1,4 +1,5 @@
-# ptychopipe — two entry points: `make demo` (main job) and `make test` (test suite).
+# ptychopipe — two entry points: `make demo` (main job) and `make test` (test suite);
+# `make quality` (long: the full preset, dose sweep included) writes docs/quality.md's results table.
 # Both create .venv on first use with only Python 3 (3.10-3.13) and make on the machine.
 PYTHON ?= python3
 VENV   := .venv
@@ -7,7 +8,12 @@ STAMP  := $(VENV)/.installed
 PRESET ?= quick
 CORES  ?= 2
 
-.PHONY: demo test test-cluster venv dry-run clean
+# `snakemake --report` needs every report() file of its targets to exist: add the dose sweep's
+# (rule dose_response) once it has been built (`make quality`, or `snakemake dose_response`).
+# Targets go before --config, which would take them for config entries.
+REPORT_TARGETS = all $(if $(wildcard results/report/dose_response.csv),dose_response)
+
+.PHONY: demo test test-cluster venv dry-run quality clean
 
 # Debian/Ubuntu ship `venv` without `ensurepip` unless python3-venv is installed: then the
 # venv is created --without-pip and pip is bootstrapped with get-pip.py (needs the network,
@@ -30,7 +36,7 @@ demo: $(STAMP)
 	$(BIN)/snakemake --workflow-profile profiles/local --cores $(CORES) --config preset=$(PRESET)
 	@# constant default resources: Snakemake 9.27's --report otherwise warns about an un-awaited
 	@# input-size coroutine (disk_mb's default) once per job; resources play no part in a report
-	$(BIN)/snakemake --workflow-profile profiles/local --cores 1 --config preset=$(PRESET) \
+	$(BIN)/snakemake $(REPORT_TARGETS) --workflow-profile profiles/local --cores 1 --config preset=$(PRESET) \
 		--default-resources mem_mb=2000 disk_mb=1000 --report results/report.html
 	@echo ""
 	@echo "Summary (Markdown): $(CURDIR)/results/report/summary.md"
@@ -45,6 +51,21 @@ test: $(STAMP)
 # docs/cluster.md. `timeout` is the outer guard: the test fails, it never hangs.
 test-cluster: $(STAMP)
 	PTYCHOPIPE_TEST_CLUSTER=1 timeout --kill-after=60 1200 $(BIN)/python -m pytest -q -s -m cluster tests/test_cluster.py
+
+# The four scenarios and the dose sweep (sweeps.dose) on the `full` preset (hours on CPU:
+# docs/performance.md), the HTML report with the dose response, then the results table between
+# the quality-table markers of docs/quality.md (replaced on every run). PRESET and CORES override.
+quality: PRESET = full
+quality: $(STAMP)
+	$(BIN)/snakemake all dose_response --workflow-profile profiles/local --cores $(CORES) --config preset=$(PRESET)
+	$(BIN)/snakemake all dose_response --workflow-profile profiles/local --cores 1 --config preset=$(PRESET) \
+		--default-resources mem_mb=2000 disk_mb=1000 --report results/report.html
+	$(BIN)/python -m ptychopipe quality-table --results results --configfile config/scenarios.yaml \
+		--preset $(PRESET) --out docs/quality.md
+	@echo ""
+	@echo "Results table:  $(CURDIR)/docs/quality.md (section \"Results table (make quality)\")"
+	@echo "Dose response:  $(CURDIR)/results/report/dose_response.png and .csv"
+	@echo "HTML report:    $(CURDIR)/results/report.html"
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n --workflow-profile profiles/local --config preset=$(PRESET)

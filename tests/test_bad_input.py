@@ -349,6 +349,7 @@ def test_gridsize3_too_few_positions(tmp_path, params):
     def mutate(cfg):
         cfg["scenarios"] = {"gs3_tiny": {"gridsize": 3, "scan": {"n_images": 1},
                                          "group": {"neighbour_count": 9}, "probe": {"kind": "ideal"}}}
+        cfg.pop("sweeps", None)  # the shipped dose sweep's base scenario is gone
     wd = make_workdir(tmp_path / "wd", mutate)
     res = run_snakemake(wd, "--cores", "1", "results/gs3_tiny/grouped.h5", timeout=300)
     assert res.returncode == 1

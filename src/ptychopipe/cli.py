@@ -56,6 +56,11 @@ def set_thread_limits(threads: int) -> None:
                                f" --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={t}").strip()
 
 
+def _name_list(text: str) -> list[str]:
+    """Comma-separated names (empty items dropped)."""
+    return [x for x in text.split(",") if x]
+
+
 def _load(target: str) -> Callable:
     mod, func = target.split(":")
     return getattr(importlib.import_module(mod), func)
@@ -84,6 +89,23 @@ def _report(args: argparse.Namespace) -> int:
 
     paths = write_summary(args.comparisons, args.md, args.csv, args.overview, args.baselines)
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _dose_response(args: argparse.Namespace) -> int:
+    from .report import BIAS_TARGET, write_dose_response
+
+    band = tuple(args.bias_band) if args.bias_band else BIAS_TARGET
+    png, csv = write_dose_response(args.comparisons, args.nphotons, args.png, args.csv, band)
+    print(f"wrote {png} and {csv}")
+    return 0
+
+
+def _quality_table(args: argparse.Namespace) -> int:
+    from .report import write_quality_table
+
+    out = write_quality_table(args.results, args.out, args.configfile, args.preset, args.scenarios)
+    print(f"wrote the results table into {out}")
     return 0
 
 
@@ -178,8 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--results", default="results")
     t.add_argument("--md", default="results/telemetry.md")
     t.add_argument("--csv", default="results/telemetry.csv")
-    t.add_argument("--scenarios", default=None, metavar="A,B,...",
-                   type=lambda s: [x for x in s.split(",") if x],
+    t.add_argument("--scenarios", default=None, metavar="A,B,...", type=_name_list,
                    help="only these scenarios, comma-separated (default: every folder under --results "
                         "with a simulated.h5)")
     t.add_argument("--threads", type=int, default=1)
@@ -194,6 +215,29 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "iterative reference (a PINN-vs-iterative section)")
     r.add_argument("--threads", type=int, default=1)
     r.set_defaults(func=_report)
+    dr = sub.add_parser("dose-response", help="dose-response figure and table (PNG + CSV) of the dose sweep "
+                                              "from its scenarios' comparison.json files")
+    dr.add_argument("--comparisons", nargs="*", default=[], help="comparison.json of each dose-sweep scenario")
+    dr.add_argument("--nphotons", nargs="*", type=float, default=[],
+                    help="photons per pattern of each scenario, in the order of --comparisons")
+    dr.add_argument("--png", default="results/report/dose_response.png")
+    dr.add_argument("--csv", default="results/report/dose_response.csv")
+    dr.add_argument("--bias-band", nargs=2, type=float, default=None, metavar=("LO", "HI"),
+                    help="target band of the amplitude bias, drawn and the CSV's bias_in_target "
+                         "(default 0.97 1.03, ptychopipe.report.BIAS_TARGET)")
+    dr.add_argument("--threads", type=int, default=1)
+    dr.set_defaults(func=_dose_response)
+    q = sub.add_parser("quality-table", help="write the results table (metrics, training time, backend, date per "
+                                             "scenario) between the quality-table markers of docs/quality.md")
+    q.add_argument("--results", default="results")
+    q.add_argument("--out", default="docs/quality.md", help="Markdown file holding the two marker lines")
+    q.add_argument("--configfile", default="config/scenarios.yaml")
+    q.add_argument("--preset", default="full", help="preset the results were made with (checked against the "
+                                                    "artifacts' config hashes; default full)")
+    q.add_argument("--scenarios", default=None, metavar="A,B,...", type=_name_list,
+                   help="only these scenarios (default: every scenario of --configfile, sweeps included)")
+    q.add_argument("--threads", type=int, default=1)
+    q.set_defaults(func=_quality_table)
     b = sub.add_parser("bench", help="throughput benchmark: `bench model` = PINN and bare CNN training/inference "
                                      "samples/s and FLOPs per sample (see docs/performance.md)")
     b.add_argument("what", choices=["model"])

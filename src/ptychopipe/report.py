@@ -1,6 +1,8 @@
-"""Reports across scenarios: the telemetry table (``ptychopipe telemetry``) and the
+"""Reports across scenarios: the telemetry table (``ptychopipe telemetry``), the
 summary of the evaluation (``ptychopipe report``: summary.md, summary.csv and an
-overview figure, one row per scenario, from each scenario's comparison.json)."""
+overview figure, one row per scenario, from each scenario's comparison.json), the dose
+response of the dose sweep (``ptychopipe dose-response``) and the results table of
+docs/quality.md (``ptychopipe quality-table``, run by ``make quality``)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .artifacts import read_attrs, read_comparison_json, read_telemetry, write_text_atomic
+from .artifacts import (ArtifactError, atomic_path, read_attrs, read_comparison_json, read_telemetry,
+                        write_text_atomic)
 
 #: Stage artifacts in pipeline order (file name under results/{scenario}/, stage name).
 STAGE_FILES: tuple[tuple[str, str], ...] = (
@@ -36,6 +39,16 @@ CHAIN: dict[str, str] = {
 
 COLUMNS = ("scenario", "stage", "array", "shape", "dtype", "mean", "std", "min", "max", "nan", "inf",
            "ratio_to_previous", "stage_ratios")
+
+
+def write_csv(path: str | Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    """Write ``rows`` (dicts keyed by ``columns``; None becomes an empty cell) as CSV, atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r[k] is None else r[k] for k in columns})
+    write_text_atomic(path, buf.getvalue())
 
 
 def _fmt(v: object) -> str:
@@ -87,12 +100,7 @@ def write_telemetry_table(results: str | Path, md_path: str | Path, csv_path: st
                           scenarios: Sequence[str] | None = None) -> tuple[Path, Path]:
     """Write the telemetry table as Markdown and CSV (atomically). Returns the two paths."""
     rows = telemetry_rows(results, scenarios)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _fmt(r[k]) for k in COLUMNS})
-    write_text_atomic(csv_path, buf.getvalue())
+    write_csv(csv_path, COLUMNS, [{k: _fmt(r[k]) for k in COLUMNS} for r in rows])
     lines = ["# Telemetry", "",
              f"Per scenario, stage and array: statistics from each artifact's `telemetry/` group "
              f"(complex arrays: of the modulus). `ratio_to_previous` follows the amplitude chain "
@@ -146,16 +154,18 @@ def _get(d: Any, keys: Sequence[str]) -> Any:
     return d
 
 
+def summary_row(path: str | Path) -> dict[str, Any]:
+    """The row of one comparison.json, keys = :data:`SUMMARY_COLUMNS` names. Numbers stay
+    numbers; non-finite values (null in the JSON) are None."""
+    data = read_comparison_json(path)
+    row = {name: _get(data, keys) for name, keys, _ in SUMMARY_COLUMNS}
+    row["first_broken"] = row["first_broken"] or "none"
+    return row
+
+
 def summary_rows(comparisons: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """One row per comparison.json (sorted by scenario), keys = :data:`SUMMARY_COLUMNS` names.
-    Numbers stay numbers; non-finite values (null in the JSON) are None."""
-    rows = []
-    for path in comparisons:
-        data = read_comparison_json(path)
-        row = {name: _get(data, keys) for name, keys, _ in SUMMARY_COLUMNS}
-        row["first_broken"] = row["first_broken"] or "none"
-        rows.append(row)
-    return sorted(rows, key=lambda r: str(r["scenario"]))
+    """One row per comparison.json (:func:`summary_row`), sorted by scenario."""
+    return sorted((summary_row(p) for p in comparisons), key=lambda r: str(r["scenario"]))
 
 
 def _cell(v: Any) -> str:
@@ -232,13 +242,7 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
             raise ValueError(f"{p}: scenario {d['scenario']!r} appears twice in the comparisons; "
                              "expected one comparison.json per scenario")
         data[str(d["scenario"])] = d
-    names = [n for n, _, _ in SUMMARY_COLUMNS]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: "" if r[k] is None else r[k] for k in names})
-    write_text_atomic(csv_path, buf.getvalue())
+    write_csv(csv_path, [n for n, _, _ in SUMMARY_COLUMNS], rows)
     tolerances = {float(d["config"]["ratio_tolerance"]) for d in data.values()}
     overview_figure(rows, overview_path, tolerances.pop() if len(tolerances) == 1 else None)
 
@@ -291,3 +295,225 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
         lines += baseline_section(baselines, md_dir)
     write_text_atomic(md_path, "\n".join(lines) + "\n")
     return Path(md_path), Path(csv_path), Path(overview_path)
+
+
+# --------------------------------------------------------------------------- dose response
+
+#: Target band of the amplitude bias mean|Ô|/mean|O| (issue 5): within 3 % of 1.
+BIAS_TARGET: tuple[float, float] = (0.97, 1.03)
+
+#: dose_response.csv columns (names as in :data:`SUMMARY_COLUMNS`, plus nphotons and the band check).
+DOSE_COLUMNS = ("scenario", "nphotons", "amp_pearson_r", "phase_pearson_r", "amplitude_bias", "bias_in_target",
+                "amp_ssim", "phase_ssim", "amp_frc_resolution_px", "phase_frc_resolution_px", "nan_status",
+                "first_broken")
+
+
+def dose_rows(comparisons: Sequence[str | Path], nphotons: Sequence[float],
+              band: tuple[float, float] = BIAS_TARGET) -> list[dict[str, Any]]:
+    """One row per dose-sweep scenario (keys :data:`DOSE_COLUMNS`), sorted by ``nphotons``:
+    ``comparisons[i]`` is the comparison.json of the scenario simulated with ``nphotons[i]``
+    photons per pattern. A missing or malformed file is a one-line ArtifactError."""
+    if not comparisons:
+        raise ValueError("dose-response: expected the comparison.json of at least one dose-sweep scenario, got none "
+                         "(configure a sweep over nphotons under sweeps: in config/scenarios.yaml)")
+    if len(nphotons) != len(comparisons):
+        raise ValueError(f"dose-response: expected one nphotons value per comparison.json ({len(comparisons)}), "
+                         f"got {len(nphotons)}")
+    rows: dict[str, dict[str, Any]] = {}
+    for path, n in zip(comparisons, nphotons):
+        if not (float(n) > 0 and math.isfinite(float(n))):
+            raise ValueError(f"dose-response: {path}: nphotons must be a finite number > 0, got {n}")
+        row = summary_row(path)
+        name = str(row["scenario"])
+        if name in rows:
+            raise ValueError(f"{path}: scenario {name!r} appears twice in the comparisons; "
+                             "expected one comparison.json per scenario")
+        bias = row["amplitude_bias"]
+        rows[name] = {**{k: row.get(k) for k in DOSE_COLUMNS}, "nphotons": float(n),
+                      "bias_in_target": None if bias is None else bool(band[0] <= bias <= band[1])}
+    return sorted(rows.values(), key=lambda r: (r["nphotons"], r["scenario"]))
+
+
+def dose_figure(rows: Sequence[dict[str, Any]], path: str | Path, band: tuple[float, float] = BIAS_TARGET) -> None:
+    """Dose-response figure (PNG): amplitude and phase Pearson r (top) and amplitude bias with
+    its target band (bottom) against photons per pattern, log x axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.array([r["nphotons"] for r in rows], dtype=float)
+
+    def col(key: str) -> np.ndarray:
+        return np.array([np.nan if r[key] is None else float(r[key]) for r in rows])
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True, constrained_layout=True)
+    for key, name, marker in (("amp_pearson_r", "amplitude", "o"), ("phase_pearson_r", "phase", "s")):
+        top.plot(x, col(key), marker=marker, label=name)
+    top.axhline(0.0, color="k", lw=0.8)
+    top.set_ylim(min(-0.05, float(np.nanmin(np.r_[col("amp_pearson_r"), col("phase_pearson_r"), 0.0])) - 0.05), 1.02)
+    top.set_ylabel("Pearson r vs truth")
+    top.legend(fontsize=8)
+    bias = col("amplitude_bias")
+    bottom.axhspan(band[0], band[1], color="0.85", zorder=0, label=f"target [{band[0]:g}, {band[1]:g}]")
+    bottom.axhline(1.0, color="k", lw=1)
+    inside = (bias >= band[0]) & (bias <= band[1])
+    bottom.plot(x, bias, color="C0", lw=1)
+    bottom.scatter(x, bias, c=np.where(inside, "C2", "C3"), zorder=3, label="bias (red: outside the band)")
+    finite = bias[np.isfinite(bias)]
+    lo, hi = min([band[0], *finite]), max([band[1], *finite])
+    bottom.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
+    bottom.set_ylabel("amplitude bias mean|Ô|/mean|O|")
+    bottom.set_xlabel("photons per pattern (nphotons)")
+    bottom.set_xscale("log")
+    bottom.legend(fontsize=8)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle("ptychopipe: dose response (" + ", ".join(str(r["scenario"]) for r in rows) + ")", fontsize=9)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def write_dose_response(comparisons: Sequence[str | Path], nphotons: Sequence[float], png_path: str | Path,
+                        csv_path: str | Path, band: tuple[float, float] = BIAS_TARGET) -> tuple[Path, Path]:
+    """Write dose_response.png and dose_response.csv (one row per sweep scenario, by nphotons)
+    from the sweep scenarios' comparison.json files. Returns the two paths."""
+    rows = dose_rows(comparisons, nphotons, band)
+    write_csv(csv_path, DOSE_COLUMNS, rows)
+    dose_figure(rows, png_path, band)
+    return Path(png_path), Path(csv_path)
+
+
+# --------------------------------------------------------------------------- quality table (make quality)
+
+QUALITY_START = "<!-- quality-table:start -->"
+QUALITY_END = "<!-- quality-table:end -->"
+#: train.h5 attributes that would name the device (the train stage records backend and versions;
+#: any of these, when a later version records one, is shown in place of the table host's CPU).
+DEVICE_ATTRS = ("device", "device_name", "devices", "gpu", "gpu_name", "accelerator", "platform", "processor",
+                "cpu", "cpu_count", "hostname")
+QUALITY_HEADER = ("scenario", "preset", "nphotons", "amplitude bias", "amplitude r", "amplitude SSIM", "phase r",
+                  "FRC px (amplitude)", "train s", "epochs run", "hardware / backend", "date (UTC)")
+
+
+def _host_description() -> str:
+    """CPU of the machine running this (platform.processor() or machine(), the model name from
+    /proc/cpuinfo where there is one, os.cpu_count())."""
+    import platform
+
+    model = ""
+    try:
+        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                      if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    name = platform.processor() or platform.machine() or "unknown CPU"
+    return f"{name}{' ' + model if model else ''}, {os.cpu_count()} CPUs"
+
+
+def quality_rows(results: str | Path, configfile: str | Path, preset: str,
+                 scenarios: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """One row per scenario for the results table of docs/quality.md: the compare-stage metrics
+    (comparison.json), nphotons (simulated.h5), training time, epochs and backend (train.h5).
+    ``scenarios``: default every scenario of ``configfile`` (the default ones, then the sweeps).
+    Each scenario's simulate/ingest and train artifacts must carry the config hash of that
+    scenario under ``preset`` (else the table would mislabel them): one-line ValueError if not."""
+    from .config import config_hash, default_scenarios, load_scenarios, load_yaml, stage_config, swept_scenarios
+
+    raw = load_yaml(configfile)
+    params = load_scenarios(configfile, preset)
+    if scenarios is None:
+        first = default_scenarios(raw, params)
+        scenarios = first + [s for s, _ in swept_scenarios(raw) if s in params and s not in first]
+    unknown = [s for s in scenarios if s not in params]
+    if unknown:
+        raise ValueError(f"quality-table: scenario(s) {unknown} not in {configfile}; expected names from {sorted(params)}")
+    results = Path(results)
+    rows = []
+    for scen in scenarios:
+        row = summary_row(results / scen / "comparison.json")
+        attrs = {}
+        for fname in ("simulated.h5", "train.h5"):
+            path = results / scen / fname
+            if not path.is_file():
+                raise ArtifactError(f"{path}: file not found (expected the {fname[:-3]} artifact of {scen})")
+            attrs[fname] = read_attrs(path)
+            stage = str(attrs[fname].get("stage"))
+            want = config_hash(stage_config(params[scen], stage))
+            if attrs[fname].get("config_hash") != want:
+                raise ValueError(f"{path}: config_hash {attrs[fname].get('config_hash')} is not that of scenario "
+                                 f"{scen} with preset {preset!r} in {configfile} ({want}): these results were made "
+                                 f"with other parameters; re-run them (make quality PRESET={preset}) or pass the "
+                                 "preset they were made with")
+        sim, train = attrs["simulated.h5"], attrs["train.h5"]
+        device = "; ".join(f"{k} {train[k]}" for k in DEVICE_ATTRS if k in train)
+        backend = f"{train.get('backend', '?')} {train.get('backend_version', '')}".strip()
+        threads = int(train.get("intra_op_threads") or 0)
+        rows.append({**row, "preset": preset, "nphotons": sim.get("nphotons"),
+                     "backend": f"{backend}, Keras {train.get('keras_version', '?')}"
+                                + (f", {threads} thread{'s' if threads > 1 else ''}" if threads else ""),
+                     "device": device or None, "date": str(train.get("created_utc", ""))[:10] or None})
+    return rows
+
+
+def _num(v: Any, fmt: str) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+def quality_block(rows: Sequence[dict[str, Any]], results: str | Path, date: str) -> list[str]:
+    """The Markdown lines written between the quality-table markers."""
+    host = None if all(r["device"] for r in rows) else _host_description()
+    lines = [f"Written by `ptychopipe quality-table` on {date} from `{results}/` ({len(rows)} scenarios). "
+             "Compare-stage numbers over the stitched test region, no rescaling; amplitude bias = "
+             f"mean\\|Ô\\|/mean\\|O\\| (target {BIAS_TARGET[0]:g}–{BIAS_TARGET[1]:g}); FRC px = amplitude "
+             "FRC resolution; date = when training finished.", "",
+             "| " + " | ".join(QUALITY_HEADER) + " |", "|" + "---|" * len(QUALITY_HEADER)]
+    for r in rows:
+        hw = f"{r['device']}; {r['backend']}" if r["device"] else f"{host}\\*; {r['backend']}"
+        cells = (r["scenario"], r["preset"], _num(r["nphotons"], ".0e"), _num(r["amplitude_bias"], ".3f"),
+                 _num(r["amp_pearson_r"], ".3f"), _num(r["amp_ssim"], ".3f"), _num(r["phase_pearson_r"], ".3f"),
+                 _num(r["amp_frc_resolution_px"], ".3g"), _num(r["train_seconds"], ".0f"),
+                 _num(r["epochs_run"], "d"), hw, r["date"] or "n/a")
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    if host:
+        lines += ["", "\\* train.h5 names no device (it records the backend and versions only): this is the "
+                      "machine that ran `ptychopipe quality-table` (platform.processor(), os.cpu_count()), "
+                      "assumed to be the one that trained."]
+    return lines
+
+
+def replace_between_markers(text: str, block: Sequence[str], source: str) -> str:
+    """``text`` with everything between the quality-table marker lines replaced by ``block``.
+    Exactly one start and one end marker, start first, each on its own line; else ValueError."""
+    lines = text.splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.strip() == QUALITY_START]
+    ends = [i for i, ln in enumerate(lines) if ln.strip() == QUALITY_END]
+    stray = [ln for ln in lines if (QUALITY_START in ln or QUALITY_END in ln)
+             and ln.strip() not in (QUALITY_START, QUALITY_END)]
+    if len(starts) != 1 or len(ends) != 1 or starts[0] > ends[0] or stray:
+        raise ValueError(f"{source}: expected one line {QUALITY_START} followed by one line {QUALITY_END}; found "
+                         f"{len(starts)} start and {len(ends)} end marker line(s)"
+                         + (", end before start" if len(starts) == len(ends) == 1 and starts[0] > ends[0] else "")
+                         + (f", {len(stray)} marker(s) inside other text" if stray else ""))
+    out = lines[:starts[0] + 1] + list(block) + lines[ends[0]:]
+    return "\n".join(out) + "\n"
+
+
+def write_quality_table(results: str | Path, out: str | Path, configfile: str | Path, preset: str,
+                        scenarios: Sequence[str] | None = None, date: str | None = None) -> Path:
+    """Replace the results table between the markers of ``out`` (docs/quality.md) with one
+    row per scenario (:func:`quality_rows`); idempotent. ``date``: default today (UTC)."""
+    import datetime as dt
+
+    out = Path(out)
+    if not out.is_file():
+        raise ArtifactError(f"{out}: file not found (expected the Markdown file with the quality-table markers)")
+    text = out.read_text()
+    replace_between_markers(text, [], str(out))  # marker problems before reading any result
+    rows = quality_rows(results, configfile, preset, scenarios)
+    date = date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    write_text_atomic(out, replace_between_markers(text, quality_block(rows, results, date), str(out)))
+    return out

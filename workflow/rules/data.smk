@@ -98,7 +98,7 @@ rule telemetry:
         md="results/telemetry.md",
         csv=report("results/telemetry.csv", caption="../report/telemetry.rst", category="Telemetry"),
     params:
-        scenarios=",".join(sorted(SCENARIOS)),
+        scenarios=",".join(DEFAULT),
     log:
         "results/logs/telemetry.log",
     benchmark:

@@ -107,3 +107,33 @@ rule summary:
         "python3 -m ptychopipe report --comparisons {input.comparisons} --baselines {input.baselines}"
         " --md {output.md} --csv {output.csv}"
         " --overview {output.overview} --threads {threads} > {log} 2>&1"
+
+
+# Dose response (not part of `rule all`): the dose-sweep scenarios (sweeps over `nphotons` in
+# config/scenarios.yaml, e.g. `sweeps.dose`) run through compare, then one figure and table of
+# amplitude / phase Pearson r and amplitude bias vs photons per pattern. Build it with
+# `snakemake dose_response`; add `dose_response` to the targets of `snakemake --report`.
+
+
+rule dose_response:
+    input:
+        comparisons=dose_comparisons(),
+    output:
+        png=report("results/report/dose_response.png", caption="../report/dose_response.rst",
+                   category="Dose response"),
+        csv=report("results/report/dose_response.csv", caption="../report/dose_response_csv.rst",
+                   category="Dose response"),
+    params:
+        nphotons=dose_nphotons(),
+    log:
+        "results/logs/dose_response.log",
+    benchmark:
+        "results/benchmarks/dose_response.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        CONDA_ENV
+    shell:
+        "python3 -m ptychopipe dose-response --comparisons {input.comparisons} --nphotons {params.nphotons}"
+        " --png {output.png} --csv {output.csv} --threads {threads} > {log} 2>&1"

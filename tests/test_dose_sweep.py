@@ -1,0 +1,275 @@
+"""The dose sweep (config/scenarios.yaml `sweeps.dose`), its `dose_response` target and figure,
+and the results table `make quality` writes into docs/quality.md (`ptychopipe quality-table`).
+
+Fast: Snakemake only as dry runs (plus the dose_response rule alone on synthetic
+comparison.json files), never the 5 sweep scenarios' DAG."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import h5py
+import pytest
+from pipeline_helpers import REPO, SCENARIOS, make_workdir, planned, run_snakemake
+import yaml
+
+from ptychopipe import cli, report
+from ptychopipe.artifacts import METRIC_KEYS, ArtifactError
+from ptychopipe.config import config_hash, load_scenarios, load_yaml, params_diff, stage_config, swept_scenarios
+
+CONFIG = REPO / "config" / "scenarios.yaml"
+#: The shipped dose sweep: scenario name -> nphotons.
+DOSE = {"dose_10000": 1e4, "dose_100000": 1e5, "dose_1e06": 1e6, "dose_1e07": 1e7, "dose_1e09": 1e9}
+STAGE_RULES = ("simulate", "split", "group", "normalize", "train", "infer", "stitch", "compare")
+S, E = report.QUALITY_START, report.QUALITY_END
+
+
+def comparison(scenario: str, amp_r: float, phase_r: float, bias: float | None) -> dict:
+    """A synthetic comparison.json (the keys the compare stage writes)."""
+    def metrics(r: float) -> dict:
+        return {**{k: 0.1 for k in METRIC_KEYS}, "pearson_r": r, "ssim": r / 2, "frc_resolution_px": 8.5,
+                "frc_crossed": True}
+    return {"scenario": scenario, "config": {"coverage_threshold": 0.5, "frc_threshold": "half_bit",
+                                             "ratio_tolerance": 0.05, "register": False},
+            "config_hash": "0" * 16, "n_pixels": 1000, "phase_offset_rad": 0.0,
+            "registration": {"enabled": False, "shift_px": [0.0, 0.0]}, "amplitude_bias": bias,
+            "metrics": {"amplitude": metrics(amp_r), "phase": metrics(phase_r)}, "frc_threshold": "half_bit",
+            "chain": [], "first_broken": None,
+            "training": {"train_seconds": 1055.4, "samples_per_second": 45.0, "epochs_run": 54, "nan_status": "ok"},
+            "nan_status": "ok", "figures": {}}
+
+
+def write_comparisons(results: Path, points: dict[str, tuple[float, float, float | None]]) -> list[Path]:
+    paths = []
+    for scen, (amp_r, phase_r, bias) in points.items():
+        path = results / scen / "comparison.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(comparison(scen, amp_r, phase_r, bias)))
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------- the sweep in the config
+
+
+def test_shipped_dose_sweep_expands_to_five_gs2_custom_scenarios():
+    raw = load_yaml(CONFIG)
+    assert raw["sweeps"]["dose"]["base"] == "gs2_custom" and raw["sweeps"]["dose"]["param"] == "nphotons"
+    assert dict(swept_scenarios(raw, "nphotons")) == DOSE
+    for preset in ("ci", "full"):
+        scen = load_scenarios(CONFIG, preset)
+        assert sorted(scen) == sorted([*SCENARIOS, *DOSE])
+        for name, n in DOSE.items():
+            assert stage_config(scen[name], "simulate").nphotons == n
+            # the base scenario with nphotons set: nothing else differs, stage by stage
+            diff = params_diff(scen["gs2_custom"], scen[name])
+            assert diff == ([] if n == 1e9 else [("simulate", "nphotons", 1e9, n)])
+
+
+# --------------------------------------------------------------------------- targets (dry runs)
+
+
+@pytest.mark.e2e
+def test_default_target_builds_the_four_scenarios_only(tmp_path):
+    proc = run_snakemake(make_workdir(tmp_path / "wd"), "-n", "--config", "preset=ci", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = planned(proc)
+    assert {s for _, s in jobs if s} == set(SCENARIOS)
+    assert jobs == {(r, s) for r in STAGE_RULES for s in SCENARIOS} | {("summary", None), ("telemetry", None)}
+
+
+@pytest.mark.e2e
+def test_a_sweep_scenario_named_in_run_is_built_by_the_default_target(tmp_path):
+    wd = make_workdir(tmp_path / "wd", run=["gs1_ideal", "dose_1e06"])
+    proc = run_snakemake(wd, "-n", "--config", "preset=ci", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {s for _, s in planned(proc) if s} == {"gs1_ideal", "dose_1e06"}
+
+
+@pytest.mark.e2e
+def test_dose_response_target_plans_exactly_the_sweep_scenarios(tmp_path):
+    proc = run_snakemake(make_workdir(tmp_path / "wd"), "-n", "dose_response", "--config", "preset=ci", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert planned(proc) == {(r, s) for r in STAGE_RULES for s in DOSE} | {("dose_response", None)}
+
+
+@pytest.mark.e2e
+def test_dose_response_rule_and_html_report_on_synthetic_comparisons(tmp_path):
+    """The rule itself (its shell command) on existing comparison.json files, then the HTML
+    report with the dose_response target: it embeds the figure and the table."""
+    wd = make_workdir(tmp_path / "wd")
+    write_comparisons(wd / "results", {s: (0.1 * i, 0.05 * i, 1.0) for i, s in enumerate(DOSE)})
+    args = ("dose_response", "--allowed-rules", "dose_response", "--config", "preset=ci")
+    proc = run_snakemake(wd, *args, "--cores", "1", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader((wd / "results" / "report" / "dose_response.csv").open()))
+    assert [(r["scenario"], float(r["nphotons"])) for r in rows] == list(DOSE.items())
+    assert (wd / "results" / "logs" / "dose_response.log").is_file()
+    assert (wd / "results" / "benchmarks" / "dose_response.tsv").is_file()
+    proc = run_snakemake(wd, *args, "--report", "report.html", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (wd / "report.html").read_text()
+    assert "dose_response.png" in html and "dose_response.csv" in html and "Dose response" in html
+
+
+# --------------------------------------------------------------------------- dose-response figure and table
+
+
+def test_dose_response_writes_png_and_csv_sorted_by_nphotons(tmp_path):
+    points = {"dose_1e06": (0.5, 0.4, 1.01), "dose_10000": (0.1, 0.05, 0.90), "dose_1e09": (0.8, 0.7, None)}
+    paths = write_comparisons(tmp_path / "results", points)
+    png, csv_path = report.write_dose_response(paths, [1e6, 1e4, 1e9], tmp_path / "r" / "dose_response.png",
+                                               tmp_path / "r" / "dose_response.csv")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    rows = list(csv.DictReader(csv_path.open()))
+    assert list(rows[0]) == list(report.DOSE_COLUMNS)
+    assert [(r["scenario"], float(r["nphotons"])) for r in rows] == [("dose_10000", 1e4), ("dose_1e06", 1e6),
+                                                                     ("dose_1e09", 1e9)]
+    assert [float(r["amp_pearson_r"]) for r in rows] == [0.1, 0.5, 0.8]
+    assert [float(r["phase_pearson_r"]) for r in rows] == [0.05, 0.4, 0.7]
+    assert [r["amplitude_bias"] for r in rows] == ["0.9", "1.01", ""]  # null (non-finite) bias: empty cell
+    assert [r["bias_in_target"] for r in rows] == ["False", "True", ""]
+    assert not list(tmp_path.rglob(".*.tmp-*"))
+
+
+def test_dose_response_stops_with_one_line_on_a_missing_or_bad_file(tmp_path, capsys):
+    good = write_comparisons(tmp_path, {"dose_10000": (0.1, 0.1, 1.0)})[0]
+    out = ["--png", str(tmp_path / "d.png"), "--csv", str(tmp_path / "d.csv")]
+    missing = tmp_path / "dose_1e06" / "comparison.json"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"scenario": "dose_1e07"}))
+    cases = [([str(good), str(missing)], ["1e4", "1e6"], f"{missing}: file not found"),
+             ([str(good), str(bad)], ["1e4", "1e7"], f"{bad}: keys "),
+             ([str(good)], ["1e4", "1e6"], "expected one nphotons value per comparison.json (1), got 2"),
+             ([], [], "expected the comparison.json of at least one dose-sweep scenario, got none")]
+    for comparisons, nphotons, message in cases:
+        assert cli.main(["dose-response", "--comparisons", *comparisons, "--nphotons", *nphotons, *out]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ptychopipe dose-response: error: ") and message in err[0], err
+    assert not (tmp_path / "d.png").exists() and not (tmp_path / "d.csv").exists()
+
+
+# --------------------------------------------------------------------------- quality-table
+
+
+def fake_results(results: Path, preset: str = "ci", scenarios=("gs1_ideal", "dose_1e06"), **train_attrs) -> None:
+    """comparison.json, simulated.h5 and train.h5 (root attributes only) of ``scenarios``, with
+    the config hashes of ``preset`` in the shipped config."""
+    params = load_scenarios(CONFIG, preset)
+    write_comparisons(results, {s: (0.612, 0.631, 0.994) for s in scenarios})
+    for s in scenarios:
+        with h5py.File(results / s / "simulated.h5", "w") as f:
+            f.attrs.update(stage="simulate", config_hash=config_hash(stage_config(params[s], "simulate")),
+                           nphotons=params[s]["nphotons"])
+        with h5py.File(results / s / "train.h5", "w") as f:
+            f.attrs.update(stage="train", config_hash=config_hash(stage_config(params[s], "train")),
+                           backend="tensorflow", backend_version="2.21.0", keras_version="3.15.1",
+                           intra_op_threads=2, created_utc="2026-11-22T08:18:19+00:00", **train_attrs)
+
+
+def quality_doc(path: Path, between: str = "old table\n") -> str:
+    text = ("# Quality\n\nProse that stays.\n\n## Results table (make quality)\n\n"
+            f"{S}\n{between}{E}\n\nAfter the table.\n")
+    path.write_text(text)
+    return text
+
+
+def test_quality_table_replaces_the_block_between_the_markers_idempotently(tmp_path, capsys):
+    fake_results(tmp_path / "results")
+    doc = tmp_path / "quality.md"
+    before = quality_doc(doc)
+    args = ["quality-table", "--results", str(tmp_path / "results"), "--out", str(doc), "--configfile", str(CONFIG),
+            "--preset", "ci", "--scenarios", "gs1_ideal,dose_1e06"]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    once = doc.read_text()
+    assert cli.main(args) == 0
+    assert doc.read_text() == once  # same results, same day: the same file
+    markers = rf"^(?:{re.escape(S)}|{re.escape(E)})$"
+    head, block, tail = re.split(markers, once, flags=re.M)
+    assert [head, tail] == re.split(markers, before, flags=re.M)[::2]  # the rest of the file is untouched
+    assert "old table" not in once and once.count(S) == 1
+    table = [ln for ln in block.splitlines() if ln.startswith("| ")]
+    assert table[0] == "| " + " | ".join(report.QUALITY_HEADER) + " |"
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in table[1:]]
+    assert [c[:10] for c in cells] == [
+        ["gs1_ideal", "ci", "1e+09", "0.994", "0.612", "0.306", "0.631", "8.5", "1055", "54"],
+        ["dose_1e06", "ci", "1e+06", "0.994", "0.612", "0.306", "0.631", "8.5", "1055", "54"]]
+    assert all(c[11] == "2026-11-22" for c in cells)
+    # train.h5 names no device: the table host's CPU count, marked and explained
+    assert all(re.search(r"\d+ CPUs\\\*; tensorflow 2\.21\.0, Keras 3\.15\.1, 2 threads$", c[10]) for c in cells)
+    assert "train.h5 names no device" in block
+
+
+def test_quality_table_names_the_device_when_train_h5_records_one(tmp_path):
+    fake_results(tmp_path / "results", scenarios=("gs1_ideal",), gpu_name="NVIDIA H100")
+    doc = tmp_path / "quality.md"
+    quality_doc(doc)
+    report.write_quality_table(tmp_path / "results", doc, CONFIG, "ci", ["gs1_ideal"], date="2026-01-01")
+    text = doc.read_text()
+    assert "| gpu_name NVIDIA H100; tensorflow 2.21.0, Keras 3.15.1, 2 threads |" in text
+    assert "names no device" not in text and "on 2026-01-01" in text
+
+
+@pytest.mark.parametrize("text,message", [
+    ("# Quality\n", "found 0 start and 0 end marker line(s)"),
+    (f"# Quality\n{S}\nold table\n", "found 1 start and 0 end marker line(s)"),
+    (f"{S}\n{S}\n{E}\n", "found 2 start and 1 end marker line(s)"),
+    (f"{S}\nold\n{E}\n{E}\n", "found 1 start and 2 end marker line(s)"),
+])
+def test_quality_table_refuses_malformed_markers(tmp_path, capsys, text, message):
+    doc = tmp_path / "quality.md"
+    doc.write_text(text)
+    assert cli.main(["quality-table", "--results", str(tmp_path / "nothing"), "--out", str(doc),
+                     "--configfile", str(CONFIG), "--preset", "ci"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ptychopipe quality-table: error: {doc}: expected one line "
+                                               f"{S} followed by one line {E}; ") and message in err[0], err
+    assert doc.read_text() == text
+
+
+def test_quality_table_refuses_swapped_or_inline_markers(tmp_path):
+    swapped = f"a\n{E}\nb\n{S}\n"
+    with pytest.raises(ValueError, match="end before start"):
+        report.replace_between_markers(swapped, ["x"], "q.md")
+    inline = f"{S}\nsee {E} here\n{E}\n"
+    with pytest.raises(ValueError, match="1 marker.* inside other text"):
+        report.replace_between_markers(inline, ["x"], "q.md")
+    assert report.replace_between_markers(f"{S}\n{E}", ["x"], "q.md") == f"{S}\nx\n{E}\n"
+
+
+def test_quality_table_refuses_results_of_another_preset_or_missing_files(tmp_path):
+    fake_results(tmp_path / "results", preset="quick", scenarios=("gs1_ideal",))
+    doc = tmp_path / "quality.md"
+    text = quality_doc(doc)
+    with pytest.raises(ValueError, match=r"simulated\.h5: config_hash \w+ is not that of scenario gs1_ideal with "
+                                         r"preset 'ci'"):
+        report.write_quality_table(tmp_path / "results", doc, CONFIG, "ci", ["gs1_ideal"])
+    with pytest.raises(ArtifactError, match=r"dose_1e06/comparison\.json: file not found"):
+        report.write_quality_table(tmp_path / "results", doc, CONFIG, "quick", ["gs1_ideal", "dose_1e06"])
+    assert doc.read_text() == text
+
+
+def test_make_quality_runs_full_preset_then_writes_the_table():
+    def dry(*args: str) -> str:
+        proc = subprocess.run(["make", "-n", "-C", str(REPO), "quality", *args], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.replace("\\\n", " ")
+
+    out = dry()
+    assert re.search(r"snakemake all dose_response .*--cores 2 --config preset=full\n", out)
+    assert re.search(r"snakemake all dose_response .*--config preset=full .*--report results/report\.html", out)
+    assert re.search(r"-m ptychopipe quality-table --results results .*--preset full --out docs/quality\.md", out)
+    out = dry("PRESET=ci", "CORES=1")
+    assert "--cores 1 --config preset=ci\n" in out and "--preset ci --out docs/quality.md" in out
+
+
+def test_docs_quality_md_has_the_markers():
+    text = (REPO / "docs" / "quality.md").read_text()
+    assert "## Results table (make quality)" in text
+    report.replace_between_markers(text, [], "docs/quality.md")  # exactly one well-formed pair
+    assert yaml.safe_load(CONFIG.read_text())["run"] == []  # shipped: the default target leaves sweeps out
