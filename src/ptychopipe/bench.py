@@ -57,15 +57,17 @@ class BenchRow:
     infer_cpu_s_per_sample: float
 
 
-def conv_flops(model: keras.Model) -> float:
-    """Σ 2·H_out·W_out·k_h·k_w·C_in·C_out over the Conv2D layers of a built model, per sample."""
+def conv_flops(model: keras.Model, members: int = 1) -> float:
+    """Σ 2·H_out·W_out·k_h·k_w·C_in·C_out over the Conv2D layers of a built model, per
+    sample (group). The U-Net runs once per member (members are folded into the batch
+    axis), so its per-row count is multiplied by ``members`` = C."""
     total = 0.0
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):
             kh, kw, cin, cout = layer.kernel.shape
             _, h, w, _ = layer.output.shape
             total += 2.0 * h * w * kh * kw * cin * cout + h * w * cout  # MACs + bias
-    return total
+    return total * members
 
 
 def _trainable(model: keras.Model) -> int:
@@ -184,8 +186,8 @@ def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple
                             ("ci", lambda: _predict(cnn, data.inputs, infer_batch_size))):
                 wall, cpu = fn()
                 best[key] = (min(best[key][0], wall), min(best[key][1], cpu))
-        cf, pf = conv_flops(pinn), physics_flops(n, gs, canvas)
-        cc = conv_flops(cnn)
+        cf, pf = conv_flops(pinn, c), physics_flops(n, gs, canvas)
+        cc = conv_flops(cnn, c)
         rows.append(BenchRow("pinn", gs, batch_size / best["pt"][0], 1.0 / best["pi"][0], cf + pf, 3 * (cf + pf),
                              cf, pf, _trainable(pinn), best["pt"][1] / batch_size, best["pi"][1]))
         rows.append(BenchRow("cnn", gs, batch_size / best["ct"][0], 1.0 / best["ci"][0], cc, 3 * cc, cc, 0.0,
