@@ -18,7 +18,7 @@ import pytest
 
 from evaluate_helpers import compare_config, run_evaluation
 from ptychopipe import baseline as B
-from ptychopipe.artifacts import Array, read_simulated, read_stitched, write_artifact
+from ptychopipe.artifacts import Array, read_baseline, read_simulated, read_stitched, write_artifact
 from ptychopipe.compare import truth_on_canvas
 from ptychopipe.config import BaselineConfig
 
@@ -252,7 +252,7 @@ def test_tiny_reconstruction_converges_and_is_compared(tmp_path, pinn):
     out = tmp_path / "baseline.h5"
     cfg = BaselineConfig(engine="rpie", epochs=12, batch_size=4, snapshots=3, seed=3)
     B.run(cfg, "gs1_ideal", pinn["simulated"], pinn["grouped"], out)
-    b = B.read_baseline(out)
+    b = read_baseline(out)
     st = read_stitched(pinn["stitched"])
     assert b.object.shape == st.object.shape and b.origin == (st.origin_x, st.origin_y)
     assert list(b.epochs) == [4, 8, 12] and np.all(np.diff(b.seconds) > 0)

@@ -449,6 +449,46 @@ METRIC_KEYS = ("mae", "rmse", "pearson_r", "ssim", "psnr_db", "ls_scale", "frc_c
                "frc_resolution_px", "frc_crossed")
 
 
+@dataclass(frozen=True)
+class BaselineResult:
+    """baseline.h5: object (h, w) complex64 on the canvas grid; coverage (h, w) float32; origin
+    (x, y) px; indices (M,) int64; snapshot_objects (S, h, w) complex64; epochs (S,) int;
+    seconds (S,) cumulative reconstruction s; loss (S,); deviance (S, M) [counts];
+    predicted (S, M) and measured (M,) photons per pattern [counts]; attrs."""
+
+    object: np.ndarray
+    coverage: np.ndarray
+    origin: tuple[int, int]
+    indices: np.ndarray
+    snapshot_objects: np.ndarray
+    epochs: np.ndarray
+    seconds: np.ndarray
+    loss: np.ndarray
+    deviance: np.ndarray
+    predicted: np.ndarray
+    measured: np.ndarray
+    attrs: dict[str, Any]
+
+
+def read_baseline(path: str | Path) -> BaselineResult:
+    with open_artifact(path, "baseline") as f:
+        obj = read_array(f, "object", ndim=2, kind="c")
+        cov = read_array(f, "coverage", ndim=2, kind="f", shape=obj.shape)
+        origin = read_array(f, "origin", ndim=1, kind="i", shape=(2,))
+        idx = read_array(f, "indices", ndim=1, kind="i")
+        snaps = read_array(f, "snapshots/object", ndim=3, kind="c", shape=(None, *obj.shape))
+        s = snaps.shape[0]
+        ep = read_array(f, "snapshots/epoch", ndim=1, kind="i", shape=(s,))
+        sec = read_array(f, "snapshots/seconds", ndim=1, kind="f", shape=(s,))
+        loss = read_array(f, "snapshots/loss", ndim=1, kind="f", shape=(s,))
+        dev = read_array(f, "snapshots/deviance", ndim=2, kind="f", shape=(s, len(idx)))
+        pred = read_array(f, "snapshots/predicted_photons", ndim=2, kind="f", shape=(s, len(idx)))
+        meas = read_array(f, "measured_photons", ndim=1, kind="f", shape=(len(idx),))
+        attrs = dict(f.attrs)
+    return BaselineResult(obj, cov, (int(origin[0]), int(origin[1])), idx, snaps, ep, sec, loss, dev, pred, meas,
+                          attrs)
+
+
 def read_json_object(path: str | Path, what: str, keys: tuple[str, ...]) -> dict[str, Any]:
     """Load a JSON file that must hold an object with at least ``keys``; one-line
     ArtifactError naming the file otherwise (``what`` says which artifact was expected)."""

@@ -55,8 +55,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .artifacts import (Array, json_safe, open_artifact, read_array, read_group_indices, read_json_object,
-                        read_simulated, write_artifact, write_json_atomic)
+from .artifacts import (Array, json_safe, read_baseline, read_group_indices, read_json_object, read_simulated,
+                        write_artifact, write_json_atomic)
 from .config import BaselineConfig, CompareConfig
 from .physics import expected_counts, extract_patches
 from .stitch import canvas_geometry, patch_weight, stitch_patches
@@ -418,44 +418,6 @@ def run(cfg: BaselineConfig, scenario: str, simulated: str | Path, grouped: str 
 # --------------------------------------------------------------------------- reading
 
 
-@dataclass(frozen=True)
-class BaselineResult:
-    """baseline.h5: object (h, w) complex64 on the canvas grid; coverage (h, w) float32; origin
-    (x, y) px; indices (M,) int64; snapshot_objects (S, h, w) complex64; epochs (S,) int;
-    seconds (S,) cumulative reconstruction s; loss (S,); deviance (S, M) [counts];
-    predicted (S, M) and measured (M,) photons per pattern [counts]; attrs."""
-
-    object: np.ndarray
-    coverage: np.ndarray
-    origin: tuple[int, int]
-    indices: np.ndarray
-    snapshot_objects: np.ndarray
-    epochs: np.ndarray
-    seconds: np.ndarray
-    loss: np.ndarray
-    deviance: np.ndarray
-    predicted: np.ndarray
-    measured: np.ndarray
-    attrs: dict[str, Any]
-
-
-def read_baseline(path: str | Path) -> BaselineResult:
-    with open_artifact(path, STAGE) as f:
-        obj = read_array(f, "object", ndim=2, kind="c")
-        cov = read_array(f, "coverage", ndim=2, kind="f", shape=obj.shape)
-        origin = read_array(f, "origin", ndim=1, kind="i", shape=(2,))
-        idx = read_array(f, "indices", ndim=1, kind="i")
-        snaps = read_array(f, "snapshots/object", ndim=3, kind="c", shape=(None, *obj.shape))
-        s = snaps.shape[0]
-        ep = read_array(f, "snapshots/epoch", ndim=1, kind="i", shape=(s,))
-        sec = read_array(f, "snapshots/seconds", ndim=1, kind="f", shape=(s,))
-        loss = read_array(f, "snapshots/loss", ndim=1, kind="f", shape=(s,))
-        dev = read_array(f, "snapshots/deviance", ndim=2, kind="f", shape=(s, len(idx)))
-        pred = read_array(f, "snapshots/predicted_photons", ndim=2, kind="f", shape=(s, len(idx)))
-        meas = read_array(f, "measured_photons", ndim=1, kind="f", shape=(len(idx),))
-        attrs = dict(f.attrs)
-    return BaselineResult(obj, cov, (int(origin[0]), int(origin[1])), idx, snaps, ep, sec, loss, dev, pred, meas,
-                          attrs)
 
 
 # --------------------------------------------------------------------------- comparison
