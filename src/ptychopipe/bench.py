@@ -2,7 +2,7 @@
 
 Measures, on the current machine and backend, training and inference samples per
 second (a sample = one group of C = gridsize² patterns) of the PINN and of the bare
-CNN (the same U-Net on the raw patterns: no back-projection, merge or far field), for
+CNN (the same U-Net on the raw patterns: no group estimate, merge or far field), for
 each gridsize, and estimates the
 FLOPs per sample analytically:
 
@@ -12,11 +12,14 @@ FLOPs per sample analytically:
   backend's FFT of a non-power-of-two canvas costs somewhat more), plus the
   element-wise work of the forward model and of the merge (6 flops per complex
   multiply, 2 per complex add, 1 per cos or sin evaluation counted as one op);
-- training ≈ 3 × forward (forward pass plus a backward pass of about twice its cost).
+- training ≈ 3 × forward (forward pass plus a backward pass of about twice its cost)
+  of everything after the group estimate, which the train stage computes once per group
+  and run (no weights) and which is reported separately.
 
-Training is timed with the stage's own machinery (GroupBatches, NaN guard, Adam,
-determinism as in the train stage) over ``steps`` batches after a warm-up epoch that
-absorbs tracing/compilation; inference with ``model.predict`` at the infer batch size.
+Training is timed with the stage's own machinery (precomputed group estimates, head
+model, GroupBatches, NaN guard, Adam, determinism as in the train stage) over ``steps``
+batches after a warm-up epoch that absorbs tracing/compilation; inference with
+``model.predict`` of the whole PINN (group estimate included) at the infer batch size.
 Inputs are synthetic (random amplitudes, Poisson counts): throughput does not depend
 on the values.
 """
@@ -35,9 +38,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from .model import PoissonLoss, build_cnn, build_model, merge_canvas, training_model
+from .model import PoissonLoss, build_cnn, build_model, head_model, merge_canvas
 from .simulate import ideal_probe
-from .train import GroupArrays, GroupBatches, NonFiniteGuard, configure_backend
+from .train import GroupArrays, GroupBatches, NonFiniteGuard, configure_backend, with_estimate
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class BenchRow:
     parameters: int  # trainable
     train_cpu_s_per_sample: float  # CPU seconds (all threads of this process) per training sample
     infer_cpu_s_per_sample: float
+    estimate_s_per_sample: float = 0.0  # once per group and training run: the group estimate (wall)
+    estimate_cpu_s_per_sample: float = 0.0
 
 
 def conv_flops(model: keras.Model, members: int = 1) -> float:
@@ -90,16 +95,27 @@ def _merge_flops(n: int, c: int, canvas: int) -> float:
     return float(flops)
 
 
-def physics_flops(n: int, gridsize: int, canvas: int) -> float:
+def estimate_flops(n: int, gridsize: int, canvas: int, iterations: int) -> float:
+    """Forward FLOPs of the group estimate (:func:`physics.group_estimate`) per group."""
+    c = gridsize * gridsize
+    nn, ss = n * n, canvas * canvas
+    per = c * (2 * _fft(nn) + 6 * nn * 2 + 12 * nn)  # far field and back, P·x, conj(P)·Δ, modulus projection
+    if c > 1:
+        per += (c + 2) * _fft(ss) + 2 * c * ss * 6  # crop (1 FFT + C inverse), place (C FFTs + 1 inverse), ramps
+    per += 12 * (canvas if c > 1 else n) ** 2  # momentum update
+    return float(per * iterations)
+
+
+def physics_flops(n: int, gridsize: int, canvas: int, iterations: int = 1) -> float:
     """Analytic forward FLOPs of the physics layers per group (see module docstring): the
-    back-projection input layer (and its merge, C > 1) plus the forward model."""
+    group estimate (``iterations`` steps) plus the forward model (and its merge, C > 1)."""
     c = gridsize * gridsize
     nn = n * n
-    flops = c * (2 * nn + _fft(nn) + 8 * nn)  # back-projection: X·phasor, inverse FFT, ·inverse
-    flops += c * (nn * 2 + nn * 2)  # amp·(cos φ, sin φ): 2 trig + 2 mult
+    flops = estimate_flops(n, gridsize, canvas, iterations)
+    flops += c * (nn * 2 + nn * 2 + 8 * nn)  # refine: |E|, arg E, amp·(cos φ, sin φ)
     flops += c * (6 * nn + _fft(nn) + 3 * nn)  # P·O, FFT, |F|²
     if c > 1:
-        flops += 2 * _merge_flops(n, c, canvas)  # merged back-projection (input) + overlap constraint
+        flops += _merge_flops(n, c, canvas)  # overlap constraint
         flops += c * nn * 4  # merged amplitude/phase outputs
     return float(flops)
 
@@ -141,7 +157,8 @@ class _CnnBatches(keras.utils.PyDataset):
 
 def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple[int, ...] = (1, 2),
                 batch_size: int = 16, infer_batch_size: int = 64, steps: int = 10, repeats: int = 3,
-                max_offset: float = 14.0, deterministic: bool = True, seed: int = 0) -> list[BenchRow]:
+                max_offset: float = 14.0, deterministic: bool = True, seed: int = 0,
+                estimate_iterations: int = 200, estimate_momentum: float = 0.9) -> list[BenchRow]:
     """Benchmark the PINN and the bare CNN for each gridsize (see module docstring).
 
     After a warm-up (tracing/compilation) of every model, PINN and CNN epochs of ``steps``
@@ -161,11 +178,15 @@ def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple
         offsets = (rng.uniform(-max_offset, max_offset, (m, c, 2)) if c > 1 else np.zeros((m, 1, 2)))
         data = GroupArrays(np.sqrt(counts) * 0.05, offsets.astype(np.float32), counts)
         keras.utils.set_random_seed(seed)
-        pinn = build_model(n, gs, filters, depth, np.pi, probe, 1.0, canvas)
-        trainer = training_model(pinn)
+        pinn = build_model(n, gs, filters, depth, np.pi, probe, 1.0, canvas, estimate_iterations, estimate_momentum)
+        trainer = head_model(pinn)  # as the train stage: steps on precomputed group estimates
         trainer.compile(optimizer=keras.optimizers.Adam(1e-4), loss=PoissonLoss(50.0 * n * n))
         train_set = GroupArrays(data.inputs[:batch_size * steps], data.offsets[:batch_size * steps],
                                 data.counts[:batch_size * steps])
+        with_estimate(train_set.subset(np.arange(min(len(train_set), infer_batch_size))), pinn, infer_batch_size)
+        t0, c0 = time.perf_counter(), _cpu_seconds()
+        train_set = with_estimate(train_set, pinn, infer_batch_size)
+        est_wall, est_cpu = ((time.perf_counter() - t0) / len(train_set), (_cpu_seconds() - c0) / len(train_set))
         pinn_batches = GroupBatches(train_set, batch_size, seed=0)
         pinn_cb = [NonFiniteGuard(pinn_batches)]
         keras.utils.set_random_seed(seed)
@@ -186,10 +207,12 @@ def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple
                             ("ci", lambda: _predict(cnn, data.inputs, infer_batch_size))):
                 wall, cpu = fn()
                 best[key] = (min(best[key][0], wall), min(best[key][1], cpu))
-        cf, pf = conv_flops(pinn, c), physics_flops(n, gs, canvas)
         cc = conv_flops(cnn, c)
-        rows.append(BenchRow("pinn", gs, batch_size / best["pt"][0], 1.0 / best["pi"][0], cf + pf, 3 * (cf + pf),
-                             cf, pf, _trainable(pinn), best["pt"][1] / batch_size, best["pi"][1]))
+        cf, pf = conv_flops(pinn, c), physics_flops(n, gs, canvas, estimate_iterations)
+        ef = estimate_flops(n, gs, canvas, estimate_iterations)
+        rows.append(BenchRow("pinn", gs, batch_size / best["pt"][0], 1.0 / best["pi"][0], cf + pf,
+                             3 * (cf + pf - ef), cf, pf, _trainable(pinn), best["pt"][1] / batch_size, best["pi"][1],
+                             est_wall, est_cpu))
         rows.append(BenchRow("cnn", gs, batch_size / best["ct"][0], 1.0 / best["ci"][0], cc, 3 * cc, cc, 0.0,
                              _trainable(cnn), best["ct"][1] / batch_size, best["ci"][1]))
     return rows
@@ -223,14 +246,15 @@ def markdown(rows: list[BenchRow], settings: dict[str, Any], info: dict[str, Any
              "",
              "| model | gridsize | trainable params | train samples/s | infer samples/s | infer/train | "
              "train CPU-ms/sample | infer CPU-ms/sample | forward GFLOP/sample | of which physics | "
-             "train GFLOP/s achieved |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "train GFLOP/s achieved | group estimate CPU-ms/sample (once per training run) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.model} | {r.gridsize} | {r.parameters} | {r.train_samples_per_s:.1f} | "
                      f"{r.infer_samples_per_s:.1f} | {r.infer_samples_per_s / r.train_samples_per_s:.1f}x | "
                      f"{1e3 * r.train_cpu_s_per_sample:.1f} | {1e3 * r.infer_cpu_s_per_sample:.1f} | "
                      f"{r.forward_flops / 1e9:.3f} | {r.physics_flops / max(r.forward_flops, 1):.1%} | "
-                     f"{r.train_flops * r.train_samples_per_s / 1e9:.1f} |")
+                     f"{r.train_flops * r.train_samples_per_s / 1e9:.1f} | "
+                     f"{1e3 * r.estimate_cpu_s_per_sample:.1f} |")
     lines.append("")
     for gs in sorted({r.gridsize for r in rows}):
         p = next(r for r in rows if r.model == "pinn" and r.gridsize == gs)
@@ -253,10 +277,13 @@ def run_cli(configfile: str, preset: str, gridsizes: tuple[int, ...], steps: int
     settings = {"preset": preset, "N": params["N"], "filters": params["model"]["filters"],
                 "depth": params["model"]["depth"], "batch_size": params["train"]["batch_size"],
                 "infer_batch_size": params["infer"]["batch_size"], "steps": steps,
-                "deterministic": deterministic}
+                "estimate_iterations": params["model"]["estimate_iterations"],
+                "estimate_momentum": params["model"]["estimate_momentum"], "deterministic": deterministic}
     rows = bench_model(n=params["N"], filters=params["model"]["filters"], depth=params["model"]["depth"],
                        gridsizes=gridsizes, batch_size=params["train"]["batch_size"],
-                       infer_batch_size=params["infer"]["batch_size"], steps=steps, deterministic=deterministic)
+                       infer_batch_size=params["infer"]["batch_size"], steps=steps, deterministic=deterministic,
+                       estimate_iterations=params["model"]["estimate_iterations"],
+                       estimate_momentum=params["model"]["estimate_momentum"])
     info = machine_info()
     text = markdown(rows, settings, info)
     if json_out:

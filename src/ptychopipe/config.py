@@ -94,6 +94,8 @@ class ModelConfig:
     filters: int
     depth: int
     phase_max_rad: float
+    estimate_iterations: int
+    estimate_momentum: float
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,9 @@ def stage_config(params: Mapping[str, Any], stage: str):
         m, t = p["model"], p["train"]
         return TrainConfig(
             model=ModelConfig(N=int(p["N"]), gridsize=int(p["gridsize"]), filters=int(m["filters"]),
-                              depth=int(m["depth"]), phase_max_rad=float(m["phase_max_rad"])),
+                              depth=int(m["depth"]), phase_max_rad=float(m["phase_max_rad"]),
+                              estimate_iterations=int(m["estimate_iterations"]),
+                              estimate_momentum=float(m["estimate_momentum"])),
             batch_size=int(t["batch_size"]), epochs=int(t["epochs"]),
             learning_rate=float(t["learning_rate"]), min_learning_rate=float(t["min_learning_rate"]),
             validation_fraction=float(t["validation_fraction"]),

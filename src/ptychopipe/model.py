@@ -1,38 +1,33 @@
-"""The physics-informed network (DESIGN §2.5–2.7): physics-based input layer, U-Net, forward model.
+"""The physics-informed network (DESIGN §2.5–2.7): physics input layer, U-Net, forward model.
 
 Layout. The network sees one *group* at a time: its C = gridsize² normalised
-diffraction amplitudes X = a·sqrt(n), shape (B, N, N, C) float32, channels last.
-It predicts C complex object patches Ô (amplitude ≥ 0 [object amplitude], phase
-[rad]), and the differentiable physics turns them into expected counts λ̂
-(B, N, N, C) float32 [counts], which the Poisson loss compares with the measured
-counts n::
+diffraction amplitudes X = a·sqrt(n), shape (B, N, N, C) float32, channels last, and the
+members' offsets (B, C, 2) px. It predicts C complex object patches Ô (amplitude ≥ 0
+[object amplitude], phase [rad]), and the differentiable physics turns them into
+expected counts λ̂ (B, N, N, C) float32 [counts], which the Poisson loss compares with
+the measured counts n::
 
-    diffraction (B,N,N,C) ─► BackProjection ─► O₀/ā (B,N,N,C) ─┬──────────────────────┐
-    offsets (B,C,2) ──────────────────────────► OverlapConstraint (merged O₀, C > 1) ─┤
-                                                                                      ▼
-                      FoldMembers: (B·C, N, N, F) = [Re O₀, Im O₀, (Re, Im merged O₀), |P|²/max]
-                                                                                      │
-          U-Net encoder ─┬─► amplitude decoder (+ skips) ─► ā·exp(z)      ─┐  UnfoldMembers
-                         └─► phase decoder     (+ skips) ─► φmax·tanh(u)  ─┤  → (B,N,N,C)
-                                                                           ▼
-    offsets ─────────────────────────────────────► [OverlapConstraint, C > 1] ◄─ ComplexObject
-                                                                   │
-                                                     FarFieldCounts (P_abs, unitary FFT)
-                                                                   ▼
-                                                      λ̂ (B,N,N,C)  ──► PoissonLoss(n)
+    diffraction (B,N,N,C), offsets (B,C,2)
+        │  GroupEstimate: K iterations of known-probe ptychography on the group's canvas
+        ▼  (fixed physics, no weights; computed once per group during training)
+    estimate E (B,N,N,C,2) [Re, Im; units of ā] ──────────────────────────────┐
+        │  FoldMembers: (B·C, N, N, 3) = [Re E, Im E, |P|²/max]                │
+        ▼                                                                      ▼
+    U-Net (encoder, amplitude and phase decoders with skips) ─► z, u ─► RefineEstimate:
+                                   amplitude = ā·|E|·exp(z), phase = arg E + φmax·tanh(u)
+        ▼
+    [OverlapConstraint, C > 1] ─► FarFieldCounts (P_abs, unitary FFT) ─► λ̂ ─► PoissonLoss(n)
 
-Why this shape (docs/quality.md has the measurements). The input lives in reciprocal
-space and the object in real space. The first design, an encoder–decoder straight from
-diffraction to object (as in PtychoNN/PtychoPINN), had to learn a global Fourier-like
-map from a few thousand patterns and learned only the mean object (stitched amplitude
-r 0.06 on `quick`, 0.61 on `full`). :class:`BackProjection` makes that step with fixed
-physics — the measured amplitude with the probe's own far-field phase, inverse FFT,
-divided by the probe — so the U-Net works on the object's pixel grid: it is
-translation-equivariant (every pixel of every pattern is a training example for the
-same local filters) and its skip connections pass real-space detail straight through.
-For C > 1 it also sees the overlap-merged back-projection of its group, i.e. what all
-C overlapping patterns say about its patch. The C members share all weights (they are
-folded into the batch axis).
+Why this shape (docs/quality.md has the measurements). A group's C patterns and the
+known probe determine its patches as far as a small ptychography problem does;
+:class:`GroupEstimate` solves that problem with fixed physics
+(:func:`physics.group_estimate`), so the network does not have to learn phase retrieval
+— the first designs, an encoder–decoder from diffraction to object (v1) and a U-Net on a
+one-step back-projection (v2), had to, and reached stitched amplitude r 0.61–0.75. The
+U-Net learns a *correction* of the estimate: what the group's data leave undetermined
+(a prior over objects), starting at zero, so an untrained model is the estimate. It is
+translation-equivariant on the object's pixel grid and its C members share all weights
+(they are folded into the batch axis).
 
 The physics layers call :mod:`ptychopipe.physics` with ``ops=keras.ops``: the same
 functions the NumPy simulator calls with ``ops=NUMPY_OPS`` (DESIGN §2.9), so there is
@@ -41,13 +36,14 @@ functions take (..., N, N) arrays, so the layers transpose (B, N, N, C) ↔ (B, 
 
 Only ``keras.ops`` is used here (no ``tf.*``): the same code runs with
 ``KERAS_BACKEND=jax``. The probe P_abs, the overlap weight |P|²/max|P|² and the
-back-projection operators are non-trainable weights, so ``model.keras`` stores them
-with the other weights and the layer configs stay small; every custom layer is
-registered for ``keras.saving.load_model``.
+estimate's probe are non-trainable weights, so ``model.keras`` stores them with the
+other weights and the layer configs stay small; every custom layer is registered for
+``keras.saving.load_model``.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
@@ -276,84 +272,136 @@ class FarFieldCounts(layers.Layer):
         return (ops.convert_to_numpy(self.probe_re) + 1j * ops.convert_to_numpy(self.probe_im)).astype(np.complex64)
 
 
+def estimate_probe(probe: np.ndarray) -> np.ndarray:
+    """P_abs·N/(2‖P_abs‖), (N, N) complex128: the probe in the units of the network input.
+
+    With X = a·sqrt(n) and a·ā = (N/2)/‖P_abs‖ (DESIGN §2.4, §2.7), |far_field(P_abs·O)|·a = X
+    becomes |far_field(P'·O/ā)| = X for P' = P_abs·a·ā: the group estimate computed from X
+    with P' is the object in units of ā, whatever the dose."""
+    p = np.asarray(probe, dtype=np.complex128)
+    norm = float(np.sqrt(np.sum(np.abs(p) ** 2)))
+    if not norm > 0:
+        raise ValueError("probe: all zero; expected a non-zero P_abs")
+    return p * (p.shape[-1] / (2.0 * norm))
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class BackProjection(layers.Layer):
-    """The network's first layer, fixed physics: X (B, N, N, C) → (re, im) of O₀/ā, each
-    (B, N, N, C) float32 [units of ā].
+class GroupEstimate(layers.Layer):
+    """The network's first layer, fixed physics: diffraction X (B, N, N, C) and offsets
+    (B, C, 2) → the group's object estimate (B, N, N, C, 2) float32 [Re, Im, units of ā].
 
-    O₀ = inverse_far_field(X·e^{i·arg F_P}) · conj(P)/(|P|² + eps·max|P|²) ·2‖P‖/N
-    (:func:`physics.back_projection_operators`): the measured amplitude with the probe's
-    far-field phase, propagated back to the object plane and divided by the probe. It is
-    parameter-free: the (N, N) phasor and inverse are non-trainable weights computed from
-    P_abs at build time and saved with the model.
+    ``iterations`` steps of known-probe ptychography on the group's own canvas
+    (:func:`physics.group_estimate`, from the flat object 1 with Nesterov ``momentum``),
+    using the probe in input units (:func:`estimate_probe`, a non-trainable weight saved
+    with the model). Parameter-free and data-independent of the weights, so the train
+    stage computes it once per group (:func:`estimate_model`) instead of every step.
 
-    Why: the input of the network lives in reciprocal space and its output in real
-    space. An encoder–decoder from one to the other has to learn a global, Fourier-like
-    map from data, and learned only the mean object at CPU budgets (docs/quality.md,
-    runs 1–7). After this layer, input and output share the object's pixel grid, so a
-    translation-equivariant U-Net with skip connections refines an estimate that
-    already correlates with the object (patch amplitude r ≈ 0.36 for the custom probe
-    before any training).
+    Why (docs/quality.md): the network predicts one group at a time, and what that group's
+    C patterns determine is what its C overlapping far-field amplitudes and the known
+    probe say about its patches, i.e. a small ptychography problem. Solving it with
+    fixed physics leaves the U-Net a *correction* to learn (priors for what the group's
+    data cannot pin down), instead of a phase-retrieval algorithm. On the quick preset,
+    gs2_custom, the estimate alone stitched from the test groups scores amplitude r
+    0.73 (1 iteration), 0.93 (20), 0.96 (100).
     """
 
-    def __init__(self, probe: np.ndarray | None = None, eps: float = 0.1, **kwargs: Any) -> None:
+    def __init__(self, probe: np.ndarray | None = None, canvas: int = 0, iterations: int = 1,
+                 momentum: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not eps > 0:
-            raise ValueError(f"back_projection_eps: expected > 0, got {eps}")
-        self.eps = float(eps)
-        self._probe_init = None if probe is None else np.asarray(probe, dtype=np.complex128)
+        if int(iterations) < 1:
+            raise ValueError(f"model.estimate_iterations: expected >= 1, got {iterations}")
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(f"model.estimate_momentum: expected 0 <= momentum < 1, got {momentum}")
+        self.canvas, self.iterations, self.momentum = int(canvas), int(iterations), float(momentum)
+        self._probe_init = None if probe is None else estimate_probe(probe)
 
-    def build(self, x_shape: tuple) -> None:
+    def build(self, x_shape: tuple, offsets_shape: tuple | None = None) -> None:
         n = int(x_shape[1])
-        phasor = inverse = None
-        if self._probe_init is not None:
-            if self._probe_init.shape != (n, n):
-                raise ValueError(f"probe: expected shape ({n}, {n}), got {self._probe_init.shape}")
-            phasor, inverse = physics.back_projection_operators(self._probe_init, self.eps)
-        for name, value in (("phasor", phasor), ("inverse", inverse)):
-            for part in ("re", "im"):
-                v = None if value is None else (value.real if part == "re" else value.imag)
-                setattr(self, f"{name}_{part}", self.add_weight(
-                    name=f"{name}_{part}", shape=(n, n), trainable=False, initializer=_array_initializer(v)))
+        p = self._probe_init
+        if p is not None and p.shape != (n, n):
+            raise ValueError(f"probe: expected shape ({n}, {n}), got {p.shape}")
+        self.probe_re = self.add_weight(name="probe_re", shape=(n, n), trainable=False,
+                                        initializer=_array_initializer(None if p is None else p.real))
+        self.probe_im = self.add_weight(name="probe_im", shape=(n, n), trainable=False,
+                                        initializer=_array_initializer(None if p is None else p.imag))
 
-    def call(self, x: Any) -> tuple[Any, Any]:
-        amp = _to_cf(x)
-        fr = amp * ops.convert_to_tensor(self.phasor_re)
-        fi = amp * ops.convert_to_tensor(self.phasor_im)
-        pr, pi = physics.inverse_far_field(fr, fi, ops=ops)
-        ir, ii = ops.convert_to_tensor(self.inverse_re), ops.convert_to_tensor(self.inverse_im)
-        return _to_cl(pr * ir - pi * ii), _to_cl(pr * ii + pi * ir)
+    def call(self, x: Any, offsets: Any) -> Any:
+        x = ops.stop_gradient(x)
+        offsets = ops.cast(offsets, x.dtype)
+        probe = (ops.convert_to_tensor(self.probe_re), ops.convert_to_tensor(self.probe_im))
+        re, im = physics.group_estimate(_to_cf(x), offsets[..., 0], offsets[..., 1], probe, self.canvas,
+                                        self.iterations, self.momentum, ops=ops)
+        return ops.stack([_to_cl(re), _to_cl(im)], axis=-1)
+
+    def compute_output_shape(self, x_shape: tuple, offsets_shape: tuple | None = None) -> tuple:
+        return (*x_shape, 2)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "eps": self.eps}  # the operators are weights
+        return {**super().get_config(), "canvas": self.canvas, "iterations": self.iterations,
+                "momentum": self.momentum}  # the probe is a weight
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RefineEstimate(layers.Layer):
+    """The heads: U-Net outputs z, u (B, N, N, C) and the group estimate E (B, N, N, C, 2)
+    [units of ā] → amplitude [object amplitude] and phase [rad], each (B, N, N, C) float32::
+
+        amplitude = ā·max(|E|, floor)·exp(z),   phase = wrap(arg E + phase_max_rad·tanh(u))
+
+    The U-Net learns a multiplicative amplitude correction and a bounded phase correction
+    of the physics estimate; its last convs start near zero, so the model starts at the
+    estimate, whose mean amplitude is ā's (DESIGN §2.7). exp keeps the amplitude > 0 with
+    a relative (unit-free) gradient; z is clipped to :data:`LOG_AMPLITUDE_BOUNDS` only
+    against float32 overflow, and ``floor`` (1e-2 of ā) lets a pixel the estimate puts at
+    0 grow back; the phase is wrapped to [−π, π].
+    """
+
+    def __init__(self, amplitude_estimate: float, phase_max_rad: float, floor: float = 1e-2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not np.isfinite(amplitude_estimate) or amplitude_estimate <= 0:
+            raise ValueError(f"amplitude_estimate: expected a finite value > 0, got {amplitude_estimate}")
+        if not phase_max_rad > 0:
+            raise ValueError(f"phase_max_rad: expected > 0, got {phase_max_rad}")
+        self.amplitude_estimate, self.phase_max_rad, self.floor = float(amplitude_estimate), float(phase_max_rad), float(floor)
+
+    def call(self, z: Any, u: Any, estimate: Any) -> tuple[Any, Any]:
+        er, ei = estimate[..., 0], estimate[..., 1]
+        lo, hi = LOG_AMPLITUDE_BOUNDS
+        mag = ops.maximum(ops.sqrt(er * er + ei * ei), self.floor)
+        amplitude = self.amplitude_estimate * mag * ops.exp(ops.clip(z, lo, hi))
+        phase = ops.arctan2(ei, er) + self.phase_max_rad * ops.tanh(u)
+        return amplitude, ops.arctan2(ops.sin(phase), ops.cos(phase))  # wrapped to [-π, π]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "amplitude_estimate": self.amplitude_estimate,
+                "phase_max_rad": self.phase_max_rad, "floor": self.floor}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FoldMembers(layers.Layer):
-    """Per-member feature maps [(B, N, N, C) float32, ...] (F of them) → (B·C, N, N, F + 1):
-    member c of group b becomes batch row b·C + c, with the (N, N) overlap weight
-    |P|²/max|P|² (a non-trainable weight) appended as the last channel."""
+    """Per-member features (B, N, N, C, F) float32 → (B·C, N, N, F + 1): member c of group
+    b becomes batch row b·C + c, with the (N, N) overlap weight |P|²/max|P|² (a
+    non-trainable weight) appended as the last channel."""
 
     def __init__(self, weight: np.ndarray | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._weight_init = None if weight is None else np.asarray(weight, dtype=np.float32)
 
-    def build(self, shapes: list) -> None:
-        n = int(shapes[0][1])
+    def build(self, shape: tuple) -> None:
+        n = int(shape[1])
         self.weight_map = self.add_weight(name="weight_map", shape=(n, n), trainable=False,
                                           initializer=_array_initializer(self._weight_init))
 
-    def call(self, features: list) -> Any:
-        first = features[0]
-        n = int(first.shape[1])
-        w = ops.zeros_like(first) + ops.reshape(ops.convert_to_tensor(self.weight_map), (1, n, n, 1))
-        x = ops.stack([*features, w], axis=-1)  # (B, N, N, C, F + 1)
+    def call(self, features: Any) -> Any:
+        n, f = int(features.shape[1]), int(features.shape[-1])
+        w = ops.zeros_like(features[..., :1]) + ops.reshape(ops.convert_to_tensor(self.weight_map), (1, n, n, 1, 1))
+        x = ops.concatenate([features, w], axis=-1)  # (B, N, N, C, F + 1)
         x = ops.transpose(x, (0, 3, 1, 2, 4))  # (B, C, N, N, F + 1)
-        return ops.reshape(x, (-1, n, n, len(features) + 1))
+        return ops.reshape(x, (-1, n, n, f + 1))
 
-    def compute_output_shape(self, shapes: list) -> tuple:
-        b, n, _, c = shapes[0]
-        return (None if b is None else b * c, n, n, len(shapes) + 1)
+    def compute_output_shape(self, shape: tuple) -> tuple:
+        b, n, _, c, f = shape
+        return (None if b is None else b * c, n, n, f + 1)
 
     def get_config(self) -> dict[str, Any]:
         return super().get_config()  # the weight map is a weight, saved with the weights
@@ -466,17 +514,17 @@ def _head_init() -> keras.initializers.Initializer:
     return keras.initializers.VarianceScaling(scale=1e-4, mode="fan_in", distribution="truncated_normal")
 
 
-def unet_heads(features: Any, n_channels: int, filters: int, depth: int, amplitude_estimate: float,
-               phase_max_rad: float) -> tuple[Any, Any]:
-    """Real-space U-Net on symbolic per-member features (B·C, N, N, F) → (amplitude, phase),
-    each (B, N, N, C=n_channels) float32.
+def unet_heads(features: Any, n_channels: int, filters: int, depth: int) -> tuple[Any, Any]:
+    """Real-space U-Net on symbolic per-member features (B·C, N, N, F) → raw maps (z, u),
+    each (B, N, N, C=n_channels) float32, for :class:`RefineEstimate` (PINN) or
+    :class:`AmplitudeActivation`/:class:`PhaseActivation` (bare CNN).
 
     Encoder level i: two 3×3 convs with filters·2^i channels (ReLU), then 2× max-pooling;
     bottleneck filters·2^depth; two decoders (amplitude, phase), each upsampling by 2,
     concatenating the encoder's level-i features (skip) and applying two 3×3 convs. A final
-    3×3 conv per head starts near zero (:func:`_head_init`), so amp ≈ ā and phase ≈ 0 at
-    step 0 (DESIGN §2.7). The C members of a group share all weights (they are folded into
-    the batch axis by :class:`FoldMembers`)."""
+    3×3 conv per head starts near zero (:func:`_head_init`), so z ≈ 0 and u ≈ 0 at step 0.
+    The C members of a group share all weights (they are folded into the batch axis by
+    :class:`FoldMembers`)."""
     x, skips = features, []
     for i in range(depth):
         x = _conv(x, filters * 2 ** i, f"enc{i}")
@@ -493,28 +541,7 @@ def unet_heads(features: Any, n_channels: int, filters: int, depth: int, amplitu
         h = layers.Conv2D(1, 3, padding="same", kernel_initializer=_head_init(),
                           bias_initializer="zeros", name=f"{head}_out")(h)
         heads.append(UnfoldMembers(n_channels, name=f"{head}_members")(h))
-    amp = AmplitudeActivation(amplitude_estimate, name="amplitude_head")(heads[0])
-    phase = PhaseActivation(phase_max_rad, name="phase_head")(heads[1])
-    return amp, phase
-
-
-def network_features(diffraction: Any, offsets: Any, probe: np.ndarray | None, canvas: int,
-                     back_projection_eps: float) -> Any:
-    """The network's physics-based first layers on symbolic inputs: diffraction
-    (B, N, N, C) and offsets (B, C, 2) → per-member features (B·C, N, N, F) float32.
-
-    Features of member c: Re and Im of its back-projection O₀ (:class:`BackProjection`,
-    units of ā); for C > 1 also Re and Im of the group's overlap-merged back-projection
-    re-extracted in c's frame (the same :class:`OverlapConstraint` as the forward model,
-    so the network sees what all C overlapping patterns say about its patch); and the
-    overlap weight |P|²/max|P|² (where the probe lights the patch). F = 3 (C = 1) or 5."""
-    c = int(diffraction.shape[-1])
-    w = None if probe is None else overlap_weight(probe)
-    re, im = BackProjection(probe, back_projection_eps, name="back_projection")(diffraction)
-    feats = [re, im]
-    if c > 1:
-        feats += list(OverlapConstraint(canvas, w, name="overlap_features")(re, im, offsets))
-    return FoldMembers(w, name="member_features")(feats)
+    return heads[0], heads[1]
 
 
 def physics_layers(amplitude: Any, phase: Any, offsets: Any, probe: np.ndarray | None,
@@ -540,12 +567,16 @@ def model_inputs(n: int, c: int) -> dict[str, Any]:
 
 def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: float,
                 probe: np.ndarray, amplitude_estimate: float, canvas: int,
-                tv_weight: float = 0.0, back_projection_eps: float = 0.1) -> keras.Model:
+                estimate_iterations: int = 1, estimate_momentum: float = 0.0,
+                tv_weight: float = 0.0) -> keras.Model:
     """The PINN: inputs {"diffraction" (B,N,N,C), "offsets" (B,C,2)} → outputs {"counts"
     λ̂ [counts], "amplitude" [object amplitude], "phase" [rad]}, each (B, N, N, C) float32.
 
-    probe: P_abs (N, N) complex; amplitude_estimate: ā; canvas: merge canvas side
-    (:func:`merge_canvas`; unused for C = 1). Raises ValueError on inconsistent sizes.
+    probe: P_abs (N, N) complex; amplitude_estimate: ā; canvas: group canvas side
+    (:func:`merge_canvas`; unused for C = 1); estimate_iterations, estimate_momentum: the
+    physics input layer (:class:`GroupEstimate`). Layers: "group_estimate" (its output is
+    the input of :func:`head_model`), "member_features", the U-Net, "refine_estimate",
+    then the physics layers. Raises ValueError on inconsistent sizes.
     """
     c = gridsize * gridsize
     if n % (2 ** depth):
@@ -553,8 +584,11 @@ def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: 
     if np.shape(probe) != (n, n):
         raise ValueError(f"probe: expected shape ({n}, {n}), got {np.shape(probe)}")
     inputs = model_inputs(n, c)
-    features = network_features(inputs["diffraction"], inputs["offsets"], probe, canvas, back_projection_eps)
-    amp, phase = unet_heads(features, c, filters, depth, amplitude_estimate, phase_max_rad)
+    estimate = GroupEstimate(probe, canvas, estimate_iterations, estimate_momentum,
+                             name="group_estimate")(inputs["diffraction"], inputs["offsets"])
+    features = FoldMembers(overlap_weight(probe), name="member_features")(estimate)
+    z, u = unet_heads(features, c, filters, depth)
+    amp, phase = RefineEstimate(amplitude_estimate, phase_max_rad, name="refine_estimate")(z, u, estimate)
     if tv_weight > 0:
         amp, phase = TotalVariation(tv_weight, amplitude_estimate, name="total_variation")(amp, phase)
     outputs = physics_layers(amp, phase, inputs["offsets"], probe, canvas)
@@ -565,7 +599,27 @@ def build_model_from_config(cfg: Any, probe: np.ndarray, amplitude_estimate: flo
     """:func:`build_model` from a :class:`ptychopipe.config.TrainConfig`."""
     m = cfg.model
     return build_model(m.N, m.gridsize, m.filters, m.depth, m.phase_max_rad, probe, amplitude_estimate,
-                       canvas, tv_weight=cfg.loss.tv_weight)
+                       canvas, estimate_iterations=m.estimate_iterations, estimate_momentum=m.estimate_momentum,
+                       tv_weight=cfg.loss.tv_weight)
+
+
+def estimate_model(model: keras.Model) -> keras.Model:
+    """The PINN's fixed-physics front: {"diffraction", "offsets"} → the group estimate
+    (B, N, N, C, 2) float32 (no trainable weights)."""
+    return keras.Model(model.input, model.get_layer("group_estimate").output, name=f"{model.name}_estimate")
+
+
+def head_model(model: keras.Model) -> keras.Model:
+    """The PINN after its physics front: {"estimate" (B,N,N,C,2), "offsets" (B,C,2)} →
+    λ̂ "counts" (B, N, N, C). It shares every layer (and weight) with ``model``: training
+    it on precomputed estimates (:func:`estimate_model`) trains ``model``, and
+    ``model`` on the raw inputs computes exactly head(estimate(inputs)). Keras cannot save
+    ``model`` once this sub-model exists: save a fresh build holding its weights
+    (train.fit does)."""
+    with warnings.catch_warnings():  # Keras asks dict keys to match tensor names, which inner tensors lack
+        warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
+        return keras.Model({"estimate": model.get_layer("group_estimate").output, "offsets": model.input["offsets"]},
+                           model.output["counts"], name=f"{model.name}_head")
 
 
 def training_model(model: keras.Model) -> keras.Model:
@@ -576,12 +630,15 @@ def training_model(model: keras.Model) -> keras.Model:
 
 def build_cnn(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: float,
               amplitude_estimate: float) -> keras.Model:
-    """The bare U-Net (no physics layers: no back-projection, merge or far field), for the
+    """The bare U-Net (no physics layers: no group estimate, merge or far field), for the
     throughput benchmark: diffraction (B, N, N, C) → {"amplitude", "phase"} (B, N, N, C)."""
     c = gridsize * gridsize
     x = keras.Input((n, n, c), name="diffraction")
-    features = FoldMembers(np.ones((n, n), np.float32), name="member_features")([x])
-    amp, phase = unet_heads(features, c, filters, depth, amplitude_estimate, phase_max_rad)
+    features = FoldMembers(np.ones((n, n), np.float32), name="member_features")(
+        layers.Reshape((n, n, c, 1), name="one_feature")(x))
+    z, u = unet_heads(features, c, filters, depth)
+    amp = AmplitudeActivation(amplitude_estimate, name="amplitude_head")(z)
+    phase = PhaseActivation(phase_max_rad, name="phase_head")(u)
     return keras.Model(x, {"amplitude": amp, "phase": phase}, name="cnn")
 
 
@@ -613,4 +670,4 @@ def model_canvas(model: keras.Model) -> int | None:
 
 def model_amplitude_estimate(model: keras.Model) -> float:
     """ā baked into the amplitude head of a PINN [object amplitude]."""
-    return float(model.get_layer("amplitude_head").amplitude_estimate)
+    return float(model.get_layer("refine_estimate").amplitude_estimate)

@@ -32,7 +32,7 @@ import numpy as np
 
 from .artifacts import Array, Normalized, atomic_path, read_normalized, write_artifact, write_json_atomic
 from .config import TrainConfig
-from .model import PoissonLoss, build_model_from_config, merge_canvas, training_model
+from .model import PoissonLoss, build_model_from_config, estimate_model, head_model, merge_canvas
 from .telemetry import array_stats, check_finite, check_nonnegative
 
 STAGE = "train"
@@ -85,21 +85,42 @@ def configure_backend(deterministic: bool = True) -> dict[str, Any]:
 @dataclass(frozen=True)
 class GroupArrays:
     """One split's model inputs and targets. inputs (B, N, N, C) float32 [a·photons^0.5];
-    offsets (B, C, 2) float32 [x, y] px; counts (B, N, N, C) float32 [counts]."""
+    offsets (B, C, 2) float32 [x, y] px; counts (B, N, N, C) float32 [counts]; estimate
+    (B, N, N, C, 2) float32 [units of ā], the PINN's fixed-physics group estimate
+    (:func:`with_estimate`), or None before it is computed."""
 
     inputs: np.ndarray
     offsets: np.ndarray
     counts: np.ndarray
+    estimate: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
 
     def x(self, idx: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
-        """Model input dict of the groups ``idx``."""
+        """Input dict of the whole PINN for the groups ``idx``."""
         return {"diffraction": self.inputs[idx], "offsets": self.offsets[idx]}
 
+    def head_x(self, idx: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
+        """Input dict of :func:`ptychopipe.model.head_model` for the groups ``idx``."""
+        if self.estimate is None:
+            raise ValueError("GroupArrays.head_x: no estimate; compute it with with_estimate()")
+        return {"estimate": self.estimate[idx], "offsets": self.offsets[idx]}
+
     def subset(self, idx: np.ndarray) -> "GroupArrays":
-        return GroupArrays(self.inputs[idx], self.offsets[idx], self.counts[idx])
+        return GroupArrays(self.inputs[idx], self.offsets[idx], self.counts[idx],
+                           None if self.estimate is None else self.estimate[idx])
+
+
+def with_estimate(data: GroupArrays, model: keras.Model, batch_size: int) -> GroupArrays:
+    """``data`` with the PINN's group estimate (:func:`ptychopipe.model.estimate_model`)
+    of every group. It has no trainable weights, so it is computed once per training run
+    instead of at every step."""
+    if len(data) == 0:
+        return GroupArrays(data.inputs, data.offsets, data.counts,
+                           np.zeros((*data.inputs.shape, 2), np.float32))
+    est = estimate_model(model).predict(data.x(), batch_size=batch_size, verbose=0)
+    return GroupArrays(data.inputs, data.offsets, data.counts, np.asarray(est, dtype=np.float32))
 
 
 def group_arrays(norm: Normalized, split: str) -> GroupArrays:
@@ -160,7 +181,8 @@ class GroupBatches(keras.utils.PyDataset):
 
     def __getitem__(self, i: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         idx = self.batch_indices(i)
-        return self.data.x(idx), self.data.counts[idx]
+        x = self.data.x(idx) if self.data.estimate is None else self.data.head_x(idx)
+        return x, self.data.counts[idx]
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -308,7 +330,11 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
     keras.utils.set_random_seed(cfg.seed)
     canvas = merge_canvas(n, max_abs_offset(norm)) if c > 1 else n
     model = build_model_from_config(cfg, norm.probe, norm.amplitude_estimate, canvas)
-    trainer = training_model(model)
+    t_est = time.perf_counter()
+    train_set = with_estimate(train_set, model, 64)
+    val_set = with_estimate(val_set, model, 64)
+    estimate_seconds = time.perf_counter() - t_est
+    trainer = head_model(model)  # trains on the precomputed estimates; shares model's weights
     batches = GroupBatches(train_set, cfg.batch_size, cfg.seed)
     steps = len(batches) * cfg.epochs
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -324,12 +350,17 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
     log(f"[train] {scenario}: {len(train_set)} training groups, {len(val_set)} validation groups, "
         f"C = {c}, N = {n}, {model.count_params()} parameters, canvas {canvas} px, "
         f"backend {backend_info['backend']} ({backend_info.get('backend_version', '?')}), "
-        f"threads {backend_info['intra_op_threads'] or 'default'}, deterministic {deterministic}")
+        f"threads {backend_info['intra_op_threads'] or 'default'}, deterministic {deterministic}; "
+        f"group estimate ({cfg.model.estimate_iterations} iterations) of all groups in {estimate_seconds:.1f} s")
     t0 = time.perf_counter()
     trainer.fit(batches, epochs=cfg.epochs, verbose=0,
-                validation_data=(val_set.x(), val_set.counts) if has_val else None,
+                validation_data=(val_set.head_x(), val_set.counts) if has_val else None,
                 validation_batch_size=cfg.batch_size, callbacks=[guard, epoch_log, stopper])
     wall = time.perf_counter() - t0
+    # A Keras model whose layers also serve a sub-model built from an intermediate tensor
+    # (head_model) can no longer be saved, so the result is a fresh build with the weights.
+    trained, model = model, build_model_from_config(cfg, norm.probe, norm.amplitude_estimate, canvas)
+    model.set_weights(trained.get_weights())
     history = {k: np.asarray(v, dtype=np.float64) for k, v in epoch_log.history.items()}
     epochs_run = len(history["loss"])
     monitor = history["val_loss"] if has_val else history["loss"]
@@ -338,6 +369,7 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
     train_s = len(train_set) / np.maximum(history["samples_per_second"], 1e-300)
     attrs = {
         "train_seconds": float(wall),
+        "estimate_seconds": float(estimate_seconds),
         # steady state: groups per second of the training phases of epochs 2.. (epoch 1
         # includes tracing/compilation); samples_per_second_all counts every epoch
         "samples_per_second": float(len(train_set) * len(train_s[steady]) / train_s[steady].sum())

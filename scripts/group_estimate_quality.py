@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Score the PINN's physics input alone: the group estimate, stitched, against the truth.
+
+The PINN's first layer (model.GroupEstimate → physics.group_estimate) solves each test
+group's small ptychography problem with fixed physics; the U-Net then learns a correction.
+This script stitches the estimate of every test group as the stitch stage would and scores
+it with the compare stage's own code, so a reconstruction can be compared with its
+network-free starting point (docs/quality.md). NumPy, float64.
+
+Usage (results/<scenario>/{simulated,normalized}.h5 of a run, e.g. a scratch DAG):
+    python scripts/group_estimate_quality.py RESULTS_DIR SCENARIO [--iterations 50] [--momentum 0.9]
+Prints one line: iterations, seconds, stitched amplitude r / SSIM / bias, phase r.
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ptychopipe import compare, physics, stitch
+from ptychopipe.artifacts import read_normalized, read_simulated
+from ptychopipe.config import CompareConfig
+from ptychopipe.model import estimate_probe, merge_canvas
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path)
+    ap.add_argument("scenario")
+    ap.add_argument("--iterations", type=int, default=50)
+    ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--chunk", type=int, default=64, help="groups per batch")
+    a = ap.parse_args()
+    d = a.results / a.scenario
+    sim, norm = read_simulated(d / "simulated.h5"), read_normalized(d / "normalized.h5")
+    test = norm.sets["test"]
+    n, c = norm.probe.shape[0], test.indices.shape[1]
+    canvas = merge_canvas(n, max(float(np.abs(s.offsets).max()) for s in norm.sets.values())) if c > 1 else n
+    pe = estimate_probe(norm.probe)
+    t0 = time.perf_counter()
+    patches = []
+    for s in range(0, len(test.indices), a.chunk):
+        sl = slice(s, s + a.chunk)
+        re, im = physics.group_estimate(np.moveaxis(test.amplitude[sl], -1, 1).astype(np.float64),
+                                        test.offsets[sl, :, 0], test.offsets[sl, :, 1], (pe.real, pe.imag),
+                                        canvas, a.iterations, a.momentum)
+        patches.append((re + 1j * im) * norm.amplitude_estimate)  # units of ā → object units
+    seconds = time.perf_counter() - t0
+    obj = np.concatenate(patches).reshape(-1, n, n)
+    st = stitch.stitch_patches(obj, sim.positions[test.indices.ravel()], stitch.patch_weight("probe_intensity",
+                                                                                            norm.probe, n))
+    ev = compare.evaluate(st.object, st.coverage, sim.object, st.geometry.origin_x, st.geometry.origin_y,
+                          CompareConfig(coverage_threshold=0.5, frc_threshold="half_bit", ratio_tolerance=0.05,
+                                        register=False))
+    m = ev.metrics
+    print(f"{a.scenario}: group estimate, {a.iterations} iterations, momentum {a.momentum}: "
+          f"{len(test.indices)} test groups in {seconds:.0f} s; stitched amplitude r {m['amplitude']['pearson_r']:.3f} "
+          f"SSIM {m['amplitude']['ssim']:.3f} bias {ev.amplitude_bias:.3f}; phase r {m['phase']['pearson_r']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
