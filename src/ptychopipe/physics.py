@@ -94,30 +94,6 @@ def inverse_far_field(fr: Any, fi: Any, ops: Any = NUMPY_OPS) -> Pair:
     return pr * n, pi * n
 
 
-def back_projection_operators(probe: np.ndarray, eps: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed operators of the network's physics-based first layer (model.BackProjection).
-
-    probe: P (N, N) complex. Returns (phasor, inverse), each (N, N) complex128:
-    phasor = exp(i·arg F_P), the phase of the probe's far field F_P = far_field(P), and
-    inverse = conj(P) / (|P|² + eps·max|P|²) · 2‖P‖/N, a regularised division by the probe.
-
-    Applied to a normalised measured amplitude X = a·sqrt(n) (DESIGN §2.4), the object
-    estimate O₀ = inverse_far_field(X·phasor)·inverse is in units of ā (DESIGN §2.7):
-    a·ā = (N/2)/‖P_abs‖ whatever the dose, hence the factor 2‖P‖/N. O₀ is the first step of
-    an iterative phase retrieval started from the probe's own far-field phase (for a
-    weak object, F ≈ F_P + small, so the measured amplitude with F_P's phase is a holographic
-    estimate); the network refines it in real space.
-    """
-    p = np.asarray(probe, dtype=np.complex128)
-    n = p.shape[-1]
-    fr, fi = far_field(p.real, p.imag)
-    fp = fr + 1j * fi
-    phasor = np.where(np.abs(fp) > 0, fp / np.maximum(np.abs(fp), 1e-300), 1.0)
-    i = np.abs(p) ** 2
-    inverse = np.conj(p) / (i + eps * i.max()) * (2.0 * np.sqrt(i.sum()) / n)
-    return phasor, inverse
-
-
 def expected_counts(probe: Pair, obj: Pair, ops: Any = NUMPY_OPS) -> Any:
     """λ = |fftshift(fft2(P · O)) / N|²  (DESIGN §2.2–2.3, §2.5).
 
