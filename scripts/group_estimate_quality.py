@@ -5,10 +5,11 @@ The PINN's first layer (model.GroupEstimate → physics.group_estimate) solves e
 group's small ptychography problem with fixed physics; the U-Net then learns a correction.
 This script stitches the estimate of every test group as the stitch stage would and scores
 it with the compare stage's own code, so a reconstruction can be compared with its
-network-free starting point (docs/quality.md). NumPy, float64.
+network-free starting point (docs/quality.md). NumPy, float64; with --keras, the model's
+own layer (model.GroupEstimate, float32) on the Keras backend (KERAS_BACKEND=jax on a GPU).
 
 Usage (results/<scenario>/{simulated,normalized}.h5 of a run, e.g. a scratch DAG):
-    python scripts/group_estimate_quality.py RESULTS_DIR SCENARIO [--iterations 50] [--momentum 0.9]
+    python scripts/group_estimate_quality.py RESULTS_DIR SCENARIO [--iterations 50] [--momentum 0.9] [--keras]
 Prints one line: iterations, seconds, stitched amplitude r / SSIM / bias, phase r.
 """
 
@@ -31,6 +32,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=50)
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--chunk", type=int, default=64, help="groups per batch")
+    ap.add_argument("--keras", action="store_true", help="run model.GroupEstimate on the Keras backend")
     a = ap.parse_args()
     d = a.results / a.scenario
     sim, norm = read_simulated(d / "simulated.h5"), read_normalized(d / "normalized.h5")
@@ -40,7 +42,17 @@ def main() -> None:
     pe = estimate_probe(norm.probe)
     t0 = time.perf_counter()
     patches = []
-    for s in range(0, len(test.indices), a.chunk):
+    if a.keras:
+        import keras
+
+        from ptychopipe.model import GroupEstimate
+
+        x_in, off_in = keras.Input((n, n, c)), keras.Input((c, 2))
+        layer = GroupEstimate(norm.probe, canvas, a.iterations, a.momentum)
+        est = keras.Model([x_in, off_in], layer(x_in, off_in)).predict(
+            [test.amplitude.astype(np.float32), test.offsets.astype(np.float32)], batch_size=a.chunk, verbose=0)
+        patches.append(np.moveaxis(est[..., 0] + 1j * est[..., 1], -1, 1) * norm.amplitude_estimate)
+    for s in range(0, len(test.indices) if not a.keras else 0, a.chunk):
         sl = slice(s, s + a.chunk)
         re, im = physics.group_estimate(np.moveaxis(test.amplitude[sl], -1, 1).astype(np.float64),
                                         test.offsets[sl, :, 0], test.offsets[sl, :, 1], (pe.real, pe.imag),

@@ -390,6 +390,9 @@ JAX_SCRIPT = textwrap.dedent("""
     guard = NonFiniteGuard(GroupBatches(data, 1, 0))
     h = t.fit(guard.batches, epochs=2, verbose=0, callbacks=[guard])
     assert guard.failure is None and np.all(np.isfinite(h.history["loss"])), h.history
+    from ptychopipe.train import configure_backend
+    info = configure_backend()
+    assert info["backend"] == "jax" and info["device"] == "cpu: cpu", info
     print("JAX_OK", rel, h.history["loss"])
 """)
 

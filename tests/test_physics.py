@@ -319,3 +319,28 @@ def test_ideal_probe_footprint_is_about_n_over_2():
     profile = inten[n // 2, n // 2:]
     first_min = int(np.argmax(np.diff(profile) > 0))  # first radius where intensity rises again
     assert abs(first_min - n / 4) <= 2, first_min
+
+
+def test_ideal_probe_cannot_tell_a_patch_from_its_twin_but_the_custom_probe_can():
+    """Why gs1_ideal has an accuracy ceiling (docs/quality.md): the ideal probe is real and
+    point-symmetric (P(-r) = P(r), the circular pupil's focus), so a patch O and its twin
+    conj(O(-r)) give identical far-field counts, to round-off. No method that sees one
+    pattern, a network included, can choose between them; the overlap of gridsize 2 and an
+    asymmetric probe (the custom one: counts differ by O(1)) both break the symmetry."""
+    n = 64
+    flip = (-np.arange(n)) % n  # r -> -r on the FFT grid
+    obj = (0.5 + RNG.random((n, n))) * np.exp(1j * RNG.uniform(-1, 1, (n, n)))
+    twin = np.conj(obj[flip][:, flip])
+    ideal = ideal_probe(n, n / 2)
+    assert np.abs(ideal.imag).max() < 1e-12 * np.abs(ideal).max()
+    np.testing.assert_allclose(ideal[flip][:, flip], ideal, atol=1e-12 * np.abs(ideal).max())
+
+    def counts(p, o):
+        return expected_counts((p.real, p.imag), (o.real, o.imag))
+
+    a, b = counts(ideal, obj), counts(ideal, twin)
+    assert np.abs(a - b).max() < 1e-12 * a.max()
+    custom = load_probe(REPO / "data" / "probes" / "custom_probe_64.npz", "probeGuess", n)
+    a, b = counts(custom, obj), counts(custom, twin)
+    assert np.abs(a - b).max() > 0.1 * a.max()
+    assert np.abs(obj - twin).max() > 0.5  # and the twin is a different object

@@ -282,3 +282,7 @@ def test_backend_configuration_reports_threads_and_determinism():
     from tensorflow.python.framework.config import is_op_determinism_enabled
 
     assert is_op_determinism_enabled()
+    import tensorflow as tf
+
+    assert info["device"] == ("cpu" if not tf.config.list_physical_devices("GPU") else info["device"])
+    assert info["device"] == "cpu" or info["device"].startswith("gpu: "), info["device"]

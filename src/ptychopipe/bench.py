@@ -234,7 +234,7 @@ def machine_info() -> dict[str, Any]:
     elif info["backend"] == "jax":
         import jax
 
-        info["devices"] = [d.platform for d in jax.devices()]
+        info["devices"] = sorted({f"{d.platform}: {d.device_kind}" for d in jax.devices()})
     return info
 
 
@@ -268,20 +268,21 @@ def markdown(rows: list[BenchRow], settings: dict[str, Any], info: dict[str, Any
 
 
 def run_cli(configfile: str, preset: str, gridsizes: tuple[int, ...], steps: int, json_out: str | None,
-            deterministic: bool) -> str:
+            deterministic: bool, infer_batch_size: int | None = None) -> str:
     """``ptychopipe bench model``: model sizes from ``configfile``'s preset (first scenario's
-    N, model.*, train.batch_size, infer.batch_size). Returns the markdown; writes JSON if asked."""
+    N, model.*, train.batch_size, infer.batch_size; ``infer_batch_size`` overrides the last).
+    Returns the markdown; writes JSON if asked."""
     from .config import load_scenarios
 
     params = next(iter(load_scenarios(configfile, preset).values()))
     settings = {"preset": preset, "N": params["N"], "filters": params["model"]["filters"],
                 "depth": params["model"]["depth"], "batch_size": params["train"]["batch_size"],
-                "infer_batch_size": params["infer"]["batch_size"], "steps": steps,
+                "infer_batch_size": infer_batch_size or params["infer"]["batch_size"], "steps": steps,
                 "estimate_iterations": params["model"]["estimate_iterations"],
                 "estimate_momentum": params["model"]["estimate_momentum"], "deterministic": deterministic}
     rows = bench_model(n=params["N"], filters=params["model"]["filters"], depth=params["model"]["depth"],
                        gridsizes=gridsizes, batch_size=params["train"]["batch_size"],
-                       infer_batch_size=params["infer"]["batch_size"], steps=steps, deterministic=deterministic,
+                       infer_batch_size=settings["infer_batch_size"], steps=steps, deterministic=deterministic,
                        estimate_iterations=params["model"]["estimate_iterations"],
                        estimate_momentum=params["model"]["estimate_momentum"])
     info = machine_info()

@@ -113,7 +113,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import run_cli
 
     print(run_cli(args.configfile, args.preset, tuple(args.gridsize), args.steps, args.json,
-                  deterministic=not args.no_deterministic), end="")
+                  deterministic=not args.no_deterministic, infer_batch_size=args.infer_batch_size), end="")
     return 0
 
 
@@ -245,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", default="full", help="preset whose N, model.*, batch sizes are benchmarked")
     b.add_argument("--gridsize", type=int, nargs="+", default=[1, 2])
     b.add_argument("--steps", type=int, default=10, help="timed training steps per model")
+    b.add_argument("--infer-batch-size", type=int, default=None,
+                   help="inference batch size (default: the preset's infer.batch_size); a GPU wants large ones")
     b.add_argument("--json", default=None, help="also write the results as JSON here")
     b.add_argument("--no-deterministic", action="store_true",
                    help="leave TensorFlow op determinism off (the train stage turns it on; XLA is then used)")

@@ -53,6 +53,8 @@ def configure_backend(deterministic: bool = True) -> dict[str, Any]:
     imported (TensorFlow reads them at start-up; they are also applied through
     ``tf.config.threading`` here when the runtime is not yet initialised). For JAX the
     CLI's ``XLA_FLAGS`` apply. ``deterministic`` enables TensorFlow op determinism.
+    ``device`` names what the backend computes on (e.g. "gpu: NVIDIA H100 80GB HBM3" or
+    "cpu"), so every train.h5 says which hardware its timings come from.
     """
     backend = keras.backend.backend()
     intra = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0") or 0)
@@ -72,10 +74,15 @@ def configure_backend(deterministic: bool = True) -> dict[str, Any]:
         if deterministic:
             tf.config.experimental.enable_op_determinism()
         info["backend_version"] = tf.__version__
+        gpus = tf.config.list_physical_devices("GPU")
+        names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+        info["device"] = f"gpu: {', '.join(names)}" if names else "cpu"
     elif backend == "jax":
         import jax
 
         info["backend_version"] = jax.__version__
+        devices = jax.devices()
+        info["device"] = f"{devices[0].platform}: " + ", ".join(sorted({d.device_kind for d in devices}))
     return info
 
 
