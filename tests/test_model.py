@@ -392,7 +392,7 @@ JAX_SCRIPT = textwrap.dedent("""
     assert guard.failure is None and np.all(np.isfinite(h.history["loss"])), h.history
     from ptychopipe.train import configure_backend
     info = configure_backend()
-    assert info["backend"] == "jax" and info["device"] == "cpu: cpu", info
+    assert info["backend"] == "jax" and info["device"].startswith("cpu: ") and "CPUs" in info["device"], info
     print("JAX_OK", rel, h.history["loss"])
 """)
 

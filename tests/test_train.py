@@ -124,6 +124,7 @@ def test_run_writes_model_and_history(ci_gs1, tmp_path, capsys):
     assert h.attrs["nan_status"] == "ok"
     assert h.attrs["train_seconds"] > 0 and h.attrs["samples_per_second"] > 0
     assert h.attrs["config_json"] == to_json(cfg) and h.attrs["stage"] == "train"
+    assert h.attrs["backend"] == keras.backend.backend() and str(h.attrs["device"]).startswith(("cpu: ", "gpu: "))
     stats, ratios = read_telemetry(hist)
     assert "history/loss" in stats
     for k in ("predicted_over_measured_counts", "amplitude_mean_over_estimate", "final_over_initial_loss"):
@@ -284,5 +285,8 @@ def test_backend_configuration_reports_threads_and_determinism():
     assert is_op_determinism_enabled()
     import tensorflow as tf
 
-    assert info["device"] == ("cpu" if not tf.config.list_physical_devices("GPU") else info["device"])
-    assert info["device"] == "cpu" or info["device"].startswith("gpu: "), info["device"]
+    from ptychopipe.telemetry import cpu_description
+
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert info["device"].startswith("gpu: ") if gpu else info["device"] == f"cpu: {cpu_description()}", info
+    assert f"{os.cpu_count()} CPUs" in cpu_description()

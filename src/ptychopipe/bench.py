@@ -40,6 +40,7 @@ import numpy as np
 
 from .model import PoissonLoss, build_cnn, build_model, head_model, merge_canvas
 from .simulate import ideal_probe
+from .telemetry import cpu_model
 from .train import GroupArrays, GroupBatches, NonFiniteGuard, configure_backend, with_estimate
 
 
@@ -222,11 +223,7 @@ def machine_info() -> dict[str, Any]:
     """Backend, versions, CPU and thread settings of this run."""
     info = {"backend": keras.backend.backend(), "keras": keras.__version__, "machine": platform.machine(),
             "cpus": os.cpu_count(), "threads": os.environ.get("TF_NUM_INTRAOP_THREADS", "default")}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    except OSError:
-        info["cpu"] = platform.processor()
+    info["cpu"] = cpu_model()
     if info["backend"] == "tensorflow":
         import tensorflow as tf
 

@@ -400,18 +400,10 @@ QUALITY_HEADER = ("scenario", "preset", "nphotons", "amplitude bias", "amplitude
 
 
 def _host_description() -> str:
-    """CPU of the machine running this (platform.processor() or machine(), the model name from
-    /proc/cpuinfo where there is one, os.cpu_count())."""
-    import platform
+    """CPU of the machine running this (:func:`ptychopipe.telemetry.cpu_description`)."""
+    from .telemetry import cpu_description
 
-    model = ""
-    try:
-        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                      if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    name = platform.processor() or platform.machine() or "unknown CPU"
-    return f"{name}{' ' + model if model else ''}, {os.cpu_count()} CPUs"
+    return cpu_description()
 
 
 def quality_rows(results: str | Path, configfile: str | Path, preset: str,

@@ -9,6 +9,8 @@ numbers, so a failure says where it happened instead of surfacing as NaN later.
 
 from __future__ import annotations
 
+import os
+import platform
 from typing import Any
 
 import numpy as np
@@ -85,3 +87,20 @@ def check_nonnegative(stage: str, name: str, arr: np.ndarray) -> None:
     n = int(np.count_nonzero(a < 0))
     if n:
         raise InvariantError(f"[{stage}] {name}: {n} negative values (min {float(a.min()):.6g}); expected >= 0")
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("model name" of /proc/cpuinfo where there is one, else
+    platform.processor() or platform.machine())."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        model = ""
+    return model or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_description() -> str:
+    """What this machine computes on without an accelerator: CPU model and os.cpu_count(),
+    e.g. "Intel(R) Xeon(R) Processor, 2 CPUs"."""
+    return f"{cpu_model()}, {os.cpu_count()} CPUs"

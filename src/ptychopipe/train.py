@@ -33,7 +33,7 @@ import numpy as np
 from .artifacts import Array, Normalized, atomic_path, read_normalized, write_artifact, write_json_atomic
 from .config import TrainConfig
 from .model import PoissonLoss, build_model_from_config, estimate_model, head_model, merge_canvas
-from .telemetry import array_stats, check_finite, check_nonnegative
+from .telemetry import array_stats, check_finite, check_nonnegative, cpu_description
 
 STAGE = "train"
 
@@ -53,8 +53,9 @@ def configure_backend(deterministic: bool = True) -> dict[str, Any]:
     imported (TensorFlow reads them at start-up; they are also applied through
     ``tf.config.threading`` here when the runtime is not yet initialised). For JAX the
     CLI's ``XLA_FLAGS`` apply. ``deterministic`` enables TensorFlow op determinism.
-    ``device`` names what the backend computes on (e.g. "gpu: NVIDIA H100 80GB HBM3" or
-    "cpu"), so every train.h5 says which hardware its timings come from.
+    ``device`` names what the backend computes on ("gpu: NVIDIA H100 80GB HBM3", or "cpu:
+    " and :func:`~ptychopipe.telemetry.cpu_description`), so every train.h5 says which
+    hardware its timings come from.
     """
     backend = keras.backend.backend()
     intra = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0") or 0)
@@ -76,13 +77,14 @@ def configure_backend(deterministic: bool = True) -> dict[str, Any]:
         info["backend_version"] = tf.__version__
         gpus = tf.config.list_physical_devices("GPU")
         names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
-        info["device"] = f"gpu: {', '.join(names)}" if names else "cpu"
+        info["device"] = f"gpu: {', '.join(names)}" if names else f"cpu: {cpu_description()}"
     elif backend == "jax":
         import jax
 
         info["backend_version"] = jax.__version__
         devices = jax.devices()
-        info["device"] = f"{devices[0].platform}: " + ", ".join(sorted({d.device_kind for d in devices}))
+        info["device"] = (f"cpu: {cpu_description()}" if devices[0].platform == "cpu" else
+                          f"{devices[0].platform}: " + ", ".join(sorted({d.device_kind for d in devices})))
     return info
 
 
