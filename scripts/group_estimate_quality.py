@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=64, help="groups per batch")
     ap.add_argument("--keras", action="store_true", help="run model.GroupEstimate on the Keras backend")
     ap.add_argument("--groups", type=int, default=0, help="score M evenly spaced test groups patch by patch")
+    ap.add_argument("--algorithm", default="gradient", choices=["gradient", "difference_map"])
     a = ap.parse_args()
     d = a.results / a.scenario
     sim, norm = read_simulated(d / "simulated.h5"), read_normalized(d / "normalized.h5")
@@ -73,7 +74,7 @@ def main() -> None:
         from ptychopipe.model import GroupEstimate
 
         x_in, off_in = keras.Input((n, n, c)), keras.Input((c, 2))
-        layer = GroupEstimate(norm.probe, canvas, a.iterations, a.momentum)
+        layer = GroupEstimate(norm.probe, canvas, a.iterations, a.momentum, a.algorithm)
         est = keras.Model([x_in, off_in], layer(x_in, off_in)).predict(
             [test.amplitude.astype(np.float32), test.offsets.astype(np.float32)], batch_size=a.chunk, verbose=0)
         patches.append(np.moveaxis(est[..., 0] + 1j * est[..., 1], -1, 1) * norm.amplitude_estimate)
@@ -81,7 +82,7 @@ def main() -> None:
         sl = slice(s, s + a.chunk)
         re, im = physics.group_estimate(np.moveaxis(test.amplitude[sl], -1, 1).astype(np.float64),
                                         test.offsets[sl, :, 0], test.offsets[sl, :, 1], (pe.real, pe.imag),
-                                        canvas, a.iterations, a.momentum)
+                                        canvas, a.iterations, a.momentum, algorithm=a.algorithm)
         patches.append((re + 1j * im) * norm.amplitude_estimate)  # units of ā → object units
     seconds = time.perf_counter() - t0
     obj = np.concatenate(patches).reshape(-1, n, n)
@@ -89,7 +90,7 @@ def main() -> None:
         truth = physics.extract_patches(sim.object, sim.positions[test.indices.ravel()], n, margin=4)
         w = np.abs(norm.probe) ** 2
         r_truth, r_twin = per_patch_r(obj, truth, w > 0.1 * w.max())
-        print(f"{a.scenario}: group estimate, {a.iterations} iterations, momentum {a.momentum}: {len(test.indices)} "
+        print(f"{a.scenario}: group estimate ({a.algorithm}), {a.iterations} iterations, momentum {a.momentum}: {len(test.indices)} "
               f"test groups in {seconds:.0f} s; per-patch amplitude r over lit pixels: {r_truth:.3f} with the truth, "
               f"{r_twin:.3f} with its twin")
         return
@@ -99,7 +100,7 @@ def main() -> None:
                           CompareConfig(coverage_threshold=0.5, frc_threshold="half_bit", ratio_tolerance=0.05,
                                         register=False))
     m = ev.metrics
-    print(f"{a.scenario}: group estimate, {a.iterations} iterations, momentum {a.momentum}: "
+    print(f"{a.scenario}: group estimate ({a.algorithm}), {a.iterations} iterations, momentum {a.momentum}: "
           f"{len(test.indices)} test groups in {seconds:.0f} s; stitched amplitude r {m['amplitude']['pearson_r']:.3f} "
           f"SSIM {m['amplitude']['ssim']:.3f} bias {ev.amplitude_bias:.3f}; phase r {m['phase']['pearson_r']:.3f}")
 

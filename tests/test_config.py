@@ -56,6 +56,9 @@ BAD = [
      r"cfg\.yaml: defaults\.model\.estimate_iterations: 0 is less than the minimum of 1"),
     ("estimate_momentum 1", lambda r: _set(r, "presets.quick.model", {"estimate_momentum": 1.0}), None,
      r"cfg\.yaml: presets\.quick\.model\.estimate_momentum: 1\.0 is greater than or equal to the maximum of 1"),
+    ("estimate_algorithm unknown", lambda r: _set(r, "scenarios.gs2_ideal.model", {"estimate_algorithm": "hio"}),
+     None, r"cfg\.yaml: scenarios\.gs2_ideal\.model\.estimate_algorithm: 'hio' is not one of "
+           r"\['gradient', 'difference_map'\]"),
     ("N not allowed", lambda r: _set(r, "defaults.N", 48), None,
      r"cfg\.yaml: defaults\.N: 48 is not one of \[32, 64, 128, 256\]"),
     ("scenario name with /", lambda r: _set(r, "scenarios", {**r["scenarios"], "a/b": {}}), None,

@@ -159,7 +159,8 @@ class _CnnBatches(keras.utils.PyDataset):
 def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple[int, ...] = (1, 2),
                 batch_size: int = 16, infer_batch_size: int = 64, steps: int = 10, repeats: int = 3,
                 max_offset: float = 14.0, deterministic: bool = True, seed: int = 0,
-                estimate_iterations: int = 200, estimate_momentum: float = 0.9) -> list[BenchRow]:
+                estimate_iterations: int = 200, estimate_momentum: float = 0.9,
+                estimate_algorithm: str = "gradient") -> list[BenchRow]:
     """Benchmark the PINN and the bare CNN for each gridsize (see module docstring).
 
     After a warm-up (tracing/compilation) of every model, PINN and CNN epochs of ``steps``
@@ -179,7 +180,8 @@ def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple
         offsets = (rng.uniform(-max_offset, max_offset, (m, c, 2)) if c > 1 else np.zeros((m, 1, 2)))
         data = GroupArrays(np.sqrt(counts) * 0.05, offsets.astype(np.float32), counts)
         keras.utils.set_random_seed(seed)
-        pinn = build_model(n, gs, filters, depth, np.pi, probe, 1.0, canvas, estimate_iterations, estimate_momentum)
+        pinn = build_model(n, gs, filters, depth, np.pi, probe, 1.0, canvas, estimate_iterations, estimate_momentum,
+                           estimate_algorithm=estimate_algorithm)
         trainer = head_model(pinn)  # as the train stage: steps on precomputed group estimates
         trainer.compile(optimizer=keras.optimizers.Adam(1e-4), loss=PoissonLoss(50.0 * n * n))
         train_set = GroupArrays(data.inputs[:batch_size * steps], data.offsets[:batch_size * steps],
@@ -276,12 +278,14 @@ def run_cli(configfile: str, preset: str, gridsizes: tuple[int, ...], steps: int
                 "depth": params["model"]["depth"], "batch_size": params["train"]["batch_size"],
                 "infer_batch_size": infer_batch_size or params["infer"]["batch_size"], "steps": steps,
                 "estimate_iterations": params["model"]["estimate_iterations"],
-                "estimate_momentum": params["model"]["estimate_momentum"], "deterministic": deterministic}
+                "estimate_momentum": params["model"]["estimate_momentum"],
+                "estimate_algorithm": params["model"]["estimate_algorithm"], "deterministic": deterministic}
     rows = bench_model(n=params["N"], filters=params["model"]["filters"], depth=params["model"]["depth"],
                        gridsizes=gridsizes, batch_size=params["train"]["batch_size"],
                        infer_batch_size=settings["infer_batch_size"], steps=steps, deterministic=deterministic,
                        estimate_iterations=params["model"]["estimate_iterations"],
-                       estimate_momentum=params["model"]["estimate_momentum"])
+                       estimate_momentum=params["model"]["estimate_momentum"],
+                       estimate_algorithm=params["model"]["estimate_algorithm"])
     info = machine_info()
     text = markdown(rows, settings, info)
     if json_out:

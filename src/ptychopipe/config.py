@@ -96,6 +96,7 @@ class ModelConfig:
     phase_max_rad: float
     estimate_iterations: int
     estimate_momentum: float
+    estimate_algorithm: str = "gradient"
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,8 @@ def stage_config(params: Mapping[str, Any], stage: str):
             model=ModelConfig(N=int(p["N"]), gridsize=int(p["gridsize"]), filters=int(m["filters"]),
                               depth=int(m["depth"]), phase_max_rad=float(m["phase_max_rad"]),
                               estimate_iterations=int(m["estimate_iterations"]),
-                              estimate_momentum=float(m["estimate_momentum"])),
+                              estimate_momentum=float(m["estimate_momentum"]),
+                              estimate_algorithm=str(m["estimate_algorithm"])),
             batch_size=int(t["batch_size"]), epochs=int(t["epochs"]),
             learning_rate=float(t["learning_rate"]), min_learning_rate=float(t["min_learning_rate"]),
             validation_fraction=float(t["validation_fraction"]),

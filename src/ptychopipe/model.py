@@ -291,7 +291,8 @@ class GroupEstimate(layers.Layer):
     (B, C, 2) → the group's object estimate (B, N, N, C, 2) float32 [Re, Im, units of ā].
 
     ``iterations`` steps of known-probe ptychography on the group's own canvas
-    (:func:`physics.group_estimate`, from the flat object 1 with Nesterov ``momentum``),
+    (:func:`physics.group_estimate`, from the flat object 1: ``algorithm`` "gradient", with
+    Nesterov ``momentum``, or "difference_map", :func:`physics.difference_map_estimate`),
     using the probe in input units (:func:`estimate_probe`, a non-trainable weight saved
     with the model). Parameter-free and data-independent of the weights, so the train
     stage computes it once per group (:func:`estimate_model`) instead of every step.
@@ -306,8 +307,12 @@ class GroupEstimate(layers.Layer):
     """
 
     def __init__(self, probe: np.ndarray | None = None, canvas: int = 0, iterations: int = 1,
-                 momentum: float = 0.0, **kwargs: Any) -> None:
+                 momentum: float = 0.0, algorithm: str = "gradient", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if algorithm not in physics.ESTIMATE_ALGORITHMS:
+            raise ValueError(f"model.estimate_algorithm: expected one of {list(physics.ESTIMATE_ALGORITHMS)}, "
+                             f"got {algorithm!r}")
+        self.algorithm = str(algorithm)
         if int(iterations) < 1:
             raise ValueError(f"model.estimate_iterations: expected >= 1, got {iterations}")
         if not 0.0 <= float(momentum) < 1.0:
@@ -330,7 +335,7 @@ class GroupEstimate(layers.Layer):
         offsets = ops.cast(offsets, x.dtype)
         probe = (ops.convert_to_tensor(self.probe_re), ops.convert_to_tensor(self.probe_im))
         re, im = physics.group_estimate(_to_cf(x), offsets[..., 0], offsets[..., 1], probe, self.canvas,
-                                        self.iterations, self.momentum, ops=ops)
+                                        self.iterations, self.momentum, ops=ops, algorithm=self.algorithm)
         return ops.stack([_to_cl(re), _to_cl(im)], axis=-1)
 
     def compute_output_shape(self, x_shape: tuple, offsets_shape: tuple | None = None) -> tuple:
@@ -338,7 +343,7 @@ class GroupEstimate(layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "canvas": self.canvas, "iterations": self.iterations,
-                "momentum": self.momentum}  # the probe is a weight
+                "momentum": self.momentum, "algorithm": self.algorithm}  # the probe is a weight
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -568,13 +573,14 @@ def model_inputs(n: int, c: int) -> dict[str, Any]:
 def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: float,
                 probe: np.ndarray, amplitude_estimate: float, canvas: int,
                 estimate_iterations: int = 1, estimate_momentum: float = 0.0,
-                tv_weight: float = 0.0) -> keras.Model:
+                tv_weight: float = 0.0, estimate_algorithm: str = "gradient") -> keras.Model:
     """The PINN: inputs {"diffraction" (B,N,N,C), "offsets" (B,C,2)} → outputs {"counts"
     λ̂ [counts], "amplitude" [object amplitude], "phase" [rad]}, each (B, N, N, C) float32.
 
     probe: P_abs (N, N) complex; amplitude_estimate: ā; canvas: group canvas side
-    (:func:`merge_canvas`; unused for C = 1); estimate_iterations, estimate_momentum: the
-    physics input layer (:class:`GroupEstimate`). Layers: "group_estimate" (its output is
+    (:func:`merge_canvas`; unused for C = 1); estimate_iterations, estimate_momentum,
+    estimate_algorithm ("gradient" | "difference_map"): the physics input layer
+    (:class:`GroupEstimate`). Layers: "group_estimate" (its output is
     the input of :func:`head_model`), "member_features", the U-Net, "refine_estimate",
     then the physics layers. Raises ValueError on inconsistent sizes.
     """
@@ -584,7 +590,7 @@ def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: 
     if np.shape(probe) != (n, n):
         raise ValueError(f"probe: expected shape ({n}, {n}), got {np.shape(probe)}")
     inputs = model_inputs(n, c)
-    estimate = GroupEstimate(probe, canvas, estimate_iterations, estimate_momentum,
+    estimate = GroupEstimate(probe, canvas, estimate_iterations, estimate_momentum, estimate_algorithm,
                              name="group_estimate")(inputs["diffraction"], inputs["offsets"])
     features = FoldMembers(overlap_weight(probe), name="member_features")(estimate)
     z, u = unet_heads(features, c, filters, depth)
@@ -600,7 +606,7 @@ def build_model_from_config(cfg: Any, probe: np.ndarray, amplitude_estimate: flo
     m = cfg.model
     return build_model(m.N, m.gridsize, m.filters, m.depth, m.phase_max_rad, probe, amplitude_estimate,
                        canvas, estimate_iterations=m.estimate_iterations, estimate_momentum=m.estimate_momentum,
-                       tv_weight=cfg.loss.tv_weight)
+                       tv_weight=cfg.loss.tv_weight, estimate_algorithm=m.estimate_algorithm)
 
 
 def estimate_model(model: keras.Model) -> keras.Model:

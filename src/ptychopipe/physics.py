@@ -61,6 +61,15 @@ NUMPY_OPS = SimpleNamespace(
     dtype=lambda x: str(np.asarray(x).dtype),
     convert_to_tensor=lambda x, dtype=None: np.asarray(x, dtype=dtype),
     fori_loop=lambda lower, upper, body, state: _np_fori_loop(lower, upper, body, state),
+    floor=np.floor,
+    cast=lambda x, dtype: np.asarray(x).astype(dtype),
+    cumsum=np.cumsum,
+    ones_like=np.ones_like,
+    reshape=np.reshape,
+    shape=np.shape,
+    take=lambda x, indices: np.take(x, indices),
+    segment_sum=lambda data, segment_ids, num_segments: np.bincount(
+        np.ravel(segment_ids), weights=np.ravel(data), minlength=int(num_segments)).astype(np.asarray(data).dtype),
 )
 
 
@@ -201,9 +210,38 @@ MODULUS_GAIN_MAX = 10.0
 STEP = 0.5
 
 
+def member_crop(offsets_x: Any, offsets_y: Any, s: int, n: int, like: Any, ops: Any = NUMPY_OPS) -> tuple[Any, Pair]:
+    """Crop of a group canvas into its members' frames, and the shift ramp it uses.
+
+    Returns (crop, (cos, sin)): crop(re, im) maps canvases (B, S, S) to (B, C, N, N),
+    member c's pixel t being canvas pixel lo + o_c + t (lo = (S − N)/2; o_c from
+    offsets_x/offsets_y (B, C), px; sub-pixel by Fourier shift, as
+    :func:`merge_and_reextract`). The ramp (B, C, S, S) is returned for the adjoint.
+    """
+    lo = (s - n) // 2
+    win = (Ellipsis, slice(lo, lo + n), slice(lo, lo + n))
+    cs, sn = shift_ramp(s, s, -offsets_x, -offsets_y, like, ops)  # canvas → member frame
+
+    def crop(re: Any, im: Any) -> Pair:
+        fr, fi = ops.fft2((ops.expand_dims(re, 1), ops.expand_dims(im, 1)))  # (B, 1, S, S)
+        out_r, out_i = ops.ifft2((fr * cs - fi * sn, fr * sn + fi * cs))
+        return out_r[win], out_i[win]
+
+    return crop, (cs, sn)
+
+
+ESTIMATE_ALGORITHMS = ("gradient", "difference_map")
+#: Difference map: damping of the overlap projection's denominator, in units of max|P|²
+#: (unlit canvas pixels are pulled to the flat object 1 with this weight).
+DM_DAMPING = 0.01
+
+
 def group_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, canvas: int,
-                   iterations: int, momentum: float, ops: Any = NUMPY_OPS) -> Pair:
+                   iterations: int, momentum: float, ops: Any = NUMPY_OPS, algorithm: str = "gradient") -> Pair:
     """Known-probe ptychography of each group on its own canvas: the network's physics input.
+
+    ``algorithm``: "gradient" (below) or "difference_map" (:func:`difference_map_estimate`,
+    which ignores ``momentum``).
 
     amplitude: (B, C, N, N) measured far-field amplitudes, in the units in which
     |far_field(probe·O)| = amplitude for the true patches O; offsets_x, offsets_y: (B, C)
@@ -233,6 +271,10 @@ def group_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, 
     FFTs of S² for crop and place, 2·C FFTs of N² for the far field.
     Returns (re, im), each (B, C, N, N): the canvas re-extracted at every member.
     """
+    if algorithm == "difference_map":
+        return difference_map_estimate(amplitude, offsets_x, offsets_y, probe, canvas, iterations, ops)
+    if algorithm != "gradient":
+        raise ValueError(f"model.estimate_algorithm: expected one of {list(ESTIMATE_ALGORITHMS)}, got {algorithm!r}")
     c = int(amplitude.shape[1])
     n = int(amplitude.shape[-1])
     pr, pi = probe
@@ -249,14 +291,8 @@ def group_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, 
     else:
         s = int(canvas)
         lo = (s - n) // 2
-        win = (Ellipsis, slice(lo, lo + n), slice(lo, lo + n))
         pad = [[0, 0], [0, 0], [lo, s - n - lo], [lo, s - n - lo]]
-        cs, sn = shift_ramp(s, s, -offsets_x, -offsets_y, amplitude, ops)  # canvas → member frame, (B, C, S, S)
-
-        def crop(re: Any, im: Any) -> Pair:
-            fr, fi = ops.fft2((ops.expand_dims(re, 1), ops.expand_dims(im, 1)))  # (B, 1, S, S)
-            out_r, out_i = ops.ifft2((fr * cs - fi * sn, fr * sn + fi * cs))
-            return out_r[win], out_i[win]
+        crop, (cs, sn) = member_crop(offsets_x, offsets_y, s, n, amplitude, ops)
 
         def place(re: Any, im: Any) -> Pair:  # adjoint of crop: conjugate ramp, sum over members
             fr, fi = ops.fft2((ops.pad(re, pad), ops.pad(im, pad)))
@@ -271,11 +307,7 @@ def group_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, 
         o_r, o_i, v_r, v_i = state
         x_r, x_i = crop(o_r + momentum * v_r, o_i + momentum * v_i)  # (B, C, N, N)
         e_r, e_i = pr * x_r - pi * x_i, pr * x_i + pi * x_r
-        fr, fi = far_field(e_r, e_i, ops)
-        mag = ops.sqrt(fr * fr + fi * fi)
-        floor = ops.maximum(amplitude / MODULUS_GAIN_MAX, 1e-4 * ops.max(mag, axis=(-2, -1), keepdims=True))
-        scale = amplitude / ops.maximum(mag, floor + 1e-30)
-        q_r, q_i = inverse_far_field(fr * scale, fi * scale, ops)
+        q_r, q_i = modulus_projection(e_r, e_i, amplitude, ops)
         d_r, d_i = q_r - e_r, q_i - e_i
         g_r, g_i = place(pr * d_r + pi * d_i, pr * d_i - pi * d_r)  # conj(P)·Δ
         v_r, v_i = momentum * v_r + STEP * g_r / den, momentum * v_i + STEP * g_i / den
@@ -283,6 +315,103 @@ def group_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, 
 
     o_r, o_i, _, _ = ops.fori_loop(0, int(iterations), step, (ones, zeros, zeros, zeros))
     return crop(o_r, o_i)
+
+
+def modulus_projection(e_r: Any, e_i: Any, amplitude: Any, ops: Any = NUMPY_OPS) -> Pair:
+    """Π: exit waves (..., N, N) whose far field takes the measured ``amplitude`` and keeps
+    its own phase. A far-field pixel is scaled by |measured|/|model|, but by at most
+    :data:`MODULUS_GAIN_MAX`, and where the model's far field is below 1e-4 of its
+    pattern's maximum by less in proportion (there its phase is round-off)."""
+    fr, fi = far_field(e_r, e_i, ops)
+    mag = ops.sqrt(fr * fr + fi * fi)
+    floor = ops.maximum(amplitude / MODULUS_GAIN_MAX, 1e-4 * ops.max(mag, axis=(-2, -1), keepdims=True))
+    scale = amplitude / ops.maximum(mag, floor + 1e-30)
+    return inverse_far_field(fr * scale, fi * scale, ops)
+
+
+def difference_map_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, canvas: int,
+                            iterations: int, ops: Any = NUMPY_OPS) -> Pair:
+    """Known-probe difference map (Thibault et al. 2009) on each group's canvas.
+
+    Same inputs and output as :func:`group_estimate`. The state is the members' exit
+    waves ψ_c (B, C, N, N); one iteration is
+
+        O = overlap(ψ);  φ_c = P_c·crop_c(O);  ψ_c ← ψ_c + Π(2φ_c − ψ_c) − φ_c
+
+    with Π the modulus projection (:func:`modulus_projection`). ``overlap`` is the
+    least-squares object of the exit waves,
+    O = (Σ_c place_c(conj(P_c)·ψ_c) + d) / (Σ_c place_c(|P_c|²) + d), d = DM_DAMPING·max|P|²,
+    which pulls unlit pixels to the flat object 1. Start ψ_c = P_c·crop_c(1); output
+    overlap(ψ) re-extracted at every member's sub-pixel offset.
+
+    The difference map needs ``overlap`` to be an exact projection, so crop_c must be a
+    plain window: member c's offset o_c = q_c + f_c (q_c = floor(o_c)) is split into an
+    integer window of the canvas at lo + q_c (a gather; place_c, its adjoint, is a
+    scatter-add) and the member's probe P_c(t) = P(t − f_c) (a Fourier shift, once). The
+    exit wave is then the true one shifted by f_c: the same far-field modulus up to the
+    interpolation of a product (0.5–0.7 % for the shipped probes). With the object
+    shifted instead (gradient algorithm), the diagonal ``overlap`` is only approximate and
+    the difference map diverges (measured). Cost per iteration: 2·C FFTs of N² plus a
+    gather and a scatter-add of C·N² values.
+    """
+    c = int(amplitude.shape[1])
+    n = int(amplitude.shape[-1])
+    pr, pi = probe
+    zero = 0.0 * amplitude  # (B, C, N, N)
+    damping = DM_DAMPING * ops.max(pr * pr + pi * pi)
+    if c == 1:
+        s = n
+        mpr, mpi = pr + zero, pi + zero
+
+        def crop(re: Any, im: Any) -> Pair:
+            return ops.expand_dims(re, 1), ops.expand_dims(im, 1)
+
+        def place(x: Any) -> Any:
+            return x[:, 0]
+
+        final_crop = crop
+    else:
+        s = int(canvas)
+        lo = (s - n) // 2
+        qx, qy = ops.floor(offsets_x), ops.floor(offsets_y)  # (B, C)
+        mpr, mpi = fourier_shift(pr + zero, pi + zero, offsets_x - qx, offsets_y - qy, ops)  # P(t − f_c)
+        # flat index of canvas pixel (lo + q_c + t) of group b in the (B, S, S) stack, in
+        # integers (float32 is exact only below 2^24, which B·S² passes at B ≈ 2000)
+        batch = ops.cast(ops.cumsum(ops.ones_like(qx[:, :1]), axis=0) - 1.0, "int32")  # (B, 1): 0 .. B−1
+        t = ops.convert_to_tensor(np.arange(n, dtype=np.int32), dtype="int32")
+        rows = ops.expand_dims(ops.expand_dims(lo + ops.cast(qy, "int32") + s * batch, -1), -1) + ops.expand_dims(t, -1)
+        cols = ops.expand_dims(ops.expand_dims(lo + ops.cast(qx, "int32"), -1), -1) + t
+        index = rows * s + cols  # (B, C, N, N)
+        flat_index = ops.reshape(index, (-1,))
+        segments = ops.shape(amplitude)[0] * s * s
+
+        def crop(re: Any, im: Any) -> Pair:
+            return ops.take(ops.reshape(re, (-1,)), index), ops.take(ops.reshape(im, (-1,)), index)
+
+        def place(x: Any) -> Any:  # adjoint of crop: sum the members' windows into the canvas
+            return ops.reshape(ops.segment_sum(ops.reshape(x, (-1,)), flat_index, num_segments=segments), (-1, s, s))
+
+        final_crop, _ = member_crop(offsets_x, offsets_y, s, n, amplitude, ops)
+
+    den = ops.maximum(place(mpr * mpr + mpi * mpi), 0.0) + damping  # (B, S, S)
+
+    def overlap(ps_r: Any, ps_i: Any) -> Pair:
+        g_r, g_i = place(mpr * ps_r + mpi * ps_i), place(mpr * ps_i - mpi * ps_r)  # Σ place(conj(P_c)·ψ_c)
+        return (g_r + damping) / den, g_i / den
+
+    def exit_waves(o_r: Any, o_i: Any) -> Pair:
+        x_r, x_i = crop(o_r, o_i)
+        return mpr * x_r - mpi * x_i, mpr * x_i + mpi * x_r
+
+    def step(_: Any, state: tuple) -> tuple:
+        ps_r, ps_i = state
+        f_r, f_i = exit_waves(*overlap(ps_r, ps_i))
+        q_r, q_i = modulus_projection(2.0 * f_r - ps_r, 2.0 * f_i - ps_i, amplitude, ops)
+        return ps_r + q_r - f_r, ps_i + q_i - f_i
+
+    ones = 1.0 + ops.pad(zero[:, 0], [[0, 0], [0, s - n], [0, s - n]])  # (B, S, S) of 1
+    state = ops.fori_loop(0, int(iterations), step, exit_waves(ones, 0.0 * ones))
+    return final_crop(*overlap(*state))
 
 
 def sinc_weights(frac: np.ndarray, half_width: int, beta: float | None = None) -> np.ndarray:
