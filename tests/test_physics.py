@@ -344,3 +344,31 @@ def test_ideal_probe_cannot_tell_a_patch_from_its_twin_but_the_custom_probe_can(
     a, b = counts(custom, obj), counts(custom, twin)
     assert np.abs(a - b).max() > 0.1 * a.max()
     assert np.abs(obj - twin).max() > 0.5  # and the twin is a different object
+
+
+@pytest.mark.parametrize("probe_kind", ["ideal", "custom"])
+def test_shifting_the_probe_instead_of_the_object_keeps_the_far_field_modulus_within_one_percent(probe_kind):
+    """The difference-map estimate (physics.difference_map_estimate) iterates on
+    P(t − f)·O(q + t) (integer window, probe shifted by the offset's fraction f) instead of
+    P(t)·O(q + f + t) (object resampled): the same wave shifted by f, up to the
+    interpolation of a product. For the shipped probes and a blurred random object the far-field modulus
+    differs by < 1 % (measured 0.5 % ideal, 0.65 % custom), while the waves themselves differ."""
+    from scipy.ndimage import gaussian_filter
+
+    from ptychopipe.physics import far_field
+
+    n, s, lo = 64, 96, 16
+    probe = (ideal_probe(n, n / 2) if probe_kind == "ideal"
+             else load_probe(REPO / "data" / "probes" / "custom_probe_64.npz", "probeGuess", n))
+    canvas = (0.5 + RNG.random((s, s))) * np.exp(1j * RNG.uniform(-1, 1, (s, s)))
+    canvas = gaussian_filter(canvas.real, 1.0) + 1j * gaussian_filter(canvas.imag, 1.0)
+    for ox, oy in RNG.uniform(-10, 10, (3, 2)):
+        qx, qy = np.floor(ox), np.floor(oy)
+        re, im = fourier_shift(canvas.real, canvas.imag, np.array(-ox), np.array(-oy))
+        wave = probe * (re + 1j * im)[lo:lo + n, lo:lo + n]
+        pr, pi = fourier_shift(probe.real, probe.imag, np.array(ox - qx), np.array(oy - qy))
+        shifted = (pr + 1j * pi) * canvas[lo + int(qy):lo + int(qy) + n, lo + int(qx):lo + int(qx) + n]
+        a, b = np.hypot(*far_field(wave.real, wave.imag)), np.hypot(*far_field(shifted.real, shifted.imag))
+        rel = np.linalg.norm(b - a) / np.linalg.norm(a)
+        assert rel < 1e-2, rel
+        assert np.linalg.norm(shifted - wave) > 0.05 * np.linalg.norm(wave)
