@@ -303,9 +303,9 @@ class GroupEstimate(layers.Layer):
     fixed physics leaves the U-Net a *correction* to learn (priors for what the group's
     data cannot pin down), instead of a phase-retrieval algorithm. On the quick preset,
     gs2_custom, the estimate alone stitched from the test groups scores amplitude r
-    0.73 (1 iteration), 0.93 (20), 0.96 (100) with the gradient algorithm; with the
-    difference map (the default), 200 iterations bring gs2_ideal from 0.78 to 0.996
-    (docs/quality.md, experiment 21).
+    0.73 (1 iteration), 0.93 (20), 0.96 (100) with the gradient algorithm (the default);
+    the difference map (opt-in) brings gs2_ideal from 0.78 to 0.996 at 1e9 photons but
+    loses the bias below 1e6 (docs/quality.md, experiment 21).
     """
 
     def __init__(self, probe: np.ndarray | None = None, canvas: int = 0, iterations: int = 1,
