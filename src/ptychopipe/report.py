@@ -399,13 +399,6 @@ QUALITY_HEADER = ("scenario", "preset", "nphotons", "amplitude bias", "amplitude
                   "FRC px (amplitude)", "train s", "epochs run", "hardware / backend", "date (UTC)")
 
 
-def _host_description() -> str:
-    """CPU of the machine running this (:func:`ptychopipe.telemetry.cpu_description`)."""
-    from .telemetry import cpu_description
-
-    return cpu_description()
-
-
 def quality_rows(results: str | Path, configfile: str | Path, preset: str,
                  scenarios: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One row per scenario for the results table of docs/quality.md: the compare-stage metrics
@@ -457,7 +450,9 @@ def _num(v: Any, fmt: str) -> str:
 
 def quality_block(rows: Sequence[dict[str, Any]], results: str | Path, date: str) -> list[str]:
     """The Markdown lines written between the quality-table markers."""
-    host = None if all(r["device"] for r in rows) else _host_description()
+    from .telemetry import cpu_description
+
+    host = None if all(r["device"] for r in rows) else cpu_description()
     lines = [f"Written by `ptychopipe quality-table` on {date} from `{results}/` ({len(rows)} scenarios). "
              "Compare-stage numbers over the stitched test region, no rescaling; amplitude bias = "
              f"mean\\|Ô\\|/mean\\|O\\| (target {BIAS_TARGET[0]:g}–{BIAS_TARGET[1]:g}); FRC px = amplitude "
