@@ -16,7 +16,7 @@ is cheaper than stitching every group, and it shows *what* a group's data pin do
 
 Usage (results/<scenario>/{simulated,normalized}.h5 of a run, e.g. a scratch DAG):
     python scripts/group_estimate_quality.py RESULTS_DIR SCENARIO [--iterations 50] [--momentum 0.9] [--keras]
-        [--groups M]
+        [--groups M] [--algorithm difference_map|gradient] [--noise-tolerance 1.0]
 Prints one line: iterations, seconds, stitched amplitude r / SSIM / bias, phase r (or, with
 --groups, the per-patch r against the truth and against its twin).
 """
@@ -45,6 +45,20 @@ def per_patch_r(estimate: np.ndarray, truth: np.ndarray, lit: np.ndarray) -> tup
             float(np.mean([np.corrcoef(x, y)[0, 1] for x, y in zip(a, w)])))
 
 
+def stitched_scores(patches: np.ndarray, positions: np.ndarray, probe: np.ndarray, truth: np.ndarray) -> str:
+    """Stitch patches (M, N, N) complex [object units] at positions (M, 2) [x, y] px with the
+    stitch stage's probe-intensity weight, score them against the truth object with the
+    compare stage's code and defaults; returns "amplitude r … SSIM … bias …; phase r …"."""
+    n = patches.shape[-1]
+    st = stitch.stitch_patches(patches, positions, stitch.patch_weight("probe_intensity", probe, n))
+    ev = compare.evaluate(st.object, st.coverage, truth, st.geometry.origin_x, st.geometry.origin_y,
+                          CompareConfig(coverage_threshold=0.5, frc_threshold="half_bit", ratio_tolerance=0.05,
+                                        register=False))
+    m = ev.metrics
+    return (f"amplitude r {m['amplitude']['pearson_r']:.3f} SSIM {m['amplitude']['ssim']:.3f} "
+            f"bias {ev.amplitude_bias:.3f}; phase r {m['phase']['pearson_r']:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path)
@@ -54,7 +68,9 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=64, help="groups per batch")
     ap.add_argument("--keras", action="store_true", help="run model.GroupEstimate on the Keras backend")
     ap.add_argument("--groups", type=int, default=0, help="score M evenly spaced test groups patch by patch")
-    ap.add_argument("--algorithm", default="gradient", choices=["gradient", "difference_map"])
+    ap.add_argument("--algorithm", default="difference_map", choices=["gradient", "difference_map"])
+    ap.add_argument("--noise-tolerance", type=float, default=1.0,
+                    help="modulus constraint half-width in standard deviations of the measured amplitude (0: exact)")
     a = ap.parse_args()
     d = a.results / a.scenario
     sim, norm = read_simulated(d / "simulated.h5"), read_normalized(d / "normalized.h5")
@@ -66,6 +82,7 @@ def main() -> None:
     n, c = norm.probe.shape[0], test.indices.shape[1]
     canvas = merge_canvas(n, max(float(np.abs(s.offsets).max()) for s in norm.sets.values())) if c > 1 else n
     pe = estimate_probe(norm.probe)
+    tolerance = physics.noise_tolerance(a.noise_tolerance, norm.input_scale)
     t0 = time.perf_counter()
     patches = []
     if a.keras:
@@ -74,7 +91,7 @@ def main() -> None:
         from ptychopipe.model import GroupEstimate
 
         x_in, off_in = keras.Input((n, n, c)), keras.Input((c, 2))
-        layer = GroupEstimate(norm.probe, canvas, a.iterations, a.momentum, a.algorithm)
+        layer = GroupEstimate(norm.probe, canvas, a.iterations, a.momentum, a.algorithm, tolerance)
         est = keras.Model([x_in, off_in], layer(x_in, off_in)).predict(
             [test.amplitude.astype(np.float32), test.offsets.astype(np.float32)], batch_size=a.chunk, verbose=0)
         patches.append(np.moveaxis(est[..., 0] + 1j * est[..., 1], -1, 1) * norm.amplitude_estimate)
@@ -82,7 +99,7 @@ def main() -> None:
         sl = slice(s, s + a.chunk)
         re, im = physics.group_estimate(np.moveaxis(test.amplitude[sl], -1, 1).astype(np.float64),
                                         test.offsets[sl, :, 0], test.offsets[sl, :, 1], (pe.real, pe.imag),
-                                        canvas, a.iterations, a.momentum, algorithm=a.algorithm)
+                                        canvas, a.iterations, a.momentum, algorithm=a.algorithm, tolerance=tolerance)
         patches.append((re + 1j * im) * norm.amplitude_estimate)  # units of ā → object units
     seconds = time.perf_counter() - t0
     obj = np.concatenate(patches).reshape(-1, n, n)
@@ -90,20 +107,14 @@ def main() -> None:
         truth = physics.extract_patches(sim.object, sim.positions[test.indices.ravel()], n, margin=4)
         w = np.abs(norm.probe) ** 2
         r_truth, r_twin = per_patch_r(obj, truth, w > 0.1 * w.max())
-        print(f"{a.scenario}: group estimate ({a.algorithm}), {a.iterations} iterations, momentum {a.momentum}: {len(test.indices)} "
-              f"test groups in {seconds:.0f} s; per-patch amplitude r over lit pixels: {r_truth:.3f} with the truth, "
+        print(f"{a.scenario}: group estimate ({a.algorithm}, tolerance {a.noise_tolerance} sigma), {a.iterations} "
+              f"iterations, momentum {a.momentum}: {len(test.indices)} test groups in {seconds:.0f} s; per-patch "
+              f"amplitude r over lit pixels: {r_truth:.3f} with the truth, "
               f"{r_twin:.3f} with its twin")
         return
-    st = stitch.stitch_patches(obj, sim.positions[test.indices.ravel()], stitch.patch_weight("probe_intensity",
-                                                                                            norm.probe, n))
-    ev = compare.evaluate(st.object, st.coverage, sim.object, st.geometry.origin_x, st.geometry.origin_y,
-                          CompareConfig(coverage_threshold=0.5, frc_threshold="half_bit", ratio_tolerance=0.05,
-                                        register=False))
-    m = ev.metrics
-    print(f"{a.scenario}: group estimate ({a.algorithm}), {a.iterations} iterations, momentum {a.momentum}: "
-          f"{len(test.indices)} test groups in {seconds:.0f} s; stitched amplitude r {m['amplitude']['pearson_r']:.3f} "
-          f"SSIM {m['amplitude']['ssim']:.3f} bias {ev.amplitude_bias:.3f}; phase r {m['phase']['pearson_r']:.3f}")
-
+    print(f"{a.scenario}: group estimate ({a.algorithm}, tolerance {a.noise_tolerance} sigma), {a.iterations} "
+          f"iterations, momentum {a.momentum}: {len(test.indices)} test groups in {seconds:.0f} s; stitched "
+          f"{stitched_scores(obj, sim.positions[test.indices.ravel()], norm.probe, sim.object)}")
 
 if __name__ == "__main__":
     main()

@@ -59,6 +59,8 @@ BAD = [
     ("estimate_algorithm unknown", lambda r: _set(r, "scenarios.gs2_ideal.model", {"estimate_algorithm": "hio"}),
      None, r"cfg\.yaml: scenarios\.gs2_ideal\.model\.estimate_algorithm: 'hio' is not one of "
            r"\['gradient', 'difference_map'\]"),
+    ("estimate_noise_tolerance negative", lambda r: _set(r, "defaults.model.estimate_noise_tolerance", -1.0), None,
+     r"cfg\.yaml: defaults\.model\.estimate_noise_tolerance: -1\.0 is less than the minimum of 0"),
     ("N not allowed", lambda r: _set(r, "defaults.N", 48), None,
      r"cfg\.yaml: defaults\.N: 48 is not one of \[32, 64, 128, 256\]"),
     ("scenario name with /", lambda r: _set(r, "scenarios", {**r["scenarios"], "a/b": {}}), None,

@@ -372,3 +372,27 @@ def test_shifting_the_probe_instead_of_the_object_keeps_the_far_field_modulus_wi
         rel = np.linalg.norm(b - a) / np.linalg.norm(a)
         assert rel < 1e-2, rel
         assert np.linalg.norm(shifted - wave) > 0.05 * np.linalg.norm(wave)
+
+
+def test_modulus_projection_moves_the_far_field_modulus_into_the_noise_ball_and_keeps_its_phase():
+    """physics.modulus_projection with tolerance δ: the far-field modulus m goes to the nearest
+    value of [max(A − δ, 0), A + δ] (δ = 0: exactly A), the far-field phase is kept, and
+    pixels already inside the interval are left alone (the exit wave is then unchanged)."""
+    from ptychopipe.physics import inverse_far_field, modulus_projection
+
+    n = 32
+    field = _cplx(3, n, n)
+    fr, fi = far_field(field.real, field.imag)
+    m = np.hypot(fr, fi)
+    amplitude = m * RNG.uniform(0.5, 1.5, m.shape)  # within the projection's gain limit
+    amplitude[0, :4] = 0.0  # pixels that counted nothing
+    for delta in (0.0, 0.3):
+        out = modulus_projection(field.real, field.imag, amplitude, tolerance=delta)
+        gr, gi = far_field(*out)
+        got = np.hypot(gr, gi)
+        expected = np.clip(m, np.maximum(amplitude - delta, 0.0), amplitude + delta)
+        np.testing.assert_allclose(got, expected, atol=1e-12)
+        np.testing.assert_allclose(np.angle(gr + 1j * gi)[expected > 1e-3], np.angle(fr + 1j * fi)[expected > 1e-3],
+                                   atol=1e-9)
+    inside = modulus_projection(*inverse_far_field(fr, fi), 1.05 * m, tolerance=0.1 * m.max())  # every |m − A| < δ
+    np.testing.assert_allclose(inside[0] + 1j * inside[1], field, atol=1e-12)

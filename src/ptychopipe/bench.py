@@ -38,6 +38,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from . import physics
 from .model import PoissonLoss, build_cnn, build_model, head_model, merge_canvas
 from .simulate import ideal_probe
 from .telemetry import cpu_model
@@ -96,10 +97,16 @@ def _merge_flops(n: int, c: int, canvas: int) -> float:
     return float(flops)
 
 
-def estimate_flops(n: int, gridsize: int, canvas: int, iterations: int) -> float:
-    """Forward FLOPs of the group estimate (:func:`physics.group_estimate`) per group."""
+def estimate_flops(n: int, gridsize: int, canvas: int, iterations: int, algorithm: str = "gradient") -> float:
+    """Forward FLOPs of the group estimate (:func:`physics.group_estimate`) per group, for
+    ``algorithm`` "gradient" or "difference_map"."""
     c = gridsize * gridsize
     nn, ss = n * n, canvas * canvas
+    if algorithm == "difference_map":  # no canvas FFTs in the loop: integer windows (gather, scatter-add)
+        per = c * (2 * _fft(nn) + 12 * nn + 6 * nn * 2 + 8 * nn)  # far field and back, projection, P·x and
+        per += 4 * (canvas if c > 1 else n) ** 2  # conj(P)·ψ, 2φ − ψ and the update; overlap quotient
+        once = (1 + c) * _fft(ss) + 2 * c * ss * 6 if c > 1 else 0  # final sub-pixel crop
+        return float(per * iterations + once)
     per = c * (2 * _fft(nn) + 6 * nn * 2 + 12 * nn)  # far field and back, P·x, conj(P)·Δ, modulus projection
     if c > 1:
         per += (c + 2) * _fft(ss) + 2 * c * ss * 6  # crop (1 FFT + C inverse), place (C FFTs + 1 inverse), ramps
@@ -107,12 +114,13 @@ def estimate_flops(n: int, gridsize: int, canvas: int, iterations: int) -> float
     return float(per * iterations)
 
 
-def physics_flops(n: int, gridsize: int, canvas: int, iterations: int = 1) -> float:
+def physics_flops(n: int, gridsize: int, canvas: int, iterations: int = 1, algorithm: str = "gradient") -> float:
     """Analytic forward FLOPs of the physics layers per group (see module docstring): the
-    group estimate (``iterations`` steps) plus the forward model (and its merge, C > 1)."""
+    group estimate (``iterations`` steps of ``algorithm``) plus the forward model (and its
+    merge, C > 1)."""
     c = gridsize * gridsize
     nn = n * n
-    flops = estimate_flops(n, gridsize, canvas, iterations)
+    flops = estimate_flops(n, gridsize, canvas, iterations, algorithm)
     flops += c * (nn * 2 + nn * 2 + 8 * nn)  # refine: |E|, arg E, amp·(cos φ, sin φ)
     flops += c * (6 * nn + _fft(nn) + 3 * nn)  # P·O, FFT, |F|²
     if c > 1:
@@ -160,7 +168,7 @@ def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple
                 batch_size: int = 16, infer_batch_size: int = 64, steps: int = 10, repeats: int = 3,
                 max_offset: float = 14.0, deterministic: bool = True, seed: int = 0,
                 estimate_iterations: int = 200, estimate_momentum: float = 0.9,
-                estimate_algorithm: str = "gradient") -> list[BenchRow]:
+                estimate_algorithm: str = "difference_map", estimate_noise_tolerance: float = 1.0) -> list[BenchRow]:
     """Benchmark the PINN and the bare CNN for each gridsize (see module docstring).
 
     After a warm-up (tracing/compilation) of every model, PINN and CNN epochs of ``steps``
@@ -178,10 +186,12 @@ def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple
         m = max(batch_size * steps, infer_batch_size * 2)
         counts = rng.poisson(50.0, (m, n, n, c)).astype(np.float32)
         offsets = (rng.uniform(-max_offset, max_offset, (m, c, 2)) if c > 1 else np.zeros((m, 1, 2)))
-        data = GroupArrays(np.sqrt(counts) * 0.05, offsets.astype(np.float32), counts)
+        input_scale = 0.05
+        data = GroupArrays(np.sqrt(counts) * input_scale, offsets.astype(np.float32), counts)
         keras.utils.set_random_seed(seed)
         pinn = build_model(n, gs, filters, depth, np.pi, probe, 1.0, canvas, estimate_iterations, estimate_momentum,
-                           estimate_algorithm=estimate_algorithm)
+                           estimate_algorithm=estimate_algorithm,
+                           estimate_tolerance=physics.noise_tolerance(estimate_noise_tolerance, input_scale))
         trainer = head_model(pinn)  # as the train stage: steps on precomputed group estimates
         trainer.compile(optimizer=keras.optimizers.Adam(1e-4), loss=PoissonLoss(50.0 * n * n))
         train_set = GroupArrays(data.inputs[:batch_size * steps], data.offsets[:batch_size * steps],
@@ -211,8 +221,8 @@ def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple
                 wall, cpu = fn()
                 best[key] = (min(best[key][0], wall), min(best[key][1], cpu))
         cc = conv_flops(cnn, c)
-        cf, pf = conv_flops(pinn, c), physics_flops(n, gs, canvas, estimate_iterations)
-        ef = estimate_flops(n, gs, canvas, estimate_iterations)
+        cf, pf = conv_flops(pinn, c), physics_flops(n, gs, canvas, estimate_iterations, estimate_algorithm)
+        ef = estimate_flops(n, gs, canvas, estimate_iterations, estimate_algorithm)
         rows.append(BenchRow("pinn", gs, batch_size / best["pt"][0], 1.0 / best["pi"][0], cf + pf,
                              3 * (cf + pf - ef), cf, pf, _trainable(pinn), best["pt"][1] / batch_size, best["pi"][1],
                              est_wall, est_cpu))
@@ -279,13 +289,15 @@ def run_cli(configfile: str, preset: str, gridsizes: tuple[int, ...], steps: int
                 "infer_batch_size": infer_batch_size or params["infer"]["batch_size"], "steps": steps,
                 "estimate_iterations": params["model"]["estimate_iterations"],
                 "estimate_momentum": params["model"]["estimate_momentum"],
-                "estimate_algorithm": params["model"]["estimate_algorithm"], "deterministic": deterministic}
+                "estimate_algorithm": params["model"]["estimate_algorithm"],
+                "estimate_noise_tolerance": params["model"]["estimate_noise_tolerance"], "deterministic": deterministic}
     rows = bench_model(n=params["N"], filters=params["model"]["filters"], depth=params["model"]["depth"],
                        gridsizes=gridsizes, batch_size=params["train"]["batch_size"],
                        infer_batch_size=settings["infer_batch_size"], steps=steps, deterministic=deterministic,
                        estimate_iterations=params["model"]["estimate_iterations"],
                        estimate_momentum=params["model"]["estimate_momentum"],
-                       estimate_algorithm=params["model"]["estimate_algorithm"])
+                       estimate_algorithm=params["model"]["estimate_algorithm"],
+                       estimate_noise_tolerance=params["model"]["estimate_noise_tolerance"])
     info = machine_info()
     text = markdown(rows, settings, info)
     if json_out:

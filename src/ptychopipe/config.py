@@ -97,6 +97,7 @@ class ModelConfig:
     estimate_iterations: int
     estimate_momentum: float
     estimate_algorithm: str = "gradient"
+    estimate_noise_tolerance: float = 0.0  # these two defaults: the exact modulus, as before the key existed
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,8 @@ def stage_config(params: Mapping[str, Any], stage: str):
                               depth=int(m["depth"]), phase_max_rad=float(m["phase_max_rad"]),
                               estimate_iterations=int(m["estimate_iterations"]),
                               estimate_momentum=float(m["estimate_momentum"]),
-                              estimate_algorithm=str(m["estimate_algorithm"])),
+                              estimate_algorithm=str(m["estimate_algorithm"]),
+                              estimate_noise_tolerance=float(m["estimate_noise_tolerance"])),
             batch_size=int(t["batch_size"]), epochs=int(t["epochs"]),
             learning_rate=float(t["learning_rate"]), min_learning_rate=float(t["min_learning_rate"]),
             validation_fraction=float(t["validation_fraction"]),

@@ -292,7 +292,9 @@ class GroupEstimate(layers.Layer):
 
     ``iterations`` steps of known-probe ptychography on the group's own canvas
     (:func:`physics.group_estimate`, from the flat object 1: ``algorithm`` "gradient", with
-    Nesterov ``momentum``, or "difference_map", :func:`physics.difference_map_estimate`),
+    Nesterov ``momentum``, or "difference_map", :func:`physics.difference_map_estimate`,
+    whose modulus projection accepts far-field amplitudes within ``tolerance`` of the
+    measured ones, input units: :func:`physics.noise_tolerance`),
     using the probe in input units (:func:`estimate_probe`, a non-trainable weight saved
     with the model). Parameter-free and data-independent of the weights, so the train
     stage computes it once per group (:func:`estimate_model`) instead of every step.
@@ -303,13 +305,15 @@ class GroupEstimate(layers.Layer):
     fixed physics leaves the U-Net a *correction* to learn (priors for what the group's
     data cannot pin down), instead of a phase-retrieval algorithm. On the quick preset,
     gs2_custom, the estimate alone stitched from the test groups scores amplitude r
-    0.73 (1 iteration), 0.93 (20), 0.96 (100) with the gradient algorithm (the default);
-    the difference map (opt-in) brings gs2_ideal from 0.78 to 0.996 at 1e9 photons but
-    loses the bias below 1e6 (docs/quality.md, experiment 21).
+    0.73 (1 iteration), 0.93 (20), 0.96 (100) with the gradient algorithm; the difference
+    map brings gs2_ideal from 0.78 to 0.996 at 1e9 photons (docs/quality.md, experiment
+    21), and with a tolerance of one noise standard deviation it keeps the bias at 1e4
+    photons too (experiment 22; the pipeline's default).
     """
 
     def __init__(self, probe: np.ndarray | None = None, canvas: int = 0, iterations: int = 1,
-                 momentum: float = 0.0, algorithm: str = "gradient", **kwargs: Any) -> None:
+                 momentum: float = 0.0, algorithm: str = "gradient", tolerance: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if algorithm not in physics.ESTIMATE_ALGORITHMS:
             raise ValueError(f"model.estimate_algorithm: expected one of {list(physics.ESTIMATE_ALGORITHMS)}, "
@@ -319,7 +323,10 @@ class GroupEstimate(layers.Layer):
             raise ValueError(f"model.estimate_iterations: expected >= 1, got {iterations}")
         if not 0.0 <= float(momentum) < 1.0:
             raise ValueError(f"model.estimate_momentum: expected 0 <= momentum < 1, got {momentum}")
+        if not float(tolerance) >= 0.0:
+            raise ValueError(f"model.estimate_noise_tolerance: expected >= 0, got {tolerance}")
         self.canvas, self.iterations, self.momentum = int(canvas), int(iterations), float(momentum)
+        self.tolerance = float(tolerance)
         self._probe_init = None if probe is None else estimate_probe(probe)
 
     def build(self, x_shape: tuple, offsets_shape: tuple | None = None) -> None:
@@ -337,7 +344,8 @@ class GroupEstimate(layers.Layer):
         offsets = ops.cast(offsets, x.dtype)
         probe = (ops.convert_to_tensor(self.probe_re), ops.convert_to_tensor(self.probe_im))
         re, im = physics.group_estimate(_to_cf(x), offsets[..., 0], offsets[..., 1], probe, self.canvas,
-                                        self.iterations, self.momentum, ops=ops, algorithm=self.algorithm)
+                                        self.iterations, self.momentum, ops=ops, algorithm=self.algorithm,
+                                        tolerance=self.tolerance)
         return ops.stack([_to_cl(re), _to_cl(im)], axis=-1)
 
     def compute_output_shape(self, x_shape: tuple, offsets_shape: tuple | None = None) -> tuple:
@@ -345,7 +353,8 @@ class GroupEstimate(layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "canvas": self.canvas, "iterations": self.iterations,
-                "momentum": self.momentum, "algorithm": self.algorithm}  # the probe is a weight
+                "momentum": self.momentum, "algorithm": self.algorithm,
+                "tolerance": self.tolerance}  # the probe is a weight
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -575,13 +584,15 @@ def model_inputs(n: int, c: int) -> dict[str, Any]:
 def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: float,
                 probe: np.ndarray, amplitude_estimate: float, canvas: int,
                 estimate_iterations: int = 1, estimate_momentum: float = 0.0,
-                tv_weight: float = 0.0, estimate_algorithm: str = "gradient") -> keras.Model:
+                tv_weight: float = 0.0, estimate_algorithm: str = "gradient",
+                estimate_tolerance: float = 0.0) -> keras.Model:
     """The PINN: inputs {"diffraction" (B,N,N,C), "offsets" (B,C,2)} → outputs {"counts"
     λ̂ [counts], "amplitude" [object amplitude], "phase" [rad]}, each (B, N, N, C) float32.
 
     probe: P_abs (N, N) complex; amplitude_estimate: ā; canvas: group canvas side
     (:func:`merge_canvas`; unused for C = 1); estimate_iterations, estimate_momentum,
-    estimate_algorithm ("gradient" | "difference_map"): the physics input layer
+    estimate_algorithm ("gradient" | "difference_map"), estimate_tolerance (δ of the modulus
+    projection, input units: :func:`physics.noise_tolerance`): the physics input layer
     (:class:`GroupEstimate`). Layers: "group_estimate" (its output is
     the input of :func:`head_model`), "member_features", the U-Net, "refine_estimate",
     then the physics layers. Raises ValueError on inconsistent sizes.
@@ -593,7 +604,7 @@ def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: 
         raise ValueError(f"probe: expected shape ({n}, {n}), got {np.shape(probe)}")
     inputs = model_inputs(n, c)
     estimate = GroupEstimate(probe, canvas, estimate_iterations, estimate_momentum, estimate_algorithm,
-                             name="group_estimate")(inputs["diffraction"], inputs["offsets"])
+                             estimate_tolerance, name="group_estimate")(inputs["diffraction"], inputs["offsets"])
     features = FoldMembers(overlap_weight(probe), name="member_features")(estimate)
     z, u = unet_heads(features, c, filters, depth)
     amp, phase = RefineEstimate(amplitude_estimate, phase_max_rad, name="refine_estimate")(z, u, estimate)
@@ -603,12 +614,16 @@ def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: 
     return keras.Model(inputs, outputs, name="ptycho_pinn")
 
 
-def build_model_from_config(cfg: Any, probe: np.ndarray, amplitude_estimate: float, canvas: int) -> keras.Model:
-    """:func:`build_model` from a :class:`ptychopipe.config.TrainConfig`."""
+def build_model_from_config(cfg: Any, probe: np.ndarray, amplitude_estimate: float, canvas: int,
+                            input_scale: float) -> keras.Model:
+    """:func:`build_model` from a :class:`ptychopipe.config.TrainConfig`; ``input_scale`` a
+    (normalize stage) turns ``model.estimate_noise_tolerance`` (standard deviations of the
+    measured amplitude) into input units."""
     m = cfg.model
     return build_model(m.N, m.gridsize, m.filters, m.depth, m.phase_max_rad, probe, amplitude_estimate,
                        canvas, estimate_iterations=m.estimate_iterations, estimate_momentum=m.estimate_momentum,
-                       tv_weight=cfg.loss.tv_weight, estimate_algorithm=m.estimate_algorithm)
+                       tv_weight=cfg.loss.tv_weight, estimate_algorithm=m.estimate_algorithm,
+                       estimate_tolerance=physics.noise_tolerance(m.estimate_noise_tolerance, input_scale))
 
 
 def estimate_model(model: keras.Model) -> keras.Model:

@@ -53,6 +53,7 @@ NUMPY_OPS = SimpleNamespace(
     sin=np.sin,
     sum=np.sum,
     maximum=np.maximum,
+    minimum=np.minimum,
     max=np.max,
     pad=lambda x, pad_width: np.pad(x, pad_width),
     expand_dims=np.expand_dims,
@@ -237,11 +238,15 @@ DM_DAMPING = 0.01
 
 
 def group_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, canvas: int,
-                   iterations: int, momentum: float, ops: Any = NUMPY_OPS, algorithm: str = "gradient") -> Pair:
+                   iterations: int, momentum: float, ops: Any = NUMPY_OPS, algorithm: str = "gradient",
+                   tolerance: float = 0.0) -> Pair:
     """Known-probe ptychography of each group on its own canvas: the network's physics input.
 
     ``algorithm``: "gradient" (below) or "difference_map" (:func:`difference_map_estimate`,
-    which ignores ``momentum``).
+    which ignores ``momentum``, and alone takes ``tolerance``: δ of its modulus projection
+    Π, :func:`modulus_projection`, in input units, :func:`noise_tolerance`). The gradient
+    algorithm projects onto the exact measured modulus: a tolerance made it worse at low
+    dose (4-pattern test group at 1e4 photons, per-patch r 0.43 → 0.30).
 
     amplitude: (B, C, N, N) measured far-field amplitudes, in the units in which
     |far_field(probe·O)| = amplitude for the true patches O; offsets_x, offsets_y: (B, C)
@@ -272,7 +277,7 @@ def group_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, 
     Returns (re, im), each (B, C, N, N): the canvas re-extracted at every member.
     """
     if algorithm == "difference_map":
-        return difference_map_estimate(amplitude, offsets_x, offsets_y, probe, canvas, iterations, ops)
+        return difference_map_estimate(amplitude, offsets_x, offsets_y, probe, canvas, iterations, ops, tolerance)
     if algorithm != "gradient":
         raise ValueError(f"model.estimate_algorithm: expected one of {list(ESTIMATE_ALGORITHMS)}, got {algorithm!r}")
     c = int(amplitude.shape[1])
@@ -317,20 +322,37 @@ def group_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, 
     return crop(o_r, o_i)
 
 
-def modulus_projection(e_r: Any, e_i: Any, amplitude: Any, ops: Any = NUMPY_OPS) -> Pair:
-    """Π: exit waves (..., N, N) whose far field takes the measured ``amplitude`` and keeps
-    its own phase. A far-field pixel is scaled by |measured|/|model|, but by at most
-    :data:`MODULUS_GAIN_MAX`, and where the model's far field is below 1e-4 of its
-    pattern's maximum by less in proportion (there its phase is round-off)."""
+def modulus_projection(e_r: Any, e_i: Any, amplitude: Any, ops: Any = NUMPY_OPS, tolerance: Any = 0.0) -> Pair:
+    """Π: exit waves (..., N, N) whose far field lies within ``tolerance`` of the measured
+    ``amplitude`` and keeps its own phase: the model's far-field modulus m is moved to the
+    nearest value of [max(A − δ, 0), A + δ] (δ = ``tolerance``, input units; δ = 0: the
+    measured A itself). A far-field pixel is scaled by at most :data:`MODULUS_GAIN_MAX`,
+    and where the model's far field is below 1e-4 of its pattern's maximum by less in
+    proportion (there its phase is round-off).
+
+    Why a tolerance: A = a·sqrt(n) of Poisson counts n carries noise of standard deviation
+    ≈ a/2 (sqrt is variance-stabilising), so forcing m = A exactly fits the noise. At low
+    dose most pixels count 0, and the exact projection zeroes them; the difference map
+    then loses the pattern's energy (quick, 1e4 photons: stitched estimate bias 0.23).
+    Projecting onto the measurements' noise ball instead keeps it (0.98;
+    :func:`noise_tolerance`, docs/quality.md experiment 22)."""
     fr, fi = far_field(e_r, e_i, ops)
     mag = ops.sqrt(fr * fr + fi * fi)
+    target = ops.minimum(ops.maximum(mag, ops.maximum(amplitude - tolerance, 0.0)), amplitude + tolerance)
     floor = ops.maximum(amplitude / MODULUS_GAIN_MAX, 1e-4 * ops.max(mag, axis=(-2, -1), keepdims=True))
-    scale = amplitude / ops.maximum(mag, floor + 1e-30)
+    scale = target / ops.maximum(mag, floor + 1e-30)
     return inverse_far_field(fr * scale, fi * scale, ops)
 
 
+def noise_tolerance(noise_sigmas: float, input_scale: float) -> float:
+    """δ of :func:`modulus_projection` in network-input units: ``noise_sigmas`` standard
+    deviations of the measured amplitude X = a·sqrt(n), i.e. noise_sigmas·a/2
+    (a = ``input_scale``, normalize stage; sqrt of a Poisson count has std ≈ 1/2)."""
+    return float(noise_sigmas) * 0.5 * float(input_scale)
+
+
 def difference_map_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, canvas: int,
-                            iterations: int, ops: Any = NUMPY_OPS) -> Pair:
+                            iterations: int, ops: Any = NUMPY_OPS, tolerance: float = 0.0) -> Pair:
     """Known-probe difference map (Thibault et al. 2009) on each group's canvas.
 
     Same inputs and output as :func:`group_estimate`. The state is the members' exit
@@ -338,7 +360,7 @@ def difference_map_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, prob
 
         O = overlap(ψ);  φ_c = P_c·crop_c(O);  ψ_c ← ψ_c + Π(2φ_c − ψ_c) − φ_c
 
-    with Π the modulus projection (:func:`modulus_projection`). ``overlap`` is the
+    with Π the modulus projection (:func:`modulus_projection`, half-width ``tolerance``). ``overlap`` is the
     least-squares object of the exit waves,
     O = (Σ_c place_c(conj(P_c)·ψ_c) + d) / (Σ_c place_c(|P_c|²) + d), d = DM_DAMPING·max|P|²,
     which pulls unlit pixels to the flat object 1. Start ψ_c = P_c·crop_c(1); output
@@ -354,9 +376,11 @@ def difference_map_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, prob
     the difference map diverges (measured). Cost per iteration: 2·C FFTs of N² plus a
     gather and a scatter-add of C·N² values.
 
-    It has no noise model: below ~1e6 photons per pattern it chases the Poisson noise and
-    the amplitude collapses (quick dose sweep: bias 0.26 at 1e4, 0.87 at 1e5), where the
-    gradient algorithm degrades smoothly. Hence opt-in (docs/quality.md, experiment 21).
+    With the exact modulus (``tolerance`` 0) it chases the Poisson noise below ~1e6 photons
+    per pattern and the amplitude collapses (quick dose sweep: bias 0.26 at 1e4, 0.87 at
+    1e5; docs/quality.md, experiment 21). With Π onto the measurements' noise ball
+    (``tolerance`` one noise standard deviation) it keeps the bias at every dose
+    (experiment 22).
     """
     c = int(amplitude.shape[1])
     n = int(amplitude.shape[-1])
@@ -410,7 +434,7 @@ def difference_map_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, prob
     def step(_: Any, state: tuple) -> tuple:
         ps_r, ps_i = state
         f_r, f_i = exit_waves(*overlap(ps_r, ps_i))
-        q_r, q_i = modulus_projection(2.0 * f_r - ps_r, 2.0 * f_i - ps_i, amplitude, ops)
+        q_r, q_i = modulus_projection(2.0 * f_r - ps_r, 2.0 * f_i - ps_i, amplitude, ops, tolerance)
         return ps_r + q_r - f_r, ps_i + q_i - f_i
 
     ones = 1.0 + ops.pad(zero[:, 0], [[0, 0], [0, s - n], [0, s - n]])  # (B, S, S) of 1

@@ -338,7 +338,7 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
 
     keras.utils.set_random_seed(cfg.seed)
     canvas = merge_canvas(n, max_abs_offset(norm)) if c > 1 else n
-    model = build_model_from_config(cfg, norm.probe, norm.amplitude_estimate, canvas)
+    model = build_model_from_config(cfg, norm.probe, norm.amplitude_estimate, canvas, norm.input_scale)
     t_est = time.perf_counter()
     train_set = with_estimate(train_set, model, 64)
     val_set = with_estimate(val_set, model, 64)
@@ -368,7 +368,7 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
     wall = time.perf_counter() - t0
     # A Keras model whose layers also serve a sub-model built from an intermediate tensor
     # (head_model) can no longer be saved, so the result is a fresh build with the weights.
-    trained, model = model, build_model_from_config(cfg, norm.probe, norm.amplitude_estimate, canvas)
+    trained, model = model, build_model_from_config(cfg, norm.probe, norm.amplitude_estimate, canvas, norm.input_scale)
     model.set_weights(trained.get_weights())
     history = {k: np.asarray(v, dtype=np.float64) for k, v in epoch_log.history.items()}
     epochs_run = len(history["loss"])
