@@ -204,13 +204,19 @@ def test_quality_table_replaces_the_block_between_the_markers_idempotently(tmp_p
     assert "train.h5 names no device" in block
 
 
-def test_quality_table_names_the_device_when_train_h5_records_one(tmp_path):
-    fake_results(tmp_path / "results", scenarios=("gs1_ideal",), gpu_name="NVIDIA H100")
+@pytest.mark.parametrize("attrs,cell", [
+    ({"gpu_name": "NVIDIA H100"}, "gpu_name NVIDIA H100; tensorflow 2.21.0, Keras 3.15.1"),
+    ({"device": "gpu: NVIDIA H100 80GB HBM3"}, "device gpu: NVIDIA H100 80GB HBM3; tensorflow 2.21.0, Keras 3.15.1"),
+    ({"device": "cpu: AMD EPYC, 2 CPUs"}, "device cpu: AMD EPYC, 2 CPUs; tensorflow 2.21.0, Keras 3.15.1, 2 threads"),
+])
+def test_quality_table_names_the_device_when_train_h5_records_one(tmp_path, attrs, cell):
+    """The device train.h5 records; the rule's CPU thread count only for a CPU run."""
+    fake_results(tmp_path / "results", scenarios=("gs1_ideal",), **attrs)
     doc = tmp_path / "quality.md"
     quality_doc(doc)
     report.write_quality_table(tmp_path / "results", doc, CONFIG, "ci", ["gs1_ideal"], date="2026-01-01")
     text = doc.read_text()
-    assert "| gpu_name NVIDIA H100; tensorflow 2.21.0, Keras 3.15.1, 2 threads |" in text
+    assert f"| {cell} |" in text
     assert "names no device" not in text and "on 2026-01-01" in text
 
 
