@@ -82,7 +82,9 @@ def main() -> None:
     n, c = norm.probe.shape[0], test.indices.shape[1]
     canvas = merge_canvas(n, max(float(np.abs(s.offsets).max()) for s in norm.sets.values())) if c > 1 else n
     pe = estimate_probe(norm.probe)
-    tolerance = physics.noise_tolerance(a.noise_tolerance, norm.input_scale)
+    dm = a.algorithm == "difference_map"
+    tolerance = physics.noise_tolerance(a.noise_tolerance if dm else 0.0, norm.input_scale)
+    setting = f"{a.algorithm}, " + (f"tolerance {a.noise_tolerance} sigma" if dm else f"momentum {a.momentum}")
     t0 = time.perf_counter()
     patches = []
     if a.keras:
@@ -107,14 +109,13 @@ def main() -> None:
         truth = physics.extract_patches(sim.object, sim.positions[test.indices.ravel()], n, margin=4)
         w = np.abs(norm.probe) ** 2
         r_truth, r_twin = per_patch_r(obj, truth, w > 0.1 * w.max())
-        print(f"{a.scenario}: group estimate ({a.algorithm}, tolerance {a.noise_tolerance} sigma), {a.iterations} "
-              f"iterations, momentum {a.momentum}: {len(test.indices)} test groups in {seconds:.0f} s; per-patch "
+        print(f"{a.scenario}: group estimate ({setting}), {a.iterations} iterations: {len(test.indices)} test groups in {seconds:.0f} s; per-patch "
               f"amplitude r over lit pixels: {r_truth:.3f} with the truth, "
               f"{r_twin:.3f} with its twin")
         return
-    print(f"{a.scenario}: group estimate ({a.algorithm}, tolerance {a.noise_tolerance} sigma), {a.iterations} "
-          f"iterations, momentum {a.momentum}: {len(test.indices)} test groups in {seconds:.0f} s; stitched "
+    print(f"{a.scenario}: group estimate ({setting}), {a.iterations} iterations: {len(test.indices)} test groups in {seconds:.0f} s; stitched "
           f"{stitched_scores(obj, sim.positions[test.indices.ravel()], norm.probe, sim.object)}")
+
 
 if __name__ == "__main__":
     main()

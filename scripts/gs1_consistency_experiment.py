@@ -101,5 +101,6 @@ def main() -> None:
     scores = stitched_scores(patches, sim.positions[norm.sets["test"].indices.ravel()], norm.probe, sim.object)
     print(f"{a.scenario} {a.mode}: one-pattern inference on {len(test)} test patterns: {scores}")
 
+
 if __name__ == "__main__":
     main()

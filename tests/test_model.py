@@ -369,6 +369,16 @@ JAX_SCRIPT = textwrap.dedent("""
     ref = expected_counts((pr.real, pr.imag), (re, im))
     rel = np.linalg.norm(lam - ref) / np.linalg.norm(ref)
     assert rel < 1e-5, rel
+    # the shipped group estimate (difference map, noise tolerance) = NumPy on this backend too
+    x_dm = (rng.random((3, 4, N, N)) * 0.1).astype(np.float32)
+    layer = M.GroupEstimate(probe, canvas, iterations=3, algorithm="difference_map", tolerance=0.02)
+    got = np.asarray(layer(np.moveaxis(x_dm, 1, -1), offs.astype(np.float32)))
+    pe = M.estimate_probe(probe).astype(np.complex64).astype(np.complex128)
+    er, ei = M.physics.group_estimate(x_dm.astype(np.float64), offs[..., 0], offs[..., 1], (pe.real, pe.imag),
+                                      canvas, 3, 0.0, algorithm="difference_map", tolerance=0.02)
+    ref_dm = np.stack([np.moveaxis(er, 1, -1), np.moveaxis(ei, 1, -1)], -1)
+    rel_dm = np.linalg.norm(got - ref_dm) / np.linalg.norm(ref_dm)
+    assert rel_dm < 1e-4, rel_dm
     keras.utils.set_random_seed(0)
     m = M.build_model(N, 2, 4, 1, np.pi, probe, 0.8, canvas, estimate_iterations=3, estimate_momentum=0.5)  # few kernel shapes: JAX compiles each initializer
     t = M.training_model(m)
@@ -537,6 +547,32 @@ def test_group_estimate_with_noise_tolerance_keras_equals_numpy(gridsize):
     assert _rel(got, refs[0]) < 1e-4, _rel(got, refs[0])
     assert _rel(refs[1], refs[0]) > 1e-3, _rel(refs[1], refs[0])
     assert layer.get_config()["tolerance"] == pytest.approx(delta)
+
+
+def test_model_from_config_gets_the_tolerance_in_input_units_and_saves_it(tmp_path):
+    """build_model_from_config: model.estimate_noise_tolerance (standard deviations of the
+    measured amplitude) becomes δ = k·a/2 in input units for the difference map and 0 for
+    the gradient algorithm; δ survives model.keras; a layer config without it (a model
+    saved before the key existed) loads with the exact modulus, δ = 0."""
+    import dataclasses
+
+    from ptychopipe.config import load_scenarios, stage_config
+    from ptychopipe.infer import load_model
+    from ptychopipe.train import save_model_atomic
+
+    cfg = stage_config(load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs2_custom"], "train")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate_noise_tolerance=1.5))
+    probe = load_probe(CUSTOM_PROBE, "probeGuess", N)
+    m = M.build_model_from_config(cfg, probe, 0.8, M.merge_canvas(N, 8.0), input_scale=0.02)
+    assert m.get_layer("group_estimate").algorithm == "difference_map"
+    assert m.get_layer("group_estimate").tolerance == pytest.approx(1.5 * 0.02 / 2)
+    save_model_atomic(m, tmp_path / "model.keras")
+    assert load_model(tmp_path / "model.keras").get_layer("group_estimate").tolerance == pytest.approx(0.015)
+    gradient = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate_algorithm="gradient"))
+    g = M.build_model_from_config(gradient, probe, 0.8, M.merge_canvas(N, 8.0), input_scale=0.02)
+    assert g.get_layer("group_estimate").tolerance == 0.0
+    old = {k: v for k, v in m.get_layer("group_estimate").get_config().items() if k != "tolerance"}
+    assert M.GroupEstimate.from_config(old).tolerance == 0.0
 
 
 def test_group_estimate_rejects_bad_settings():

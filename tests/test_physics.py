@@ -396,3 +396,12 @@ def test_modulus_projection_moves_the_far_field_modulus_into_the_noise_ball_and_
                                    atol=1e-9)
     inside = modulus_projection(*inverse_far_field(fr, fi), 1.05 * m, tolerance=0.1 * m.max())  # every |m − A| < δ
     np.testing.assert_allclose(inside[0] + 1j * inside[1], field, atol=1e-12)
+    # δ = 0 is the exact projection as it was before the tolerance existed, bit for bit
+    from ptychopipe.physics import MODULUS_GAIN_MAX
+
+    mag = np.sqrt(fr * fr + fi * fi)  # the function's own formula (np.hypot differs in the last bit)
+    floor = np.maximum(amplitude / MODULUS_GAIN_MAX, 1e-4 * mag.max(axis=(-2, -1), keepdims=True))
+    scale = amplitude / np.maximum(mag, floor + 1e-30)
+    old = inverse_far_field(fr * scale, fi * scale)
+    new = modulus_projection(field.real, field.imag, amplitude)
+    assert np.array_equal(new[0], old[0]) and np.array_equal(new[1], old[1])

@@ -102,10 +102,12 @@ def estimate_flops(n: int, gridsize: int, canvas: int, iterations: int, algorith
     ``algorithm`` "gradient" or "difference_map"."""
     c = gridsize * gridsize
     nn, ss = n * n, canvas * canvas
+    if algorithm not in physics.ESTIMATE_ALGORITHMS:
+        raise ValueError(f"algorithm: expected one of {list(physics.ESTIMATE_ALGORITHMS)}, got {algorithm!r}")
     if algorithm == "difference_map":  # no canvas FFTs in the loop: integer windows (gather, scatter-add)
         per = c * (2 * _fft(nn) + 12 * nn + 6 * nn * 2 + 8 * nn)  # far field and back, projection, P·x and
         per += 4 * (canvas if c > 1 else n) ** 2  # conj(P)·ψ, 2φ − ψ and the update; overlap quotient
-        once = (1 + c) * _fft(ss) + 2 * c * ss * 6 if c > 1 else 0  # final sub-pixel crop
+        once = (1 + c) * _fft(ss) + c * ss * 6 if c > 1 else 0  # final sub-pixel crop
         return float(per * iterations + once)
     per = c * (2 * _fft(nn) + 6 * nn * 2 + 12 * nn)  # far field and back, P·x, conj(P)·Δ, modulus projection
     if c > 1:

@@ -97,7 +97,8 @@ class ModelConfig:
     estimate_iterations: int
     estimate_momentum: float
     estimate_algorithm: str = "gradient"
-    estimate_noise_tolerance: float = 0.0  # these two defaults: the exact modulus, as before the key existed
+    estimate_noise_tolerance: float = 0.0  # defaults for code that builds a ModelConfig by hand; stage_config
+                                           # always sets both from the validated config
 
 
 @dataclass(frozen=True)

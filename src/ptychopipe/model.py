@@ -618,12 +618,14 @@ def build_model_from_config(cfg: Any, probe: np.ndarray, amplitude_estimate: flo
                             input_scale: float) -> keras.Model:
     """:func:`build_model` from a :class:`ptychopipe.config.TrainConfig`; ``input_scale`` a
     (normalize stage) turns ``model.estimate_noise_tolerance`` (standard deviations of the
-    measured amplitude) into input units."""
+    measured amplitude) into input units; the gradient algorithm, which does not use it,
+    gets 0."""
     m = cfg.model
+    sigmas = m.estimate_noise_tolerance if m.estimate_algorithm == "difference_map" else 0.0
     return build_model(m.N, m.gridsize, m.filters, m.depth, m.phase_max_rad, probe, amplitude_estimate,
                        canvas, estimate_iterations=m.estimate_iterations, estimate_momentum=m.estimate_momentum,
                        tv_weight=cfg.loss.tv_weight, estimate_algorithm=m.estimate_algorithm,
-                       estimate_tolerance=physics.noise_tolerance(m.estimate_noise_tolerance, input_scale))
+                       estimate_tolerance=physics.noise_tolerance(sigmas, input_scale))
 
 
 def estimate_model(model: keras.Model) -> keras.Model:

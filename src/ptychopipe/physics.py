@@ -331,7 +331,8 @@ def modulus_projection(e_r: Any, e_i: Any, amplitude: Any, ops: Any = NUMPY_OPS,
     proportion (there its phase is round-off).
 
     Why a tolerance: A = a·sqrt(n) of Poisson counts n carries noise of standard deviation
-    ≈ a/2 (sqrt is variance-stabilising), so forcing m = A exactly fits the noise. At low
+    ≈ a/2 where the expected count is ≳ 1 (sqrt is variance-stabilising; less in darker
+    pixels: 0.3·a at 0.1 counts), so forcing m = A exactly fits the noise. At low
     dose most pixels count 0, and the exact projection zeroes them; the difference map
     then loses the pattern's energy (quick, 1e4 photons: stitched estimate bias 0.23).
     Projecting onto the measurements' noise ball instead keeps it (0.98;
@@ -347,7 +348,9 @@ def modulus_projection(e_r: Any, e_i: Any, amplitude: Any, ops: Any = NUMPY_OPS,
 def noise_tolerance(noise_sigmas: float, input_scale: float) -> float:
     """δ of :func:`modulus_projection` in network-input units: ``noise_sigmas`` standard
     deviations of the measured amplitude X = a·sqrt(n), i.e. noise_sigmas·a/2
-    (a = ``input_scale``, normalize stage; sqrt of a Poisson count has std ≈ 1/2)."""
+    (a = ``input_scale``, normalize stage; sqrt of a Poisson count has std ≈ 1/2 for expected
+    counts ≳ 1). One standard deviation was chosen on the quick dose sweep
+    (docs/quality.md, experiment 22)."""
     return float(noise_sigmas) * 0.5 * float(input_scale)
 
 

@@ -437,8 +437,9 @@ def quality_rows(results: str | Path, configfile: str | Path, preset: str,
         device = "; ".join(f"{k} {train[k]}" for k in DEVICE_ATTRS if k in train)
         backend = f"{train.get('backend', '?')} {train.get('backend_version', '')}".strip()
         # the rule's CPU threads say how a CPU run was limited; a GPU run does not use them
-        on_gpu = any(k in train for k in ("gpu", "gpu_name")) or str(train.get("device", "cpu")).startswith("gpu")
-        threads = 0 if on_gpu else int(train.get("intra_op_threads") or 0)
+        dev = str(train.get("device") or "")
+        accelerated = bool(train.get("gpu_name")) or (bool(dev) and not dev.startswith("cpu"))
+        threads = 0 if accelerated else int(train.get("intra_op_threads") or 0)
         rows.append({**row, "preset": preset, "nphotons": sim.get("nphotons"),
                      "backend": f"{backend}, Keras {train.get('keras_version', '?')}"
                                 + (f", {threads} thread{'s' if threads > 1 else ''}" if threads else ""),

@@ -360,7 +360,8 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
         f"C = {c}, N = {n}, {model.count_params()} parameters, canvas {canvas} px, "
         f"backend {backend_info['backend']} ({backend_info.get('backend_version', '?')}), "
         f"threads {backend_info['intra_op_threads'] or 'default'}, deterministic {deterministic}; "
-        f"group estimate ({cfg.model.estimate_iterations} iterations) of all groups in {estimate_seconds:.1f} s")
+        f"group estimate ({cfg.model.estimate_algorithm}, {cfg.model.estimate_iterations} iterations, modulus "
+        f"tolerance {model.get_layer('group_estimate').tolerance:.3g}) of all groups in {estimate_seconds:.1f} s")
     t0 = time.perf_counter()
     trainer.fit(batches, epochs=cfg.epochs, verbose=0,
                 validation_data=(val_set.head_x(), val_set.counts) if has_val else None,
