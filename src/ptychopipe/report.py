@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from .artifacts import (ArtifactError, atomic_path, read_attrs, read_comparison_json, read_telemetry,
                         write_text_atomic)
+from .telemetry import cpu_description
 
 #: Stage artifacts in pipeline order (file name under results/{scenario}/, stage name).
 STAGE_FILES: tuple[tuple[str, str], ...] = (
@@ -453,8 +454,6 @@ def _num(v: Any, fmt: str) -> str:
 
 def quality_block(rows: Sequence[dict[str, Any]], results: str | Path, date: str) -> list[str]:
     """The Markdown lines written between the quality-table markers."""
-    from .telemetry import cpu_description
-
     host = None if all(r["device"] for r in rows) else cpu_description()
     lines = [f"Written by `ptychopipe quality-table` on {date} from `{results}/` ({len(rows)} scenarios). "
              "Compare-stage numbers over the stitched test region, no rescaling; amplitude bias = "
