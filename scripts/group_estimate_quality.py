@@ -14,9 +14,14 @@ amplitude r against the truth patch and against the truth's twin conj(O(−r)) (
 turned by 180°, which the ideal probe cannot tell from the truth: docs/quality.md). This
 is cheaper than stitching every group, and it shows *what* a group's data pin down.
 
+With --split train it scores the groups of the training region instead of the test
+split. The estimate has no trained parameters, so the training region is a validation set
+for its own settings (algorithm, tolerance, iterations): choose them there, not on the
+test split.
+
 Usage (results/<scenario>/{simulated,normalized}.h5 of a run, e.g. a scratch DAG):
     python scripts/group_estimate_quality.py RESULTS_DIR SCENARIO [--iterations 50] [--momentum 0.9] [--keras]
-        [--groups M] [--algorithm difference_map|gradient] [--noise-tolerance 1.0]
+        [--groups M] [--algorithm difference_map|gradient] [--noise-tolerance 1.0] [--split test|train]
 Prints one line: iterations, seconds, stitched amplitude r / SSIM / bias, phase r (or, with
 --groups, the per-patch r against the truth and against its twin).
 """
@@ -67,19 +72,22 @@ def main() -> None:
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--chunk", type=int, default=64, help="groups per batch")
     ap.add_argument("--keras", action="store_true", help="run model.GroupEstimate on the Keras backend")
-    ap.add_argument("--groups", type=int, default=0, help="score M evenly spaced test groups patch by patch")
+    ap.add_argument("--groups", type=int, default=0, help="score M evenly spaced groups patch by patch")
     ap.add_argument("--algorithm", default="difference_map", choices=["gradient", "difference_map"])
     ap.add_argument("--noise-tolerance", type=float, default=1.0,
                     help="modulus constraint half-width in standard deviations of the measured amplitude (0: exact)")
+    ap.add_argument("--split", default="test", choices=["test", "train"],
+                    help="score the test split (default) or the training region's groups")
     a = ap.parse_args()
     d = a.results / a.scenario
     sim, norm = read_simulated(d / "simulated.h5"), read_normalized(d / "normalized.h5")
-    test = norm.sets["test"]
+    groups = norm.sets[a.split]
     if a.groups:
-        pick = np.linspace(0, len(test.indices) - 1, a.groups).round().astype(int)
-        test = dataclasses.replace(test, **{f.name: getattr(test, f.name)[pick] for f in dataclasses.fields(test)
-                                            if getattr(test, f.name) is not None})
-    n, c = norm.probe.shape[0], test.indices.shape[1]
+        pick = np.linspace(0, len(groups.indices) - 1, a.groups).round().astype(int)
+        groups = dataclasses.replace(groups, **{f.name: getattr(groups, f.name)[pick]
+                                                for f in dataclasses.fields(groups)
+                                                if getattr(groups, f.name) is not None})
+    n, c = norm.probe.shape[0], groups.indices.shape[1]
     canvas = merge_canvas(n, max(float(np.abs(s.offsets).max()) for s in norm.sets.values())) if c > 1 else n
     pe = estimate_probe(norm.probe)
     dm = a.algorithm == "difference_map"
@@ -95,26 +103,26 @@ def main() -> None:
         x_in, off_in = keras.Input((n, n, c)), keras.Input((c, 2))
         layer = GroupEstimate(norm.probe, canvas, a.iterations, a.momentum, a.algorithm, tolerance)
         est = keras.Model([x_in, off_in], layer(x_in, off_in)).predict(
-            [test.amplitude.astype(np.float32), test.offsets.astype(np.float32)], batch_size=a.chunk, verbose=0)
+            [groups.amplitude.astype(np.float32), groups.offsets.astype(np.float32)], batch_size=a.chunk, verbose=0)
         patches.append(np.moveaxis(est[..., 0] + 1j * est[..., 1], -1, 1) * norm.amplitude_estimate)
-    for s in range(0, len(test.indices) if not a.keras else 0, a.chunk):
+    for s in range(0, len(groups.indices) if not a.keras else 0, a.chunk):
         sl = slice(s, s + a.chunk)
-        re, im = physics.group_estimate(np.moveaxis(test.amplitude[sl], -1, 1).astype(np.float64),
-                                        test.offsets[sl, :, 0], test.offsets[sl, :, 1], (pe.real, pe.imag),
+        re, im = physics.group_estimate(np.moveaxis(groups.amplitude[sl], -1, 1).astype(np.float64),
+                                        groups.offsets[sl, :, 0], groups.offsets[sl, :, 1], (pe.real, pe.imag),
                                         canvas, a.iterations, a.momentum, algorithm=a.algorithm, tolerance=tolerance)
         patches.append((re + 1j * im) * norm.amplitude_estimate)  # units of ā → object units
     seconds = time.perf_counter() - t0
     obj = np.concatenate(patches).reshape(-1, n, n)
     if a.groups:
-        truth = physics.extract_patches(sim.object, sim.positions[test.indices.ravel()], n, margin=4)
+        truth = physics.extract_patches(sim.object, sim.positions[groups.indices.ravel()], n, margin=4)
         w = np.abs(norm.probe) ** 2
         r_truth, r_twin = per_patch_r(obj, truth, w > 0.1 * w.max())
-        print(f"{a.scenario}: group estimate ({setting}), {a.iterations} iterations: {len(test.indices)} test groups in {seconds:.0f} s; per-patch "
+        print(f"{a.scenario}: group estimate ({setting}), {a.iterations} iterations: {len(groups.indices)} {a.split} groups in {seconds:.0f} s; per-patch "
               f"amplitude r over lit pixels: {r_truth:.3f} with the truth, "
               f"{r_twin:.3f} with its twin")
         return
-    print(f"{a.scenario}: group estimate ({setting}), {a.iterations} iterations: {len(test.indices)} test groups in {seconds:.0f} s; stitched "
-          f"{stitched_scores(obj, sim.positions[test.indices.ravel()], norm.probe, sim.object)}")
+    print(f"{a.scenario}: group estimate ({setting}), {a.iterations} iterations: {len(groups.indices)} {a.split} groups in {seconds:.0f} s; stitched "
+          f"{stitched_scores(obj, sim.positions[groups.indices.ravel()], norm.probe, sim.object)}")
 
 
 if __name__ == "__main__":

@@ -267,3 +267,17 @@ def test_environment_yml_matches_pyproject():
     have = {_name(r) for r in conda + pip if not r.startswith("-")} - {"python", "pip"}
     assert have == wanted, f"environment.yml only: {sorted(have - wanted)}; pyproject only: {sorted(wanted - have)}"
     assert "-e .[test]" in pip  # the package itself, with pyproject's own dependency list
+
+
+def test_rule_conda_env_matches_pyproject():
+    """workflow/envs/ptychopipe.yaml (every rule's `conda:` under --sdm conda) carries the
+    runtime dependencies of pyproject.toml, less Snakemake and its executor plugin, which run
+    the workflow and are not needed inside a job."""
+    tomllib = pytest.importorskip("tomllib")
+    wanted = {_name(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    wanted -= {"snakemake", "snakemake-executor-plugin-slurm"}
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "ptychopipe.yaml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    have = {_name(r) for r in conda + pip} - {"python", "pip"}
+    assert have == wanted, f"workflow/envs only: {sorted(have - wanted)}; pyproject only: {sorted(wanted - have)}"
