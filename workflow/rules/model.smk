@@ -18,7 +18,7 @@ rule train:
         "results/{scenario}/benchmarks/train.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=6000,
     conda:
         CONDA_ENV
     shell:
@@ -41,7 +41,7 @@ rule infer:
         "results/{scenario}/benchmarks/infer.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=8000,
     conda:
         CONDA_ENV
     shell:
