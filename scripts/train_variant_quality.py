@@ -32,13 +32,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from group_estimate_quality import per_patch_r, stitched_scores  # scripts/ is on sys.path when run as a script
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from group_estimate_quality import per_patch_r, stitched_scores  # noqa: E402
-
-from ptychopipe import physics  # noqa: E402
-from ptychopipe.artifacts import read_normalized, read_simulated  # noqa: E402
-from ptychopipe.config import load_scenarios, stage_config, to_dict  # noqa: E402
+from ptychopipe import physics
+from ptychopipe.artifacts import read_normalized, read_simulated
+from ptychopipe.config import load_scenarios, stage_config, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -256,15 +256,20 @@ def _name(req: str) -> str:
     return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
+def _conda_env(path: Path) -> tuple[dict, set[str], list[str]]:
+    """(the parsed conda environment file, its package names less python and pip, its pip lines)."""
+    env = yaml.safe_load(path.read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    return env, {_name(r) for r in conda + pip if not r.startswith("-")} - {"python", "pip"}, pip
+
+
 def test_environment_yml_matches_pyproject():
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
-    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    env, have, pip = _conda_env(REPO / "environment.yml")
     assert "conda-forge" in env["channels"]
-    conda = [d for d in env["dependencies"] if isinstance(d, str)]
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    have = {_name(r) for r in conda + pip if not r.startswith("-")} - {"python", "pip"}
     assert have == wanted, f"environment.yml only: {sorted(have - wanted)}; pyproject only: {sorted(wanted - have)}"
     assert "-e .[test]" in pip  # the package itself, with pyproject's own dependency list
 
@@ -276,8 +281,5 @@ def test_rule_conda_env_matches_pyproject():
     tomllib = pytest.importorskip("tomllib")
     wanted = {_name(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
     wanted -= {"snakemake", "snakemake-executor-plugin-slurm"}
-    env = yaml.safe_load((REPO / "workflow" / "envs" / "ptychopipe.yaml").read_text())
-    conda = [d for d in env["dependencies"] if isinstance(d, str)]
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    have = {_name(r) for r in conda + pip} - {"python", "pip"}
+    _, have, _ = _conda_env(REPO / "workflow" / "envs" / "ptychopipe.yaml")
     assert have == wanted, f"workflow/envs only: {sorted(have - wanted)}; pyproject only: {sorted(wanted - have)}"
