@@ -274,12 +274,36 @@ def test_environment_yml_matches_pyproject():
     assert "-e .[test]" in pip  # the package itself, with pyproject's own dependency list
 
 
+def _rule_conda_envs() -> dict[str, Path]:
+    """{rule: the environment file of its `conda:`} for every rule in workflow/rules/*.smk;
+    the directive names a constant of common.smk (a path relative to workflow/rules/)."""
+    rules_dir = REPO / "workflow" / "rules"
+    consts = dict(re.findall(r'^(\w+) = "([^"]+\.yaml)"', (rules_dir / "common.smk").read_text(), re.M))
+    envs = {}
+    for smk in sorted(rules_dir.glob("*.smk")):
+        for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M)[1:]:
+            name = re.match(r"rule (\w+):", block).group(1)
+            ref = re.search(r"^    conda:\n\s+(\S+)", block, re.M)
+            assert ref, f"{smk.name}: rule {name} has no conda: directive"
+            envs[name] = (rules_dir / consts[ref.group(1)]).resolve()
+    return envs
+
+
 def test_rule_conda_env_matches_pyproject():
-    """workflow/envs/ptychopipe.yaml (every rule's `conda:` under --sdm conda) carries the
-    runtime dependencies of pyproject.toml, less Snakemake and its executor plugin, which run
-    the workflow and are not needed inside a job."""
+    """Each rule's `conda:` environment (under --sdm conda) carries the runtime dependencies
+    of pyproject.toml, less Snakemake and its executor plugin, which run the workflow and
+    are not needed inside a job; rule baseline's also carries the `baselines` extra (torch,
+    pty-chi) with pyproject's exact pins, and no other rule's does."""
     tomllib = pytest.importorskip("tomllib")
-    wanted = {_name(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
-    wanted -= {"snakemake", "snakemake-executor-plugin-slurm"}
-    _, have, _ = _conda_env(REPO / "workflow" / "envs" / "ptychopipe.yaml")
-    assert have == wanted, f"workflow/envs only: {sorted(have - wanted)}; pyproject only: {sorted(wanted - have)}"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = {_name(r) for r in project["dependencies"]} - {"snakemake", "snakemake-executor-plugin-slurm"}
+    extra = project["optional-dependencies"]["baselines"]
+    envs = _rule_conda_envs()
+    assert {"train", "infer", "baseline", "baseline_compare"} <= set(envs)
+    for rule, path in envs.items():
+        wanted = runtime | ({_name(r) for r in extra} if rule == "baseline" else set())
+        _, have, pip = _conda_env(path)
+        assert have == wanted, (f"rule {rule} ({path.name}) only: {sorted(have - wanted)}; "
+                                f"pyproject only: {sorted(wanted - have)}")
+        if rule == "baseline":
+            assert set(extra) <= set(pip), f"{path.name}: expected pyproject's pins {extra}"

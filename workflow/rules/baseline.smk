@@ -23,7 +23,7 @@ rule baseline:
     resources:
         mem_mb=4000,
     conda:
-        CONDA_ENV
+        BASELINE_CONDA_ENV
     shell:
         "python3 -m ptychopipe baseline --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --simulated {input.simulated} --grouped {input.grouped} --out {output}"

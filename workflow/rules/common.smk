@@ -20,7 +20,8 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in [str(Path(workflow.basedir).parent / "src"),
                                            os.environ.get("PYTHONPATH", "")] if p),
 )
-CONDA_ENV = "../envs/ptychopipe.yaml"  # every rule's `conda:` (relative to workflow/rules/)
+CONDA_ENV = "../envs/ptychopipe.yaml"  # every rule's `conda:` (relative to workflow/rules/) but:
+BASELINE_CONDA_ENV = "../envs/baseline.yaml"  # rule baseline's, which also needs torch and pty-chi
 CONFIG_SOURCE = ", ".join(str(p) for p in workflow.configfiles) or "config"
 
 
