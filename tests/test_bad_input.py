@@ -69,9 +69,10 @@ CONFIG_CASES: list[tuple[str, Callable | None, tuple[str, ...], str]] = [
     ("missing-key", _delete("defaults.nphotons"), (), "'nphotons' is a required property"),
     ("missing-section", _delete("defaults.scan"), (), "scan: 'buffer_px' is a required property"),
     ("unknown-key", _set("defaults.colour", "blue"), (), "'colour' was unexpected"),
-    ("unknown-nested-key", _set("defaults.scan.n_imags", 10), (), "defaults.scan"),
+    ("unknown-nested-key", _set("defaults.scan.n_imags", 10), (),
+     "defaults.scan: Additional properties are not allowed ('n_imags' was unexpected)"),
     ("unknown-top-level-key", _set("scenarioz", {}), (), "'scenarioz' was unexpected"),
-    ("wrong-type-string-for-int", _set("defaults.N", "64"), (), "defaults.N"),
+    ("wrong-type-string-for-int", _set("defaults.N", "64"), (), "defaults.N: '64' is not of type 'integer'"),
     ("wrong-type-float-for-int", _set("defaults.scan.n_images", 4.5), (), "defaults.scan.n_images"),
     ("wrong-type-section", _set("defaults.scan", 5), (), "defaults.scan: 5 is not of type 'object'"),
     ("zero-nphotons", _set("defaults.nphotons", 0), (), "defaults.nphotons: 0 is less than or equal to the minimum"),
@@ -83,7 +84,7 @@ CONFIG_CASES: list[tuple[str, Callable | None, tuple[str, ...], str]] = [
     ("object-smaller-than-N", _set("presets.ci.object.size", 48), (), "object.size: expected >= N"),
     ("negative-count-of-images", _set("defaults.scan.n_images", -5), (), "defaults.scan.n_images: -5 is less than"),
     ("zero-groups", _set("presets.ci.group.n_groups", 0), (), "presets.ci.group.n_groups: 0 is less than"),
-    ("split-fraction-one", _set("defaults.split.fraction", 1.0), (), "defaults.split.fraction"),
+    ("split-fraction-one", _set("defaults.split.fraction", 1.0), (), "defaults.split.fraction: 1.0 is greater than or equal to the maximum of 1"),
     ("range-min-above-max", _set("defaults.object.amplitude_range", [1.5, 0.5]), (),
      "object.amplitude_range: expected min < max"),
     ("scenario-name-with-slash", _add_scenario("evil/../../x"), (), "does not match '^[A-Za-z0-9_-]+$'"),
@@ -97,7 +98,7 @@ CONFIG_CASES: list[tuple[str, Callable | None, tuple[str, ...], str]] = [
      "probe.file: data/probes/nope.npz not found"),
     ("unknown-preset", None, ("--config", "preset=huge"), "preset: 'huge' is not defined"),
     ("unknown-scenario-in-run", _set("run", ["gs9_nothing"]), (), "run: unknown scenario(s) ['gs9_nothing']"),
-    ("empty-scenarios", _set("scenarios", {}), (), "scenarios"),
+    ("empty-scenarios", _set("scenarios", {}), (), "scenarios: {} should be non-empty"),
 ]
 
 
@@ -282,6 +283,7 @@ def test_bad_artifact_is_one_line(tmp_path, good, params, case, stage, inputs, t
     res = run_stage(stage, "--scenario", SCEN, "--config", to_json(stage_config(params[SCEN], stage)),
                     *args, "--out", str(out))
     _assert_one_line_failure(res, stage, expected, out)
+    assert str(d / target) in res.stderr, "the error names the file"
 
 
 def _assert_one_line_failure(res, stage: str, expected: str, out: Path) -> None:
@@ -355,7 +357,8 @@ def test_gridsize3_too_few_positions(tmp_path, params):
     assert res.returncode == 1
     log = (wd / "results/gs3_tiny/logs/group.log").read_text()
     lines = nonempty_lines(log)
-    assert len(lines) == 1 and lines[0].startswith("ptychopipe group: error: [group] train:"), log
+    assert len(lines) == 1 and lines[0].startswith(
+        "ptychopipe group: error: results/gs3_tiny/split.h5: train/indices: [group] train:"), log
     assert "need at least 9" in lines[0]
     assert not (wd / "results/gs3_tiny/grouped.h5").exists()
     assert (wd / "results/gs3_tiny/split.h5").exists(), "upstream outputs stay"

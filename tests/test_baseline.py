@@ -202,13 +202,16 @@ def test_workflow_adds_the_baseline_only_where_enabled(workdir):
 
 
 @needs_ptychi
+@pytest.mark.parametrize("scenario", ["gs1_ideal", "gs2_custom"])
 @pytest.mark.parametrize("integer", [True, False])
-def test_ptychi_forward_model_reproduces_the_simulators_counts(ci_data, integer):
+def test_ptychi_forward_model_reproduces_the_simulators_counts(ci_data, integer, scenario):
     """The true object through pty-chi's own forward model, with this module's conversions,
     gives the simulator's expected counts λ = |fftshift(fft2(P_abs·O))/N|² (and its dataset holds
-    our counts fftshifted to its zero-frequency-first layout)."""
+    our counts fftshifted to its zero-frequency-first layout). The custom probe is complex and
+    asymmetric, so a conjugated or flipped probe convention shows; the ideal one is real and
+    point-symmetric."""
     torch, api, _ = B.import_ptychi()
-    sim = read_simulated(ci_data["gs1_ideal"]["simulated"])
+    sim = read_simulated(ci_data[scenario]["simulated"])
     n, pad = sim.probe.shape[0], 16
     obj = np.pad(sim.object.astype(np.complex128), pad)  # room for the sub-pixel extractor's margin
     pos = sim.positions[:16] + pad

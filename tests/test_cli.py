@@ -82,8 +82,10 @@ def test_group_command_names_the_split_and_numbers(ci_data, tmp_path, capsys):
     rc, _, err = _main(capsys, "group", "--scenario", "gs1_ideal", "--config", cfg, "--simulated", str(d["simulated"]),
                        "--split", str(d["split"]), "--out", str(tmp_path / "g.h5"))
     assert rc == 1
-    assert err.strip().startswith("ptychopipe group: error: [group] train: ")
-    assert "patterns available, need at least 500 (C = 4, K = 500)" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.strip().startswith(f"ptychopipe group: error: {d['split']}: train/indices: [group] train: ")
+    assert err.strip().endswith("patterns available, need at least 500 (C = 4, K = 500)")
+    assert list(tmp_path.iterdir()) == []  # no output, no temp file
 
 
 # --------------------------------------------------------------------------- telemetry

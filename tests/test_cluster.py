@@ -140,10 +140,10 @@ def test_ci_dag_on_slurm_matches_local(cluster, tmp_path):
 
     # Every job ran on the cluster and completed; the train jobs carried the GPU request.
     run_name = re.search(r"SLURM run ID: ([0-9a-f-]+)", log)
-    jobs = _slurm_jobs(run_name.group(1)) if run_name else []
-    if jobs:
-        assert sorted(j["jobid"] for j in jobs) == sorted(submitted.values())
-        assert all(j["state"] == "COMPLETED" for j in jobs), jobs
+    assert run_name, f"no SLURM run ID in the log:\n{log[-2000:]}"
+    jobs = _slurm_jobs(run_name.group(1))  # the test cluster keeps finished jobs listed (MinJobAge)
+    assert sorted(j["jobid"] for j in jobs) == sorted(submitted.values()), jobs
+    assert all(j["state"] == "COMPLETED" for j in jobs), jobs
     train_ids = [submitted[j] for j in re.findall(r"rule train:\n(?:.*\n)*?\s+jobid: (\d+)", log)]
     assert train_ids, "train jobs found in the log"
     for jid in train_ids:

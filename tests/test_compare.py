@@ -3,6 +3,7 @@ the stage-ratio chain, and the stage on synthetic inferred.h5 files built from t
 
 from __future__ import annotations
 
+import csv
 import math
 
 import h5py
@@ -274,8 +275,14 @@ def test_nan_guard_message_reaches_the_summary(tmp_path, ci_data):
                 amplitude_png=paths["amplitude"], phase_png=paths["phase"], frc_png=paths["frc"],
                 training_png=paths["training"])
     from ptychopipe.artifacts import read_comparison_json
+    from ptychopipe.report import write_summary
 
     assert read_comparison_json(paths["json"])["nan_status"] == "train: loss became NaN at epoch 2"
+    md, csv_path = tmp_path / "summary.md", tmp_path / "summary.csv"
+    write_summary([paths["json"]], md, csv_path, tmp_path / "overview.png")
+    assert "train: loss became NaN at epoch 2" in md.read_text()
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["nan_status"] for r in rows] == ["train: loss became NaN at epoch 2"]
 
 
 def test_cli_compare_missing_input_is_one_line(tmp_path, ci_data, capsys):

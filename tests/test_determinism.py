@@ -15,8 +15,8 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline_helpers import (DATA_FILES, PROFILES, REPO, SCENARIOS, assert_h5_close, assert_h5_identical,
-                              h5_contents, make_workdir, run_snakemake, run_stage)
+from pipeline_helpers import (DATA_FILES, PROFILES, REPO, SCENARIOS, _same_value, assert_h5_close,
+                              assert_h5_identical, h5_contents, make_workdir, run_snakemake, run_stage)
 from ptychopipe.config import load_scenarios, stage_config, to_json
 
 pytestmark = pytest.mark.e2e
@@ -45,13 +45,18 @@ def test_data_stages_bit_identical(data_runs, a, b, name):
         assert_h5_identical(data_runs[a] / "results" / s / name, data_runs[b] / "results" / s / name)
 
 
-def test_volatile_attributes_are_the_only_difference(data_runs):
-    """created_utc is the attribute that may differ; config_json and config_hash do not."""
-    _, att_a = h5_contents(data_runs["cores1_a"] / "results/gs2_custom/simulated.h5")
-    _, att_b = h5_contents(data_runs["cores2_b"] / "results/gs2_custom/simulated.h5")
-    for key in ("config_json", "config_hash", "schema_version", "probe_sha256"):
-        assert att_a["/"][key] == att_b["/"][key]
-    assert "created_utc" in att_a["/"]
+@pytest.mark.parametrize("name", DATA_FILES)
+def test_volatile_attributes_are_the_only_difference(data_runs, name):
+    """Of all attributes, on every object of the file, only created_utc may differ between
+    two runs; config_json, config_hash and the rest do not."""
+    _, att_a = h5_contents(data_runs["cores1_a"] / "results/gs2_custom" / name)
+    _, att_b = h5_contents(data_runs["cores2_b"] / "results/gs2_custom" / name)
+    assert {p: set(a) for p, a in att_a.items()} == {p: set(a) for p, a in att_b.items()}
+    differ = {(p, k) for p, attrs in att_a.items() for k, v in attrs.items()
+              if not _same_value(v, att_b[p][k])}
+    assert differ <= {("/", "created_utc")}, differ
+    for key in ("config_json", "config_hash", "schema_version", "created_utc"):
+        assert key in att_a["/"]
 
 
 # --------------------------------------------------------------------------- training

@@ -4,6 +4,8 @@ a clear error when a split has too few patterns."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -144,13 +146,13 @@ def test_group_stage_artifact_is_consistent(ci_data):
 
 def test_group_stage_names_the_split_that_is_too_small(ci_data, tmp_path):
     """The ci scan of gs1_ideal has ~26 training patterns; asking for K = 40 neighbours fails
-    naming the split and the numbers."""
+    naming the file, the split and the numbers."""
     d = ci_data["gs1_ideal"]
     n_train = len(read_split(d["split"]).train_indices)
     cfg = GroupConfig(gridsize=2, n_groups=10, neighbour_count=40, seed=1)
     out = tmp_path / "grouped.h5"
-    with pytest.raises(GroupingError, match=rf"^\[group\] train: {n_train} patterns available, need at least 40 "
-                                            r"\(C = 4, K = 40\)$"):
+    with pytest.raises(GroupingError, match=rf"^{re.escape(str(d['split']))}: train/indices: \[group\] train: "
+                                            rf"{n_train} patterns available, need at least 40 \(C = 4, K = 40\)$"):
         grouping.run_group(cfg, "gs1_ideal", d["simulated"], d["split"], out)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
@@ -165,6 +167,6 @@ def test_split_stage_refuses_an_empty_split(ci_data, tmp_path):
         "object": Array(sim.object, "object amplitude"), "probe": Array(sim.probe, "photons^0.5"),
         "positions": Array(sim.positions[:1], "px"), "counts": Array(sim.counts[:1], "counts"),
         "amplitude": Array(sim.amplitude[:1], "photons^0.5")})
-    with pytest.raises(GroupingError, match=r"^\[split\] train: empty split \(fraction 0\.5, 1 positions\)"):
+    with pytest.raises(GroupingError, match=rf"^{re.escape(str(one))}: positions: \[split\] train: empty split \(fraction 0\.5, 1 positions\)"):
         grouping.run_split(SplitConfig(0.5), "x", one, tmp_path / "split.h5")
     assert not (tmp_path / "split.h5").exists()

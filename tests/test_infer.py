@@ -11,6 +11,7 @@ import pytest
 
 from ptychopipe import grouping, normalize, simulate
 from ptychopipe import infer as I
+from ptychopipe import model as M
 from ptychopipe import train as T
 from ptychopipe.artifacts import ArtifactError, read_inferred, read_normalized, read_simulated, read_telemetry
 from ptychopipe.config import load_scenarios, stage_config, to_json
@@ -53,7 +54,7 @@ def test_inferred_h5_contract(gs2_run):
     np.testing.assert_allclose(inf.positions, sim.positions[inf.indices], rtol=0, atol=1e-9)
     np.testing.assert_array_equal(inf.probe, norm.probe)
     assert inf.attrs["config_json"] == to_json(stage_config(params, "infer"))
-    # the stored patches and attrs are what the model predicts (recomputed independently)
+    # the stored patches and attrs are what the model predicts (predicted again here)
     model = I.load_model(d / "model.keras")
     out = I.predict(model, test.amplitude, test.offsets, batch_size=params["infer"]["batch_size"])
     np.testing.assert_allclose(np.moveaxis(out["amplitude"], -1, 1), inf.amplitude, rtol=1e-5, atol=1e-7)
@@ -70,6 +71,15 @@ def test_inferred_h5_contract(gs2_run):
         assert f["positions"].attrs["units"] == "px"
         np.testing.assert_allclose(f["predicted_photons"][()].sum(axis=1).mean() /
                                    f["measured_photons"][()].sum(axis=1).mean(), ratio, rtol=1e-6)
+        predicted_photons = f["predicted_photons"][()]
+    # the stored patches are the object that produced those counts: through the forward
+    # model alone (physics_model, equal to NumPy's physics in test_model), |P·O|² per
+    # pattern sums to the stored predicted photons (the merged patches merge to themselves)
+    canvas = M.model_canvas(model)
+    lam = M.physics_model(norm.probe, 2, canvas).predict(
+        {"amplitude": np.moveaxis(inf.amplitude, 1, -1), "phase": np.moveaxis(inf.phase, 1, -1),
+         "offsets": test.offsets}, verbose=0)["counts"]
+    np.testing.assert_allclose(lam.astype(np.float64).sum(axis=(1, 2)), predicted_photons, rtol=1e-3)
     stats, ratios = read_telemetry(d / "inferred.h5")
     assert stats["amplitude"]["nan"] == 0 and stats["amplitude"]["shape"] == [b, c, 64, 64]
     np.testing.assert_allclose(ratios["amplitude_mean_over_estimate"],

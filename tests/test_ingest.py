@@ -194,6 +194,8 @@ def test_cli_reports_a_bad_file_in_one_line(tmp_path, sim):
     assert res.returncode == 1
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("ptychopipe ingest: error: ") and "probeGuess" in lines[0]
+    assert str(path) in lines[0], "the error names the file"
+    assert not (tmp_path / "o.h5").exists() and not list(tmp_path.glob(".o.h5.tmp*"))
 
 
 def test_reader_refuses_a_file_claiming_no_object_without_its_frame(tmp_path, sim):
@@ -368,9 +370,14 @@ def test_workflow_picks_ingest_for_imported_and_simulate_for_the_others(workdir,
     assert jobs["results/real/normalized.h5"] == "normalize"
     # a missing source file is one config error line before any job runs
     src.unlink()
-    res = run_snakemake(workdir, "-n", "--config", "preset=ci", timeout=300)
-    assert res.returncode != 0
-    assert "scenario real: source.file: data/measured.npz not found" in res.stderr
+    res = run_snakemake(workdir, "--cores", "1", "--config", "preset=ci", timeout=300)  # not a dry run
+    assert res.returncode == 1
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines[-1] == ("ptychopipe: config error: config/scenarios.yaml: scenario real: "
+                         "source.file: data/measured.npz not found; expected an existing npz file "
+                         "(docs/real_data.md)"), res.stderr[-2000:]
+    assert [ln for ln in lines if "config error" in ln] == lines[-1:]
+    assert not (workdir / "results").exists()
 
 
 def test_shipped_config_resolves_with_source_and_baseline_defaults():

@@ -196,7 +196,8 @@ def test_forward_model_equals_numpy_gridsize2_float32(probe_kind):
         canvas = M.merge_canvas(N, 14.0)
         lam_k, p32, pm = _keras_counts(probe, p, offs, canvas, 2)
         probe32 = M.model_probe(pm).astype(np.complex128)
-        w = pm.get_layer("overlap").overlap_weight.numpy().astype(np.float64)
+        w = np.abs(probe32) ** 2 / np.max(np.abs(probe32) ** 2)  # DESIGN §2.5, computed here
+        np.testing.assert_allclose(pm.get_layer("overlap").overlap_weight.numpy(), w, rtol=1e-6, atol=1e-7)
         assert _rel(lam_k, _numpy_counts(probe32, p32, offs, canvas, w)) < 1e-5
 
 
@@ -226,6 +227,7 @@ def test_forward_model_is_the_numpy_code_path_in_float64(float64_keras, probe_ki
     # the model stores P_abs as complex64 and the weight as float32: use the stored values
     stored = M.model_probe(pm).astype(np.complex128)
     w = pm.get_layer("overlap").overlap_weight.numpy()
+    np.testing.assert_allclose(w, np.abs(stored) ** 2 / np.max(np.abs(stored) ** 2), rtol=1e-6, atol=1e-7)
     assert _rel(np.moveaxis(out["counts"], -1, 1), _numpy_counts(stored, p, offs, canvas, w)) < 1e-10
 
 

@@ -44,13 +44,19 @@ def test_far_field_puts_zero_frequency_at_the_centre():
     assert lam[n // 2, n // 2] == pytest.approx(n * n)  # |Σψ/N|² = N²: all power in one pixel
 
 
-def test_expected_counts_obey_parseval_per_pattern():
+@pytest.mark.parametrize("probe_kind", ["ideal", "complex"])
+def test_expected_counts_are_the_far_field_intensity_of_probe_times_object(probe_kind):
+    """λ = |fftshift(fft2(P·O))/N|² pixel by pixel, against NumPy's complex FFT; a complex,
+    asymmetric probe catches a conjugated or swapped P·O product that the real ideal probe
+    (and Parseval's sums) cannot."""
     n = 64
-    probe = ideal_probe(n, 32)
+    probe = ideal_probe(n, 32) if probe_kind == "ideal" else _cplx(n, n)
     obj = _cplx(5, n, n)
     lam = expected_counts((probe.real, probe.imag), (obj.real, obj.imag))
+    want = np.abs(np.fft.fftshift(np.fft.fft2(probe * obj), axes=(-2, -1)) / n) ** 2
+    np.testing.assert_allclose(lam, want, rtol=1e-10, atol=1e-12 * want.max())
     exit_power = np.sum(np.abs(probe * obj) ** 2, axis=(1, 2))
-    np.testing.assert_allclose(lam.sum(axis=(1, 2)), exit_power, rtol=1e-12)
+    np.testing.assert_allclose(lam.sum(axis=(1, 2)), exit_power, rtol=1e-12)  # Parseval per pattern
     assert lam.min() >= 0
 
 

@@ -84,14 +84,14 @@ def raw():
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_scenario_names_are_validated(raw, name):
     cfg = {**raw, "scenarios": {**raw["scenarios"], name: {"gridsize": 1}}}
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=re.escape(f"{name!r} does not match")):
         resolve_scenarios(cfg, "ci", source="test")
 
 
 @pytest.mark.parametrize("label", ["../up", "a/b", "..", "x y"])
 def test_sweep_labels_are_validated(raw, label):
     cfg = {**raw, "sweeps": {"dose": {"base": "gs1_ideal", "param": "nphotons", "values": [1e4], "labels": [label]}}}
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=re.escape(f"sweeps.dose.labels.0: {label!r} does not match")):
         resolve_scenarios(cfg, "ci", source="test")
 
 
@@ -118,6 +118,10 @@ def test_snakemake_refuses_targets_outside_the_scenarios(tmp_path):
                    "results/not_a_scenario/simulated.h5"):
         res = run_snakemake(wd, "--cores", "1", "-n", target, timeout=120)
         assert res.returncode != 0, target
+        out = res.stdout + res.stderr
+        assert "MissingRuleException" in out and "No rule to produce" in out, out[-2000:]
+    res = run_snakemake(wd, "--cores", "1", "results/../../escape/simulated.h5", timeout=120)  # not a dry run
+    assert res.returncode != 0 and "No rule to produce" in res.stdout + res.stderr
     assert not (wd / "results").exists()
     assert not (tmp_path / "escape").exists() and not (tmp_path / "x").exists()
 

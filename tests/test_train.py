@@ -130,7 +130,8 @@ def test_run_writes_model_and_history(ci_gs1, tmp_path, capsys):
     for k in ("predicted_over_measured_counts", "amplitude_mean_over_estimate", "final_over_initial_loss"):
         assert np.isfinite(ratios[k]), k
     assert 0.5 < ratios["amplitude_mean_over_estimate"] < 2.0
-    # the saved model predicts like the trained one would (loads with the registered layers)
+    # the saved model loads (with the registered layers) and carries the normalize stage's ā;
+    # that it predicts what the stage trained is test_infer's (stored patches vs the forward model)
     m = keras.saving.load_model(out, compile=False)
     np.testing.assert_allclose(M.model_amplitude_estimate(m), read_normalized(path).amplitude_estimate)
 

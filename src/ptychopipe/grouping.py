@@ -44,7 +44,7 @@ def run_split(cfg: SplitConfig, scenario: str, simulated: str | Path, out: str |
     train, test, y_split = split_by_y(sim.positions, cfg.fraction)
     for name, idx in (("train", train), ("test", test)):
         if idx.size == 0:
-            raise GroupingError(f"[split] {name}: empty split (fraction {cfg.fraction}, "
+            raise GroupingError(f"{simulated}: positions: [split] {name}: empty split (fraction {cfg.fraction}, "
                                 f"{len(sim.positions)} positions); expected at least one pattern")
     m = len(sim.positions)
     write_artifact(
@@ -115,8 +115,11 @@ def run_group(cfg: GroupConfig, scenario: str, simulated: str | Path, split: str
     raw_mean = float(sim.amplitude.mean())
     ratios = {}
     for name, idx, salt in (("train", sp.train_indices, 0), ("test", sp.test_indices, 1)):
-        local = make_groups(sim.positions[idx], cfg.gridsize, cfg.n_groups, cfg.neighbour_count,
-                            cfg.seed + salt, split=name)
+        try:
+            local = make_groups(sim.positions[idx], cfg.gridsize, cfg.n_groups, cfg.neighbour_count,
+                                cfg.seed + salt, split=name)
+        except GroupingError as e:  # name the file whose split is too small
+            raise GroupingError(f"{split}: {name}/indices: {e}") from None
         groups = idx[local]
         centres, offsets = centres_offsets(sim.positions, groups)
         amp = gather_channels_last(sim.amplitude, groups)
