@@ -88,7 +88,11 @@ def test_summary_has_one_finite_row_per_scenario(dag):
     assert all(f"## {s}" in md for s in SCENARIOS)
 
 
-def test_stitched_canvas_is_aligned_with_the_truth_without_registration(dag):
+def test_stitched_canvas_origin_is_the_scan_extent_and_compare_scores_it_unregistered(dag):
+    """The stitched canvas starts at the first patch's corner in object pixels, and compare
+    crops the truth at that origin with no registration. (That this crop is the right one, a
+    misplaced patch scoring clearly worse, is test_compare's
+    test_misplaced_patches_score_clearly_worse.)"""
     res = dag["workdir"] / "results"
     for s in SCENARIOS:
         st = read_stitched(res / s / "stitched.h5")
