@@ -47,8 +47,8 @@ def test_far_field_puts_zero_frequency_at_the_centre():
 @pytest.mark.parametrize("probe_kind", ["ideal", "complex"])
 def test_expected_counts_are_the_far_field_intensity_of_probe_times_object(probe_kind):
     """λ = |fftshift(fft2(P·O))/N|² pixel by pixel, against NumPy's complex FFT; a complex,
-    asymmetric probe catches a conjugated or swapped P·O product that the real ideal probe
-    (and Parseval's sums) cannot."""
+    asymmetric probe catches a conjugated probe in the P·O product, which the real ideal
+    probe (and Parseval's sums) cannot."""
     n = 64
     probe = ideal_probe(n, 32) if probe_kind == "ideal" else _cplx(n, n)
     obj = _cplx(5, n, n)

@@ -283,9 +283,12 @@ def _rule_conda_envs() -> dict[str, Path]:
     for smk in sorted(rules_dir.glob("*.smk")):
         for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M)[1:]:
             name = re.match(r"rule (\w+):", block).group(1)
-            ref = re.search(r"^    conda:\n\s+(\S+)", block, re.M)
+            ref = re.search(r"^\s+conda:\s*(?:\n\s*)?(\S+)", block, re.M)  # on its line or the next
             assert ref, f"{smk.name}: rule {name} has no conda: directive"
-            envs[name] = (rules_dir / consts[ref.group(1)]).resolve()
+            value = ref.group(1)
+            path = value.strip("'\"") if value[0] in "'\"" else consts.get(value)
+            assert path, f"{smk.name}: rule {name}: conda: {value} is neither a path nor a constant of common.smk"
+            envs[name] = (rules_dir / path).resolve()
     return envs
 
 
@@ -307,3 +310,5 @@ def test_rule_conda_env_matches_pyproject():
                                 f"pyproject only: {sorted(wanted - have)}")
         if rule == "baseline":
             assert set(extra) <= set(pip), f"{path.name}: expected pyproject's pins {extra}"
+            # PyPI's default Linux torch wheel is the multi-GB CUDA build
+            assert "--extra-index-url https://download.pytorch.org/whl/cpu" in pip, path.name

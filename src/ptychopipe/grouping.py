@@ -19,7 +19,11 @@ from .telemetry import check_finite
 
 
 class GroupingError(ValueError):
-    """Too few patterns for the requested groups (one-line message)."""
+    """Groups that cannot be made as configured (one-line message)."""
+
+
+class TooFewPatterns(GroupingError):
+    """A split holds fewer patterns than one group needs (the data's fault, not the config's)."""
 
 
 # --------------------------------------------------------------------------- split
@@ -77,8 +81,8 @@ def make_groups(positions: np.ndarray, gridsize: int, n_groups: int, neighbour_c
         raise GroupingError(f"[group] {split}: neighbour_count K = {neighbour_count} < C = gridsize^2 = {c}")
     need = max(c, neighbour_count if c > 1 else 1)
     if m < need:
-        raise GroupingError(f"[group] {split}: {m} patterns available, need at least {need} "
-                            f"(C = {c}, K = {neighbour_count})")
+        raise TooFewPatterns(f"[group] {split}: {m} patterns available, need at least {need} "
+                             f"(C = {c}, K = {neighbour_count})")
     rng = np.random.default_rng(seed)
     reps = -(-n_groups // m)
     seeds = np.concatenate([rng.permutation(m) for _ in range(reps)])[:n_groups]
@@ -118,7 +122,7 @@ def run_group(cfg: GroupConfig, scenario: str, simulated: str | Path, split: str
         try:
             local = make_groups(sim.positions[idx], cfg.gridsize, cfg.n_groups, cfg.neighbour_count,
                                 cfg.seed + salt, split=name)
-        except GroupingError as e:  # name the file whose split is too small
+        except TooFewPatterns as e:  # name the file whose split is too small
             raise GroupingError(f"{split}: {name}/indices: {e}") from None
         groups = idx[local]
         centres, offsets = centres_offsets(sim.positions, groups)
