@@ -282,16 +282,18 @@ def test_bad_artifact_is_one_line(tmp_path, good, params, case, stage, inputs, t
     args = [a for flag, name in inputs for a in (flag, str(d / name))]
     res = run_stage(stage, "--scenario", SCEN, "--config", to_json(stage_config(params[SCEN], stage)),
                     *args, "--out", str(out))
-    _assert_one_line_failure(res, stage, expected, out)
-    assert str(d / target) in res.stderr, "the error names the file"
+    _assert_one_line_failure(res, stage, expected, out, names=d / target)
 
 
-def _assert_one_line_failure(res, stage: str, expected: str, out: Path) -> None:
+def _assert_one_line_failure(res, stage: str, expected: str, out: Path, names: Path | None = None) -> None:
+    """Exit 1, exactly one stderr line `ptychopipe <stage>: error: ...` holding ``expected``
+    (and the path ``names``, when given), no output and no temp file."""
     lines = nonempty_lines(res.stderr)
     assert res.returncode == 1, f"exit {res.returncode}\n{res.stderr[-3000:]}"
     assert len(lines) == 1, f"expected exactly one stderr line, got:\n{res.stderr[-3000:]}"
     assert lines[0].startswith(f"ptychopipe {stage}: error: "), lines[0]
     assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
+    assert names is None or str(names) in lines[0], f"the error names the file {names}: {lines[0]!r}"
     assert not out.exists(), "no output may be written"
     leftovers = list(out.parent.glob(".*tmp*")) if out.parent.exists() else []
     assert not leftovers, f"temp files left behind: {leftovers}"
@@ -334,8 +336,7 @@ def test_bad_probe_file_is_one_line(tmp_path, params, case, make, expected):
     cfg = dataclasses.replace(cfg, probe=dataclasses.replace(cfg.probe, file=str(probe_file)))
     out = tmp_path / "out" / "simulated.h5"
     res = run_stage("simulate", "--scenario", "gs1_custom", "--config", to_json(cfg), "--out", str(out))
-    _assert_one_line_failure(res, "simulate", expected, out)
-    assert str(probe_file) in res.stderr, "the error names the file"
+    _assert_one_line_failure(res, "simulate", expected, out, names=probe_file)
 
 
 def test_bad_stage_config_json(tmp_path):
