@@ -88,6 +88,54 @@ def test_group_command_names_the_split_and_numbers(ci_data, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # no output, no temp file
 
 
+def _error_classes() -> list[type]:
+    """Every exception class defined in a ptychopipe module."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import ptychopipe
+    found = []
+    for info in pkgutil.iter_modules(ptychopipe.__path__):
+        if info.name == "__main__":
+            continue
+        mod = importlib.import_module(f"ptychopipe.{info.name}")
+        found += [c for _, c in inspect.getmembers(mod, inspect.isclass)
+                  if issubclass(c, BaseException) and c.__module__ == mod.__name__]
+    return found
+
+
+def test_every_ptychopipe_error_is_reported_as_one_line():
+    """Each module's own error class, and any subclass of one, goes through the one-line path."""
+    from ptychopipe.errors import PtychopipeError
+    from ptychopipe.grouping import GroupingError, TooFewPatterns
+
+    classes = _error_classes()
+    names = {c.__name__ for c in classes}
+    assert {"ConfigError", "ArtifactError", "GroupingError", "TooFewPatterns", "InvariantError",
+            "NonFiniteError", "BaselineUnavailable"} <= names, names
+    assert [c.__name__ for c in classes if not issubclass(c, PtychopipeError)] == []
+    for c in classes:
+        if c is not PtychopipeError:
+            assert cli.is_one_line_error(c("x")), c
+    assert issubclass(TooFewPatterns, GroupingError) and issubclass(GroupingError, ValueError)
+
+    class LaterError(GroupingError):  # a subclass added later needs no registration
+        pass
+    assert cli.is_one_line_error(LaterError("x"))
+
+
+def test_only_the_plain_builtin_errors_are_one_line():
+    """ValueError/KeyError/FileNotFoundError themselves are; a library's subclass keeps its traceback."""
+    import json
+
+    assert all(cli.is_one_line_error(e) for e in (ValueError("x"), KeyError("x"), FileNotFoundError("x")))
+    with pytest.raises(json.JSONDecodeError) as info:
+        json.loads("{")
+    assert not cli.is_one_line_error(info.value)
+    assert not cli.is_one_line_error(RuntimeError("x")) and not cli.is_one_line_error(TypeError("x"))
+
+
 # --------------------------------------------------------------------------- telemetry
 
 

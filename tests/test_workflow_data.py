@@ -256,6 +256,15 @@ def _name(req: str) -> str:
     return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
+def _pyproject() -> dict:
+    """pyproject.toml's [project] table (tomllib, or its backport tomli on Python 3.10)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the test extra installs tomli there
+        import tomli as tomllib
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
 def _conda_env(path: Path) -> tuple[dict, set[str], list[str]]:
     """(the parsed conda environment file, its package names less python and pip, its pip lines)."""
     env = yaml.safe_load(path.read_text())
@@ -265,8 +274,7 @@ def _conda_env(path: Path) -> tuple[dict, set[str], list[str]]:
 
 
 def test_environment_yml_matches_pyproject():
-    tomllib = pytest.importorskip("tomllib")
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = _pyproject()
     wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
     env, have, pip = _conda_env(REPO / "environment.yml")
     assert "conda-forge" in env["channels"]
@@ -297,8 +305,7 @@ def test_rule_conda_env_matches_pyproject():
     of pyproject.toml, less Snakemake and its executor plugin, which run the workflow and
     are not needed inside a job; rule baseline's also carries the `baselines` extra (torch,
     pty-chi) with pyproject's exact pins, and no other rule's does."""
-    tomllib = pytest.importorskip("tomllib")
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = _pyproject()
     runtime = {_name(r) for r in project["dependencies"]} - {"snakemake", "snakemake-executor-plugin-slurm"}
     extra = project["optional-dependencies"]["baselines"]
     envs = _rule_conda_envs()

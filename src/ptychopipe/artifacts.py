@@ -28,12 +28,13 @@ import numpy as np
 
 from . import __version__
 from .config import config_hash, to_json
+from .errors import PtychopipeError
 from .telemetry import array_stats
 
 SCHEMA_VERSION = 1
 
 
-class ArtifactError(ValueError):
+class ArtifactError(PtychopipeError, ValueError):
     """An artifact is missing, unreadable, or not what the reader expects (one-line message)."""
 
 

@@ -58,6 +58,7 @@ import numpy as np
 from .artifacts import (Array, json_safe, read_baseline, read_group_indices, read_json_object, read_simulated,
                         write_artifact, write_json_atomic)
 from .config import BaselineConfig, CompareConfig
+from .errors import PtychopipeError
 from .physics import expected_counts, extract_patches
 from .stitch import canvas_geometry, patch_weight, stitch_patches
 from .telemetry import check_finite
@@ -80,11 +81,11 @@ FINAL_QUALITY_TOLERANCE = 0.01
 STAND_IN = "ptychopipe-stand-in"
 
 
-class BaselineUnavailable(RuntimeError):
+class BaselineUnavailable(PtychopipeError, RuntimeError):
     """pty-chi / torch are not installed (the optional extra); one line saying how to install."""
 
 
-class BaselineError(ValueError):
+class BaselineError(PtychopipeError, ValueError):
     """Bad input or a failed reconstruction (one line)."""
 
 

@@ -19,6 +19,8 @@ import os
 import sys
 from typing import Callable
 
+from .errors import PtychopipeError
+
 #: stage -> (module:function, input names). Every stage also takes --out.
 STAGE_COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "simulate": ("ptychopipe.simulate:run", ()),
@@ -39,10 +41,15 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "compare": ("json", "amplitude_png", "phase_png", "frc_png", "training_png"),
 }
 
-#: Exceptions that mean "bad input or broken invariant": reported as one line.
-EXPECTED_ERRORS = ("ConfigError", "ArtifactError", "ProbeFileError", "GroupingError", "InvariantError",
-                   "NonFiniteError", "ValueError", "FileNotFoundError", "KeyError", "IngestError", "ExportError",
-                   "BaselineError", "BaselineUnavailable")
+#: Exceptions that mean "bad input or broken invariant" are reported as one line: every
+#: PtychopipeError (subclasses included), and these built-in classes exactly (a library's own
+#: subclass of them, e.g. json.JSONDecodeError, keeps its traceback).
+BUILTIN_ONE_LINE_ERRORS = (ValueError, FileNotFoundError, KeyError)
+
+
+def is_one_line_error(exc: BaseException) -> bool:
+    """True for the errors the CLI reports as ``ptychopipe STAGE: error: MESSAGE`` (exit 1)."""
+    return isinstance(exc, PtychopipeError) or type(exc) in BUILTIN_ONE_LINE_ERRORS
 
 
 def set_thread_limits(threads: int) -> None:
@@ -297,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exception as exc:  # noqa: BLE001
-        if type(exc).__name__ not in EXPECTED_ERRORS:
+        if not is_one_line_error(exc):
             raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"ptychopipe {args.command}: error: {msg}", file=sys.stderr)

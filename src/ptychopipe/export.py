@@ -41,6 +41,7 @@ import h5py
 import numpy as np
 
 from .artifacts import read_attrs, read_inferred, read_simulated, read_stitched, read_train_history
+from .errors import PtychopipeError
 
 #: Zero pixels added around the stitched canvas (each side) so every patch lies inside the frame.
 EXPORT_MARGIN_PX = 16
@@ -51,7 +52,7 @@ HC_EV_M = 1.239841984e-6
 FORMATS = ("npz", "ptychodus")
 
 
-class ExportError(ValueError):
+class ExportError(PtychopipeError, ValueError):
     """The artifacts cannot be exported (one line naming the file and what is wrong)."""
 
 

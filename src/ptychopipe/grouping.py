@@ -15,10 +15,11 @@ from scipy.spatial import cKDTree
 
 from .artifacts import Array, read_simulated, read_split, write_artifact
 from .config import GroupConfig, SplitConfig
+from .errors import PtychopipeError
 from .telemetry import check_finite
 
 
-class GroupingError(ValueError):
+class GroupingError(PtychopipeError, ValueError):
     """Groups that cannot be made as configured (one-line message)."""
 
 
@@ -123,7 +124,7 @@ def run_group(cfg: GroupConfig, scenario: str, simulated: str | Path, split: str
             local = make_groups(sim.positions[idx], cfg.gridsize, cfg.n_groups, cfg.neighbour_count,
                                 cfg.seed + salt, split=name)
         except TooFewPatterns as e:  # name the file whose split is too small
-            raise GroupingError(f"{split}: {name}/indices: {e}") from None
+            raise TooFewPatterns(f"{split}: {name}/indices: {e}") from None
         groups = idx[local]
         centres, offsets = centres_offsets(sim.positions, groups)
         amp = gather_channels_last(sim.amplitude, groups)

@@ -56,6 +56,7 @@ import numpy as np
 
 from .artifacts import Array, write_artifact
 from .config import IngestConfig
+from .errors import PtychopipeError
 from .physics import expected_counts, extract_patches
 from .telemetry import check_finite
 
@@ -73,7 +74,7 @@ INTEGER_RTOL = 1e-5
 PTYCHODUS_DIFFRACTION = "diffraction.h5"
 
 
-class IngestError(ValueError):
+class IngestError(PtychopipeError, ValueError):
     """A source file is missing or malformed; one line naming the file, the key, what was
     expected and what was found."""
 

@@ -26,13 +26,14 @@ from skimage.draw import line_aa
 
 from .artifacts import Array, write_artifact
 from .config import ObjectConfig, ProbeConfig, SimulateConfig
+from .errors import PtychopipeError
 from .physics import expected_counts, extract_patches
 from .telemetry import check_close, check_finite, check_nonnegative
 
 STAGE = "simulate"
 
 
-class ProbeFileError(ValueError):
+class ProbeFileError(PtychopipeError, ValueError):
     """The custom probe file is missing, malformed, or does not match N."""
 
 

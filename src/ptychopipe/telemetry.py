@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from .errors import PtychopipeError
 
-class InvariantError(RuntimeError):
+
+class InvariantError(PtychopipeError, RuntimeError):
     """A physics or data invariant failed; the message names stage, array and numbers."""
 
 

@@ -32,13 +32,14 @@ import numpy as np
 
 from .artifacts import Array, Normalized, atomic_path, read_normalized, write_artifact, write_json_atomic
 from .config import TrainConfig
+from .errors import PtychopipeError
 from .model import PoissonLoss, build_model_from_config, estimate_model, head_model, merge_canvas
 from .telemetry import array_stats, check_finite, check_nonnegative, cpu_description
 
 STAGE = "train"
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(PtychopipeError, RuntimeError):
     """Training produced a non-finite loss or weights (one-line message)."""
 
 
