@@ -19,7 +19,8 @@ import yaml
 
 from ptychopipe import cli, report
 from ptychopipe.artifacts import METRIC_KEYS, ArtifactError
-from ptychopipe.config import config_hash, load_scenarios, load_yaml, params_diff, stage_config, swept_scenarios
+from ptychopipe.config import (config_hash, load_scenarios, load_yaml, params_diff, resolve_scenarios, stage_config,
+                               sweep_duplicates, swept_scenarios)
 
 CONFIG = REPO / "config" / "scenarios.yaml"
 #: The shipped dose sweep: scenario name -> nphotons.
@@ -70,6 +71,27 @@ def test_shipped_dose_sweep_expands_to_five_gs2_custom_scenarios():
             assert diff == ([] if n == 1e9 else [("simulate", "nphotons", 1e9, n)])
 
 
+@pytest.mark.parametrize("preset", ["ci", "quick", "full"])
+def test_the_sweep_point_at_the_base_dose_is_the_base_scenario(preset):
+    """dose_1e09 has gs2_custom's parameters: built once, as gs2_custom."""
+    raw = load_yaml(CONFIG)
+    assert sweep_duplicates(raw, load_scenarios(CONFIG, preset)) == {"dose_1e09": "gs2_custom"}
+
+
+def test_a_sweep_point_is_its_own_scenario_unless_every_parameter_matches():
+    raw = load_yaml(CONFIG)
+    # the base not selected by run: dose_1e09 is built as itself
+    alone = {**raw, "run": ["dose_1e09", "dose_1e06"]}
+    assert sweep_duplicates(alone, resolve_scenarios(alone, "ci")) == {}
+    # the base's dose changed: now dose_1e09 differs from it (and no other point matches)
+    moved = {**raw, "scenarios": {**raw["scenarios"],
+                                  "gs2_custom": {**raw["scenarios"]["gs2_custom"], "nphotons": 1.0e+8}}}
+    assert sweep_duplicates(moved, resolve_scenarios(moved, "ci")) == {}
+    # ... and set to another point's dose, that point is the duplicate
+    moved["scenarios"]["gs2_custom"]["nphotons"] = 1.0e+6
+    assert sweep_duplicates(moved, resolve_scenarios(moved, "ci")) == {"dose_1e06": "gs2_custom"}
+
+
 # --------------------------------------------------------------------------- targets (dry runs)
 
 
@@ -94,7 +116,9 @@ def test_a_sweep_scenario_named_in_run_is_built_by_the_default_target(tmp_path):
 def test_dose_response_target_plans_exactly_the_sweep_scenarios(tmp_path):
     proc = run_snakemake(make_workdir(tmp_path / "wd"), "-n", "dose_response", "--config", "preset=ci", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert planned(proc) == {(r, s) for r in STAGE_RULES for s in DOSE} | {("dose_response", None)}
+    # dose_1e09 repeats gs2_custom's parameters: gs2_custom is built for that point, once
+    points = [s for s in DOSE if s != "dose_1e09"] + ["gs2_custom"]
+    assert planned(proc) == {(r, s) for r in STAGE_RULES for s in points} | {("dose_response", None)}
 
 
 @pytest.mark.e2e
@@ -102,12 +126,13 @@ def test_dose_response_rule_and_html_report_on_synthetic_comparisons(tmp_path):
     """The rule itself (its shell command) on existing comparison.json files, then the HTML
     report with the dose_response target: it embeds the figure and the table."""
     wd = make_workdir(tmp_path / "wd")
-    write_comparisons(wd / "results", {s: (0.1 * i, 0.05 * i, 1.0) for i, s in enumerate(DOSE)})
+    points = {**{s: n for s, n in DOSE.items() if s != "dose_1e09"}, "gs2_custom": 1e9}  # dose_1e09 = gs2_custom
+    write_comparisons(wd / "results", {s: (0.1 * i, 0.05 * i, 1.0) for i, s in enumerate(points)})
     args = ("dose_response", "--allowed-rules", "dose_response", "--config", "preset=ci")
     proc = run_snakemake(wd, *args, "--cores", "1", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader((wd / "results" / "report" / "dose_response.csv").open()))
-    assert [(r["scenario"], float(r["nphotons"])) for r in rows] == list(DOSE.items())
+    assert [(r["scenario"], float(r["nphotons"])) for r in rows] == list(points.items())
     assert (wd / "results" / "logs" / "dose_response.log").is_file()
     assert (wd / "results" / "benchmarks" / "dose_response.tsv").is_file()
     proc = run_snakemake(wd, *args, "--report", "report.html", timeout=300)
@@ -202,6 +227,15 @@ def test_quality_table_replaces_the_block_between_the_markers_idempotently(tmp_p
     # train.h5 names no device: the table host's CPU count, marked and explained
     assert all(re.search(r"\d+ CPUs\\\*; tensorflow 2\.21\.0, Keras 3\.15\.1, 2 threads$", c[10]) for c in cells)
     assert "train.h5 names no device" in block
+
+
+def test_quality_table_lists_every_scenario_once_by_default(tmp_path):
+    """Default list: the four scenarios, then the sweep; dose_1e09 is gs2_custom's row (no
+    results/dose_1e09/ needed, none built by the workflow)."""
+    points = [*SCENARIOS, *(s for s in DOSE if s != "dose_1e09")]
+    fake_results(tmp_path / "results", scenarios=points)
+    rows = report.quality_rows(tmp_path / "results", CONFIG, "ci")
+    assert [r["scenario"] for r in rows] == sorted(SCENARIOS) + [s for s in DOSE if s != "dose_1e09"]
 
 
 @pytest.mark.parametrize("attrs,cell", [

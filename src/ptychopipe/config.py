@@ -26,12 +26,14 @@ from typing import Any, Iterable, Mapping
 import jsonschema
 import yaml
 
+from .errors import PtychopipeError
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 STAGES = ("simulate", "ingest", "split", "group", "normalize", "train", "infer", "stitch", "compare", "baseline")
 
 
-class ConfigError(ValueError):
+class ConfigError(PtychopipeError, ValueError):
     """A configuration problem, with a one-line message naming file and key."""
 
 
@@ -428,6 +430,24 @@ def swept_scenarios(raw: Mapping[str, Any], param: str | None = None) -> list[tu
     their ``values`` (only sweeps over ``param`` when given, e.g. ``"nphotons"``)."""
     return [m for name, members in sweep_members(raw).items()
             if param is None or raw["sweeps"][name]["param"] == param for m in members]
+
+
+def sweep_duplicates(raw: Mapping[str, Any], params: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """{sweep scenario: its base scenario} for every sweep-generated scenario whose merged
+    parameters equal its base's, because the base already has that value (the shipped
+    ``dose_1e09`` and ``gs2_custom``, both at nphotons 1e9).
+
+    ``params`` is :func:`resolve_scenarios`' output; a pair counts only when both are in it
+    (selected by ``run:``). The workflow builds such a point once, as the base scenario: the
+    dose response reads the base's comparison.json, and the quality table lists it once.
+    """
+    out: dict[str, str] = {}
+    for name, members in sweep_members(raw).items():
+        base = raw["sweeps"][name]["base"]
+        for scen, _ in members:
+            if scen in params and base in params and params[scen] == params[base]:
+                out[scen] = base
+    return out
 
 
 def default_scenarios(raw: Mapping[str, Any], scenarios: Iterable[str]) -> list[str]:

@@ -407,13 +407,16 @@ def quality_rows(results: str | Path, configfile: str | Path, preset: str,
     ``scenarios``: default every scenario of ``configfile`` (the default ones, then the sweeps).
     Each scenario's simulate/ingest and train artifacts must carry the config hash of that
     scenario under ``preset`` (else the table would mislabel them): one-line ValueError if not."""
-    from .config import config_hash, default_scenarios, load_scenarios, load_yaml, stage_config, swept_scenarios
+    from .config import (config_hash, default_scenarios, load_scenarios, load_yaml, stage_config, sweep_duplicates,
+                         swept_scenarios)
 
     raw = load_yaml(configfile)
     params = load_scenarios(configfile, preset)
     if scenarios is None:
         first = default_scenarios(raw, params)
-        scenarios = first + [s for s, _ in swept_scenarios(raw) if s in params and s not in first]
+        same_as = sweep_duplicates(raw, params)  # dose_1e09 is gs2_custom's row: listed once
+        scenarios = first + [s for s, _ in swept_scenarios(raw) if s in params and s not in first
+                             and same_as.get(s) not in first]
     unknown = [s for s in scenarios if s not in params]
     if unknown:
         raise ValueError(f"quality-table: scenario(s) {unknown} not in {configfile}; expected names from {sorted(params)}")
