@@ -19,8 +19,8 @@ import yaml
 
 from ptychopipe import cli, report
 from ptychopipe.artifacts import METRIC_KEYS, ArtifactError
-from ptychopipe.config import (config_hash, load_scenarios, load_yaml, params_diff, resolve_scenarios, stage_config,
-                               sweep_duplicates, swept_scenarios)
+from ptychopipe.config import (config_hash, default_scenarios, load_scenarios, load_yaml, params_diff,
+                               resolve_scenarios, stage_config, sweep_duplicates, sweep_points, swept_scenarios)
 
 CONFIG = REPO / "config" / "scenarios.yaml"
 #: The shipped dose sweep: scenario name -> nphotons.
@@ -90,6 +90,23 @@ def test_a_sweep_point_is_its_own_scenario_unless_every_parameter_matches():
     # ... and set to another point's dose, that point is the duplicate
     moved["scenarios"]["gs2_custom"]["nphotons"] = 1.0e+6
     assert sweep_duplicates(moved, resolve_scenarios(moved, "ci")) == {"dose_1e06": "gs2_custom"}
+
+
+def test_sweep_points_build_each_scenario_once():
+    raw = load_yaml(CONFIG)
+    params = load_scenarios(CONFIG, "ci")
+    assert sweep_points(raw, params, "nphotons") == [(s, n) for s, n in DOSE.items() if s != "dose_1e09"] + [
+        ("gs2_custom", 1e9)]
+    # a second sweep over the same base with the base's dose again: still one gs2_custom point
+    two = {**raw, "sweeps": {**raw["sweeps"], "low": {"base": "gs2_custom", "param": "nphotons",
+                                                       "values": [1.0e+9, 1.0e+3]}}}
+    points = sweep_points(two, resolve_scenarios(two, "ci"), "nphotons")
+    assert [s for s, _ in points] == [*(s for s in DOSE if s != "dose_1e09"), "gs2_custom", "low_1000"]
+    # run: names the base and its duplicate: the default target builds the base only
+    both = {**raw, "run": ["gs2_custom", "dose_1e09", "dose_1e06"]}
+    selected = resolve_scenarios(both, "ci")
+    assert default_scenarios(both, selected) == ["dose_1e06", "gs2_custom"]
+    assert sweep_points(both, selected) == [("dose_1e06", 1e6), ("gs2_custom", 1e9)]
 
 
 # --------------------------------------------------------------------------- targets (dry runs)

@@ -380,7 +380,7 @@ def dose_figure(rows: Sequence[dict[str, Any]], path: str | Path, band: tuple[fl
 
 def write_dose_response(comparisons: Sequence[str | Path], nphotons: Sequence[float], png_path: str | Path,
                         csv_path: str | Path, band: tuple[float, float] = BIAS_TARGET) -> tuple[Path, Path]:
-    """Write dose_response.png and dose_response.csv (one row per sweep scenario, by nphotons)
+    """Write dose_response.png and dose_response.csv (one row per dose, by nphotons)
     from the sweep scenarios' comparison.json files. Returns the two paths."""
     rows = dose_rows(comparisons, nphotons, band)
     write_csv(csv_path, DOSE_COLUMNS, rows)
@@ -407,16 +407,14 @@ def quality_rows(results: str | Path, configfile: str | Path, preset: str,
     ``scenarios``: default every scenario of ``configfile`` (the default ones, then the sweeps).
     Each scenario's simulate/ingest and train artifacts must carry the config hash of that
     scenario under ``preset`` (else the table would mislabel them): one-line ValueError if not."""
-    from .config import (config_hash, default_scenarios, load_scenarios, load_yaml, stage_config, sweep_duplicates,
-                         swept_scenarios)
+    from .config import config_hash, default_scenarios, load_scenarios, load_yaml, stage_config, sweep_points
 
     raw = load_yaml(configfile)
     params = load_scenarios(configfile, preset)
     if scenarios is None:
         first = default_scenarios(raw, params)
-        same_as = sweep_duplicates(raw, params)  # dose_1e09 is gs2_custom's row: listed once
-        scenarios = first + [s for s, _ in swept_scenarios(raw) if s in params and s not in first
-                             and same_as.get(s) not in first]
+        # then the sweeps' points; dose_1e09 is gs2_custom, listed once
+        scenarios = first + [s for s, _ in sweep_points(raw, params) if s not in first]
     unknown = [s for s in scenarios if s not in params]
     if unknown:
         raise ValueError(f"quality-table: scenario(s) {unknown} not in {configfile}; expected names from {sorted(params)}")
