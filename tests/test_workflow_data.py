@@ -71,6 +71,22 @@ def test_dry_run_lists_the_data_stages_of_every_scenario(workdir, preset):
     assert not (workdir / "results").exists()  # a dry run writes nothing
 
 
+def test_plain_snakemake_in_a_checkout_uses_the_local_profile(workdir):
+    """`snakemake TARGET` with neither -s nor --cores, in a directory laid out like the
+    repository, finds workflow/Snakefile and profiles/default (a link to profiles/local):
+    the commands in the README and docs run as written."""
+    assert (REPO / "profiles" / "default").resolve() == (REPO / "profiles" / "local").resolve()
+    (workdir / "workflow").symlink_to(REPO / "workflow")
+    (workdir / "profiles").symlink_to(REPO / "profiles")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "results/gs1_ideal/simulated.h5",
+                           "--config", "preset=ci"], cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, _out(proc)
+    log = proc.stdout + proc.stderr
+    assert "Using workflow specific profile profiles/default" in log, _out(proc)
+    assert "Provided cores: 2" in log, _out(proc)  # profiles/local's cores
+    assert (workdir / "results" / "gs1_ideal" / "simulated.h5").is_file()
+
+
 # --------------------------------------------------------------------------- config errors on the command line
 
 
