@@ -79,7 +79,7 @@ def _small_model(gridsize: int = 1, tv_weight: float = 0.0, probe=None) -> keras
     probe = ideal_probe(N, 32) * 1e3 if probe is None else probe
     keras.utils.set_random_seed(0)
     return M.build_model(N, gridsize, 8, 2, np.pi, probe, 0.8, M.merge_canvas(N, 14.0), estimate_iterations=3,
-                         estimate_momentum=0.5, tv_weight=tv_weight)
+                         estimate_momentum=0.5, tv_weight=tv_weight, estimate_algorithm="gradient")
 
 
 def _inputs(rng, b, c, max_off=10.0):
@@ -125,7 +125,8 @@ def test_untrained_model_of_flat_object_data_starts_at_abar():
     counts = (fr ** 2 + fi ** 2) * 0.8 ** 2
     a = np.sqrt((N / 2) ** 2 / counts.sum())
     abar = np.sqrt(counts.sum() / (np.abs(probe) ** 2).sum())
-    m = M.build_model(N, 1, 8, 2, np.pi, probe, abar, N, estimate_iterations=10, estimate_momentum=0.9)
+    m = M.build_model(N, 1, 8, 2, np.pi, probe, abar, N, estimate_iterations=10, estimate_momentum=0.9,
+                      estimate_algorithm="gradient")
     out = m.predict({"diffraction": (a * np.sqrt(counts)).astype(np.float32)[None, :, :, None],
                      "offsets": np.zeros((1, 1, 2), np.float32)}, verbose=0)
     assert abar == pytest.approx(0.8, rel=1e-6)
@@ -134,11 +135,11 @@ def test_untrained_model_of_flat_object_data_starts_at_abar():
 
 def test_model_rejects_inconsistent_sizes():
     with pytest.raises(ValueError, match="divisible by 2\\^depth"):
-        M.build_model(N, 1, 8, 7, np.pi, ideal_probe(N, 32), 1.0, N)
+        M.build_model(N, 1, 8, 7, np.pi, ideal_probe(N, 32), 1.0, N, estimate_algorithm="gradient")
     with pytest.raises(ValueError, match="probe: expected shape \\(64, 64\\)"):
-        M.build_model(N, 1, 8, 2, np.pi, ideal_probe(32, 16), 1.0, N)
+        M.build_model(N, 1, 8, 2, np.pi, ideal_probe(32, 16), 1.0, N, estimate_algorithm="gradient")
     with pytest.raises(ValueError, match="amplitude_estimate"):
-        M.build_model(N, 1, 8, 2, np.pi, ideal_probe(N, 32), float("nan"), N)
+        M.build_model(N, 1, 8, 2, np.pi, ideal_probe(N, 32), float("nan"), N, estimate_algorithm="gradient")
 
 
 def test_fft_friendly_canvas_is_never_smaller():
@@ -382,7 +383,8 @@ JAX_SCRIPT = textwrap.dedent("""
     rel_dm = np.linalg.norm(got - ref_dm) / np.linalg.norm(ref_dm)
     assert rel_dm < 1e-4, rel_dm
     keras.utils.set_random_seed(0)
-    m = M.build_model(N, 2, 4, 1, np.pi, probe, 0.8, canvas, estimate_iterations=3, estimate_momentum=0.5)  # few kernel shapes: JAX compiles each initializer
+    m = M.build_model(N, 2, 4, 1, np.pi, probe, 0.8, canvas, estimate_iterations=3, estimate_momentum=0.5,
+                      estimate_algorithm="gradient")  # few kernel shapes: JAX compiles each initializer
     t = M.training_model(m)
     x = {"diffraction": rng.random((2, N, N, 4)).astype(np.float32), "offsets": offs[:2].astype(np.float32)}
     y = rng.poisson(300.0, (2, N, N, 4)).astype(np.float32)

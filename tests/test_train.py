@@ -210,7 +210,7 @@ def test_nan_guard_names_the_layer_whose_weights_became_non_finite():
     reported as such, naming the layer."""
     from ptychopipe.simulate import ideal_probe
 
-    m = M.build_model(64, 1, 4, 1, np.pi, ideal_probe(64, 32), 1.0, 64)
+    m = M.build_model(64, 1, 4, 1, np.pi, ideal_probe(64, 32), 1.0, 64, estimate_algorithm="gradient")
     guard = T.NonFiniteGuard()
     guard.set_model(m)
     guard.on_epoch_begin(2)
@@ -256,7 +256,8 @@ def test_overfit_one_group_reaches_the_poisson_floor():
     a = np.sqrt((n / 2) ** 2 / mean_counts)
     abar = float(np.sqrt(mean_counts / np.sum(np.abs(probe) ** 2)))
     keras.utils.set_random_seed(0)
-    m = M.build_model(n, 2, 16, 3, np.pi, probe, abar, M.merge_canvas(n, float(np.abs(offs).max())))
+    m = M.build_model(n, 2, 16, 3, np.pi, probe, abar, M.merge_canvas(n, float(np.abs(offs).max())),
+                      estimate_algorithm="gradient")
     t = M.training_model(m)
     t.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.01)),
               loss=M.PoissonLoss(mean_counts, a))

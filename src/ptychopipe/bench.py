@@ -97,7 +97,7 @@ def _merge_flops(n: int, c: int, canvas: int) -> float:
     return float(flops)
 
 
-def estimate_flops(n: int, gridsize: int, canvas: int, iterations: int, algorithm: str = "gradient") -> float:
+def estimate_flops(n: int, gridsize: int, canvas: int, iterations: int, algorithm: str) -> float:
     """Forward FLOPs of the group estimate (:func:`physics.group_estimate`) per group, for
     ``algorithm`` "gradient" or "difference_map"."""
     c = gridsize * gridsize
@@ -116,7 +116,7 @@ def estimate_flops(n: int, gridsize: int, canvas: int, iterations: int, algorith
     return float(per * iterations)
 
 
-def physics_flops(n: int, gridsize: int, canvas: int, iterations: int = 1, algorithm: str = "gradient") -> float:
+def physics_flops(n: int, gridsize: int, canvas: int, iterations: int, algorithm: str) -> float:
     """Analytic forward FLOPs of the physics layers per group (see module docstring): the
     group estimate (``iterations`` steps of ``algorithm``) plus the forward model (and its
     merge, C > 1)."""

@@ -98,9 +98,8 @@ class ModelConfig:
     phase_max_rad: float
     estimate_iterations: int
     estimate_momentum: float
-    estimate_algorithm: str = "gradient"
-    estimate_noise_tolerance: float = 0.0  # defaults for code that builds a ModelConfig by hand; stage_config
-                                           # always sets both from the validated config
+    estimate_algorithm: str  # "difference_map" (the shipped default) or "gradient"
+    estimate_noise_tolerance: float  # standard deviations of the measured amplitude (difference map only)
 
 
 @dataclass(frozen=True)

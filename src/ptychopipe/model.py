@@ -314,6 +314,9 @@ class GroupEstimate(layers.Layer):
     def __init__(self, probe: np.ndarray | None = None, canvas: int = 0, iterations: int = 1,
                  momentum: float = 0.0, algorithm: str = "gradient", tolerance: float = 0.0,
                  **kwargs: Any) -> None:
+        # The defaults are for Keras deserialisation: a model saved before the difference map
+        # existed has no "algorithm" in its config and was built with the gradient algorithm.
+        # build_model always passes all of them.
         super().__init__(**kwargs)
         if algorithm not in physics.ESTIMATE_ALGORITHMS:
             raise ValueError(f"model.estimate_algorithm: expected one of {list(physics.ESTIMATE_ALGORITHMS)}, "
@@ -584,15 +587,16 @@ def model_inputs(n: int, c: int) -> dict[str, Any]:
 def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: float,
                 probe: np.ndarray, amplitude_estimate: float, canvas: int,
                 estimate_iterations: int = 1, estimate_momentum: float = 0.0,
-                tv_weight: float = 0.0, estimate_algorithm: str = "gradient",
+                tv_weight: float = 0.0, *, estimate_algorithm: str,
                 estimate_tolerance: float = 0.0) -> keras.Model:
     """The PINN: inputs {"diffraction" (B,N,N,C), "offsets" (B,C,2)} → outputs {"counts"
     λ̂ [counts], "amplitude" [object amplitude], "phase" [rad]}, each (B, N, N, C) float32.
 
     probe: P_abs (N, N) complex; amplitude_estimate: ā; canvas: group canvas side
     (:func:`merge_canvas`; unused for C = 1); estimate_iterations, estimate_momentum,
-    estimate_algorithm ("gradient" | "difference_map"), estimate_tolerance (δ of the modulus
-    projection, input units: :func:`physics.noise_tolerance`): the physics input layer
+    estimate_algorithm ("difference_map", the pipeline's default, or "gradient"; no default
+    here, so a caller states it), estimate_tolerance (δ of the modulus projection, input
+    units: :func:`physics.noise_tolerance`): the physics input layer
     (:class:`GroupEstimate`). Layers: "group_estimate" (its output is
     the input of :func:`head_model`), "member_features", the U-Net, "refine_estimate",
     then the physics layers. Raises ValueError on inconsistent sizes.

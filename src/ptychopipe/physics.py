@@ -238,7 +238,7 @@ DM_DAMPING = 0.01
 
 
 def group_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, canvas: int,
-                   iterations: int, momentum: float, ops: Any = NUMPY_OPS, algorithm: str = "gradient",
+                   iterations: int, momentum: float, *, algorithm: str, ops: Any = NUMPY_OPS,
                    tolerance: float = 0.0) -> Pair:
     """Known-probe ptychography of each group on its own canvas: the network's physics input.
 
