@@ -12,7 +12,11 @@ With --groups M it estimates only M evenly spaced test groups and scores each me
 patch alone, over the pixels its probe lights (|P|² > 0.1·max): the mean per-patch
 amplitude r against the truth patch and against the truth's twin conj(O(−r)) (the patch
 turned by 180°, which the ideal probe cannot tell from the truth: docs/quality.md). This
-is cheaper than stitching every group, and it shows *what* a group's data pin down.
+is cheaper than stitching every group, and it shows *what* a group's data pin down. It
+also prints how well the estimate and the truth each fit the measured patterns (the
+relative amplitude misfit, :func:`amplitude_misfit`): an estimate that fits as well as the
+truth and still is not the object means the data do not determine the patch; one that fits
+far worse than the truth means the solver stopped short (docs/quality.md, experiment 25).
 
 With --split train it scores the groups of the training region instead of the test
 split. The estimate has no trained parameters, so the training region is a validation set
@@ -23,7 +27,7 @@ Usage (results/<scenario>/{simulated,normalized}.h5 of a run, e.g. a scratch DAG
     python scripts/group_estimate_quality.py RESULTS_DIR SCENARIO [--iterations 50] [--momentum 0.9] [--keras]
         [--groups M] [--algorithm difference_map|gradient] [--noise-tolerance 1.0] [--split test|train]
 Prints one line: iterations, seconds, stitched amplitude r / SSIM / bias, phase r (or, with
---groups, the per-patch r against the truth and against its twin).
+--groups, the per-patch r against the truth and against its twin, and the misfit of each).
 """
 
 import argparse
@@ -48,6 +52,17 @@ def per_patch_r(estimate: np.ndarray, truth: np.ndarray, lit: np.ndarray) -> tup
     a, t, w = np.abs(estimate)[:, lit], np.abs(truth)[:, lit], twin[:, lit]
     return (float(np.mean([np.corrcoef(x, y)[0, 1] for x, y in zip(a, t)])),
             float(np.mean([np.corrcoef(x, y)[0, 1] for x, y in zip(a, w)])))
+
+
+def amplitude_misfit(patches: np.ndarray, amplitude: np.ndarray, probe: np.ndarray, input_scale: float) -> float:
+    """Relative misfit Σ(a·sqrt(λ̂) − X)² / ΣX² of object patches to their measured patterns.
+
+    patches: (M, N, N) complex [object units]; amplitude: the measured X = a·sqrt(n), (M, N,
+    N) [input units]; probe: P_abs (N, N) complex; input_scale: a. λ̂ = |F(P_abs·Ô)|²
+    [counts] (physics.expected_counts, the simulator's forward model)."""
+    lam = physics.expected_counts((probe.real, probe.imag), (patches.real, patches.imag))
+    x = np.asarray(amplitude, dtype=np.float64)
+    return float(np.sum((input_scale * np.sqrt(lam) - x) ** 2) / np.sum(x ** 2))
 
 
 def stitched_scores(patches: np.ndarray, positions: np.ndarray, probe: np.ndarray, truth: np.ndarray) -> str:
@@ -117,9 +132,12 @@ def main() -> None:
         truth = physics.extract_patches(sim.object, sim.positions[groups.indices.ravel()], n, margin=4)
         w = np.abs(norm.probe) ** 2
         r_truth, r_twin = per_patch_r(obj, truth, w > 0.1 * w.max())
+        x = np.moveaxis(groups.amplitude, -1, 1).reshape(-1, n, n)  # (group, member) order, as obj
+        misfit = {k: amplitude_misfit(v, x, norm.probe, norm.input_scale) for k, v in (("est", obj), ("truth", truth))}
         print(f"{a.scenario}: group estimate ({setting}), {a.iterations} iterations: {len(groups.indices)} {a.split} groups in {seconds:.0f} s; per-patch "
               f"amplitude r over lit pixels: {r_truth:.3f} with the truth, "
-              f"{r_twin:.3f} with its twin")
+              f"{r_twin:.3f} with its twin; relative amplitude misfit to the patterns: estimate "
+              f"{misfit['est']:.2e}, truth {misfit['truth']:.2e}")
         return
     print(f"{a.scenario}: group estimate ({setting}), {a.iterations} iterations: {len(groups.indices)} {a.split} groups in {seconds:.0f} s; stitched "
           f"{stitched_scores(obj, sim.positions[groups.indices.ravel()], norm.probe, sim.object)}")
