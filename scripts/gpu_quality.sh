@@ -15,7 +15,7 @@ PY=${PY:-python3}
 PRESET=${PRESET:-full}
 CORES=${CORES:-$(nproc)}
 export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false GIT_PYTHON_REFRESH=quiet
-snake=("$PY" -m snakemake -s workflow/Snakefile --scheduler greedy)
+snake=("$PY" -m snakemake -s workflow/Snakefile --workflow-profile profiles/local --scheduler greedy)
 "${snake[@]}" --cores "$CORES" --keep-going --rerun-incomplete all dose_response --config preset="$PRESET"
 "$PY" -m ptychopipe quality-table --results results --configfile config/scenarios.yaml \
     --preset "$PRESET" --out docs/quality.md

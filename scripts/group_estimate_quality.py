@@ -41,6 +41,7 @@ from ptychopipe import compare, physics, stitch
 from ptychopipe.artifacts import read_normalized, read_simulated
 from ptychopipe.config import CompareConfig
 from ptychopipe.model import estimate_probe, merge_canvas
+from ptychopipe.simulate import object_patches
 
 
 def per_patch_r(estimate: np.ndarray, truth: np.ndarray, lit: np.ndarray) -> tuple[float, float]:
@@ -129,7 +130,7 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     obj = np.concatenate(patches).reshape(-1, n, n)
     if a.groups:
-        truth = physics.extract_patches(sim.object, sim.positions[groups.indices.ravel()], n, margin=4)
+        truth = object_patches(sim.object, sim.positions[groups.indices.ravel()], n)
         w = np.abs(norm.probe) ** 2
         r_truth, r_twin = per_patch_r(obj, truth, w > 0.1 * w.max())
         x = np.moveaxis(groups.amplitude, -1, 1).reshape(-1, n, n)  # (group, member) order, as obj

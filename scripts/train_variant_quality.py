@@ -34,9 +34,9 @@ import h5py
 import numpy as np
 from group_estimate_quality import per_patch_r, stitched_scores  # scripts/ is on sys.path when run as a script
 
-from ptychopipe import physics
 from ptychopipe.artifacts import read_normalized, read_simulated
 from ptychopipe.config import load_scenarios, stage_config, to_dict
+from ptychopipe.simulate import object_patches
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ def main() -> None:
 
     obj, pos = patches(val_groups)
     w = np.abs(norm.probe) ** 2
-    r_truth, r_twin = per_patch_r(obj, physics.extract_patches(sim.object, pos, n, margin=4), w > 0.1 * w.max())
+    r_truth, r_twin = per_patch_r(obj, object_patches(sim.object, pos, n), w > 0.1 * w.max())
     obj, pos = patches(slice(None))
     eps = "Keras default" if a.adam_epsilon is None else f"{a.adam_epsilon:g}"
     print(f"{a.scenario}: tv_weight {a.tv_weight:g}, Adam epsilon {eps}: {trained}best val_loss {best:.3g}; "

@@ -81,6 +81,25 @@ def test_simulate_shapes_dtypes_and_counts(cfg, sim):
     assert inv["dose"] == pytest.approx(1.0, abs=1e-9)
 
 
+def test_object_patches_are_the_patches_the_simulator_lit(cfg, sim):
+    """λ recomputed from object_patches of the stored object and probe is the simulator's own
+    λ (to the complex64 rounding of the stored arrays); cutting the patch with another
+    interpolation margin is measurably not."""
+    from ptychopipe.physics import expected_counts, extract_patches
+
+    obj, probe, pos = sim["object"], sim["probe"].astype(np.complex128), sim["positions"]
+    lam = sim["expected"]
+
+    def rel(patches):
+        got = expected_counts((probe.real, probe.imag), (patches.real, patches.imag))
+        return float(np.max(np.abs(got - lam)) / lam.max())
+
+    patches = sim_mod.object_patches(obj, pos, cfg.N)
+    assert patches.shape == (len(pos), cfg.N, cfg.N) and patches.dtype == np.complex128
+    assert rel(patches) < 1e-5
+    assert rel(extract_patches(obj.astype(np.complex128), pos, cfg.N, margin=4)) > 1e-4
+
+
 @pytest.mark.parametrize("corrupt,pattern", [
     (lambda s: s.update(exit_power=s["exit_power"] * 1.001),
      r"^\[simulate\] expected: Σλ / Σ\|P·O\|² \(Parseval\) = 0\.999\d+, expected 1 "
