@@ -97,6 +97,19 @@ def _merge_flops(n: int, c: int, canvas: int) -> float:
     return float(flops)
 
 
+def estimate_transforms(n: int, gridsize: int, canvas: int, algorithm: str) -> dict[int, int]:
+    """2-D FFTs (forward or inverse) of one iteration of the group estimate, per group, as
+    {points per transform: number of transforms}. Both algorithms take the C members' far
+    fields and back (2·C of N²); the gradient algorithm at C > 1 also crops the canvas into
+    the members' frames (1 FFT + C inverse of S²) and places them back (C FFTs + 1 inverse).
+    tests/test_bench.py counts the transforms :func:`physics.group_estimate` runs."""
+    c = gridsize * gridsize
+    counts = {n * n: 2 * c}
+    if algorithm == "gradient" and c > 1:
+        counts[canvas * canvas] = counts.get(canvas * canvas, 0) + 2 * c + 2
+    return counts
+
+
 def estimate_flops(n: int, gridsize: int, canvas: int, iterations: int, algorithm: str) -> float:
     """Forward FLOPs of the group estimate (:func:`physics.group_estimate`) per group, for
     ``algorithm`` "gradient" or "difference_map"."""
@@ -104,14 +117,15 @@ def estimate_flops(n: int, gridsize: int, canvas: int, iterations: int, algorith
     nn, ss = n * n, canvas * canvas
     if algorithm not in physics.ESTIMATE_ALGORITHMS:
         raise ValueError(f"algorithm: expected one of {list(physics.ESTIMATE_ALGORITHMS)}, got {algorithm!r}")
+    per = sum(k * _fft(points) for points, k in estimate_transforms(n, gridsize, canvas, algorithm).items())
     if algorithm == "difference_map":  # no canvas FFTs in the loop: integer windows (gather, scatter-add)
-        per = c * (2 * _fft(nn) + 12 * nn + 6 * nn * 2 + 8 * nn)  # far field and back, projection, P·x and
+        per += c * (12 * nn + 6 * nn * 2 + 8 * nn)  # projection, P·x and
         per += 4 * (canvas if c > 1 else n) ** 2  # conj(P)·ψ, 2φ − ψ and the update; overlap quotient
         once = (1 + c) * _fft(ss) + c * ss * 6 if c > 1 else 0  # final sub-pixel crop
         return float(per * iterations + once)
-    per = c * (2 * _fft(nn) + 6 * nn * 2 + 12 * nn)  # far field and back, P·x, conj(P)·Δ, modulus projection
+    per += c * (6 * nn * 2 + 12 * nn)  # P·x, conj(P)·Δ, modulus projection
     if c > 1:
-        per += (c + 2) * _fft(ss) + 2 * c * ss * 6  # crop (1 FFT + C inverse), place (C FFTs + 1 inverse), ramps
+        per += 2 * c * ss * 6  # the crop's and the place's shift ramps
     per += 12 * (canvas if c > 1 else n) ** 2  # momentum update
     return float(per * iterations)
 
@@ -309,4 +323,4 @@ def run_cli(configfile: str, preset: str, gridsizes: tuple[int, ...], steps: int
     return text
 
 
-__all__ = ["BenchRow", "bench_model", "conv_flops", "physics_flops", "markdown", "machine_info", "run_cli"]
+__all__ = ["BenchRow", "bench_model", "conv_flops", "estimate_flops", "estimate_transforms", "physics_flops", "markdown", "machine_info", "run_cli"]

@@ -18,7 +18,7 @@ SSIM (scikit-image, 7×7 windows lying wholly inside the mask), PSNR (dB, peak =
 the truth's range over the mask), the least-squares scalar β = Σ x̂x / Σ x²
 (x̂ ≈ β·x; 1 = no scale error) and the FRC (:func:`frc_curve`).
 
-The stage-ratio chain (:func:`chain_from_artifacts`) follows the mean amplitude
+The stage-ratio chain (:func:`chain_entries`, then :func:`ratio_chain`) follows the mean amplitude
 from the raw data to the truth through the artifacts' telemetry and names the
 first stage that departs from its contract.
 """
@@ -192,8 +192,8 @@ class FRC:
 
     frequency (R,) cycles/px (ring centres, k / min(h, w), up to 0.5); frc (R,);
     threshold (R,); n_pixels (R,) Fourier pixels per ring; cutoff: first crossing of
-    the threshold below it (cycles/px, linear interpolation; 0.5 when it never
-    crosses); resolution_px = 1 / cutoff; crossed: whether it crossed.
+    the threshold below it (cycles/px, linear interpolation; the last ring's
+    frequency, 0.5 for an even box, when it never crosses); resolution_px = 1 / cutoff; crossed: whether it crossed.
     """
 
     frequency: np.ndarray
@@ -277,7 +277,8 @@ def image_metrics(est: np.ndarray, ref: np.ndarray, mask: np.ndarray, frc_kind: 
     """All metrics of one real image pair over the mask (keys :data:`ptychopipe.artifacts.METRIC_KEYS`).
 
     data_range (SSIM, PSNR) = max − min of ``ref`` over the mask (the truth's range,
-    so the reconstruction cannot move its own yardstick).
+    so the reconstruction cannot move its own yardstick; 1.0 where the truth is constant
+    over the mask).
     """
     vals = ref[mask]
     data_range = float(vals.max() - vals.min()) or 1.0
@@ -472,8 +473,9 @@ def _pyplot():
 def plot_truth_recon_error(truth: np.ndarray, recon: np.ndarray, mask: np.ndarray, path: str | Path,
                            title: str, units: str, error: np.ndarray | None = None) -> None:
     """Three panels over the mask's bounding box: truth, reconstruction (one shared colour
-    scale) and error = reconstruction − truth (symmetric diverging scale), each with a
-    colour bar; pixels outside the mask are grey."""
+    scale) and the error (symmetric diverging scale), each with a colour bar labelled
+    ``units``; pixels outside the mask are grey. ``error`` defaults to reconstruction −
+    truth; pass it to show another one (the phase's wrapped difference)."""
     plt = _pyplot()
     box = _bbox(mask)
     m = ~mask[box]
@@ -570,7 +572,8 @@ def _attr(attrs: Mapping[str, Any], key: str, cast: type, default: Any) -> Any:
 
 def training_summary(hist: Any) -> dict[str, Any]:
     """The train stage's figures for comparison.json: train_seconds, samples_per_second,
-    epochs_run and nan_status (from train.h5 attrs; NaN/"unknown" when absent)."""
+    epochs_run and nan_status (from train.h5 attrs; NaN/"unknown" when absent, except
+    epochs_run, which then falls back to the length of the loss history)."""
     return {
         "train_seconds": _attr(hist.attrs, "train_seconds", float, float("nan")),
         "samples_per_second": _attr(hist.attrs, "samples_per_second", float, float("nan")),

@@ -14,7 +14,7 @@ the measured counts n::
         │  FoldMembers: (B·C, N, N, 3) = [Re E, Im E, |P|²/max]                │
         ▼                                                                      ▼
     U-Net (encoder, amplitude and phase decoders with skips) ─► z, u ─► RefineEstimate:
-                                   amplitude = ā·|E|·exp(z), phase = arg E + φmax·tanh(u)
+                amplitude = ā·max(|E|, 0.01)·exp(z), phase = wrap(arg E + φmax·tanh(u))
         ▼
     [OverlapConstraint, C > 1] ─► FarFieldCounts (P_abs, unitary FFT) ─► λ̂ ─► PoissonLoss(n)
 
@@ -206,8 +206,10 @@ class OverlapConstraint(layers.Layer):
     Inputs: re, im (B, N, N, C) float32 [object amplitude]; offsets (B, C, 2) float32
     [x, y] px (member centre minus group centre). Output: the re-extracted (re, im),
     (B, N, N, C). ``canvas`` (static, even, ≥ :func:`physics.canvas_size` of the largest
-    offset) is in the config; the (N, N) overlap weight |P|²/max|P|² is a non-trainable
-    weight, set from ``weight`` at build time or loaded with the model.
+    offset; the caller guarantees this, build only checks canvas ≥ N + 2) is in the config;
+    the (N, N) overlap weight |P|²/max|P|² is a non-trainable weight, set from ``weight`` at
+    build time or loaded with the model. ``eps``: the weight of a member's own prediction,
+    the fallback where no member is lit (:func:`physics.merge_and_reextract`).
     """
 
     def __init__(self, canvas: int, weight: np.ndarray | None = None, eps: float = 1e-2, **kwargs: Any) -> None:
@@ -474,7 +476,8 @@ class PoissonLoss(keras.losses.Loss):
     with λ̂ clamped ≥ :data:`LAMBDA_FLOOR` (NaN stays NaN) and n·log n := 0 at n = 0. The deviance is the
     Poisson negative log-likelihood minus its value at λ̂ = n (a constant of the data), so
     it has the NLL's gradients (DESIGN §2.6) and is 0 for a perfect, noiseless fit; its
-    floor for the true λ is ≈ (number of pixels with λ ≳ 1) / mean_counts. Dividing by
+    floor for the true λ is ≈ ½·(pixels per pattern with λ ≳ 1) / mean_counts (each such
+    pixel contributes E[λ − n + n·log(n/λ)] ≈ ½). Dividing by
     ``mean_counts`` (training split, counts per pattern) makes it ≈ 2·Σ(√n−√λ̂)²/Σn, a
     relative squared amplitude error independent of the dose. The optional MAE term is
     on normalised amplitudes (the network input units, a = ``input_scale``). Returns
@@ -592,6 +595,10 @@ def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: 
     """The PINN: inputs {"diffraction" (B,N,N,C), "offsets" (B,C,2)} → outputs {"counts"
     λ̂ [counts], "amplitude" [object amplitude], "phase" [rad]}, each (B, N, N, C) float32.
 
+    n: pattern side N [px], divisible by 2^depth; gridsize: √C; filters, depth: the U-Net's
+    first-level width and number of down-samplings; phase_max_rad: φmax, the largest phase
+    correction the U-Net may add [rad]; tv_weight: > 0 adds the "total_variation" layer
+    (:class:`TotalVariation`, a loss term; identity on its inputs) after "refine_estimate".
     probe: P_abs (N, N) complex; amplitude_estimate: ā; canvas: group canvas side
     (:func:`merge_canvas`; unused for C = 1); estimate_iterations, estimate_momentum,
     estimate_algorithm ("difference_map", the pipeline's default, or "gradient"; no default

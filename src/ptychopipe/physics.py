@@ -108,7 +108,8 @@ def expected_counts(probe: Pair, obj: Pair, ops: Any = NUMPY_OPS) -> Any:
     """λ = |fftshift(fft2(P · O)) / N|²  (DESIGN §2.2–2.3, §2.5).
 
     probe: (re, im), shape (N, N) or broadcastable to obj; obj: (re, im), (..., N, N).
-    Returns expected counts (..., N, N) when P is P_abs [photons^0.5]·[object units].
+    Returns expected counts (..., N, N) when P is P_abs [photons^0.5 per unit of object
+    amplitude], so that P·O is in photons^0.5.
     """
     pr, pi = probe
     orr, oi = obj
@@ -272,8 +273,8 @@ def group_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, 
     far field is below 1e-4 of its pattern's maximum, by less in proportion: there (outside
     an ideal probe's pupil at the flat start) the model's phase is round-off and must not
     decide the result.
-    Groups never mix. Cost per iteration: C + 1
-    FFTs of S² for crop and place, 2·C FFTs of N² for the far field.
+    Groups never mix. Cost per iteration: 2·(C + 1) FFTs of S² (C + 1 each for crop and
+    place), 2·C FFTs of N² for the far field (:func:`bench.estimate_transforms` counts them).
     Returns (re, im), each (B, C, N, N): the canvas re-extracted at every member.
     """
     if algorithm == "difference_map":
@@ -358,7 +359,8 @@ def difference_map_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, prob
                             iterations: int, ops: Any = NUMPY_OPS, tolerance: float = 0.0) -> Pair:
     """Known-probe difference map (Thibault et al. 2009) on each group's canvas.
 
-    Same inputs and output as :func:`group_estimate`. The state is the members' exit
+    Same inputs and output as :func:`group_estimate`, without its ``momentum`` and
+    ``algorithm`` (note the positions of ``ops`` and ``tolerance``). The state is the members' exit
     waves ψ_c (B, C, N, N); one iteration is
 
         O = overlap(ψ);  φ_c = P_c·crop_c(O);  ψ_c ← ψ_c + Π(2φ_c − ψ_c) − φ_c

@@ -175,7 +175,8 @@ def stitch_patches(patches: np.ndarray, positions: np.ndarray, weight: np.ndarra
     patch centres (simulator convention, module docstring); weight: (n, n) float,
     non-negative (:func:`patch_weight`). Patches are processed ``chunk`` at a time
     (FFT resampling of the patches, bilinear resampling of the weight, then one
-    ``np.bincount`` per accumulated quantity).
+    ``np.bincount`` per accumulated quantity); ``margin``: width in px of the reflect
+    padding around each patch for its Fourier resampling.
 
     Returns :class:`Stitched` with object = Σ w·Ô / Σ w (0 where no weight),
     coverage = Σ w, count = number of contributing patches.
