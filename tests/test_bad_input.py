@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from pipeline_helpers import REPO, make_workdir, nonempty_lines, rewrite_dataset, run_snakemake, run_stage
+from ptychopipe.artifacts import ArtifactError, read_normalized
 from ptychopipe.config import load_scenarios, stage_config, to_json
 
 # --------------------------------------------------------------------------- config-level cases
@@ -156,8 +157,9 @@ def good(tmp_path_factory, params):
         ("simulate", ()),
         ("split", ("--simulated", d / "simulated.h5")),
         ("group", ("--simulated", d / "simulated.h5", "--split", d / "split.h5")),
+        ("normalize", ("--simulated", d / "simulated.h5", "--split", d / "split.h5", "--grouped", d / "grouped.h5")),
     ]
-    outs = {"simulate": "simulated.h5", "split": "split.h5", "group": "grouped.h5"}
+    outs = {"simulate": "simulated.h5", "split": "split.h5", "group": "grouped.h5", "normalize": "normalized.h5"}
     for stage, inputs in steps:
         res = run_stage(stage, "--scenario", SCEN, "--config", to_json(stage_config(p, stage)),
                         *map(str, inputs), "--out", str(d / outs[stage]))
@@ -199,6 +201,13 @@ def _set_attr(key: str, value):
     def craft(path: Path) -> None:
         with h5py.File(path, "r+") as f:
             f.attrs[key] = value
+    return craft
+
+
+def _delete_attr(key: str):
+    def craft(path: Path) -> None:
+        with h5py.File(path, "r+") as f:
+            del f.attrs[key]
     return craft
 
 
@@ -268,7 +277,22 @@ ARTIFACT_CASES = [
      "positions: 1 of 48 patch centres put the 64x64 patch outside the 128x128 object"),
     ("empty-split", "split", _SPLIT_IN, "simulated.h5", _one_position, "empty split"),
     ("empty-split-file", "group", _GROUP_IN, "split.h5", _empty_test_split, "[group] test: 0 patterns available"),
+    ("attribute-missing", "group", _GROUP_IN, "split.h5", _delete_attr("y_split"), "attribute y_split missing"),
+    ("attribute-not-a-number", "group", _GROUP_IN, "split.h5", _set_attr("y_split", "north"),
+     "attribute y_split: expected float, got 'north'"),
 ]
+
+
+@pytest.mark.parametrize("key", ["input_scale", "amplitude_estimate", "mean_counts", "gridsize"])
+def test_normalized_attribute_missing_names_file_and_key(tmp_path, good, key):
+    """read_normalized (the train and infer stages' reader): a missing root attribute is one
+    ArtifactError line naming the file and the attribute, not a bare KeyError."""
+    path = _copy(good, tmp_path, "normalized.h5")
+    _delete_attr(key)(path)
+    with pytest.raises(ArtifactError) as err:
+        read_normalized(path)
+    msg = str(err.value)
+    assert msg == f"{path}: attribute {key} missing", msg
 
 
 @pytest.mark.parametrize("case,stage,inputs,target,craft,expected", ARTIFACT_CASES,
@@ -325,7 +349,7 @@ PROBE_CASES = [
      "allow_pickle=False"),
     ("probe-file-missing", lambda d: d / "absent.npz", "probe file not found"),
     ("probe-wrong-suffix", lambda d: Path(shutil.copy(REPO / "data/probes/custom_probe_64.npz", d / "p.txt")),
-     "expected a .npz or .h5/.hdf5 probe file"),
+     "expected a .npz or .h5/.hdf5/.hdf/.nxs probe file"),
 ]
 
 

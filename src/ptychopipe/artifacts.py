@@ -9,8 +9,9 @@ plus the stage ratios (``telemetry`` group attributes ``ratio_*``).
 Writes are atomic: the file is written under a temporary name in the same folder
 and renamed into place only when complete, so a killed job never leaves a file
 that looks complete. Readers check schema_version, stage, dataset presence,
-shapes and dtypes before returning anything, and turn unreadable or truncated
-files into one-line :class:`ArtifactError` messages.
+shapes and dtypes, and the root attributes they use (:func:`read_attr`), before
+returning anything, and turn unreadable or truncated files into one-line
+:class:`ArtifactError` messages.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import h5py
 import numpy as np
@@ -30,6 +31,8 @@ from . import __version__
 from .config import config_hash, to_json
 from .errors import PtychopipeError
 from .telemetry import array_stats
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 
@@ -72,7 +75,7 @@ def write_artifact(path: str | Path, *, stage: str, scenario: str, config: Any,
     """Atomically write one stage's HDF5 artifact.
 
     ``arrays`` maps dataset paths (``"train/indices"`` makes a group) to :class:`Array`.
-    ``attrs`` are extra root attributes (numbers, strings; dicts are stored as JSON).
+    ``attrs`` are extra root attributes (numbers, strings; dicts and lists are stored as JSON).
     ``ratios`` are stage-to-stage ratios stored as ``telemetry`` attrs ``ratio_<name>``.
     ``config`` is the stage's frozen config dataclass.
     """
@@ -168,6 +171,18 @@ def read_array(f: h5py.File, name: str, *, ndim: int | None = None, kind: str | 
     return data
 
 
+def read_attr(f: h5py.File, name: str, cast: Callable[[Any], T]) -> T:
+    """Root attribute ``name`` of an open artifact, converted by ``cast`` (float, int, str);
+    a one-line :class:`ArtifactError` naming the file when it is missing or not convertible."""
+    if name not in f.attrs:
+        raise ArtifactError(f"{f.filename}: attribute {name} missing")
+    value = f.attrs[name]
+    try:
+        return cast(value.item() if isinstance(value, np.ndarray) and value.size == 1 else value)
+    except (TypeError, ValueError):
+        raise ArtifactError(f"{f.filename}: attribute {name}: expected {cast.__name__}, got {value!r}") from None
+
+
 def read_attrs(path: str | Path) -> dict[str, Any]:
     """All root attributes of an artifact (no stage check), with JSON strings left as str."""
     try:
@@ -237,6 +252,8 @@ def _object_or_none(f: h5py.File) -> np.ndarray | None:
 
 
 def read_simulated(path: str | Path) -> Simulated:
+    """Read and check simulated.h5 (simulate or ingest stage): datasets, shapes, counts ≥ 0,
+    every patch inside the object frame."""
     with open_artifact(path, SIMULATED_STAGES) as f:
         probe = read_array(f, "probe", ndim=2, kind="c")
         n = probe.shape[0]
@@ -268,8 +285,9 @@ def read_simulated(path: str | Path) -> Simulated:
 
 @dataclass(frozen=True)
 class Split:
-    """split stage output: indices into the simulated arrays (int64) and positions
-    (float64, [x, y] px) of the train and test halves; ``y_split`` px."""
+    """split stage output: indices into the simulated arrays (int64) of the train and test
+    halves; ``y_split`` px. (The file also stores each half's positions, float64 [x, y] px,
+    for people; the stages read the positions from simulated.h5.)"""
 
     train_indices: np.ndarray
     test_indices: np.ndarray
@@ -277,10 +295,11 @@ class Split:
 
 
 def read_split(path: str | Path) -> Split:
+    """Read and check split.h5."""
     with open_artifact(path, "split") as f:
         tr = read_array(f, "train/indices", ndim=1, kind="i")
         te = read_array(f, "test/indices", ndim=1, kind="i")
-        y = float(f.attrs["y_split"])
+        y = read_attr(f, "y_split", float)
     return Split(tr, te, y)
 
 
@@ -322,7 +341,8 @@ class Normalized:
     ``sets[split].amplitude`` holds the network input X = a * sqrt(counts)
     (B, N, N, C) float32 [a·photons^0.5]; ``sets[split].counts`` the measured counts.
     probe (N, N) complex64 P_abs [photons^0.5]; input_scale a; amplitude_estimate ā
-    [object amplitude]; mean_counts mean_j Σ n_j over the training split [counts]."""
+    [object amplitude]; mean_counts mean_j Σ n_j over the training split [counts];
+    gridsize (int, the attr the normalize stage wrote)."""
 
     sets: dict[str, GroupSet]
     probe: np.ndarray
@@ -333,6 +353,7 @@ class Normalized:
 
 
 def read_normalized(path: str | Path) -> Normalized:
+    """Read and check normalized.h5: both splits, the probe, the scale attributes."""
     with open_artifact(path, "normalize") as f:
         sets = {s: _read_groupset(f, s, True, "inputs") for s in ("train", "test")}
         probe = read_array(f, "probe", ndim=2, kind="c")
@@ -341,8 +362,8 @@ def read_normalized(path: str | Path) -> Normalized:
             if g.amplitude.shape[1:3] != (n, n):
                 raise ArtifactError(f"{path}: {s}/inputs: expected patterns {n}x{n} (probe size), "
                                     f"got {g.amplitude.shape[1:3]}")
-        return Normalized(sets, probe, float(f.attrs["input_scale"]), float(f.attrs["amplitude_estimate"]),
-                          float(f.attrs["mean_counts"]), int(f.attrs["gridsize"]))
+        return Normalized(sets, probe, read_attr(f, "input_scale", float), read_attr(f, "amplitude_estimate", float),
+                          read_attr(f, "mean_counts", float), read_attr(f, "gridsize", int))
 
 
 @dataclass(frozen=True)
@@ -350,7 +371,7 @@ class TrainHistory:
     """train stage output (train.h5): per-epoch history, each (E,) float64 —
     loss, val_loss (NaN when no validation split), learning_rate, seconds,
     samples_per_second — and attrs (train_seconds, samples_per_second, epochs_run,
-    nan_status: "ok" or the NaN guard's message)."""
+    nan_status: always "ok", since a run the NaN guard stops writes no train.h5)."""
 
     history: dict[str, np.ndarray]
     attrs: dict[str, Any]
@@ -360,6 +381,7 @@ HISTORY_KEYS = ("loss", "val_loss", "learning_rate", "seconds", "samples_per_sec
 
 
 def read_train_history(path: str | Path) -> TrainHistory:
+    """Read and check train.h5's history (equal lengths) and attributes."""
     with open_artifact(path, "train") as f:
         hist = {k: read_array(f, f"history/{k}", ndim=1, kind="f") for k in HISTORY_KEYS}
         attrs = dict(f.attrs)
@@ -391,6 +413,7 @@ class Inferred:
 
 
 def read_inferred(path: str | Path) -> Inferred:
+    """Read and check inferred.h5 (shapes consistent with the amplitude's (B, C, N, N))."""
     with open_artifact(path, "infer") as f:
         amp = read_array(f, "amplitude", ndim=4, kind="f")
         b, c, n, _ = amp.shape
@@ -433,6 +456,7 @@ class StitchedCanvas:
 
 
 def read_stitched(path: str | Path) -> StitchedCanvas:
+    """Read and check stitched.h5 (canvas arrays of one shape, origin (x, y))."""
     with open_artifact(path, "stitch") as f:
         obj = read_array(f, "object", ndim=2, kind="c")
         coverage = read_array(f, "coverage", ndim=2, kind="f", shape=obj.shape)
@@ -472,6 +496,7 @@ class BaselineResult:
 
 
 def read_baseline(path: str | Path) -> BaselineResult:
+    """Read and check baseline.h5 (the snapshot arrays against the object and indices)."""
     with open_artifact(path, "baseline") as f:
         obj = read_array(f, "object", ndim=2, kind="c")
         cov = read_array(f, "coverage", ndim=2, kind="f", shape=obj.shape)

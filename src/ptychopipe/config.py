@@ -4,7 +4,8 @@ The predecessor of this pipeline shared one mutable, module-level parameter
 dictionary between stages; it went stale and produced NaN training. Here every
 stage receives its own frozen dataclass, built once from the validated YAML and
 passed explicitly; the stage records it (``config_json``, ``config_hash``) in
-its output. There is no module-level mutable state in this package.
+its output. No code in this package changes module-level state after import (the
+module-level tables, such as :data:`STAGE_CLASSES`, are constants).
 
 Flow: ``config/scenarios.yaml`` --load_yaml--> raw dict --validate_raw--> (schema
 checked) --resolve_scenarios--> {scenario: merged params} --stage_config-->
@@ -304,6 +305,7 @@ def from_json(stage: str, text: str):
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The JSON schema of config/scenarios.yaml (workflow/schemas/config.schema.yaml), as a dict."""
     with open(path) as fh:
         return yaml.safe_load(fh)
 
@@ -503,7 +505,7 @@ def resolve_scenarios(raw: Mapping[str, Any], preset: str | None = None,
     """Validate ``raw`` and return {scenario name: fully merged parameters}.
 
     Merge order: ``defaults`` <- ``presets[preset]`` <- scenario overrides. ``preset``
-    defaults to ``raw["preset"]``. Only the scenarios named in ``raw["run"]`` are
+    defaults to ``raw["preset"]``, else "quick". Only the scenarios named in ``raw["run"]`` are
     returned when that list is non-empty. Raises ConfigError (one line) on any problem.
     """
     schema = load_schema()

@@ -73,8 +73,8 @@ def make_groups(positions: np.ndarray, gridsize: int, n_groups: int, neighbour_c
     until ``n_groups`` seeds are drawn, so every pattern seeds a group before any
     seeds two. Each group is the seed plus C - 1 patterns drawn without replacement
     from the seed's K - 1 nearest other patterns (K = neighbour_count, cKDTree).
-    gridsize 1 gives single-pattern groups. Raises GroupingError naming the split
-    when there are fewer than K (or C) patterns.
+    gridsize 1 gives single-pattern groups (K unused). Raises GroupingError naming the
+    split when K < C, or when there are fewer than K patterns (C > 1) or none (C = 1).
     """
     m = len(positions)
     c = gridsize * gridsize

@@ -3,9 +3,10 @@
 Writes ``inferred.h5`` (format: :class:`ptychopipe.artifacts.Inferred`): amplitude and
 phase (B, C, N, N) float32 of each test group's patches (after the overlap merge when
 C > 1), their global centres (B, C, 2) [x, y] px = group centre + offset, the pattern
-indices (B, C), the probe P_abs; attrs ``predicted_over_measured_counts`` and
-``poisson_nll`` (the training loss, Poisson deviance over mean counts, on the test
-split), and telemetry ratios.
+indices (B, C), the probe P_abs, ``predicted_photons`` and ``measured_photons`` (B, C)
+[counts per pattern]; attrs ``predicted_over_measured_counts`` and ``poisson_nll`` (the
+Poisson-deviance part of the training loss, over mean counts, on the test split: the
+whole loss when the MAE and TV weights are 0, the default), and telemetry ratios.
 
 Before predicting, the model is checked against the dataset it is applied to: same N
 and C, same probe, same ā, and a merge canvas large enough for the test offsets — a

@@ -96,9 +96,11 @@ def ideal_probe(n: int, footprint_px: float) -> np.ndarray:
 def load_probe(path: str | Path, key: str, n: int) -> np.ndarray:
     """Read an N×N complex probe from an NPZ (array ``key``) or HDF5 (dataset ``key``).
 
+    Suffixes: .npz, or .h5, .hdf5, .hdf, .nxs. Returns (n, n) complex128.
     Raises ProbeFileError (one line: file, key, expected vs got) when the file is
-    missing or unreadable, the key is absent, or the array is not (n, n) complex
-    with finite values. Pickled NPZ content is refused (allow_pickle=False).
+    missing or unreadable, the suffix is none of those, the key is absent, or the array
+    is not (n, n) complex, finite and non-zero. Pickled NPZ content is refused
+    (allow_pickle=False).
     """
     path = Path(path)
     if not path.is_file():
@@ -115,7 +117,7 @@ def load_probe(path: str | Path, key: str, n: int) -> np.ndarray:
                     raise ProbeFileError(f"{path}: dataset {key!r} missing; found {sorted(f.keys())}")
                 arr = f[key][()]
         else:
-            raise ProbeFileError(f"{path}: expected a .npz or .h5/.hdf5 probe file, got suffix {path.suffix!r}")
+            raise ProbeFileError(f"{path}: expected a .npz or .h5/.hdf5/.hdf/.nxs probe file, got suffix {path.suffix!r}")
     except ProbeFileError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear line
@@ -226,6 +228,7 @@ def check_invariants(cfg: SimulateConfig, sim: dict) -> dict[str, float]:
 
 
 def file_sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of a file's bytes (recorded for a probe file, so a changed file shows)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 

@@ -29,8 +29,9 @@ def array_stats(arr: np.ndarray) -> dict[str, Any]:
     plus ``phase_mean``/``phase_std`` (rad). NaN/Inf are counted, and the other
     statistics are computed over the finite entries only.
 
-    Returns a dict with keys shape, dtype, mean, std, min, max, sumsq, nan, inf
-    (all JSON/HDF5-attribute friendly: tuples, str, float, int).
+    Returns a dict with keys shape, dtype, mean, std, min, max, sumsq, nan, inf (plus
+    phase_mean, phase_std for complex arrays; only shape and dtype for non-numeric ones),
+    all JSON/HDF5-attribute friendly: tuples, str, float, int.
     """
     a = np.asarray(arr)
     out: dict[str, Any] = {"shape": tuple(int(s) for s in a.shape), "dtype": str(a.dtype)}

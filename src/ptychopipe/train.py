@@ -10,10 +10,11 @@ the mini-batch order is a seeded permutation per epoch drawn by :class:`GroupBat
 ops are made deterministic (``tf.config.experimental.enable_op_determinism``, which
 also turns XLA off for the train step).
 
-Safety: :class:`NonFiniteGuard` checks, after every batch, the batch loss and the
-finiteness of every trainable weight (a non-finite gradient shows up as non-finite
-weights after the Adam update). The first failure stops training; :func:`run` writes
-a diagnostic JSON (history so far, per-layer weight statistics, statistics of the
+Safety: :class:`NonFiniteGuard` checks, after every batch, the loss Keras reports (the
+running mean over the epoch's batches so far, which turns non-finite at the first bad
+batch) and the finiteness of every trainable weight (a non-finite gradient shows up as
+non-finite weights after the Adam update). The first failure stops training; :func:`run`
+writes a diagnostic JSON (history so far, per-weight statistics, statistics of the
 offending batch's inputs) and raises :class:`NonFiniteError` whose one-line message
 names the scenario, epoch, batch and quantity.
 """
@@ -118,6 +119,7 @@ class GroupArrays:
         return {"estimate": self.estimate[idx], "offsets": self.offsets[idx]}
 
     def subset(self, idx: np.ndarray) -> "GroupArrays":
+        """The groups ``idx`` (an index array into axis 0) of every array."""
         return GroupArrays(self.inputs[idx], self.offsets[idx], self.counts[idx],
                            None if self.estimate is None else self.estimate[idx])
 
@@ -254,10 +256,12 @@ def weight_stats(model: keras.Model) -> dict[str, dict[str, Any]]:
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
-    """Stop at the first non-finite batch loss or trainable weight (see module docstring).
+    """Stop at the first non-finite loss (the epoch's running mean) or trainable weight (see
+    module docstring).
 
-    After it fires, ``failure`` holds epoch and batch (1-based), the quantity, the value
-    and the training-group indices of the offending batch; ``model.stop_training`` is set.
+    After it fires, ``failure`` holds epoch and batch (1-based), the quantity, the
+    (running) loss at that batch and the training-group indices of the offending batch;
+    ``model.stop_training`` is set.
     """
 
     def __init__(self, batches: GroupBatches | None = None) -> None:
@@ -314,7 +318,10 @@ def _stdout(line: str) -> None:
 def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], None] = _stdout,
         deterministic: bool = True, source: str = "normalized") -> TrainResult:
     """Build and train the PINN on ``norm``'s training split. Pure apart from the backend's
-    global seed/determinism state; same config and data → same history on CPU.
+    global seed/determinism state; same config and data → same loss, val_loss and
+    learning_rate history on CPU (seconds and samples_per_second are wall-clock).
+    ``log`` receives one progress line per epoch; ``deterministic`` turns on TensorFlow's
+    op determinism (the train stage always does; off lets XLA compile the step).
 
     Adam with a cosine decay from ``learning_rate`` to ``min_learning_rate`` over all
     steps; early stopping on val_loss (on loss when there is no validation split) with
