@@ -9,15 +9,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptychopipe.bench import run_cli
-
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_bench_model_reports_pinn_and_cnn_rows_with_the_requested_batch(tmp_path):
+def test_bench_model_reports_pinn_and_cnn_rows_with_the_requested_batch(tmp_path, monkeypatch, capsys):
+    """Through the CLI: --infer-batch-size reaches every timed prediction (not only the
+    settings it reports)."""
+    from ptychopipe import bench, cli
+
+    batch_sizes = []
+    predict = bench._predict
+
+    def recording_predict(model, x, batch_size):
+        batch_sizes.append(batch_size)
+        return predict(model, x, batch_size)
+
+    monkeypatch.setattr(bench, "_predict", recording_predict)
+    monkeypatch.setattr(cli, "set_thread_limits", lambda threads: None)  # keep this process's environment
     out = tmp_path / "bench.json"
-    text = run_cli(str(REPO / "config" / "scenarios.yaml"), "ci", (1,), steps=2, json_out=str(out),
-                   deterministic=True, infer_batch_size=8)
+    assert cli.main(["bench", "model", "--configfile", str(REPO / "config" / "scenarios.yaml"), "--preset", "ci",
+                     "--gridsize", "1", "--steps", "2", "--json", str(out), "--infer-batch-size", "8"]) == 0
+    text = capsys.readouterr().out
+    assert batch_sizes and set(batch_sizes) == {8}, batch_sizes
     data = json.loads(out.read_text())
     assert data["settings"]["infer_batch_size"] == 8 and data["settings"]["preset"] == "ci"
     rows = {r["model"]: r for r in data["rows"]}

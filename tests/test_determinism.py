@@ -41,6 +41,9 @@ def data_runs(tmp_path_factory):
                          ids=["cores1-vs-cores2", "run-vs-rerun"])
 @pytest.mark.parametrize("name", DATA_FILES)
 def test_data_stages_bit_identical(data_runs, a, b, name):
+    """cores1-vs-cores2: the same DAG with its jobs one at a time and two at a time (and the
+    simulate job's BLAS/OpenMP thread cap 1 and 2; the data stages run no threaded code of
+    their own); run-vs-rerun: the same command twice."""
     for s in SCENARIOS:
         assert_h5_identical(data_runs[a] / "results" / s / name, data_runs[b] / "results" / s / name)
 

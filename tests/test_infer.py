@@ -87,8 +87,10 @@ def test_inferred_h5_contract(gs2_run):
     assert stats["amplitude"]["nan"] == 0 and stats["amplitude"]["shape"] == [b, c, 64, 64]
     np.testing.assert_allclose(ratios["amplitude_mean_over_estimate"],
                                inf.amplitude.mean(dtype=np.float64) / norm.amplitude_estimate, rtol=1e-6)
-    for k in ("predicted_over_measured_counts", "amplitude_weighted_rms_over_estimate"):
-        assert 0.3 < ratios[k] < 3.0, (k, ratios[k])
+    # the trained model predicts the measured photons to within compare's 5 % tolerance
+    # (measured on this ci model: 0.981) and patches of the estimated amplitude ā (1.044)
+    assert abs(ratios["predicted_over_measured_counts"] - 1) < 0.05, ratios
+    assert abs(ratios["amplitude_weighted_rms_over_estimate"] - 1) < 0.1, ratios
 
 
 def test_infer_refuses_a_model_trained_on_another_probe(gs2_run, tmp_path):

@@ -266,7 +266,7 @@ def _bad_probe_cases(tmp):
         "pickled object array": (pickled, r"pickled\.npz: unreadable probe file: .*allow_pickle=False"),
         "not a zip": (garbage, r"garbage\.npz: unreadable probe file"),
         "unknown suffix": (_npz(tmp / "p.npz", probeGuess=GOOD).rename(tmp / "p.txt"),
-                           r"p\.txt: expected a \.npz or \.h5/\.hdf5 probe file, got suffix '\.txt'"),
+                           r"p\.txt: expected a \.npz or \.h5/\.hdf5/\.hdf/\.nxs probe file, got suffix '\.txt'"),
     }
 
 
@@ -402,12 +402,16 @@ def test_modulus_projection_moves_the_far_field_modulus_into_the_noise_ball_and_
                                    atol=1e-9)
     inside = modulus_projection(*inverse_far_field(fr, fi), 1.05 * m, tolerance=0.1 * m.max())  # every |m − A| < δ
     np.testing.assert_allclose(inside[0] + 1j * inside[1], field, atol=1e-12)
-    # δ = 0 is the exact projection as it was before the tolerance existed, bit for bit
+    # the gain limit: a measured amplitude 10·G times the model's raises that far-field pixel
+    # by exactly G (= MODULUS_GAIN_MAX), phase kept; the other pixels still go to A
     from ptychopipe.physics import MODULUS_GAIN_MAX
 
-    mag = np.sqrt(fr * fr + fi * fi)  # the function's own formula (np.hypot differs in the last bit)
-    floor = np.maximum(amplitude / MODULUS_GAIN_MAX, 1e-4 * mag.max(axis=(-2, -1), keepdims=True))
-    scale = amplitude / np.maximum(mag, floor + 1e-30)
-    old = inverse_far_field(fr * scale, fi * scale)
-    new = modulus_projection(field.real, field.imag, amplitude)
-    assert np.array_equal(new[0], old[0]) and np.array_equal(new[1], old[1])
+    j, k = np.unravel_index(np.argmin(np.abs(m[1] - np.median(m[1]))), m[1].shape)  # a typical pixel
+    loud = amplitude.copy()
+    loud[1, j, k] = 10 * MODULUS_GAIN_MAX * m[1, j, k]
+    gr, gi = far_field(*modulus_projection(field.real, field.imag, loud))
+    np.testing.assert_allclose(np.hypot(gr, gi)[1, j, k], MODULUS_GAIN_MAX * m[1, j, k], rtol=1e-9)
+    np.testing.assert_allclose(np.angle(gr + 1j * gi)[1, j, k], np.angle(fr + 1j * fi)[1, j, k], atol=1e-9)
+    others = np.ones(m.shape, bool)
+    others[1, j, k] = False
+    np.testing.assert_allclose(np.hypot(gr, gi)[others], loud[others], atol=1e-12)

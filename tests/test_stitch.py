@@ -217,3 +217,26 @@ def test_positions_a_rounding_error_off_an_integer_origin_stay_on_the_canvas():
     st = stitch.stitch_patches(np.ones((2, N, N), complex), pos, stitch.patch_weight("uniform", None, N))
     assert (st.geometry.origin_x, st.geometry.origin_y) == (10, 3)
     assert st.count.sum() == 2 * N * N  # no row or column lost to rounding
+
+
+def test_sub_pixel_patch_weight_is_the_probe_weight_shifted_by_its_fraction():
+    """Element by element, against scipy's linear-interpolation shift (independent of
+    stitch.interpolate_weight): a patch whose origin has fraction (fx, fy) covers canvas
+    pixel (q_y + j, q_x + k) with the weight at (j − fy, k − fx); row and column 0,
+    which would need the weight outside the patch, are dropped."""
+    from scipy import ndimage
+
+    w = stitch.patch_weight("probe_intensity", ideal_probe(N, 32), N)
+    pos = np.array([[40.25 + N / 2, 17.75 + N / 2]])  # origin (x, y) = (40.25, 17.75)
+    q, f = stitch.patch_origins(pos, N)
+    np.testing.assert_allclose(f[0], [0.25, 0.75])
+    st = stitch.stitch_patches(np.ones((1, N, N), complex), pos, w)
+    want = ndimage.shift(w, (f[0, 1], f[0, 0]), order=1, mode="nearest")
+    # canvas pixel (r, c) is object pixel (origin_y + r, origin_x + c); patch pixel j sits at q + j
+    rows = q[0, 1] + np.arange(1, N) - st.geometry.origin_y
+    cols = q[0, 0] + np.arange(1, N) - st.geometry.origin_x
+    assert rows.min() >= 0 and cols.min() >= 0
+    np.testing.assert_allclose(st.coverage[np.ix_(rows, cols)], want[1:, 1:], rtol=1e-12, atol=1e-15)
+    assert st.coverage.sum() == pytest.approx(want[1:, 1:].sum(), rel=1e-12)  # and nothing else
+    # the other direction (weight at j + f) is clearly different: the test can tell them apart
+    assert np.abs(ndimage.shift(w, (-f[0, 1], -f[0, 0]), order=1)[1:, 1:] - want[1:, 1:]).max() > 1e-3
