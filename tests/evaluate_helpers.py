@@ -78,7 +78,7 @@ def write_synthetic_inferred(path: Path, data: Mapping, scenario: str, *, scale:
                 "positions": Array(pos, "px"),
                 "indices": Array(idx, "index"),
                 "probe": Array(sim.probe, "photons^0.5")},
-        attrs={"predicted_over_measured_counts": ratio, "poisson_nll": nll},
+        attrs={"predicted_over_measured_counts": ratio, "poisson_nll": nll, "mean_counts": norm.mean_counts},
         ratios={"predicted_over_measured_counts": ratio},
     )
     return patches

@@ -116,3 +116,23 @@ def test_infer_refuses_a_missing_or_broken_model(gs2_run, tmp_path):
     with pytest.raises(ArtifactError, match=r"model.keras: not a loadable Keras model"):
         I.run(cfg, "gs2_ideal", normalized=d / "normalized.h5", model=broken, out=tmp_path / "inferred.h5")
     assert not (tmp_path / "inferred.h5").exists()
+
+
+@pytest.mark.parametrize("key", ["predicted_over_measured_counts", "poisson_nll", "mean_counts"])
+def test_inferred_attribute_missing_names_file_and_key(gs2_run, tmp_path, key):
+    """compare and baseline read these attributes: without one, read_inferred stops with one
+    line naming the file and the key (not a KeyError deep in compare)."""
+    import shutil
+
+    import h5py
+
+
+    d, _ = gs2_run
+    path = tmp_path / "inferred.h5"
+    shutil.copy(d / "inferred.h5", path)
+    read_inferred(path)  # the stage's own file passes
+    with h5py.File(path, "r+") as f:
+        del f.attrs[key]
+    with pytest.raises(ArtifactError) as err:
+        read_inferred(path)
+    assert str(err.value) == f"{path}: attribute {key} missing"

@@ -419,7 +419,8 @@ def test_compare_without_truth_reports_data_space_only(tmp_path, sim, ci_data):
                            "phase": Array(np.angle(patches).astype(np.float32), "rad"),
                            "positions": Array(imp.positions[idx], "px"), "indices": Array(idx, "index"),
                            "probe": Array(imp.probe, "photons^0.5")},
-                   attrs={"predicted_over_measured_counts": ratio, "poisson_nll": 0.0123},
+                   attrs={"predicted_over_measured_counts": ratio, "poisson_nll": 0.0123,
+                          "mean_counts": norm.mean_counts},
                    ratios={"predicted_over_measured_counts": ratio})
     write_synthetic_train(f["train"], ci_data["gs1_ideal"], "real")
     stitch.run(stage_config(p, "stitch"), "real", inferred=f["inferred"], out=f["stitched"])

@@ -412,8 +412,13 @@ class Inferred:
     attrs: dict[str, Any]
 
 
+#: Root attributes of inferred.h5 that its readers rely on (checked by :func:`read_inferred`).
+INFERRED_ATTRS = ("predicted_over_measured_counts", "poisson_nll", "mean_counts")
+
+
 def read_inferred(path: str | Path) -> Inferred:
-    """Read and check inferred.h5 (shapes consistent with the amplitude's (B, C, N, N))."""
+    """Read and check inferred.h5 (shapes consistent with the amplitude's (B, C, N, N), and
+    the attributes :data:`INFERRED_ATTRS` present and numeric)."""
     with open_artifact(path, "infer") as f:
         amp = read_array(f, "amplitude", ndim=4, kind="f")
         b, c, n, _ = amp.shape
@@ -421,6 +426,8 @@ def read_inferred(path: str | Path) -> Inferred:
         pos = read_array(f, "positions", ndim=3, kind="f", shape=(b, c, 2))
         idx = read_array(f, "indices", ndim=2, kind="i", shape=(b, c))
         probe = read_array(f, "probe", ndim=2, kind="c", shape=(n, n))
+        for key in INFERRED_ATTRS:  # what compare and baseline read
+            read_attr(f, key, float)
         attrs = dict(f.attrs)
     return Inferred(amp, phase, pos, idx, probe, attrs)
 
