@@ -254,6 +254,15 @@ def _empty_test_split(path: Path) -> None:
 # stage inputs per stage: (flag, file name in the case dir)
 _SPLIT_IN = (("--simulated", "simulated.h5"),)
 _GROUP_IN = (("--simulated", "simulated.h5"), ("--split", "split.h5"))
+_NORM_IN = _GROUP_IN + (("--grouped", "grouped.h5"),)
+
+
+def _no_counts(path: Path) -> None:
+    """simulated.h5 whose patterns are all dark."""
+    with h5py.File(path, "r") as f:
+        shape = f["counts"].shape
+    rewrite_dataset(path, "counts", np.zeros(shape, np.float32))
+    rewrite_dataset(path, "amplitude", np.zeros(shape, np.float32))
 
 # (case id, stage, inputs, file to craft, crafting function, expected substring of the error)
 ARTIFACT_CASES = [
@@ -280,6 +289,9 @@ ARTIFACT_CASES = [
     ("attribute-missing", "group", _GROUP_IN, "split.h5", _delete_attr("y_split"), "attribute y_split missing"),
     ("attribute-not-a-number", "group", _GROUP_IN, "split.h5", _set_attr("y_split", "north"),
      "attribute y_split: expected float, got 'north'"),
+    ("split-of-another-scenario", "normalize", _NORM_IN, "split.h5", _with("train/indices", lambda a: a + 1000),
+     "outside the 48 patterns of"),
+    ("no-counts", "normalize", _NORM_IN, "simulated.h5", _no_counts, "training patterns hold no counts"),
 ]
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from evaluate_helpers import compare_config, run_evaluation
 from ptychopipe import baseline as B
-from ptychopipe.artifacts import Array, read_baseline, read_simulated, read_stitched, write_artifact
+from ptychopipe.artifacts import Array, ArtifactError, read_baseline, read_simulated, read_stitched, write_artifact
 from ptychopipe.compare import truth_on_canvas
 from ptychopipe.config import BaselineConfig
 
@@ -179,6 +179,21 @@ def test_compare_refuses_a_baseline_of_other_patterns(tmp_path, pinn, ci_data):
                       stitched=pinn["stitched"], inferred=pinn["inferred"], comparison=pinn["json"],
                       out=tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_test_patterns_of_another_scenario_are_refused(tmp_path, ci_data):
+    """grouped.h5 indices that simulated.h5 does not hold: one line naming both files (before
+    pty-chi is imported, so this runs without the extra)."""
+    import shutil
+
+    grouped = tmp_path / "grouped.h5"
+    shutil.copy(ci_data["gs1_ideal"]["grouped"], grouped)
+    idx, counts, positions, _ = B.read_test_patterns(ci_data["gs1_ideal"]["simulated"], grouped)
+    assert len(idx) == len(counts) == len(positions) and np.all(np.diff(idx) > 0)
+    with h5py.File(grouped, "r+") as f:
+        f["test/indices"][...] = f["test/indices"][()] + 100_000
+    with pytest.raises(ArtifactError, match=rf"{grouped}: test/indices: index \d+ outside the \d+ patterns of "):
+        B.read_test_patterns(ci_data["gs1_ideal"]["simulated"], grouped)
 
 
 def test_workflow_adds_the_baseline_only_where_enabled(workdir):

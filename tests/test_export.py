@@ -13,7 +13,7 @@ import pytest
 
 from evaluate_helpers import run_evaluation
 from ptychopipe import export, ingest
-from ptychopipe.artifacts import read_attrs, read_inferred, read_simulated, read_stitched, read_telemetry
+from ptychopipe.artifacts import ArtifactError, read_attrs, read_inferred, read_simulated, read_stitched, read_telemetry
 from ptychopipe.config import IngestConfig
 from ptychopipe.export import ExportError
 
@@ -123,6 +123,37 @@ def test_export_refuses_mismatched_artifacts_and_bad_options(tmp_path, evaluated
         export.run("ptychodus", tmp_path / "p.h5", stitched=evaluated["stitched"], inferred=evaluated["inferred"],
                    simulated=evaluated["simulated"], pixel_size_m=-1.0)
     assert not list(tmp_path.iterdir())
+
+
+def test_ptychodus_pair_is_replaced_together_or_not_at_all(tmp_path, evaluated):
+    """A product write that fails after diffraction.h5 is complete leaves the previous pair
+    untouched (no new diffraction.h5 beside an old product) and no temporary files."""
+    import dataclasses
+
+    rec = export.collect(evaluated["stitched"], evaluated["inferred"], evaluated["simulated"])
+    product, diffraction = export.write_ptychodus(rec, tmp_path / "product.h5")
+    before = {p.name: p.read_bytes() for p in (product, diffraction)}
+    broken = dataclasses.replace(rec, counts=rec.counts[:, ::2, ::2].copy(), losses=None)  # fails in the product
+    with pytest.raises(TypeError):
+        export.write_ptychodus(broken, tmp_path / "product.h5")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_export_refuses_indices_outside_the_simulated_patterns(tmp_path, evaluated):
+    """An inferred.h5 whose pattern indices do not exist in simulated.h5 (another scenario's
+    run): one line naming both files, no output."""
+    import shutil
+
+    inferred = tmp_path / "inferred.h5"
+    shutil.copy(evaluated["inferred"], inferred)
+    with h5py.File(inferred, "r+") as f:
+        f["indices"][...] = f["indices"][()] + 100_000
+    with pytest.raises(ArtifactError) as err:
+        export.run("npz", tmp_path / "x.npz", stitched=evaluated["stitched"], inferred=inferred,
+                   simulated=evaluated["simulated"])
+    msg = str(err.value)
+    assert f"{inferred}: indices: index " in msg and f"patterns of {evaluated['simulated']}" in msg
+    assert "\n" not in msg and not (tmp_path / "x.npz").exists()
 
 
 def test_cli_export_from_a_results_folder(tmp_path, evaluated):

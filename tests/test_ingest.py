@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 
 import h5py
 import numpy as np
@@ -162,6 +163,12 @@ def _bad_npz(tmp_path, sim, case):
         "two probe modes": ({}, {"probeGuess": np.stack([sim.probe, sim.probe])}, "probeGuess: expected a single-mode"),
         "outside object": ({}, {"xcoords": sim.positions[:, 0] + 200}, "patch centres put the 64x64 patch outside"),
         "object array": ({}, {"objectGuess": np.array([{"a": 1}], dtype=object)}, "objectGuess: not a plain numeric"),
+        "no patterns": ({}, {"xcoords": np.zeros(0), "ycoords": np.zeros(0),
+                             "diff3d": np.zeros((0,) + sim.counts.shape[1:], np.float32)},
+                        "xcoords: expected at least one scan position, got 0"),
+        "no patterns, no object": ({}, {"xcoords": np.zeros(0), "ycoords": np.zeros(0), "objectGuess": None,
+                                        "diff3d": np.zeros((0,) + sim.counts.shape[1:], np.float32)},
+                                   "xcoords: expected at least one scan position, got 0"),
     }
     kw, extra, message = cases[case]
     arrays = dict(xcoords=sim.positions[:, 0] - 0.5, ycoords=sim.positions[:, 1] - 0.5,
@@ -173,7 +180,8 @@ def _bad_npz(tmp_path, sim, case):
 
 
 @pytest.mark.parametrize("case", ["missing key", "patterns last", "negative", "nan coords", "short ycoords",
-                                  "two probe modes", "outside object", "object array"])
+                                  "two probe modes", "outside object", "object array", "no patterns",
+                                  "no patterns, no object"])
 def test_malformed_npz_is_one_line_naming_file_and_key(tmp_path, sim, case):
     path, message = _bad_npz(tmp_path, sim, case)
     out = tmp_path / "simulated.h5"
@@ -182,6 +190,25 @@ def test_malformed_npz_is_one_line_naming_file_and_key(tmp_path, sim, case):
     text = str(err.value)
     assert "\n" not in text and str(path) in text and message in text
     assert not out.exists() and not list(tmp_path.glob(".simulated.h5.tmp*"))
+
+
+def test_corrupted_compressed_npz_member_is_one_line(tmp_path, sim):
+    """A damaged deflate stream inside the archive (zlib.error) is named, not a traceback."""
+    path = tmp_path / "damaged.npz"
+    np.savez_compressed(path, xcoords=sim.positions[:, 0] - 0.5, ycoords=sim.positions[:, 1] - 0.5,
+                        diff3d=np.sqrt(sim.counts), probeGuess=sim.probe)
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("diff3d.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 200  # inside its deflate data
+    raw[start:start + 40] = bytes(40)
+    path.write_bytes(bytes(raw))
+    out = tmp_path / "simulated.h5"
+    with pytest.raises(IngestError) as err:
+        ingest.run(npz_cfg(path), "imp", out)
+    text = str(err.value)
+    assert "\n" not in text and str(path) in text and "diff3d: unreadable" in text
+    assert not out.exists()
 
 
 def test_cli_reports_a_bad_file_in_one_line(tmp_path, sim):
@@ -293,6 +320,14 @@ def _dup_index(prod, diff):
         f["probe_position_indexes"][...] = idx
 
 
+def _index_array(value):
+    def mutate(prod, diff):
+        with h5py.File(prod, "r+") as f:
+            del f["probe_position_indexes"]
+            f.create_dataset("probe_position_indexes", data=value)
+    return mutate
+
+
 def _drop_pattern(prod, diff):
     with h5py.File(diff, "r+") as f:
         idx = f["indexes"][()]
@@ -307,6 +342,9 @@ def _drop_pattern(prod, diff):
     (_bad_pixel, "diffraction", "bad_pixels: 1 pixels flagged"),
     (_dup_index, "product", "probe_position_indexes: 1 indexes appear more than once"),
     (_drop_pattern, "diffraction", "indexes: 1 of the product's"),
+    (_index_array(np.int64(3)), "product", "probe_position_indexes: expected a 1-D array of at least one index, "
+                                           "got shape ()"),
+    (_index_array(np.zeros(0, np.int64)), "product", "probe_position_indexes: expected a 1-D array of at least one"),
     (_set_attr("pixel_width_m", 1e-7, node="probe"), "product", "probe.attrs[pixel_width_m]: expected the object's"),
 ])
 def test_malformed_ptychodus_is_one_line_naming_file_and_key(tmp_path, sim, mutate, where, message):

@@ -11,11 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from evaluate_helpers import run_evaluation
 from ptychopipe import cli, report
-from ptychopipe.artifacts import ArtifactError
+from ptychopipe.artifacts import ArtifactError, read_simulated
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,6 +92,59 @@ def test_duplicate_or_malformed_comparisons_are_one_line_errors(two_scenarios, t
         report.summary_rows([broken])
 
 
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d["config"].pop("ratio_tolerance"), "config.ratio_tolerance: expected a number, got None"),
+    (lambda d: d["config"].update(ratio_tolerance="wide"), "config.ratio_tolerance: expected a number, got 'wide'"),
+    (lambda d: d["registration"].pop("enabled"), "registration: expected an object with keys enabled"),
+    (lambda d: d.update(chain={"stage": "raw"}), r"chain\[0\]: expected an object with keys"),
+    (lambda d: d["chain"][1].pop("cumulative"), r"chain\[1\]: expected an object with keys"),
+])
+def test_comparison_json_nested_keys_the_report_reads_are_checked(two_scenarios, tmp_path, mutate, message):
+    """Everything write_summary reads is checked before anything is written: one line, no outputs."""
+    broken = tmp_path / "broken.json"
+    data = json.loads(two_scenarios["json"][1].read_text())
+    mutate(data)
+    broken.write_text(json.dumps(data))
+    out = tmp_path / "r"
+    with pytest.raises(ArtifactError, match=rf"broken.json: {message}") as err:
+        report.write_summary([two_scenarios["json"][0], broken], out / "s.md", out / "s.csv", out / "o.png")
+    assert "\n" not in str(err.value)
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_summary_of_a_non_finite_phase_offset_says_n_a(two_scenarios, tmp_path):
+    """json_safe stores a non-finite phase offset as null: the summary prints n/a, it does not crash."""
+    path = tmp_path / "gs2_custom.json"
+    data = json.loads(two_scenarios["json"][1].read_text())
+    data["phase_offset_rad"] = None
+    path.write_text(json.dumps(data))
+    md, _, _ = report.write_summary([path], tmp_path / "s.md", tmp_path / "s.csv", tmp_path / "o.png")
+    assert "global phase offset removed n/a rad" in md.read_text()
+
+
+def test_figures_are_written_atomically(tmp_path, monkeypatch):
+    """A figure whose rendering fails leaves neither the file nor a temporary behind."""
+    import matplotlib.pyplot as plt
+
+    from ptychopipe.artifacts import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    save_figure(fig, tmp_path / "sub" / "ok.png")
+    assert (tmp_path / "sub" / "ok.png").read_bytes()[:4] == b"\x89PNG" and not plt.get_fignums()
+
+    fig, _ = plt.subplots()
+
+    def fail(path, **kwargs):  # a render that dies half-way through its file
+        Path(path).write_bytes(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fig, "savefig", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_figure(fig, tmp_path / "bad.png")
+    assert list(tmp_path.iterdir()) == [tmp_path / "sub"] and not plt.get_fignums()
+
+
 def test_comparison_json_is_strict_json(two_scenarios):
     for path in two_scenarios["json"]:
         json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path}: non-standard JSON {c}"))
@@ -128,6 +182,11 @@ def test_telemetry_table_includes_the_evaluation_stages(tmp_path, ci_data):
     assert "stitched_over_inferred=" in stitched["object"]["stage_ratios"]
     compared = [r for r in rows if r["stage"] == "compare"]
     assert any("amplitude_bias=" in r["stage_ratios"] for r in compared)
+    # every DESIGN §4 statistic is a column; sumsq is the artifact's own Σ|x|²
+    assert list(rows[0]) == list(report.COLUMNS) and "sumsq" in report.COLUMNS
+    counts = next(r for r in rows if r["stage"] == "simulate" and r["array"] == "counts")
+    sim = read_simulated(data["simulated"])
+    assert float(counts["sumsq"]) == pytest.approx(float(np.sum(sim.counts.astype(np.float64) ** 2)), rel=1e-5)
 
 
 def test_snakemake_lint_reports_nothing(workdir):

@@ -69,6 +69,17 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> None:
+    """Atomically write a Matplotlib figure (format from ``path``'s suffix, e.g. PNG) and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path, Path(path).suffix) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
 def write_artifact(path: str | Path, *, stage: str, scenario: str, config: Any,
                    arrays: Mapping[str, Array], attrs: Mapping[str, Any] | None = None,
                    ratios: Mapping[str, float] | None = None) -> None:
@@ -181,6 +192,16 @@ def read_attr(f: h5py.File, name: str, cast: Callable[[Any], T]) -> T:
         return cast(value.item() if isinstance(value, np.ndarray) and value.size == 1 else value)
     except (TypeError, ValueError):
         raise ArtifactError(f"{f.filename}: attribute {name}: expected {cast.__name__}, got {value!r}") from None
+
+
+def check_indices(indices: np.ndarray, m: int, where: str, patterns_of: str | Path) -> None:
+    """One-line :class:`ArtifactError` unless every pattern index is in [0, m): ``indices``
+    (any shape, integer) from ``where`` ("FILE: KEY") must index the m patterns of the
+    ``patterns_of`` file, i.e. both artifacts come from one scenario."""
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= m):
+        bad = int(indices.max()) if int(indices.max()) >= m else int(indices.min())
+        raise ArtifactError(f"{where}: index {bad} outside the {m} patterns of {patterns_of}; expected "
+                            "artifacts of one scenario")
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
@@ -479,6 +500,8 @@ COMPARISON_KEYS = ("scenario", "config", "config_hash", "n_pixels", "phase_offse
                    "nan_status", "figures")
 METRIC_KEYS = ("mae", "rmse", "pearson_r", "ssim", "psnr_db", "ls_scale", "frc_cutoff_cycles_per_px",
                "frc_resolution_px", "frc_crossed")
+#: Keys of each ratio-chain link in comparison.json (``compare.ChainLink``; the report reads them).
+CHAIN_KEYS = ("stage", "ratio", "contract", "relative", "cumulative", "broken")
 
 
 @dataclass(frozen=True)
@@ -549,6 +572,18 @@ def read_comparison_json(path: str | Path) -> dict[str, Any]:
         if not isinstance(got, dict) or any(k not in got for k in METRIC_KEYS):
             raise ArtifactError(f"{path}: metrics.{part}: expected keys {list(METRIC_KEYS)}, "
                                 f"got {sorted(got) if isinstance(got, dict) else got!r}")
+    tolerance = data["config"].get("ratio_tolerance") if isinstance(data["config"], dict) else None
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
+        raise ArtifactError(f"{path}: config.ratio_tolerance: expected a number, got {tolerance!r}")
+    reg = data["registration"]
+    if not isinstance(reg, dict) or not isinstance(reg.get("enabled"), bool) or "shift_px" not in reg:
+        raise ArtifactError(f"{path}: registration: expected an object with keys enabled (bool) and shift_px, "
+                            f"got {reg!r}")
+    chain = data["chain"]
+    for i, link in enumerate(chain if isinstance(chain, list) else [chain]):
+        if not isinstance(link, dict) or any(k not in link for k in CHAIN_KEYS):
+            raise ArtifactError(f"{path}: chain[{i}]: expected an object with keys {list(CHAIN_KEYS)}, "
+                                f"got {sorted(link) if isinstance(link, dict) else link!r}")
     return data
 
 

@@ -21,8 +21,9 @@ and matches the simulator's expected counts:
   S; pty-chi's patch starts at p + round(S/2) − 0.5 − (N − 1)/2, ours at x − N/2, so
   p = x_buffer − round(S/2); positions are not optimised;
 - object: a buffer around the test scan (:data:`BUFFER_MARGIN_PX` beyond the patches),
-  initial guess the constant ā = sqrt(mean Σn / Σ|P_abs|²) (the PINN's own starting
-  amplitude, DESIGN §2.7), zero phase.
+  initial guess the constant ā = sqrt(mean Σn / Σ|P_abs|²) (DESIGN §2.7) over the test
+  patterns it reconstructs (the PINN's ā is the same estimate over the training split),
+  zero phase.
 
 Output ``baseline.h5`` (stage "baseline"): the final object and :data:`snapshots` taken
 along the run, resampled onto the stitch stage's canvas grid for these positions
@@ -55,8 +56,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .artifacts import (Array, json_safe, read_baseline, read_group_indices, read_json_object, read_simulated,
-                        write_artifact, write_json_atomic)
+from .artifacts import (Array, check_indices, json_safe, read_baseline, read_group_indices, read_json_object,
+                        read_simulated, save_figure, write_artifact, write_json_atomic)
 from .config import BaselineConfig, CompareConfig
 from .errors import PtychopipeError
 from .physics import expected_counts, extract_patches
@@ -333,17 +334,24 @@ def on_canvas(obj: np.ndarray, buf: Buffer, geo: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- stage
 
 
-def run(cfg: BaselineConfig, scenario: str, simulated: str | Path, grouped: str | Path, out: str | Path) -> None:
-    """Stage entry point: reconstruct the test patterns with pty-chi, write ``baseline.h5``."""
-    torch, api, versions = import_ptychi()
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+def read_test_patterns(simulated: str | Path, grouped: str | Path
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The unique test patterns of grouped.h5, from simulated.h5: (indices (M,) int64 ascending,
+    counts (M, N, N) float32 [counts], positions (M, 2) float64 [x, y] px, probe P_abs (N, N)
+    complex64). One-line errors for an empty test split or indices outside simulated.h5."""
     sim = read_simulated(simulated)
     idx = np.unique(read_group_indices(grouped, "test").ravel()).astype(np.int64)
     if idx.size == 0:
         raise BaselineError(f"{grouped}: test/indices: empty; expected the test patterns")
-    counts = sim.counts[idx]
-    positions = sim.positions[idx]
-    probe = sim.probe
+    check_indices(idx, len(sim.counts), f"{grouped}: test/indices", simulated)
+    return idx, sim.counts[idx], sim.positions[idx], sim.probe
+
+
+def run(cfg: BaselineConfig, scenario: str, simulated: str | Path, grouped: str | Path, out: str | Path) -> None:
+    """Stage entry point: reconstruct the test patterns with pty-chi, write ``baseline.h5``."""
+    torch, api, versions = import_ptychi()
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    idx, counts, positions, probe = read_test_patterns(simulated, grouped)
     n = probe.shape[0]
     buf = object_buffer(positions, n)
     abar = rms_amplitude_estimate(counts, probe)
@@ -560,9 +568,7 @@ def plot_comparison(result: Mapping[str, Any], path: str | Path) -> None:
     ax.set_title(f"{result['scenario']}: PINN vs iterative")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def read_baseline_comparison(path: str | Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from scipy.ndimage import binary_erosion, distance_transform_edt
 
 from .artifacts import (Array, ArtifactError, json_safe, read_attrs, read_group_indices,
                         read_pattern_mean_amplitude, read_stitched, read_telemetry, read_train_history,
-                        read_truth_object, write_artifact, write_comparison_json)
+                        read_truth_object, save_figure, write_artifact, write_comparison_json)
 from .config import CompareConfig, config_hash, to_dict
 from .physics import fourier_shift
 
@@ -497,8 +497,7 @@ def plot_truth_recon_error(truth: np.ndarray, recon: np.ndarray, mask: np.ndarra
         ax.set_ylabel("y (px, canvas)")
         fig.colorbar(im, ax=ax, shrink=0.85, label=units)
     fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_frc(frcs: Mapping[str, FRC], path: str | Path, title: str, kind: str) -> None:
@@ -521,8 +520,7 @@ def plot_frc(frcs: Mapping[str, FRC], path: str | Path, title: str, kind: str) -
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_training(history: Mapping[str, np.ndarray], path: str | Path, title: str) -> None:
@@ -553,8 +551,7 @@ def plot_training(history: Mapping[str, np.ndarray], path: str | Path, title: st
     for ax in (a0, a1):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- stage
@@ -736,8 +733,7 @@ def plot_reconstruction(image: np.ndarray, coverage: np.ndarray, mask: np.ndarra
         ax.set_xlabel("x (px, canvas)")
         ax.set_ylabel("y (px, canvas)")
     fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_rings(arrays: Mapping[str, np.ndarray], path: str | Path, title: str) -> None:
@@ -759,8 +755,7 @@ def plot_rings(arrays: Mapping[str, np.ndarray], path: str | Path, title: str) -
         ax.set_xlabel("spatial frequency (cycles/px)")
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run_data_only(cfg: CompareConfig, scenario: str, *, st: Any, simulated: str | Path, grouped: str | Path,

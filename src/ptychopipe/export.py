@@ -32,7 +32,7 @@ pixel is then λ·z / (N·pixel_size) so that the geometry is self-consistent.
 from __future__ import annotations
 
 import json
-import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .artifacts import read_attrs, read_inferred, read_simulated, read_stitched, read_train_history
+from .artifacts import (atomic_path, check_indices, read_attrs, read_inferred, read_simulated, read_stitched,
+                        read_train_history)
 from .errors import PtychopipeError
 
 #: Zero pixels added around the stitched canvas (each side) so every patch lies inside the frame.
@@ -90,8 +91,11 @@ def collect(stitched: str | Path, inferred: str | Path, simulated: str | Path, t
     idx = np.unique(inf.indices.ravel()).astype(np.int64)
     if idx.size == 0:
         raise ExportError(f"{inferred}: indices: empty; expected the test patterns")
-    if not np.allclose(inf.probe, sim.probe, rtol=1e-6, atol=1e-6 * float(np.abs(sim.probe).max())):
-        raise ExportError(f"{inferred}: probe: differs from {simulated}; expected the same P_abs")
+    if inf.probe.shape != sim.probe.shape or not np.allclose(
+            inf.probe, sim.probe, rtol=1e-6, atol=1e-6 * float(np.abs(sim.probe).max())):
+        raise ExportError(f"{inferred}: probe: differs from {simulated} (shape {inf.probe.shape} vs "
+                          f"{sim.probe.shape}); expected the same P_abs")
+    check_indices(idx, len(sim.counts), f"{inferred}: indices", simulated)
     h, w = st.object.shape
     obj = np.zeros((h + 2 * margin, w + 2 * margin), dtype=np.complex64)
     obj[margin:margin + h, margin:margin + w] = st.object
@@ -125,19 +129,13 @@ def write_npz(rec: Reconstruction, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     x = rec.positions[:, 0] - 0.5
     y = rec.positions[:, 1] - 0.5
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, xcoords=x, ycoords=y, xcoords_start=x, ycoords_start=y,
-                     diff3d=np.sqrt(rec.counts.astype(np.float64)), probeGuess=rec.probe,
-                     objectGuess=rec.object, scan_index=np.zeros(len(x), dtype=np.int64),
-                     ptychopipe_provenance=np.array(json.dumps({**rec.provenance, "conventions": {
-                         "xcoords": "objectGuess pixel index (pixel k centred at k)",
-                         "diff3d": "amplitude sqrt(counts)", "probeGuess": "unitary FFT convention (P_abs)"}})))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, xcoords=x, ycoords=y, xcoords_start=x, ycoords_start=y,
+                 diff3d=np.sqrt(rec.counts.astype(np.float64)), probeGuess=rec.probe,
+                 objectGuess=rec.object, scan_index=np.zeros(len(x), dtype=np.int64),
+                 ptychopipe_provenance=np.array(json.dumps({**rec.provenance, "conventions": {
+                     "xcoords": "objectGuess pixel index (pixel k centred at k)",
+                     "diff3d": "amplitude sqrt(counts)", "probeGuess": "unitary FFT convention (P_abs)"}})))
     return path
 
 
@@ -173,7 +171,8 @@ def write_ptychodus(rec: Reconstruction, product: str | Path, pixel_size_m: floa
                     photon_energy_eV: float | None = None, detector_distance_m: float | None = None
                     ) -> tuple[Path, Path]:
     """Write ``rec`` as ptychodus ``product.h5`` + ``diffraction.h5`` beside it (module
-    docstring), each atomically. Returns (product path, diffraction path)."""
+    docstring), atomically as a pair; an existing diffraction.h5 beside ``product`` is
+    replaced (it belongs to the product of that name). Returns (product path, diffraction path)."""
     product = Path(product)
     diffraction = product.with_name("diffraction.h5")
     if product.resolve() == diffraction.resolve():
@@ -188,41 +187,39 @@ def write_ptychodus(rec: Reconstruction, product: str | Path, pixel_size_m: floa
     comments = (f"ptychopipe PINN reconstruction (stitched test region) of scenario {rec.provenance['scenario']}; "
                 f"probe in pty-chi's unnormalised FFT convention (= P_abs / N); geometry: {said}; provenance "
                 f"{json.dumps(rec.provenance, sort_keys=True)}")
-    for path, fill in ((diffraction, "diffraction"), (product, "product")):
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with h5py.File(tmp, "w") as f:
-                if fill == "diffraction":
-                    pat = f.create_dataset("patterns", data=rec.counts.astype(np.float32), compression="gzip")
-                    pat.attrs["detector_pixel_width_m"] = geo["detector_pixel_m"]
-                    pat.attrs["detector_pixel_height_m"] = geo["detector_pixel_m"]
-                    f.create_dataset("indexes", data=indexes)
-                    f.create_dataset("bad_pixels", data=np.zeros((n, n), dtype=bool))
-                else:
-                    f.attrs["name"] = str(rec.provenance["scenario"] or "ptychopipe")
-                    f.attrs["comments"] = comments
-                    f.attrs["detector_object_distance_m"] = geo["detector_distance_m"]
-                    f.attrs["photon_energy_eV"] = geo["photon_energy_eV"]
-                    f.attrs["probe_photon_count"] = float(rec.counts.sum(axis=(1, 2), dtype=np.float64).mean())
-                    f.attrs["far_field"] = True
-                    f.create_dataset("probe_position_indexes", data=indexes)
-                    f.create_dataset("probe_position_x_m", data=(rec.positions[:, 0] - w / 2) * dx)
-                    f.create_dataset("probe_position_y_m", data=(rec.positions[:, 1] - h / 2) * dx)
-                    p = f.create_dataset("probe", data=(rec.probe / np.float32(n)).astype(np.complex64)[None, None])
-                    p.attrs["pixel_width_m"] = dx
-                    p.attrs["pixel_height_m"] = dx
-                    o = f.create_dataset("object", data=rec.object.astype(np.complex64)[None])
-                    o.attrs["center_x_m"] = 0.0
-                    o.attrs["center_y_m"] = 0.0
-                    o.attrs["pixel_width_m"] = dx
-                    o.attrs["pixel_height_m"] = dx
-                    f.create_dataset("object_layer_spacing_m", data=np.zeros(0, dtype=np.float64))
-                    f.create_dataset("loss_epochs", data=np.arange(len(rec.losses), dtype=np.int64))
-                    f.create_dataset("loss_values", data=rec.losses.astype(np.float64))
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+    # Both files are written under temporary names and renamed only once both are complete
+    # (the stack unwinds last-in first: diffraction.h5, then the product), so a failed or
+    # killed export leaves the previous pair, never a new diffraction.h5 beside an old product.
+    with ExitStack() as stack:
+        tmp_prod = stack.enter_context(atomic_path(product))
+        tmp_diff = stack.enter_context(atomic_path(diffraction))
+        with h5py.File(tmp_diff, "w") as f:
+            pat = f.create_dataset("patterns", data=rec.counts.astype(np.float32), compression="gzip")
+            pat.attrs["detector_pixel_width_m"] = geo["detector_pixel_m"]
+            pat.attrs["detector_pixel_height_m"] = geo["detector_pixel_m"]
+            f.create_dataset("indexes", data=indexes)
+            f.create_dataset("bad_pixels", data=np.zeros((n, n), dtype=bool))
+        with h5py.File(tmp_prod, "w") as f:
+            f.attrs["name"] = str(rec.provenance["scenario"] or "ptychopipe")
+            f.attrs["comments"] = comments
+            f.attrs["detector_object_distance_m"] = geo["detector_distance_m"]
+            f.attrs["photon_energy_eV"] = geo["photon_energy_eV"]
+            f.attrs["probe_photon_count"] = float(rec.counts.sum(axis=(1, 2), dtype=np.float64).mean())
+            f.attrs["far_field"] = True
+            f.create_dataset("probe_position_indexes", data=indexes)
+            f.create_dataset("probe_position_x_m", data=(rec.positions[:, 0] - w / 2) * dx)
+            f.create_dataset("probe_position_y_m", data=(rec.positions[:, 1] - h / 2) * dx)
+            p = f.create_dataset("probe", data=(rec.probe / np.float32(n)).astype(np.complex64)[None, None])
+            p.attrs["pixel_width_m"] = dx
+            p.attrs["pixel_height_m"] = dx
+            o = f.create_dataset("object", data=rec.object.astype(np.complex64)[None])
+            o.attrs["center_x_m"] = 0.0
+            o.attrs["center_y_m"] = 0.0
+            o.attrs["pixel_width_m"] = dx
+            o.attrs["pixel_height_m"] = dx
+            f.create_dataset("object_layer_spacing_m", data=np.zeros(0, dtype=np.float64))
+            f.create_dataset("loss_epochs", data=np.arange(len(rec.losses), dtype=np.int64))
+            f.create_dataset("loss_values", data=rec.losses.astype(np.float64))
     return product, diffraction
 
 

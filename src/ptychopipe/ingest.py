@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,7 @@ def _npz_array(data: Any, path: Path, key: str, required: bool = True) -> np.nda
         return data[key]
     except ValueError as exc:  # object arrays need pickle, which is refused
         raise IngestError(f"{path}: {key}: not a plain numeric array ({exc}); expected a numeric array") from None
-    except (OSError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:  # truncated or corrupted member
         raise IngestError(f"{path}: {key}: unreadable ({exc})") from None
 
 
@@ -249,6 +250,8 @@ def read_npz(path: str | Path, probe_normalization: str = "native", diff3d: str 
     m = len(x)
     if len(y) != m:
         raise IngestError(f"{path}: ycoords: expected {m} values (as xcoords), got {len(y)}")
+    if m == 0:
+        raise IngestError(f"{path}: xcoords: expected at least one scan position, got 0")
     p = square_probe(probe, f"{path}: probeGuess")
     n = p.shape[0]
     if d.ndim != 3 or d.shape != (m, n, n):
@@ -394,7 +397,10 @@ def read_ptychodus(product: str | Path, diffraction: str | Path | None = None,
         obj = obj.reshape(obj.shape[-2:])
         if not np.all(np.isfinite(obj)):
             raise IngestError(f"{product}: object: {int(np.count_nonzero(~np.isfinite(obj)))} non-finite values")
-    for key, arr in (("probe_position_indexes", idx), ("probe_position_x_m", xm), ("probe_position_y_m", ym)):
+    if idx.ndim != 1 or len(idx) == 0:
+        raise IngestError(f"{product}: probe_position_indexes: expected a 1-D array of at least one index, "
+                          f"got shape {idx.shape}")
+    for key, arr in (("probe_position_x_m", xm), ("probe_position_y_m", ym)):
         if arr.ndim != 1 or len(arr) != len(idx):
             raise IngestError(f"{product}: {key}: expected shape ({len(idx)},) like probe_position_indexes, "
                               f"got {arr.shape}")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import Array, read_grouped, read_simulated, read_split, write_artifact
+from .artifacts import (Array, ArtifactError, check_indices, read_grouped, read_simulated, read_split,
+                        write_artifact)
 from .config import NormalizeConfig
 from .telemetry import check_close, check_finite
 
@@ -43,8 +44,12 @@ def run(cfg: NormalizeConfig, scenario: str, simulated: str | Path, split: str |
     sp = read_split(split)
     groups = read_grouped(grouped)
     if sim.probe.shape[0] != cfg.N:
-        raise ValueError(f"{simulated}: probe: expected {cfg.N}x{cfg.N} (config N), got {sim.probe.shape}")
+        raise ArtifactError(f"{simulated}: probe: expected {cfg.N}x{cfg.N} (config N), got {sim.probe.shape}")
+    check_indices(sp.train_indices, len(sim.counts), f"{split}: train/indices", simulated)
     train_counts = sim.counts[sp.train_indices]
+    if not float(train_counts.sum(dtype=np.float64)) > 0:
+        raise ArtifactError(f"{simulated}: counts: the {len(train_counts)} training patterns hold no counts; "
+                            "expected a mean count per pattern > 0")
     a = input_scale(train_counts, cfg.N)
     abar = amplitude_estimate(train_counts, sim.probe)
     mean_counts = float(train_counts.sum(axis=(1, 2), dtype=np.float64).mean())

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .artifacts import (ArtifactError, atomic_path, read_attrs, read_comparison_json, read_telemetry,
+from .artifacts import (ArtifactError, read_attrs, read_comparison_json, read_telemetry, save_figure,
                         write_text_atomic)
 from .telemetry import cpu_description
 
@@ -38,7 +38,7 @@ CHAIN: dict[str, str] = {
     "normalize": "train/inputs",
 }
 
-COLUMNS = ("scenario", "stage", "array", "shape", "dtype", "mean", "std", "min", "max", "nan", "inf",
+COLUMNS = ("scenario", "stage", "array", "shape", "dtype", "mean", "std", "min", "max", "sumsq", "nan", "inf",
            "ratio_to_previous", "stage_ratios")
 
 
@@ -91,7 +91,8 @@ def telemetry_rows(results: str | Path, scenarios: Sequence[str] | None = None) 
                 rows.append({
                     "scenario": sdir.name, "stage": stage, "array": name, "shape": st.get("shape"),
                     "dtype": st.get("dtype"), "mean": st.get("mean"), "std": st.get("std"),
-                    "min": st.get("min"), "max": st.get("max"), "nan": st.get("nan"), "inf": st.get("inf"),
+                    "min": st.get("min"), "max": st.get("max"), "sumsq": st.get("sumsq"), "nan": st.get("nan"),
+                    "inf": st.get("inf"),
                     "ratio_to_previous": ratio, "stage_ratios": stage_ratios,
                 })
     return rows
@@ -179,6 +180,11 @@ def _cell(v: Any) -> str:
     return str(v).replace("|", "\\|")
 
 
+def _signed(v: Any) -> str:
+    """``v`` as ``+0.1234``; ``n/a`` for None (a non-finite number in the JSON)."""
+    return "n/a" if v is None else f"{float(v):+.4f}"
+
+
 def overview_figure(rows: Sequence[dict[str, Any]], path: str | Path, tolerance: float | None = None) -> None:
     """Overview of all scenarios (PNG): Pearson r and SSIM (amplitude, phase), amplitude bias
     (target 1, ± tolerance band when given) and FRC resolution (px)."""
@@ -222,9 +228,7 @@ def overview_figure(rows: Sequence[dict[str, Any]], path: str | Path, tolerance:
         a.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         a.grid(axis="y", alpha=0.3)
     fig.suptitle("ptychopipe: reconstruction vs truth, all scenarios (red bias bar: a broken stage invariant)")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_path: str | Path,
@@ -278,7 +282,7 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
                       "|---|---|---|---|---|---|"]
         else:
             lines += ["", f"## {r['scenario']}", "",
-                      f"Evaluated {d['n_pixels']} px; global phase offset removed {d['phase_offset_rad']:+.4f} rad; "
+                      f"Evaluated {d['n_pixels']} px; global phase offset removed {_signed(d['phase_offset_rad'])} rad; "
                       f"registration {'shift ' + str(d['registration']['shift_px']) + ' px' if d['registration']['enabled'] else 'off'}; "
                       f"NaN status: {d['nan_status']}.", "",
                       "| stage | ratio | contract | ratio / contract | cumulative ratio | broken |",
@@ -372,10 +376,7 @@ def dose_figure(rows: Sequence[dict[str, Any]], path: str | Path, band: tuple[fl
     for ax in (top, bottom):
         ax.grid(alpha=0.3, which="both")
     fig.suptitle("ptychopipe: dose response (" + ", ".join(str(r["scenario"]) for r in rows) + ")", fontsize=9)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_dose_response(comparisons: Sequence[str | Path], nphotons: Sequence[float], png_path: str | Path,
