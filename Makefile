@@ -34,7 +34,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/snakemake --workflow-profile profiles/local --cores $(CORES) --config preset=$(PRESET)
-	@# constant default resources: Snakemake 9.27's --report otherwise warns about an un-awaited
+	@# constant default resources: Snakemake 9's --report otherwise warns about an un-awaited
 	@# input-size coroutine (disk_mb's default) once per job; resources play no part in a report
 	$(BIN)/snakemake $(REPORT_TARGETS) --workflow-profile profiles/local --cores 1 --config preset=$(PRESET) \
 		--default-resources mem_mb=2000 disk_mb=1000 --report results/report.html

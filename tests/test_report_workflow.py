@@ -62,7 +62,7 @@ def test_every_stage_of_every_scenario_ran(dag):
         for fig in FIGURES:
             assert (res / "report" / s / f"{fig}.png").read_bytes()[:4] == b"\x89PNG", f"{s}/{fig}.png"
     for f in ("report/summary.md", "report/summary.csv", "report/overview.png", "telemetry.md", "telemetry.csv",
-              "logs/report.log", "benchmarks/report.tsv"):
+              "logs/summary.log", "benchmarks/summary.tsv"):
         assert (res / f).is_file(), f
     assert not list(res.rglob(".*.tmp-*")), "temporary files left behind"
     print(f"ci DAG: {dag['seconds']:.0f} s")

@@ -54,6 +54,8 @@ rule baseline_compare:
         infer_benchmark="results/{scenario}/benchmarks/infer.tsv",
     log:
         "results/{scenario}/logs/baseline_compare.log",
+    benchmark:
+        "results/{scenario}/benchmarks/baseline_compare.tsv"
     threads: 1
     resources:
         mem_mb=4000,

@@ -53,7 +53,6 @@ try:
 except ConfigError as exc:
     sys.exit(f"ptychopipe: config error: {exc}")
 
-PRESET = config.get("preset", "quick")
 # Imported scenarios (source.file set) get simulated.h5 from rule ingest, the others from rule
 # simulate: each rule carries its own wildcard_constraints with one of these disjoint name lists
 # (a regex that matches nothing when a list is empty), so exactly one rule can make each file.

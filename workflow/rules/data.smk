@@ -104,6 +104,8 @@ rule telemetry:
     benchmark:
         "results/benchmarks/telemetry.tsv"
     threads: 1
+    resources:
+        mem_mb=1000,
     conda:
         CONDA_ENV
     shell:

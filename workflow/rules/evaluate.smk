@@ -95,9 +95,9 @@ rule summary:
         csv=report("results/report/summary.csv", caption="../report/summary_csv.rst", category="Summary"),
         overview=report("results/report/overview.png", caption="../report/overview.rst", category="Summary"),
     log:
-        "results/logs/report.log",
+        "results/logs/summary.log",
     benchmark:
-        "results/benchmarks/report.tsv"
+        "results/benchmarks/summary.tsv"
     threads: 1
     resources:
         mem_mb=2000,

@@ -48,7 +48,11 @@ rule export_npz:
         "results/{scenario}/export/{scenario}.npz",
     log:
         "results/{scenario}/logs/export_npz.log",
+    benchmark:
+        "results/{scenario}/benchmarks/export_npz.tsv"
     threads: 1
+    resources:
+        mem_mb=4000,
     conda:
         CONDA_ENV
     shell:
@@ -67,7 +71,11 @@ rule export_ptychodus:
         diffraction="results/{scenario}/export/diffraction.h5",
     log:
         "results/{scenario}/logs/export_ptychodus.log",
+    benchmark:
+        "results/{scenario}/benchmarks/export_ptychodus.tsv"
     threads: 1
+    resources:
+        mem_mb=4000,
     conda:
         CONDA_ENV
     shell:

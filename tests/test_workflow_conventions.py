@@ -1,0 +1,43 @@
+"""The workflow's conventions, read from its source: every rule that runs a job has `log:`,
+`benchmark:`, `threads:` and `resources:`, and the SLURM profile sizes every such rule
+(a rule it does not name would run with the 10-minute default)."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from conftest import REPO
+
+WORKFLOW = REPO / "workflow"
+#: Target-only rules: no job, so no log, benchmark or resources.
+TARGET_RULES = {"all"}
+
+
+def rule_blocks() -> dict[str, str]:
+    """{rule name: its source text} for every rule of the Snakefile and workflow/rules/*.smk."""
+    blocks: dict[str, str] = {}
+    for path in [WORKFLOW / "Snakefile", *sorted((WORKFLOW / "rules").glob("*.smk"))]:
+        parts = re.split(r"^rule (\w+):\n", path.read_text(), flags=re.MULTILINE)
+        for name, body in zip(parts[1::2], parts[2::2]):
+            blocks[name] = re.split(r"^\S", body, maxsplit=1, flags=re.MULTILINE)[0]  # up to the next top-level line
+    return blocks
+
+
+def test_every_job_rule_has_log_benchmark_threads_and_resources():
+    blocks = rule_blocks()
+    assert {"simulate", "train", "infer", "compare", "summary", "export_ptychodus"} <= set(blocks)
+    missing = {name: [d for d in ("log", "benchmark", "threads", "resources") if f"\n    {d}:" not in "\n" + body]
+               for name, body in blocks.items() if name not in TARGET_RULES}
+    assert not {k: v for k, v in missing.items() if v}, missing
+
+
+def test_the_slurm_profile_sizes_every_job_rule():
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    sized = set(profile["set-resources"])
+    rules = set(rule_blocks()) - TARGET_RULES
+    assert rules - sized == set(), f"rules without SLURM resources: {sorted(rules - sized)}"
+    assert sized - rules == set(), f"profile entries for no rule: {sorted(sized - rules)}"
+    for name, res in profile["set-resources"].items():
+        assert res["mem_mb"] >= 1000 and res["runtime"] >= 5, name
