@@ -50,7 +50,9 @@ def test_stage_command_writes_the_artifact(tmp_path, capsys):
     (["simulate", "--scenario", "s", "--config", "{bad json"],
      r"ptychopipe simulate: error: stage config for simulate: not valid JSON .*"),
     (["simulate", "--scenario", "s", "--config", '{"N": 64}'],
-     r"ptychopipe simulate: error: stage config for SimulateConfig: expected keys \[.*\], got \['N'\]"),
+     r"ptychopipe simulate: error: stage config for simulate: expected keys \[.*\], got \['N'\]"),
+    (["infer", "--scenario", "s", "--config", '{"batch_size": "16"}', "--normalized", "n.h5", "--model", "m.keras"],
+     r"ptychopipe infer: error: stage config for infer\.batch_size: expected int, got \"16\""),
     (["split", "--scenario", "s", "--config", '{"fraction": 0.5}', "--simulated", "missing.h5"],
      r"ptychopipe split: error: missing\.h5: file not found \(expected the simulate stage's output\)"),
 ])
@@ -131,6 +133,34 @@ def test_a_new_error_subclass_is_one_line_without_registration(monkeypatch, tmp_
                        "--simulated", "x.h5", "--out", str(tmp_path / "o.h5"))
     assert rc == 1
     assert err == "ptychopipe split: error: results/x/simulated.h5: positions: [split] a new check\n"
+
+
+def test_an_unwritable_output_path_is_one_line(tmp_path, capsys):
+    """An output path that cannot be written (a directory in its place, a file as its parent)
+    ends with one line naming it, and leaves no temporary file."""
+    cfg = _json("gs1_ideal", "simulate")
+    (tmp_path / "sim.h5").mkdir()
+    (tmp_path / "plain").write_text("")
+    for out, pattern in ((tmp_path / "sim.h5", r"Is a directory: .*sim\.h5"),
+                         (tmp_path / "plain" / "sim.h5", r"(File exists|Not a directory): .*plain")):
+        rc, _, err = _main(capsys, "simulate", "--scenario", "gs1_ideal", "--config", cfg, "--out", str(out),
+                           "--threads", "1")
+        lines = err.strip().splitlines()
+        assert rc == 1 and len(lines) == 1 and lines[0].startswith("ptychopipe simulate: error: "), err
+        assert re.search(pattern, lines[0]), lines[0]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["plain", "sim.h5"]
+
+
+def test_thread_limits_replace_their_own_xla_flags(monkeypatch):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "TF_CPP_MIN_LOG_LEVEL"):
+        monkeypatch.setenv(var, os.environ.get(var, "1"))  # restored after the test
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    cli.set_thread_limits(2)
+    cli.set_thread_limits(1)
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_dump_to=/tmp/x", "--xla_cpu_multi_thread_eigen=false",
+                                               "intra_op_parallelism_threads=1"]
+    assert os.environ["OMP_NUM_THREADS"] == "1"
 
 
 def test_only_the_plain_builtin_errors_are_one_line():

@@ -209,12 +209,60 @@ def test_from_json_refuses_wrong_keys_and_bad_json():
     p = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs1_ideal"]
     d = to_dict(stage_config(p, "group"))
     d["extra"] = 1
-    with pytest.raises(ConfigError, match=r"stage config for GroupConfig: expected keys \[.*\], got \[.*'extra'.*\]"):
+    with pytest.raises(ConfigError, match=r"stage config for group: expected keys \[.*\], got \[.*'extra'.*\]"):
         from_json("group", json.dumps(d))
     with pytest.raises(ConfigError, match=r"stage config for split: not valid JSON"):
         from_json("split", "{fraction: 0.5")
     with pytest.raises(ConfigError, match=r"unknown stage 'bake'"):
         from_json("bake", "{}")
+
+
+@pytest.mark.parametrize("path,value,message", [
+    (("batch_size",), "16", 'stage config for train.batch_size: expected int, got "16"'),
+    (("batch_size",), 16.5, "stage config for train.batch_size: expected int, got 16.5"),
+    (("batch_size",), None, "stage config for train.batch_size: expected int, got null"),
+    (("model", "filters"), True, "stage config for train.model.filters: expected int, got true"),
+    (("learning_rate",), "fast", 'stage config for train.learning_rate: expected float, got "fast"'),
+    (("model", "estimate_algorithm"), 3, "stage config for train.model.estimate_algorithm: expected str, got 3"),
+    (("loss",), [0, 0], "stage config for train.loss: expected an object, got list"),
+])
+def test_from_json_refuses_wrong_value_types_with_their_path(path, value, message):
+    """A hand-written --config is type-checked field by field (the YAML already passed the
+    schema): one ConfigError naming the key, not a TypeError deep in the stage."""
+    p = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs1_ideal"]
+    d = to_dict(stage_config(p, "train"))
+    node = d
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        from_json("train", json.dumps(d))
+    assert str(err.value) == message
+
+
+def test_from_json_checks_tuples_and_optional_fields_and_stores_floats():
+    p = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs1_ideal"]
+    d = to_dict(stage_config(p, "simulate"))
+    where = "stage config for simulate.object.line_length_px"
+    for value, message in ((5, f"{where}: expected a list of 2 values, got 5"),
+                           ([1, 2, 3], f"{where}: expected a list of 2 values, got [1, 2, 3]"),
+                           ([1, "x"], f'{where}[1]: expected float, got "x"')):
+        bad = json.loads(json.dumps(d))
+        bad["object"]["line_length_px"] = value
+        with pytest.raises(ConfigError) as err:
+            from_json("simulate", json.dumps(bad))
+        assert str(err.value) == message
+    d["probe"]["footprint_px"] = None  # Optional: null is a value
+    d["probe"]["file"] = None
+    assert from_json("simulate", json.dumps(d)).probe.footprint_px is None
+    d["probe"]["file"] = 7
+    with pytest.raises(ConfigError, match=r"simulate\.probe\.file: expected str, got 7"):
+        from_json("simulate", json.dumps(d))
+    d = to_dict(stage_config(p, "simulate"))
+    d["nphotons"] = 10000  # an integer for a float field: stored as the float stage_config makes
+    cfg = from_json("simulate", json.dumps(d))
+    assert isinstance(cfg.nphotons, float) and config_hash(cfg) == config_hash(
+        dataclasses.replace(stage_config(p, "simulate"), nphotons=10000.0))
 
 
 def _stage_jsons(params):

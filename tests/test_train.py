@@ -209,6 +209,46 @@ def test_nan_guard_absurd_learning_rate_fails_with_one_line_and_diagnostics(ci_g
     assert d["batch"]["inputs"]["nan"] == 0 and d["batch"]["inputs"]["shape"][0] == len(d["batch"]["train_group_indices"])
 
 
+def test_model_and_history_are_written_as_a_pair(ci_gs1, tmp_path, monkeypatch):
+    """If train.h5 cannot be written, no model.keras appears either (and no temporary file)."""
+    path, params = ci_gs1
+    cfg = dataclasses.replace(stage_config(params, "train"), epochs=1)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(T, "write_artifact", fail)
+    with pytest.raises(OSError, match="disk full"):
+        T.run(cfg, "gs1_ideal", normalized=path, out=tmp_path / "model.keras", history=tmp_path / "train.h5")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_guard_diagnostics_hold_the_weights_of_the_failure_not_the_restored_ones(ci_gs1, tmp_path, monkeypatch):
+    """A NaN count in batch 2 of epoch 2: early stopping restores epoch 1's (finite) weights
+    when training ends, but the diagnostic file shows the weights as the failing update left
+    them (non-finite), which is what one needs to see."""
+    path, params = ci_gs1
+    cfg = dataclasses.replace(stage_config(params, "train"), epochs=3, early_stopping_patience=5)
+    getitem = T.GroupBatches.__getitem__
+
+    def poisoned(self, i):
+        x, counts = getitem(self, i)
+        if self.epoch == 1 and i == 1:
+            counts = counts.copy()
+            counts[0, 3, 3] = np.nan
+        return x, counts
+
+    monkeypatch.setattr(T.GroupBatches, "__getitem__", poisoned)
+    diag = tmp_path / "logs" / "train_nonfinite.json"
+    with pytest.raises(T.NonFiniteError, match=r"non-finite loss \(loss = nan\) at epoch 2, batch 2;"):
+        T.run(cfg, "gs1_ideal", normalized=path, out=tmp_path / "model.keras", history=tmp_path / "train.h5",
+              diagnostics=diag)
+    d = json.loads(diag.read_text())
+    assert d["failure"]["epoch"] == 2 and d["failure"]["batch"] == 2
+    assert sum(st["nan"] + st["inf"] for st in d["weights"].values()) > 0
+    assert not (tmp_path / "model.keras").exists() and not (tmp_path / "train.h5").exists()
+
+
 def test_nan_guard_names_the_layer_whose_weights_became_non_finite():
     """A finite loss but non-finite weights after the update (a non-finite gradient) is
     reported as such, naming the layer."""

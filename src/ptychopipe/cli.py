@@ -43,8 +43,11 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
 
 #: Exceptions that mean "bad input or broken invariant" are reported as one line: every
 #: PtychopipeError (subclasses included), and these built-in classes exactly (a library's own
-#: subclass of them, e.g. json.JSONDecodeError, keeps its traceback).
-BUILTIN_ONE_LINE_ERRORS = (ValueError, FileNotFoundError, KeyError)
+#: subclass of them, e.g. json.JSONDecodeError, keeps its traceback). The OSErrors are a path
+#: the user gave that cannot be read or written (their message names it): a directory where a
+#: file is expected, no permission, a full disk.
+BUILTIN_ONE_LINE_ERRORS = (ValueError, KeyError, OSError, FileNotFoundError, FileExistsError, IsADirectoryError,
+                           NotADirectoryError, PermissionError)
 
 
 def is_one_line_error(exc: BaseException) -> bool:
@@ -59,8 +62,11 @@ def set_thread_limits(threads: int) -> None:
                 "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         os.environ[var] = t
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={t}").strip()
+    # replace (not append to) our own flags, so repeated calls in one process do not pile them up
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split()
+            if not f.startswith(("--xla_cpu_multi_thread_eigen=", "intra_op_parallelism_threads="))]
+    os.environ["XLA_FLAGS"] = " ".join(kept + ["--xla_cpu_multi_thread_eigen=false",
+                                               f"intra_op_parallelism_threads={t}"])
 
 
 def _name_list(text: str) -> list[str]:

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,20 +275,35 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(to_json(cfg).encode()).hexdigest()[:16]
 
 
-def _build(cls: type, data: Any) -> Any:
+def _build(cls: Any, data: Any, where: str) -> Any:
+    """Instance of ``cls`` (a stage config dataclass or one of its field types) from JSON
+    ``data``, checking keys and value types; ``where`` names the value in errors. Integers
+    are accepted for float fields and stored as floats (as :func:`stage_config` does, so
+    the canonical JSON and its hash do not depend on how a number was written)."""
     if dataclasses.is_dataclass(cls):
         hints = typing.get_type_hints(cls)
         if not isinstance(data, dict):
-            raise ConfigError(f"stage config for {cls.__name__}: expected an object, got {type(data).__name__}")
+            raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         if set(data) != names:
-            raise ConfigError(
-                f"stage config for {cls.__name__}: expected keys {sorted(names)}, got {sorted(data)}")
-        return cls(**{k: _build(hints[k], data[k]) for k in names})
-    origin = typing.get_origin(cls)
-    if origin is tuple:
-        return tuple(data)
-    return data
+            raise ConfigError(f"{where}: expected keys {sorted(names)}, got {sorted(data)}")
+        return cls(**{k: _build(hints[k], data[k], f"{where}.{k}") for k in names})
+    args = typing.get_args(cls)
+    if typing.get_origin(cls) in (typing.Union, types.UnionType):  # X | None
+        if data is None and type(None) in args:
+            return None
+        (cls,) = [a for a in args if a is not type(None)]
+        return _build(cls, data, where)
+    if typing.get_origin(cls) is tuple:
+        if not isinstance(data, (list, tuple)) or len(data) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {json.dumps(data)}")
+        return tuple(_build(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, data)))
+    ok = {bool: isinstance(data, bool), str: isinstance(data, str),
+          int: isinstance(data, int) and not isinstance(data, bool),
+          float: isinstance(data, (int, float)) and not isinstance(data, bool)}[cls]
+    if not ok:
+        raise ConfigError(f"{where}: expected {cls.__name__}, got {json.dumps(data)}")
+    return float(data) if cls is float else data
 
 
 def from_json(stage: str, text: str):
@@ -298,7 +314,7 @@ def from_json(stage: str, text: str):
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"stage config for {stage}: not valid JSON ({exc.msg} at char {exc.pos})") from None
-    return _build(STAGE_CLASSES[stage], data)
+    return _build(STAGE_CLASSES[stage], data, f"stage config for {stage}")
 
 
 # --------------------------------------------------------------------------- loading and validation

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -261,13 +262,15 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
     After it fires, ``failure`` holds epoch and batch (1-based), the quantity, the
     (running) loss at that batch and the training-group indices of the offending batch;
-    ``model.stop_training`` is set.
+    ``weights`` holds :func:`weight_stats` of the model at that moment (early stopping may
+    restore earlier, finite weights before ``fit`` returns); ``model.stop_training`` is set.
     """
 
     def __init__(self, batches: GroupBatches | None = None) -> None:
         super().__init__()
         self.batches = batches
         self.failure: dict[str, Any] | None = None
+        self.weights: dict[str, dict[str, Any]] | None = None
         self._epoch = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -291,6 +294,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
         idx = self.batches.batch_indices(batch) if self.batches is not None else np.array([], np.int64)
         self.failure = {"epoch": self._epoch + 1, "batch": batch + 1, "quantity": quantity,
                         "loss": loss, "batch_groups": [int(i) for i in idx]}
+        self.weights = weight_stats(self.model)
         self.model.stop_training = True
 
 
@@ -301,7 +305,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
 class TrainResult:
     """What :func:`fit` returns: the trained PINN (full model), the per-epoch history
     (each (E,) float64), scalar attributes for train.h5, the (train, validation) group
-    indices, and the NaN guard's failure record (None when training finished)."""
+    indices, and the NaN guard's failure record and the weight statistics at the failure
+    (both None when training finished)."""
 
     model: keras.Model
     history: dict[str, np.ndarray]
@@ -309,6 +314,7 @@ class TrainResult:
     train_idx: np.ndarray
     val_idx: np.ndarray
     failure: dict[str, Any] | None
+    failure_weights: dict[str, dict[str, Any]] | None = None
 
 
 def _stdout(line: str) -> None:
@@ -413,7 +419,7 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
     if guard.failure is None and best >= 0:
         log(f"[train] {scenario}: {epochs_run} epochs in {wall:.1f} s; best {attrs['monitor']} "
             f"{attrs['best_monitor']:.6g} at epoch {best + 1} (weights restored)")
-    return TrainResult(model, history, attrs, train_idx, val_idx, guard.failure)
+    return TrainResult(model, history, attrs, train_idx, val_idx, guard.failure, guard.weights)
 
 
 def prediction_ratios(model: keras.Model, data: GroupArrays, amplitude_estimate: float,
@@ -444,7 +450,8 @@ def failure_message(scenario: str, failure: dict[str, Any], diagnostics: Path) -
 
 def write_diagnostics(path: Path, scenario: str, result: TrainResult, norm: Normalized, message: str) -> None:
     """The NaN guard's diagnostic JSON: message, failure record, history so far, per-weight
-    statistics and the statistics of the offending batch's inputs and counts."""
+    statistics at the failing update (not the weights early stopping restored afterwards)
+    and the statistics of the offending batch's inputs and counts."""
     failure = result.failure or {}
     groups = np.asarray(result.train_idx[failure.get("batch_groups", [])], dtype=np.int64)
     g = norm.sets["train"]
@@ -455,7 +462,8 @@ def write_diagnostics(path: Path, scenario: str, result: TrainResult, norm: Norm
     write_json_atomic(path, {
         "stage": STAGE, "scenario": scenario, "message": message, "failure": failure,
         "history": {k: v.tolist() for k, v in result.history.items()},
-        "weights": weight_stats(result.model), "batch": batch,
+        "weights": result.failure_weights if result.failure_weights is not None else weight_stats(result.model),
+        "batch": batch,
     })
 
 
@@ -484,10 +492,15 @@ def run(cfg: TrainConfig, scenario: str, normalized: str | Path, out: str | Path
     ratios = prediction_ratios(result.model, monitor_set, norm.amplitude_estimate, cfg.batch_size)
     h = result.history
     ratios["final_over_initial_loss"] = float(h["loss"][-1] / h["loss"][0]) if h["loss"][0] else float("nan")
-    save_model_atomic(result.model, out)
     units = {"loss": "1", "val_loss": "1", "learning_rate": "1", "seconds": "s", "samples_per_second": "groups/s"}
     arrays = {f"history/{k}": Array(v, units[k]) for k, v in h.items()}
     arrays["split/train_groups"] = Array(result.train_idx, "index")
     arrays["split/validation_groups"] = Array(result.val_idx, "index")
-    write_artifact(history, stage=STAGE, scenario=scenario, config=cfg, arrays=arrays,
-                   attrs={**result.attrs, "model_file": Path(out).name}, ratios=ratios)
+    # the pair is renamed into place only once both are complete: never a model.keras without
+    # its train.h5 (the stack unwinds last-in first: model.keras, then train.h5)
+    with ExitStack() as stack:
+        tmp_history = stack.enter_context(atomic_path(history))
+        tmp_model = stack.enter_context(atomic_path(out, suffix=".keras"))
+        result.model.save(tmp_model)
+        write_artifact(tmp_history, stage=STAGE, scenario=scenario, config=cfg, arrays=arrays,
+                       attrs={**result.attrs, "model_file": Path(out).name}, ratios=ratios)
