@@ -342,8 +342,7 @@ def _drop_pattern(prod, diff):
     (_bad_pixel, "diffraction", "bad_pixels: 1 pixels flagged"),
     (_dup_index, "product", "probe_position_indexes: 1 indexes appear more than once"),
     (_drop_pattern, "diffraction", "indexes: 1 of the product's"),
-    (_index_array(np.int64(3)), "product", "probe_position_indexes: expected a 1-D array of at least one index, "
-                                           "got shape ()"),
+    (_index_array(np.int64(3)), "product", "probe_position_indexes: expected a 1-D array of at least one index, got shape ()"),
     (_index_array(np.zeros(0, np.int64)), "product", "probe_position_indexes: expected a 1-D array of at least one"),
     (_set_attr("pixel_width_m", 1e-7, node="probe"), "product", "probe.attrs[pixel_width_m]: expected the object's"),
 ])
