@@ -172,6 +172,10 @@ def test_only_the_plain_builtin_errors_are_one_line():
         json.loads("{")
     assert not cli.is_one_line_error(info.value)
     assert not cli.is_one_line_error(RuntimeError("x")) and not cli.is_one_line_error(TypeError("x"))
+    # an OS error about a named path is one line; h5py's own OSErrors (no errno, no path) are not
+    assert cli.is_one_line_error(IsADirectoryError(21, "Is a directory", "results/x.h5"))
+    assert cli.is_one_line_error(OSError(28, "No space left on device", "results/x.h5"))
+    assert not cli.is_one_line_error(OSError("Unable to synchronously open file (file signature not found)"))
 
 
 # --------------------------------------------------------------------------- telemetry

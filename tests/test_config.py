@@ -222,9 +222,11 @@ def test_from_json_refuses_wrong_keys_and_bad_json():
     (("batch_size",), 16.5, "stage config for train.batch_size: expected int, got 16.5"),
     (("batch_size",), None, "stage config for train.batch_size: expected int, got null"),
     (("model", "filters"), True, "stage config for train.model.filters: expected int, got true"),
-    (("learning_rate",), "fast", 'stage config for train.learning_rate: expected float, got "fast"'),
+    (("learning_rate",), "fast", 'stage config for train.learning_rate: expected a finite float, got "fast"'),
     (("model", "estimate_algorithm"), 3, "stage config for train.model.estimate_algorithm: expected str, got 3"),
     (("loss",), [0, 0], "stage config for train.loss: expected an object, got list"),
+    (("learning_rate",), 10 ** 400, "stage config for train.learning_rate: expected a finite float, got 1" + "0" * 79),
+    (("learning_rate",), float("nan"), "stage config for train.learning_rate: expected a finite float, got NaN"),
 ])
 def test_from_json_refuses_wrong_value_types_with_their_path(path, value, message):
     """A hand-written --config is type-checked field by field (the YAML already passed the
@@ -246,7 +248,7 @@ def test_from_json_checks_tuples_and_optional_fields_and_stores_floats():
     where = "stage config for simulate.object.line_length_px"
     for value, message in ((5, f"{where}: expected a list of 2 values, got 5"),
                            ([1, 2, 3], f"{where}: expected a list of 2 values, got [1, 2, 3]"),
-                           ([1, "x"], f'{where}[1]: expected float, got "x"')):
+                           ([1, "x"], f'{where}[1]: expected a finite float, got "x"')):
         bad = json.loads(json.dumps(d))
         bad["object"]["line_length_px"] = value
         with pytest.raises(ConfigError) as err:

@@ -139,6 +139,22 @@ def test_ptychodus_pair_is_replaced_together_or_not_at_all(tmp_path, evaluated):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+def test_ptychodus_product_is_renamed_after_its_diffraction_file(tmp_path, evaluated, monkeypatch):
+    """A new product.h5 always has its own diffraction.h5: the product is renamed last."""
+    import os
+
+    rec = export.collect(evaluated["stitched"], evaluated["inferred"], evaluated["simulated"])
+    replace, order = os.replace, []
+
+    def recording(src, dst):
+        order.append(os.path.basename(dst))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", recording)
+    export.write_ptychodus(rec, tmp_path / "product.h5")
+    assert order == ["diffraction.h5", "product.h5"]
+
+
 def test_export_refuses_indices_outside_the_simulated_patterns(tmp_path, evaluated):
     """An inferred.h5 whose pattern indices do not exist in simulated.h5 (another scenario's
     run): one line naming both files, no output."""

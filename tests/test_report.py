@@ -128,6 +128,7 @@ def test_figures_are_written_atomically(tmp_path, monkeypatch):
 
     from ptychopipe.artifacts import save_figure
 
+    plt.close("all")  # figures other tests may have left open
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
     save_figure(fig, tmp_path / "sub" / "ok.png")

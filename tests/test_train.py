@@ -217,10 +217,22 @@ def test_model_and_history_are_written_as_a_pair(ci_gs1, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
+    write_artifact = T.write_artifact
     monkeypatch.setattr(T, "write_artifact", fail)
     with pytest.raises(OSError, match="disk full"):
         T.run(cfg, "gs1_ideal", normalized=path, out=tmp_path / "model.keras", history=tmp_path / "train.h5")
     assert list(tmp_path.iterdir()) == []
+    # and when both are written, train.h5 is renamed last: a new train.h5 has its model beside it
+    monkeypatch.setattr(T, "write_artifact", write_artifact)
+    replace, order = os.replace, []
+
+    def recording(src, dst):
+        order.append(os.path.basename(dst))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", recording)
+    T.run(cfg, "gs1_ideal", normalized=path, out=tmp_path / "model.keras", history=tmp_path / "train.h5")
+    assert [name for name in order if not name.startswith(".")] == ["model.keras", "train.h5"]
 
 
 def test_nan_guard_diagnostics_hold_the_weights_of_the_failure_not_the_restored_ones(ci_gs1, tmp_path, monkeypatch):

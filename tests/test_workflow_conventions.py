@@ -19,7 +19,10 @@ def rule_blocks() -> dict[str, str]:
     """{rule name: its source text} for every rule of the Snakefile and workflow/rules/*.smk."""
     blocks: dict[str, str] = {}
     for path in [WORKFLOW / "Snakefile", *sorted((WORKFLOW / "rules").glob("*.smk"))]:
-        parts = re.split(r"^rule (\w+):\n", path.read_text(), flags=re.MULTILINE)
+        text = path.read_text()
+        declared = re.findall(r"^(?:rule|checkpoint|localrule)\b", text, flags=re.MULTILINE)
+        parts = re.split(r"^rule (\w+):[ \t]*(?:#.*)?\n", text, flags=re.MULTILINE)
+        assert len(parts[1::2]) == len(declared), f"{path}: a rule this scanner does not parse"
         for name, body in zip(parts[1::2], parts[2::2]):
             blocks[name] = re.split(r"^\S", body, maxsplit=1, flags=re.MULTILINE)[0]  # up to the next top-level line
     return blocks

@@ -42,17 +42,18 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
 }
 
 #: Exceptions that mean "bad input or broken invariant" are reported as one line: every
-#: PtychopipeError (subclasses included), and these built-in classes exactly (a library's own
-#: subclass of them, e.g. json.JSONDecodeError, keeps its traceback). The OSErrors are a path
-#: the user gave that cannot be read or written (their message names it): a directory where a
-#: file is expected, no permission, a full disk.
-BUILTIN_ONE_LINE_ERRORS = (ValueError, KeyError, OSError, FileNotFoundError, FileExistsError, IsADirectoryError,
-                           NotADirectoryError, PermissionError)
+#: PtychopipeError (subclasses included), these built-in classes exactly (a library's own
+#: subclass of them, e.g. json.JSONDecodeError, keeps its traceback), and an operating-system
+#: error about a named path (a directory where a file is expected, no permission, a full
+#: disk: ``errno`` and ``filename`` set, so the message names the path). h5py's own OSErrors
+#: carry neither and keep their traceback.
+BUILTIN_ONE_LINE_ERRORS = (ValueError, FileNotFoundError, KeyError)
 
 
 def is_one_line_error(exc: BaseException) -> bool:
     """True for the errors the CLI reports as ``ptychopipe STAGE: error: MESSAGE`` (exit 1)."""
-    return isinstance(exc, PtychopipeError) or type(exc) in BUILTIN_ONE_LINE_ERRORS
+    return (isinstance(exc, PtychopipeError) or type(exc) in BUILTIN_ONE_LINE_ERRORS
+            or (isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None))
 
 
 def set_thread_limits(threads: int) -> None:

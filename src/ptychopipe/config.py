@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -275,6 +276,16 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(to_json(cfg).encode()).hexdigest()[:16]
 
 
+def _finite_number(value: Any) -> bool:
+    """True for an int or float (not a bool) that is finite as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        return False
+
+
 def _build(cls: Any, data: Any, where: str) -> Any:
     """Instance of ``cls`` (a stage config dataclass or one of its field types) from JSON
     ``data``, checking keys and value types; ``where`` names the value in errors. Integers
@@ -298,11 +309,14 @@ def _build(cls: Any, data: Any, where: str) -> Any:
         if not isinstance(data, (list, tuple)) or len(data) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {json.dumps(data)}")
         return tuple(_build(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, data)))
-    ok = {bool: isinstance(data, bool), str: isinstance(data, str),
-          int: isinstance(data, int) and not isinstance(data, bool),
-          float: isinstance(data, (int, float)) and not isinstance(data, bool)}[cls]
-    if not ok:
-        raise ConfigError(f"{where}: expected {cls.__name__}, got {json.dumps(data)}")
+    checks = {bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str),
+              int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: _finite_number}
+    if cls not in checks:  # a programming error: a config field of a type this reader does not know
+        raise TypeError(f"{where}: config field type {cls!r} is not supported by from_json")
+    if not checks[cls](data):
+        what = "a finite float" if cls is float else cls.__name__
+        raise ConfigError(f"{where}: expected {what}, got {json.dumps(data)[:80]}")
     return float(data) if cls is float else data
 
 

@@ -93,8 +93,8 @@ def collect(stitched: str | Path, inferred: str | Path, simulated: str | Path, t
         raise ExportError(f"{inferred}: indices: empty; expected the test patterns")
     if inf.probe.shape != sim.probe.shape or not np.allclose(
             inf.probe, sim.probe, rtol=1e-6, atol=1e-6 * float(np.abs(sim.probe).max())):
-        raise ExportError(f"{inferred}: probe: differs from {simulated} (shape {inf.probe.shape} vs "
-                          f"{sim.probe.shape}); expected the same P_abs")
+        shapes = f" (shape {inf.probe.shape} vs {sim.probe.shape})" if inf.probe.shape != sim.probe.shape else ""
+        raise ExportError(f"{inferred}: probe: differs from {simulated}{shapes}; expected the same P_abs")
     check_indices(idx, len(sim.counts), f"{inferred}: indices", simulated)
     h, w = st.object.shape
     obj = np.zeros((h + 2 * margin, w + 2 * margin), dtype=np.complex64)
@@ -187,9 +187,11 @@ def write_ptychodus(rec: Reconstruction, product: str | Path, pixel_size_m: floa
     comments = (f"ptychopipe PINN reconstruction (stitched test region) of scenario {rec.provenance['scenario']}; "
                 f"probe in pty-chi's unnormalised FFT convention (= P_abs / N); geometry: {said}; provenance "
                 f"{json.dumps(rec.provenance, sort_keys=True)}")
-    # Both files are written under temporary names and renamed only once both are complete
-    # (the stack unwinds last-in first: diffraction.h5, then the product), so a failed or
-    # killed export leaves the previous pair, never a new diffraction.h5 beside an old product.
+    # Both files are written under temporary names and renamed only once both are complete,
+    # diffraction.h5 first and the product last (the stack unwinds last-in first): a failed
+    # write leaves the previous pair, and a new product.h5 always has its own diffraction.h5
+    # beside it (only a kill between the two renames can leave a new diffraction.h5 beside
+    # the old product).
     with ExitStack() as stack:
         tmp_prod = stack.enter_context(atomic_path(product))
         tmp_diff = stack.enter_context(atomic_path(diffraction))

@@ -262,13 +262,16 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
     After it fires, ``failure`` holds epoch and batch (1-based), the quantity, the
     (running) loss at that batch and the training-group indices of the offending batch;
-    ``weights`` holds :func:`weight_stats` of the model at that moment (early stopping may
-    restore earlier, finite weights before ``fit`` returns); ``model.stop_training`` is set.
+    ``weights`` holds :func:`weight_stats` at that moment of ``report_model`` (default: the
+    model being trained; ``fit`` passes the full PINN, whose layers the trained head shares)
+    -- early stopping may restore earlier, finite weights before ``fit`` returns;
+    ``model.stop_training`` is set.
     """
 
-    def __init__(self, batches: GroupBatches | None = None) -> None:
+    def __init__(self, batches: GroupBatches | None = None, report_model: keras.Model | None = None) -> None:
         super().__init__()
         self.batches = batches
+        self.report_model = report_model
         self.failure: dict[str, Any] | None = None
         self.weights: dict[str, dict[str, Any]] | None = None
         self._epoch = 0
@@ -294,7 +297,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
         idx = self.batches.batch_indices(batch) if self.batches is not None else np.array([], np.int64)
         self.failure = {"epoch": self._epoch + 1, "batch": batch + 1, "quantity": quantity,
                         "loss": loss, "batch_groups": [int(i) for i in idx]}
-        self.weights = weight_stats(self.model)
+        self.weights = weight_stats(self.report_model or self.model)
         self.model.stop_training = True
 
 
@@ -367,7 +370,7 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
 
     has_val = len(val_set) > 0
     epoch_log = EpochLog(scenario, len(train_set), cfg.epochs, log)
-    guard = NonFiniteGuard(batches)
+    guard = NonFiniteGuard(batches, report_model=model)
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss", mode="min",
                                             patience=cfg.early_stopping_patience, restore_best_weights=True)
     log(f"[train] {scenario}: {len(train_set)} training groups, {len(val_set)} validation groups, "
@@ -496,8 +499,10 @@ def run(cfg: TrainConfig, scenario: str, normalized: str | Path, out: str | Path
     arrays = {f"history/{k}": Array(v, units[k]) for k, v in h.items()}
     arrays["split/train_groups"] = Array(result.train_idx, "index")
     arrays["split/validation_groups"] = Array(result.val_idx, "index")
-    # the pair is renamed into place only once both are complete: never a model.keras without
-    # its train.h5 (the stack unwinds last-in first: model.keras, then train.h5)
+    # Both are renamed into place only once both are complete, model.keras first and train.h5
+    # last (the stack unwinds last-in first): a failed write leaves neither, and a new train.h5
+    # always has its model.keras beside it (only a kill between the two renames can leave a
+    # new model.keras without its train.h5; Snakemake re-runs such a job).
     with ExitStack() as stack:
         tmp_history = stack.enter_context(atomic_path(history))
         tmp_model = stack.enter_context(atomic_path(out, suffix=".keras"))
