@@ -48,14 +48,15 @@ from ptychopipe.config import load_scenarios, stage_config
 from ptychopipe.simulate import object_patches
 
 
-def labelled(results: Path, scenario: str) -> tuple:
-    """(normalized, simulated, {split: (indices (M,), truth patches / ā (M, N, N) complex128)})."""
+def labelled(results: Path, scenario: str, splits: tuple[str, ...]) -> tuple:
+    """(normalized, simulated, {split: (indices (M,), truth patches / ā (M, N, N) complex128)})
+    for the named ``splits`` only (the eval scenario's test split is never cut)."""
     d = results / scenario
     norm, sim = read_normalized(d / "normalized.h5"), read_simulated(d / "simulated.h5")
     n = norm.probe.shape[0]
     out = {}
-    for split, g in norm.sets.items():
-        idx = g.indices[:, 0]
+    for split in splits:
+        idx = norm.sets[split].indices[:, 0]
         out[split] = idx, object_patches(sim.object, sim.positions[idx], n) / norm.amplitude_estimate
     return norm, sim, out
 
@@ -100,8 +101,8 @@ def main() -> None:
             batch_size=64, verbose=0), dtype=np.float32)
 
     t0 = time.perf_counter()
-    pnorm, _, plab = labelled(a.results, a.prior)
-    enorm, esim, elab = labelled(a.results, a.eval)
+    pnorm, _, plab = labelled(a.results, a.prior, ("train", "test"))
+    enorm, esim, elab = labelled(a.results, a.eval, ("train",))
     x = np.concatenate([estimates(pnorm, s) for s in ("train", "test")])
     y = np.concatenate([plab[s][1] for s in ("train", "test")])
     ex = estimates(enorm, "train")
