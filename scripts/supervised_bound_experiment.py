@@ -80,7 +80,7 @@ def main() -> None:
     import keras
     from keras import ops
 
-    from ptychopipe.model import build_model_from_config, estimate_model
+    from ptychopipe.model import build_model_from_config, estimate_model, overlap_weight
     from ptychopipe.train import validation_split
 
     scen = load_scenarios(a.config, a.preset)
@@ -94,25 +94,25 @@ def main() -> None:
         n = norm.probe.shape[0]
         return build_model_from_config(cfg, norm.probe, 1.0, n, norm.input_scale)  # ā = 1: units of ā
 
-    def estimates(norm, split: str) -> np.ndarray:
+    def estimates(model, norm, split: str) -> np.ndarray:
         g = norm.sets[split]
-        return np.asarray(estimate_model(build(norm)).predict(
+        return np.asarray(estimate_model(model).predict(
             {"diffraction": g.amplitude.astype(np.float32), "offsets": g.offsets.astype(np.float32)},
             batch_size=64, verbose=0), dtype=np.float32)
 
     t0 = time.perf_counter()
     pnorm, _, plab = labelled(a.results, a.prior, ("train", "test"))
     enorm, esim, elab = labelled(a.results, a.eval, ("train",))
-    x = np.concatenate([estimates(pnorm, s) for s in ("train", "test")])
+    model = build(pnorm)  # the prior's probe; its U-Net becomes the corrector below
+    x = np.concatenate([estimates(model, pnorm, s) for s in ("train", "test")])
     y = np.concatenate([plab[s][1] for s in ("train", "test")])
-    ex = estimates(enorm, "train")
+    ex = estimates(build(enorm), enorm, "train")
     print(f"estimates: {len(x)} prior patterns, {len(ex)} eval patterns in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    model = build(pnorm)
     est_in = model.get_layer("group_estimate").output
     amp, phase = model.get_layer("refine_estimate").output
     corrector = keras.Model(est_in, ops.stack([amp * ops.cos(phase), amp * ops.sin(phase)], axis=-1))
-    w = (np.abs(pnorm.probe) ** 2 / np.max(np.abs(pnorm.probe) ** 2)).astype(np.float32)[None, :, :, None]
+    w = overlap_weight(pnorm.probe)[None, :, :, None]  # |P|²/max|P|², the stitch weight
 
     def loss(y_true, y_pred):
         """Σw|e^{iθ}Ô − O|²/Σw|O|² at the best θ, per patch; (B, N, N, 1, 2) each."""
@@ -145,16 +145,14 @@ def main() -> None:
     def complex_out(z: np.ndarray) -> np.ndarray:
         return (z[..., 0, 0] + 1j * z[..., 0, 1]).astype(np.complex128)
 
-    lit_p = np.abs(pnorm.probe) ** 2
-    r_val = per_patch_r(complex_out(corrector.predict(x[va_idx], batch_size=64, verbose=0)),
-                        y[va_idx], lit_p > 0.1 * lit_p.max())
-    r_val0 = per_patch_r(complex_out(x[va_idx]), y[va_idx], lit_p > 0.1 * lit_p.max())
+    lit_p = overlap_weight(pnorm.probe) > 0.1
+    r_val = per_patch_r(complex_out(corrector.predict(x[va_idx], batch_size=64, verbose=0)), y[va_idx], lit_p)
+    r_val0 = per_patch_r(complex_out(x[va_idx]), y[va_idx], lit_p)
     print(f"{a.prior} held-out patches: per-patch amplitude r {r_val0[0]:.3f} (estimate) -> {r_val[0]:.3f} (supervised)")
 
     idx, truth = elab["train"]
     pos = esim.positions[idx]
-    lit = np.abs(enorm.probe) ** 2
-    lit = lit > 0.1 * lit.max()
+    lit = overlap_weight(enorm.probe) > 0.1
     for name, patches in (("estimate alone", complex_out(ex)),
                           ("supervised correction", complex_out(corrector.predict(ex, batch_size=64, verbose=0)))):
         obj = patches * enorm.amplitude_estimate  # units of ā → object units
