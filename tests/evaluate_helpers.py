@@ -41,13 +41,14 @@ def true_patches(obj: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
 
 
 def write_synthetic_inferred(path: Path, data: Mapping, scenario: str, *, scale: float = 1.0,
-                             phase_offset: float = 0.0, shift_px: tuple[float, float] = (0.0, 0.0),
+                             phase_offset: float | np.ndarray = 0.0, shift_px: tuple[float, float] = (0.0, 0.0),
                              noise: float = 0.0, seed: int = 0) -> np.ndarray:
     """Write a synthetic ``inferred.h5`` for the test groups of ``data`` (a ``ci_data``
     entry of tests/conftest.py: paths "simulated", "normalized", ...; "params").
 
     Patches: scale · O_j(r + shift) · exp(i·phase_offset) (+ complex Gaussian noise of
-    rms ``noise``), where O_j is the true patch; the recorded positions are the true
+    rms ``noise``), where O_j is the true patch and ``phase_offset`` (rad) is one number or
+    one per test group, (B,); the recorded positions are the true
     ones, so ``shift_px`` (dx, dy) px is a placement error the evaluation must see.
     ``predicted_over_measured_counts`` = mean Σ λ̂ / mean Σ n over the test patterns,
     λ̂ from the shared forward model with the simulated P_abs. Returns the patches
@@ -60,7 +61,8 @@ def write_synthetic_inferred(path: Path, data: Mapping, scenario: str, *, scale:
     n = sim.probe.shape[0]
     pos = sim.positions[idx]  # (B, C, 2)
     src = pos.reshape(-1, 2) + np.asarray(shift_px, dtype=np.float64)
-    patches = true_patches(sim.object, src, n) * scale * np.exp(1j * phase_offset)
+    phase = np.broadcast_to(np.asarray(phase_offset, dtype=np.float64), (b,))
+    patches = true_patches(sim.object, src, n) * scale * np.exp(1j * np.repeat(phase, c))[:, None, None]
     if noise:
         rng = np.random.default_rng(seed)
         patches = patches + noise * (rng.standard_normal(patches.shape) + 1j * rng.standard_normal(patches.shape)) \

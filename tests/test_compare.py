@@ -14,7 +14,7 @@ from skimage.metrics import structural_similarity
 
 from evaluate_helpers import FIGURES, ci_params, compare_config, run_evaluation
 from ptychopipe import cli, compare
-from ptychopipe.artifacts import read_telemetry
+from ptychopipe.artifacts import read_normalized, read_telemetry
 from ptychopipe.config import stage_config
 from ptychopipe.simulate import make_object
 
@@ -118,6 +118,35 @@ def test_evaluation_mask_threshold_is_relative_to_the_median_coverage():
         compare.evaluation_mask(coverage, np.ones_like(coverage, bool), 10.0)
 
 
+def test_evaluation_mask_needs_one_whole_ssim_window():
+    """A mask thinner than the SSIM window stops with the coverage_threshold key, not a
+    scikit-image error; masked_ssim itself refuses such a mask instead of scoring it."""
+    coverage = np.zeros((40, 40))
+    coverage[10:15, 5:35] = 1.0  # a 5-row band
+    inside = np.ones_like(coverage, bool)
+    mask, _ = compare.evaluation_mask(coverage, inside, 0.5)  # no window asked for: fine
+    with pytest.raises(ValueError, match=r"compare.coverage_threshold: 0.5 x median coverage 1 leaves 150 "
+                                         r"pixels but no 7x7 block of them \(the SSIM window\)"):
+        compare.evaluation_mask(coverage, inside, 0.5, compare.SSIM_WIN)
+    with pytest.raises(ValueError, match=r"SSIM: the mask \(150 pixels\) holds no whole 7x7 window"):
+        compare.masked_ssim(coverage, coverage, mask, 1.0)
+
+
+def test_registration_does_not_turn_round_off_into_coverage():
+    """Shifting the coverage map by a Fourier shift leaves ~1e-17 where nothing was covered;
+    counted as covered, those pixels would drag the median (and the threshold) to ~0."""
+    rng = np.random.default_rng(0)
+    truth = np.exp(1j * gaussian_filter(rng.standard_normal((80, 80)), 3)) * (1 + gaussian_filter(
+        rng.standard_normal((80, 80)), 3))
+    coverage = np.zeros((80, 80))
+    coverage[20:50, 20:50] = 1.0
+    recon = compare.shift_image(truth, 3.0, 0.0)
+    ev = compare.evaluate(recon, coverage, truth, 0, 0, compare_config(register=True))
+    assert ev.shift_px[0] == pytest.approx(-3.0, abs=0.6)  # registered (the canvas wraps, so not exactly)
+    assert ev.coverage_median == pytest.approx(1.0, abs=0.02)
+    assert 0.9 * 900 < ev.mask.sum() <= 900
+
+
 @pytest.fixture(scope="module")
 def obj() -> np.ndarray:
     return make_object(stage_config(ci_params(), "simulate").object)
@@ -211,7 +240,7 @@ def test_stage_on_exact_patches(tmp_path, ci_data):
     assert js["amplitude_bias"] == pytest.approx(1.0, abs=2e-3)
     assert js["first_broken"] is None and js["nan_status"] == "ok"
     chain = _chain(js)
-    assert list(chain) == ["raw", "grouped", "normalized", "prediction", "truth"]
+    assert list(chain) == ["raw", "grouped", "normalized", "prediction", "stitched", "truth"]
     assert chain["grouped"]["ratio"] == pytest.approx(1.0, abs=1e-6)  # same patterns, exactly
     assert chain["normalized"]["relative"] == pytest.approx(1.0, abs=1e-5)  # = input scale a
     assert chain["prediction"]["ratio"] == pytest.approx(1.0, abs=1e-3)  # Poisson noise at 1e9 photons
@@ -246,6 +275,20 @@ def test_phase_offset_of_the_prediction_is_removed(tmp_path, ci_data):
     assert js["phase_offset_rad"] == pytest.approx(0.7, abs=2e-3)
     assert js["metrics"]["phase"]["pearson_r"] > 0.999
     assert js["first_broken"] is None
+
+
+def test_patches_that_disagree_in_phase_flag_the_stitch_not_the_model(tmp_path, ci_data):
+    """Each test group gets its own phase offset: every group still fits its patterns
+    (prediction link intact), but overlapping groups cancel in the stitch's average, and
+    the chain blames the stitch, not the truth."""
+    data = ci_data["gs2_custom"]
+    n_groups = read_normalized(data["normalized"]).sets["test"].indices.shape[0]
+    offsets = np.random.default_rng(3).uniform(-np.pi, np.pi, n_groups)
+    js, _ = run_evaluation(tmp_path, data, "gs2_custom", phase_offset=offsets)
+    chain = _chain(js)
+    assert chain["prediction"]["ratio"] == pytest.approx(1.0, abs=1e-3)
+    assert chain["stitched"]["broken"] and chain["stitched"]["ratio"] < 0.9
+    assert js["amplitude_bias"] < 0.9 and js["first_broken"] == "stitched"
 
 
 def test_misplaced_patches_score_clearly_worse(tmp_path, ci_data):
@@ -300,6 +343,22 @@ def test_cli_compare_missing_input_is_one_line(tmp_path, ci_data, capsys):
     assert not (tmp_path / "c.h5").exists() and not (tmp_path / "c.json").exists()
 
 
+@pytest.mark.parametrize("bad", [-1, 10**6])
+def test_data_space_metrics_refuse_pattern_indices_outside_the_data(tmp_path, ci_data, bad):
+    """A -1 would silently score the last pattern; a too-large index would be a bare IndexError."""
+    from evaluate_helpers import write_synthetic_inferred
+    from ptychopipe.artifacts import ArtifactError
+
+    data = ci_data["gs1_ideal"]
+    inferred = tmp_path / "inferred.h5"
+    write_synthetic_inferred(inferred, data, "gs1_ideal")
+    with h5py.File(inferred, "r+") as f:
+        f["indices"][0, 0] = bad
+    with pytest.raises(ArtifactError, match=rf"inferred.h5: indices: index {bad} outside the \d+ patterns of "
+                                            r".*simulated.h5; expected artifacts of one scenario"):
+        compare.data_space_metrics(inferred, data["simulated"])
+
+
 def test_chain_names_the_file_and_key_it_cannot_find(tmp_path, ci_data):
     from evaluate_helpers import write_synthetic_inferred
     from ptychopipe.artifacts import ArtifactError
@@ -312,6 +371,6 @@ def test_chain_names_the_file_and_key_it_cannot_find(tmp_path, ci_data):
         del f["telemetry"].attrs["ratio_predicted_over_measured_counts"]
     with pytest.raises(ArtifactError, match=r"inferred.h5: predicted_over_measured_counts: expected a telemetry "
                                             r"ratio_predicted_over_measured_counts or a root attribute"):
-        compare.chain_entries(data["simulated"], data["grouped"], data["normalized"], inferred, 1.0)
+        compare.chain_entries(data["simulated"], data["grouped"], data["normalized"], inferred, inferred, 1.0)
     with pytest.raises(ArtifactError, match=r"nope.h5: file not found \(expected the group stage's output\)"):
         compare.raw_mean_amplitude(data["simulated"], tmp_path / "nope.h5")

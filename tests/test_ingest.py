@@ -473,7 +473,7 @@ def test_compare_without_truth_reports_data_space_only(tmp_path, sim, ci_data):
     assert dm["poisson_nll"] == 0.0123 and dm["predicted_over_measured_counts_recomputed"] == pytest.approx(ratio)
     rings = [v for v in dm["ring_predicted_over_measured"].values() if v is not None]
     assert len(rings) == n // 2 + 1 and all(abs(v - 1) < 0.05 for v in rings[:8])  # truth patches explain the data
-    assert [link["stage"] for link in res["chain"]] == ["grouped", "normalized", "prediction"]
+    assert [link["stage"] for link in res["chain"]] == ["grouped", "normalized", "prediction", "stitched"]
     assert res["first_broken"] is None and all(figs[k].stat().st_size > 1000 for k in FIGURES)
     md = tmp_path / "report" / "summary.md"
     write_summary([tmp_path / "comparison.json"], md, tmp_path / "report" / "s.csv", tmp_path / "report" / "o.png")

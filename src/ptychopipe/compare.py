@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy.ndimage import binary_erosion, distance_transform_edt
+from scipy.ndimage import shift as ndimage_shift
 
 from .artifacts import (Array, ArtifactError, json_safe, read_attrs, read_group_indices,
                         read_pattern_mean_amplitude, read_stitched, read_telemetry, read_train_history,
@@ -68,11 +69,14 @@ def truth_on_canvas(truth: np.ndarray, origin_x: int, origin_y: int,
     return out, inside
 
 
-def evaluation_mask(coverage: np.ndarray, inside: np.ndarray, threshold: float) -> tuple[np.ndarray, float]:
+def evaluation_mask(coverage: np.ndarray, inside: np.ndarray, threshold: float,
+                    window: int = 1) -> tuple[np.ndarray, float]:
     """Well-covered pixels: inside & coverage > 0 & coverage ≥ threshold × median(coverage > 0).
 
     coverage: (h, w) float, Σ w per pixel; inside: (h, w) bool. Returns (mask (h, w)
-    bool, the median coverage). Raises ValueError when no pixel qualifies.
+    bool, the median coverage). Raises ValueError when no pixel qualifies, or when no
+    ``window`` × ``window`` block of them does (the SSIM window, for a mask that is scored
+    by :func:`masked_ssim`).
     """
     covered = coverage > 0
     if not np.any(covered & inside):
@@ -83,7 +87,16 @@ def evaluation_mask(coverage: np.ndarray, inside: np.ndarray, threshold: float) 
     if not np.any(mask):
         raise ValueError(f"compare.coverage_threshold: {threshold} x median coverage {med:.4g} leaves "
                          "no pixel to evaluate; expected a lower threshold")
+    if window > 1 and not np.any(_windows_inside(mask, window)):
+        raise ValueError(f"compare.coverage_threshold: {threshold} x median coverage {med:.4g} leaves "
+                         f"{int(mask.sum())} pixels but no {window}x{window} block of them (the SSIM window); "
+                         "expected a lower threshold or a larger test region")
     return mask, med
+
+
+def _windows_inside(mask: np.ndarray, window: int) -> np.ndarray:
+    """Pixels whose whole window × window neighbourhood lies in ``mask``, (h, w) bool."""
+    return binary_erosion(mask, structure=np.ones((window, window), bool), border_value=0)
 
 
 def global_phase_offset(recon: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
@@ -166,17 +179,19 @@ def ls_scale(est: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
 def masked_ssim(est: np.ndarray, ref: np.ndarray, mask: np.ndarray, data_range: float,
                 win_size: int = SSIM_WIN) -> float:
     """Mean SSIM (skimage.metrics.structural_similarity, ``win_size`` windows, given
-    ``data_range``) over the pixels whose whole window lies inside the mask. Falls back
-    to all mask pixels when the mask is thinner than one window."""
+    ``data_range``) over the pixels whose whole window lies inside the mask. Raises
+    ValueError when no window fits in the mask (:func:`evaluation_mask` with
+    ``window=SSIM_WIN`` refuses such masks first)."""
     from skimage.metrics import structural_similarity
 
+    inner = _windows_inside(mask, win_size)
+    if not np.any(inner):
+        raise ValueError(f"SSIM: the mask ({int(mask.sum())} pixels) holds no whole {win_size}x{win_size} window")
     box = _bbox(mask)
-    e, r, m = est[box].astype(np.float64), ref[box].astype(np.float64), mask[box]
-    e = np.where(m, e, r)  # values outside the mask never enter a counted window
+    e, r = est[box].astype(np.float64), ref[box].astype(np.float64)
+    e = np.where(mask[box], e, r)  # values outside the mask never enter a counted window
     _, smap = structural_similarity(r, e, win_size=win_size, data_range=data_range, full=True)
-    inner = binary_erosion(m, structure=np.ones((win_size, win_size), bool), border_value=0)
-    use = inner if np.any(inner) else m
-    return float(np.mean(smap[use]))
+    return float(np.mean(smap[inner[box]]))
 
 
 def _taper(mask: np.ndarray, width: float = FRC_TAPER_PX) -> np.ndarray:
@@ -331,13 +346,15 @@ def evaluate(recon: np.ndarray, coverage: np.ndarray, truth: np.ndarray, origin_
     recon = np.asarray(recon, dtype=np.complex128)
     coverage = np.asarray(coverage, dtype=np.float64)
     t, inside = truth_on_canvas(np.asarray(truth), origin_x, origin_y, recon.shape)
-    mask, med = evaluation_mask(coverage, inside, cfg.coverage_threshold)
+    mask, med = evaluation_mask(coverage, inside, cfg.coverage_threshold, SSIM_WIN)
     shift = (0.0, 0.0)
     if cfg.register:
         shift = register_shift(recon, t, mask)
         recon = shift_image(recon, *shift)
-        coverage = shift_image(coverage, *shift).real
-        mask, med = evaluation_mask(coverage, inside, cfg.coverage_threshold)
+        # the coverage moves with the reconstruction, by linear interpolation: a Fourier shift
+        # would ring over the whole canvas and count every pixel as a little covered
+        coverage = ndimage_shift(coverage, (shift[1], shift[0]), order=1, mode="constant", cval=0.0)
+        mask, med = evaluation_mask(coverage, inside, cfg.coverage_threshold, SSIM_WIN)
     phi0 = global_phase_offset(recon, t, mask)
     recon = recon * np.exp(-1j * phi0)
     amp_t, amp_r = np.abs(t), np.abs(recon)
@@ -351,8 +368,8 @@ def evaluate(recon: np.ndarray, coverage: np.ndarray, truth: np.ndarray, origin_
 
 # --------------------------------------------------------------------------- stage-ratio chain
 
-#: The chain raw -> grouped -> normalized -> prediction -> truth: (stage, what the ratio is,
-#: its contract). The normalized contract is the input scale a recorded by normalize.
+#: The chain raw -> grouped -> normalized -> prediction -> stitched -> truth: (stage, what the
+#: ratio is, its contract). The normalized contract is the input scale a recorded by normalize.
 CHAIN_CONTRACTS: tuple[tuple[str, str, str], ...] = (
     ("raw", "mean measured counts per pattern / nphotons (simulated.h5)", "1"),
     ("grouped", "mean test-group amplitude (grouped.h5) / mean raw amplitude of the same patterns "
@@ -360,6 +377,8 @@ CHAIN_CONTRACTS: tuple[tuple[str, str, str], ...] = (
     ("normalized", "mean test input / mean test-group amplitude (normalized.h5 / grouped.h5)",
      "a (input_scale)"),
     ("prediction", "mean predicted counts / mean measured counts (inferred.h5)", "1"),
+    ("stitched", "Σ coverage·|stitched| / Σ_j Σ w_j·|Ô_j|: amplitude kept by the overlap average "
+                 "(stitched.h5)", "1"),
     ("truth", "mean|Ô| / mean|O| over the evaluation mask (amplitude bias)", "1"),
 )
 
@@ -430,19 +449,24 @@ def raw_mean_amplitude(simulated: str | Path, grouped: str | Path) -> float:
 
 
 def chain_entries(simulated: str | Path, grouped: str | Path, normalized: str | Path, inferred: str | Path,
-                  amplitude_bias: float) -> list[tuple[str, str, float, float]]:
-    """The chain's (stage, quantity, ratio, contract) entries, from the artifacts' telemetry
-    (and, for the grouped link's reference, :func:`raw_mean_amplitude`)."""
+                  stitched: str | Path, amplitude_bias: float | None) -> list[tuple[str, str, float, float]]:
+    """The chain's (stage, quantity, ratio, contract) entries in pipeline order, from the
+    artifacts' telemetry (and, for the grouped link's reference, :func:`raw_mean_amplitude`).
+
+    ``amplitude_bias`` None (imported data, no true object) keeps only the links that need
+    neither the simulated dose nor the truth: grouped, normalized, prediction, stitched.
+    """
     grp_amp = _mean(grouped, "test/amplitude")
-    values = (
-        _ratio_or_attr(simulated, "measured_over_expected"),
-        grp_amp / raw_mean_amplitude(simulated, grouped),
-        _mean(normalized, "test/inputs") / grp_amp,
-        _ratio_or_attr(inferred, "predicted_over_measured_counts"),
-        amplitude_bias,
-    )
-    contracts = (1.0, 1.0, _ratio_or_attr(normalized, "input_scale"), 1.0, 1.0)
-    return [(s, q, v, c) for (s, q, _), v, c in zip(CHAIN_CONTRACTS, values, contracts)]
+    links = {
+        "grouped": (grp_amp / raw_mean_amplitude(simulated, grouped), 1.0),
+        "normalized": (_mean(normalized, "test/inputs") / grp_amp, _ratio_or_attr(normalized, "input_scale")),
+        "prediction": (_ratio_or_attr(inferred, "predicted_over_measured_counts"), 1.0),
+        "stitched": (_ratio_or_attr(stitched, "stitched_over_inferred"), 1.0),
+    }
+    if amplitude_bias is not None:
+        links["raw"] = (_ratio_or_attr(simulated, "measured_over_expected"), 1.0)
+        links["truth"] = (amplitude_bias, 1.0)
+    return [(stage, quantity, *links[stage]) for stage, quantity, _ in CHAIN_CONTRACTS if stage in links]
 
 
 def nan_status(train_status: str, artifacts: Mapping[str, str | Path]) -> str:
@@ -593,8 +617,8 @@ def run(cfg: CompareConfig, scenario: str, *, simulated: str | Path, grouped: st
                              training_png=training_png)
     hist = read_train_history(train)
     ev = evaluate(st.object, st.coverage, truth, st.origin_x, st.origin_y, cfg)
-    links, first = ratio_chain(chain_entries(simulated, grouped, normalized, inferred, ev.amplitude_bias),
-                               cfg.ratio_tolerance)
+    links, first = ratio_chain(chain_entries(simulated, grouped, normalized, inferred, stitched,
+                                             ev.amplitude_bias), cfg.ratio_tolerance)
     training = training_summary(hist)
     status = nan_status(training["nan_status"], {"inferred": inferred, "stitched": stitched})
     figures = {"amplitude": amplitude_png, "phase": phase_png, "frc": frc_png, "training": training_png}
@@ -686,11 +710,12 @@ def data_space_metrics(inferred: str | Path, simulated: str | Path) -> tuple[dic
     the mean per detector ring of n and λ̂ (:func:`ring_profile`) and their ratio, i.e. how
     much of the measured signal the reconstruction explains at each spatial frequency.
     Returns (metrics, arrays: ring_frequency, measured_ring_mean, predicted_ring_mean)."""
-    from .artifacts import read_inferred, read_simulated
+    from .artifacts import check_indices, read_inferred, read_simulated
     from .physics import expected_counts
 
     inf = read_inferred(inferred)
     sim = read_simulated(simulated)
+    check_indices(inf.indices, len(sim.counts), f"{inferred}: indices", simulated)
     b, c, n, _ = inf.amplitude.shape
     patches = (inf.amplitude.astype(np.float64) * np.exp(1j * inf.phase.astype(np.float64))).reshape(b * c, n, n)
     pr = inf.probe.astype(np.complex128)
@@ -767,20 +792,15 @@ def run_data_only(cfg: CompareConfig, scenario: str, *, st: Any, simulated: str 
     Writes the same files as :func:`run`; comparison.json has every object-space metric null
     (metrics.*, amplitude_bias, phase_offset_rad), ``has_truth`` false and
     ``data_metrics`` (:func:`data_space_metrics`). The ratio chain keeps the links that need
-    no truth (grouped, normalized, prediction). Figures: the reconstruction and the coverage
+    no truth (grouped, normalized, prediction, stitched). Figures: the reconstruction and the coverage
     (amplitude, phase), measured vs predicted counts per detector ring (in the FRC's place),
     training curves."""
     hist = read_train_history(train)
     covered = st.coverage > 0
     mask, med = evaluation_mask(st.coverage, covered, cfg.coverage_threshold)
     metrics, arrays = data_space_metrics(inferred, simulated)
-    grp_amp = _mean(grouped, "test/amplitude")
-    entries = [(s_, q_, v, c_) for (s_, q_, _), v, c_ in zip(CHAIN_CONTRACTS[1:4], (
-        grp_amp / raw_mean_amplitude(simulated, grouped),
-        _mean(normalized, "test/inputs") / grp_amp,
-        _ratio_or_attr(inferred, "predicted_over_measured_counts"),
-    ), (1.0, _ratio_or_attr(normalized, "input_scale"), 1.0))]
-    links, first = ratio_chain(entries, cfg.ratio_tolerance)
+    links, first = ratio_chain(chain_entries(simulated, grouped, normalized, inferred, stitched, None),
+                               cfg.ratio_tolerance)
     training = training_summary(hist)
     status = nan_status(training["nan_status"], {"inferred": inferred, "stitched": stitched})
     figures = {"amplitude": amplitude_png, "phase": phase_png, "frc": frc_png, "training": training_png}

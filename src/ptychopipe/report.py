@@ -259,7 +259,7 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
         "object over its well-covered pixels, after removing the global phase offset only (no amplitude "
         "rescaling, no registration unless configured). `amplitude_bias` = mean|Ô| / mean|O| (target 1). "
         "`first_broken` names the first stage of the ratio chain raw → grouped → normalized → prediction → "
-        "truth that departs from its contract by more than `compare.ratio_tolerance`. "
+        "stitched → truth that departs from its contract by more than `compare.ratio_tolerance`. "
         "All columns (with MAE, RMSE, PSNR, least-squares scalars) are in summary.csv.", "",
         f"![overview]({os.path.relpath(overview_path, md_dir)})", "",
         "| " + " | ".join(_cell(f"{c} ({units[c]})" if units[c] else c) for c in SUMMARY_MD_COLUMNS) + " |",
