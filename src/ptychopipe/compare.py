@@ -377,8 +377,8 @@ CHAIN_CONTRACTS: tuple[tuple[str, str, str], ...] = (
     ("normalized", "mean test input / mean test-group amplitude (normalized.h5 / grouped.h5)",
      "a (input_scale)"),
     ("prediction", "mean predicted counts / mean measured counts (inferred.h5)", "1"),
-    ("stitched", "Σ coverage·|stitched| / Σ_j Σ w_j·|Ô_j|: amplitude kept by the overlap average "
-                 "(stitched.h5)", "1"),
+    ("stitched", "Σ coverage·|stitched| / Σ_j Σ w_j·|Ô_j|: amplitude kept by the overlap average (stitched.h5)",
+     "1"),
     ("truth", "mean|Ô| / mean|O| over the evaluation mask (amplitude bias)", "1"),
 )
 
