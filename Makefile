@@ -1,6 +1,6 @@
 # ptychopipe — two entry points: `make demo` (main job) and `make test` (test suite);
 # `make quality` (long: the full preset, dose sweep included) writes docs/quality.md's results table.
-# Both create .venv on first use with only Python 3 (3.10-3.13) and make on the machine.
+# Both create .venv on first use with only Python 3 (3.11-3.13) and make on the machine.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -17,10 +17,10 @@ REPORT_TARGETS = all $(if $(wildcard results/report/dose_response.csv),dose_resp
 
 # Debian/Ubuntu ship `venv` without `ensurepip` unless python3-venv is installed: then the
 # venv is created --without-pip and pip is bootstrapped with get-pip.py (needs the network,
-# as the pip install below does). TensorFlow 2.21 has wheels for Python 3.10-3.13.
+# as the pip install below does). Snakemake 9 needs Python >= 3.11; TensorFlow 2.21 has wheels up to 3.13.
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 13) else \
-		"ptychopipe needs Python 3.10-3.13 (TensorFlow 2.21 wheels); %s is %d.%d: make PYTHON=python3.12 ..." % (sys.executable, *v))'
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v <= (3, 13) else \
+		"ptychopipe needs Python 3.11-3.13 (Snakemake 9, TensorFlow 2.21 wheels); %s is %d.%d: make PYTHON=python3.12 ..." % (sys.executable, *v))'
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed (no python3-venv?): bootstrapping pip with get-pip.py"; \
 		$(PYTHON) -m venv --clear --without-pip $(VENV) && \
 		$(BIN)/python -c "import urllib.request as u; u.urlretrieve('https://bootstrap.pypa.io/get-pip.py', '$(VENV)/get-pip.py')" 2>/dev/null && \

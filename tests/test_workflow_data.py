@@ -273,11 +273,9 @@ def _name(req: str) -> str:
 
 
 def _pyproject() -> dict:
-    """pyproject.toml's [project] table (tomllib, or its backport tomli on Python 3.10)."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10: the test extra installs tomli there
-        import tomli as tomllib
+    """pyproject.toml's [project] table."""
+    import tomllib
+
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 
@@ -287,6 +285,29 @@ def _conda_env(path: Path) -> tuple[dict, set[str], list[str]]:
     conda = [d for d in env["dependencies"] if isinstance(d, str)]
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     return env, {_name(r) for r in conda + pip if not r.startswith("-")} - {"python", "pip"}, pip
+
+
+def _floor(spec: str) -> tuple[int, int]:
+    """The (major, minor) of a ">=X.Y" clause in a Requires-Python specifier."""
+    m = re.search(r">=\s*(\d+)\.(\d+)", spec)
+    assert m, spec
+    return int(m[1]), int(m[2])
+
+
+def test_supported_python_range_is_what_the_dependencies_allow_and_stated_once():
+    """The lowest Python we advertise installs every dependency: a 3.10 floor let `make demo`
+    build a venv that pip then could not fill (Snakemake 9 and the SLURM plugin need 3.11)."""
+    from importlib.metadata import metadata
+
+    ours = _floor(_pyproject()["requires-python"])
+    for dist in ("snakemake", "snakemake-executor-plugin-slurm", "tensorflow", "keras"):
+        theirs = metadata(dist).get("Requires-Python")
+        if theirs:
+            assert ours >= _floor(theirs), f"{dist} needs Python {theirs}; pyproject allows {ours}"
+    lo = f"{ours[0]}.{ours[1]}"
+    assert f"({ours[0]}, {ours[1]}) <= v" in (REPO / "Makefile").read_text()
+    assert f"python>={lo}," in (REPO / "environment.yml").read_text()
+    assert f"Python {lo}–" in (REPO / "README.md").read_text()
 
 
 def test_environment_yml_matches_pyproject():
