@@ -105,8 +105,21 @@ BAD = [
      r"equal to the minimum of 0"),
     ("sweep of an unknown parameter", lambda r: _set(r, "sweeps", {"dose": {"base": "gs2_ideal", "param": "photons",
                                                                            "values": [1.0]}}), None,
-     r"cfg\.yaml: scenario dose_1 \(after merging defaults, preset quick\): <top level>: Additional properties "
-     r"are not allowed \('photons' was unexpected\)"),
+     r"cfg\.yaml: sweeps\.dose\.param: 'photons' is not a parameter; expected the dotted name of one in "
+     r"defaults \(e\.g\. nphotons, train\.epochs\)"),
+    ("sweep of a parameter group", lambda r: _set(r, "sweeps", {"s": {"base": "gs2_ideal", "param": "train",
+                                                                     "values": [1.0]}}), None,
+     r"cfg\.yaml: sweeps\.s\.param: 'train' is not a parameter; expected .*"),
+    ("infinite nphotons", lambda r: _set(r, "scenarios.gs1_ideal.nphotons", float("inf")), None,
+     r"cfg\.yaml: scenarios\.gs1_ideal\.nphotons: expected a finite number, got inf"),
+    ("NaN passes every minimum", lambda r: _set(r, "defaults.train.learning_rate", float("nan")), None,
+     r"cfg\.yaml: defaults\.train\.learning_rate: expected a finite number, got nan"),
+    ("infinite sweep value", lambda r: _set(r, "sweeps", {"dose": {"base": "gs2_ideal", "param": "nphotons",
+                                                                  "values": [1.0e+4, float("inf")]}}), None,
+     r"cfg\.yaml: sweeps\.dose\.values\[1\]: expected a finite number, got inf"),
+    ("ideal probe wider than the window", lambda r: _set(r, "defaults.probe.footprint_px", 200), None,
+     r"cfg\.yaml: scenario gs1_ideal: probe\.footprint_px: expected < N = 64 \(the central lobe inside the "
+     r"window; a wider one lights it flat\), got 200"),
 ]
 
 
@@ -283,6 +296,10 @@ def _stage_jsons(params):
     ("train.epochs", 3, {"train"}),
     ("infer.batch_size", 3, {"infer"}),
     ("stitch.weight", "uniform", {"stitch"}),
+    # the shipped estimate is the difference map: the gradient's momentum is not a parameter of it
+    ("model.estimate_momentum", 0.5, set()),
+    ("model.estimate_noise_tolerance", 2.0, {"train"}),
+    ("model.estimate_algorithm", "gradient", {"train"}),
 ])
 def test_each_stage_config_carries_exactly_its_own_parameters(dotted, value, changed):
     """A parameter change alters the params (hence re-runs) of exactly the stages that use it;
@@ -292,6 +309,19 @@ def test_each_stage_config_carries_exactly_its_own_parameters(dotted, value, cha
     _set(q, dotted, value)
     a, b = _stage_jsons(p), _stage_jsons(q)
     assert {s for s in STAGES if a[s] != b[s]} == changed
+
+
+def test_each_estimate_algorithm_carries_only_its_own_knob():
+    p = load_scenarios(REPO / "config" / "scenarios.yaml", "full")["gs2_ideal"]
+    grad = yaml.safe_load(yaml.safe_dump(p))
+    grad["model"]["estimate_algorithm"] = "gradient"
+    m = stage_config(grad, "train").model
+    assert m.estimate_momentum == p["model"]["estimate_momentum"] > 0 and m.estimate_noise_tolerance == 0.0
+    m = stage_config(p, "train").model
+    assert m.estimate_noise_tolerance == p["model"]["estimate_noise_tolerance"] > 0 and m.estimate_momentum == 0.0
+    q = yaml.safe_load(yaml.safe_dump(grad))
+    q["model"]["estimate_noise_tolerance"] = 3.0  # unused by the gradient estimate
+    assert to_json(stage_config(q, "train")) == to_json(stage_config(grad, "train"))
 
 
 def test_params_diff_is_stage_by_stage():

@@ -223,12 +223,16 @@ def stage_config(params: Mapping[str, Any], stage: str):
     if stage == "train":
         m, t = p["model"], p["train"]
         return TrainConfig(
+            # each estimate algorithm's own knob only (momentum: gradient; tolerance: difference
+            # map), 0 for the other, so editing the unused one re-runs nothing
             model=ModelConfig(N=int(p["N"]), gridsize=int(p["gridsize"]), filters=int(m["filters"]),
                               depth=int(m["depth"]), phase_max_rad=float(m["phase_max_rad"]),
                               estimate_iterations=int(m["estimate_iterations"]),
-                              estimate_momentum=float(m["estimate_momentum"]),
+                              estimate_momentum=float(m["estimate_momentum"])
+                              if m["estimate_algorithm"] == "gradient" else 0.0,
                               estimate_algorithm=str(m["estimate_algorithm"]),
-                              estimate_noise_tolerance=float(m["estimate_noise_tolerance"])),
+                              estimate_noise_tolerance=float(m["estimate_noise_tolerance"])
+                              if m["estimate_algorithm"] == "difference_map" else 0.0),
             batch_size=int(t["batch_size"]), epochs=int(t["epochs"]),
             learning_rate=float(t["learning_rate"]), min_learning_rate=float(t["min_learning_rate"]),
             validation_fraction=float(t["validation_fraction"]),
@@ -389,9 +393,24 @@ def _all_required(schema: Any) -> Any:
 
 
 def validate_raw(raw: Mapping[str, Any], source: str = "config", schema: dict | None = None) -> None:
-    """Validate the config file's structure against the JSON schema (one-line ConfigError)."""
+    """Validate the config file's structure against the JSON schema, then refuse non-finite
+    numbers (one-line ConfigError naming the key)."""
     schema = schema or load_schema()
     _check(raw, schema, source)
+    _check_finite(raw, source)
+
+
+def _check_finite(node: Any, source: str, path: str = "") -> None:
+    """JSON Schema's ``number`` admits YAML's .inf and .nan, and NaN passes every minimum
+    (comparisons with NaN are false): refuse them here, with the key's dotted path."""
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            _check_finite(v, source, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_finite(v, source, f"{path}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{source}: {path or '<top level>'}: expected a finite number, got {node}")
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -448,6 +467,12 @@ def sweep_members(raw: Mapping[str, Any], source: str = "config") -> dict[str, l
         if base not in raw["scenarios"]:
             raise ConfigError(f"{source}: sweeps.{name}.base: scenario {base!r} not found; "
                               f"expected one of {sorted(raw['scenarios'])}")
+        node: Any = raw["defaults"]
+        for key in sweep["param"].split("."):
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node is None or isinstance(node, Mapping):
+            raise ConfigError(f"{source}: sweeps.{name}.param: {sweep['param']!r} is not a parameter; expected "
+                              "the dotted name of one in defaults (e.g. nphotons, train.epochs)")
         labels = sweep.get("labels") or [_label(v) for v in sweep["values"]]
         if len(labels) != len(sweep["values"]):
             raise ConfigError(f"{source}: sweeps.{name}.labels: expected {len(sweep['values'])} labels "
@@ -525,6 +550,9 @@ def _semantic_checks(name: str, p: Mapping[str, Any], source: str) -> None:
     if p["object"]["size"] < need:
         raise ConfigError(f"{where}: object.size: expected >= N + 2*scan.buffer_px + 1 = {need:g}, "
                           f"got {p['object']['size']}")
+    if p["probe"]["kind"] == "ideal" and not float(p["probe"]["footprint_px"]) < int(p["N"]):
+        raise ConfigError(f"{where}: probe.footprint_px: expected < N = {p['N']} (the central lobe inside the "
+                          f"window; a wider one lights it flat), got {p['probe']['footprint_px']}")
     if p["train"]["min_learning_rate"] > p["train"]["learning_rate"]:
         raise ConfigError(f"{where}: train.min_learning_rate: expected <= train.learning_rate "
                           f"= {p['train']['learning_rate']}, got {p['train']['min_learning_rate']}")
