@@ -81,7 +81,6 @@ def main() -> None:
     from keras import ops
 
     from ptychopipe.model import build_model_from_config, estimate_model, overlap_weight
-    from ptychopipe.train import validation_split
 
     scen = load_scenarios(a.config, a.preset)
     cfg = stage_config(scen[a.prior], "train")
@@ -126,7 +125,9 @@ def main() -> None:
     def as_target(z: np.ndarray) -> np.ndarray:
         return np.stack([z.real, z.imag], axis=-1).astype(np.float32)[:, :, :, None, :]
 
-    tr_idx, va_idx = validation_split(len(x), 0.1, cfg.seed)
+    perm = np.random.default_rng([cfg.seed, 7919]).permutation(len(x))  # 10 % of the patterns, at random
+    n_val = round(0.1 * len(x))
+    tr_idx, va_idx = np.sort(perm[n_val:]), np.sort(perm[:n_val])
     steps = -(-len(tr_idx) // a.batch_size) * a.epochs
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=cfg.min_learning_rate / cfg.learning_rate)
     corrector.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)

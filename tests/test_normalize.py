@@ -55,7 +55,8 @@ def test_normalized_artifact(ci_data):
         for split in ("train", "test"):
             g, r = nz.sets[split], raw[split]
             np.testing.assert_allclose(g.amplitude, nz.input_scale * r.amplitude, rtol=1e-6)
-            np.testing.assert_allclose(g.counts, r.amplitude.astype(np.float32) ** 2, rtol=1e-6)
+            # the measured counts themselves, exactly (not sqrt(n) squared back)
+            np.testing.assert_array_equal(g.counts, np.moveaxis(sim.counts[r.indices], 1, -1))
             np.testing.assert_array_equal(g.indices, r.indices)
             assert ratios[f"{split}_normalized_over_raw"] == pytest.approx(nz.input_scale, rel=1e-5)
         assert nz.gridsize == d["params"]["gridsize"]
@@ -108,6 +109,20 @@ def test_nan_in_grouped_amplitude_fails_the_stage_naming_the_array(ci_data, tmp_
         normalize.run(NormalizeConfig(N=64), "gs1_ideal", f["simulated"], f["split"], f["grouped"], out)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if "normalized" in p.name]
+
+
+def test_grouped_amplitudes_that_are_not_the_simulated_patterns_are_refused(ci_data, tmp_path):
+    """grouped.h5 from another dataset (here: its test amplitudes scaled by 1.01) fails the
+    stage naming both files, and nothing is written."""
+    d = ci_data["gs1_ideal"]
+    f = _copy_inputs(d, tmp_path)
+    with h5py.File(f["grouped"], "r+") as h:
+        h["test/amplitude"][...] = 1.01 * h["test/amplitude"][()]
+    out = tmp_path / "normalized.h5"
+    with pytest.raises(InvariantError, match=r"^\[normalize\] .*grouped\.h5: test/amplitude: mean amplitude, "
+                                             r"against sqrt of .*simulated\.h5's counts of the same patterns = "):
+        normalize.run(NormalizeConfig(N=64), "gs1_ideal", f["simulated"], f["split"], f["grouped"], out)
+    assert not out.exists()
 
 
 def test_probe_size_mismatch_is_refused(ci_data, tmp_path):

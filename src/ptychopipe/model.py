@@ -498,7 +498,7 @@ class PoissonLoss(keras.losses.Loss):
         # clamp that keeps NaN (TensorFlow's maximum(NaN, x) returns x, JAX's returns NaN):
         # a NaN prediction must give a NaN loss on every backend, for the NaN guard
         lam = ops.maximum(y_pred, LAMBDA_FLOOR) + 0.0 * y_pred
-        dev = lam - n + n * (ops.log(ops.maximum(n, LAMBDA_FLOOR)) - ops.log(lam))
+        dev = deviance_terms(n, lam)
         channels = ops.shape(n)[-1]
         loss = ops.sum(dev, axis=(1, 2, 3)) / (self.mean_counts * ops.cast(channels, dev.dtype))
         if self.mae_weight > 0:
@@ -509,6 +509,24 @@ class PoissonLoss(keras.losses.Loss):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "mean_counts": self.mean_counts, "input_scale": self.input_scale,
                 "mae_weight": self.mae_weight}
+
+
+def deviance_terms(n: Any, lam: Any) -> Any:
+    """Per-pixel Poisson deviance λ − n + n·log(n/λ) (n·log n := 0 at n = 0), written so that
+    float32 keeps it where λ ≈ n (keras.ops; same shape as the inputs, λ ≥ LAMBDA_FLOOR).
+
+    Near a fit at high dose each pixel's deviance is ≈ (λ − n)²/(2n) ~ ½, the difference of
+    terms ~ n ~ 1e7: computed as written, float32 loses it (at 1e9 photons the loss of one
+    pattern at the true λ came out 4–6 % off, up to 30 %). Where |λ − n| < n/2 the form
+    n·(d − log1p(d)), d = (λ − n)/n, is used instead: λ − n is exact there (Sterbenz) and
+    log1p keeps d's precision. Same value and gradient (1 − n/λ) in exact arithmetic; NaN
+    in λ stays NaN.
+    """
+    near = ops.abs(lam - n) < 0.5 * n
+    d = ops.where(near, (lam - n) / ops.where(near, n, ops.ones_like(n)), ops.zeros_like(n))
+    close = n * (d - ops.log1p(d))
+    far = lam - n + n * (ops.log(ops.maximum(n, LAMBDA_FLOOR)) - ops.log(lam))
+    return ops.where(near, close, far)
 
 
 def poisson_deviance_np(counts: np.ndarray, lam: np.ndarray, mean_counts: float) -> np.ndarray:

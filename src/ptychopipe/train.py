@@ -151,14 +151,32 @@ def max_abs_offset(norm: Normalized) -> float:
     return max(float(np.abs(g.offsets).max()) if g.offsets.size else 0.0 for g in norm.sets.values())
 
 
-def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of n training groups into (train, validation) index arrays (int64, sorted).
+def validation_split(indices: np.ndarray, centres: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split the B training groups into (train, validation) rows (int64, sorted) that share
+    no pattern, so that val_loss is measured on patterns the model never trains on.
 
-    round(fraction·n) groups are held out, at most n - 1 (so one group always trains).
+    indices: (B, C) int, the pattern indices of each group; centres: (B, 2) float [x, y] px.
+    Validation: the round(fraction·B) groups (at most B − 1) whose centres lie highest in
+    y, a contiguous band at the edge of the training region (which split puts below the
+    test region): train | validation | test along y. Training: every other group that
+    contains none of the validation groups' patterns. Groups overlap (gridsize-2 neighbours
+    share patterns, and seeds repeat when there are more groups than patterns), so a random
+    choice of validation groups would leave most of their patterns in training (measured:
+    45 % of them on quick gs1, 72 % on quick gs2); the band costs only the groups along its
+    border (5 of 360 on quick gs2). Raises ValueError when no training group is left.
     """
-    n_val = min(int(round(fraction * n)), n - 1) if fraction > 0 else 0
-    perm = np.random.default_rng([seed, 7919]).permutation(n)
-    return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)
+    b = len(indices)
+    n_val = min(int(round(fraction * b)), b - 1) if fraction > 0 else 0
+    if n_val == 0:
+        return np.arange(b, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order = np.argsort(np.asarray(centres, dtype=np.float64)[:, 1], kind="stable")
+    val = np.sort(order[b - n_val:])
+    shares = np.isin(indices, indices[val]).any(axis=1)  # the validation groups themselves included
+    train = np.flatnonzero(~shares)
+    if len(train) == 0:
+        raise ValueError(f"train.validation_fraction: {fraction} leaves no training group that shares no pattern "
+                         f"with the {n_val} validation groups; expected a smaller fraction or more groups")
+    return train.astype(np.int64), val.astype(np.int64)
 
 
 class GroupBatches(keras.utils.PyDataset):
@@ -350,7 +368,8 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
     check_finite(STAGE, f"{source}: train/inputs", data.inputs)
     check_finite(STAGE, f"{source}: train/counts", data.counts)
     check_nonnegative(STAGE, f"{source}: train/counts", data.counts)
-    train_idx, val_idx = validation_split(len(data), cfg.validation_fraction, cfg.seed)
+    groups = norm.sets["train"]
+    train_idx, val_idx = validation_split(groups.indices, groups.centres, cfg.validation_fraction)
     train_set, val_set = data.subset(train_idx), data.subset(val_idx)
 
     keras.utils.set_random_seed(cfg.seed)
@@ -373,7 +392,9 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
     guard = NonFiniteGuard(batches, report_model=model)
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss", mode="min",
                                             patience=cfg.early_stopping_patience, restore_best_weights=True)
-    log(f"[train] {scenario}: {len(train_set)} training groups, {len(val_set)} validation groups, "
+    n_excluded = len(data) - len(train_set) - len(val_set)
+    log(f"[train] {scenario}: {len(train_set)} training groups, {len(val_set)} validation groups "
+        f"({n_excluded} left out: they share patterns with the validation groups), "
         f"C = {c}, N = {n}, {model.count_params()} parameters, canvas {canvas} px, "
         f"backend {backend_info['backend']} ({backend_info.get('backend_version', '?')}), "
         f"threads {backend_info['intra_op_threads'] or 'default'}, deterministic {deterministic}; "
@@ -410,6 +431,7 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
         "nan_status": "ok",
         "n_train_groups": len(train_set),
         "n_validation_groups": len(val_set),
+        "n_excluded_groups": int(n_excluded),
         "n_parameters": int(model.count_params()),
         "canvas": int(canvas),
         "gridsize": cfg.model.gridsize,
