@@ -359,6 +359,32 @@ def test_data_space_metrics_refuse_pattern_indices_outside_the_data(tmp_path, ci
         compare.data_space_metrics(inferred, data["simulated"])
 
 
+def test_a_canvas_outside_the_object_names_both_files_and_the_geometry(tmp_path, ci_data):
+    from evaluate_helpers import write_synthetic_inferred
+    from ptychopipe import stitch
+    from ptychopipe.artifacts import ArtifactError
+
+    data = ci_data["gs1_ideal"]
+    paths = {k: tmp_path / f"{k}.h5" for k in ("inferred", "stitched", "train", "comparison")}
+    write_synthetic_inferred(paths["inferred"], data, "gs1_ideal")
+    stitch.run(stage_config(data["params"], "stitch"), "gs1_ideal", inferred=paths["inferred"],
+               out=paths["stitched"])
+    with h5py.File(paths["stitched"], "r+") as f:  # move the canvas far off the object
+        f.attrs["origin_x"] = 10_000
+        f["origin"][...] = [10_000, f.attrs["origin_y"]]
+    from evaluate_helpers import write_synthetic_train
+
+    write_synthetic_train(paths["train"], data, "gs1_ideal")
+    with pytest.raises(ArtifactError, match=r"stitched\.h5 \(canvas \d+x\d+ at object pixel x=10000, y=-?\d+\) "
+                                            r"against .*simulated\.h5 \(object \d+x\d+\): coverage: no covered "
+                                            r"canvas pixel lies inside the truth object"):
+        compare.run(compare_config(), "gs1_ideal", simulated=data["simulated"], grouped=data["grouped"],
+                    normalized=data["normalized"], inferred=paths["inferred"], stitched=paths["stitched"],
+                    train=paths["train"], out=paths["comparison"], json=tmp_path / "c.json",
+                    **{f"{k}_png": tmp_path / f"{k}.png" for k in FIGURES})
+    assert not paths["comparison"].exists()
+
+
 def test_chain_names_the_file_and_key_it_cannot_find(tmp_path, ci_data):
     from evaluate_helpers import write_synthetic_inferred
     from ptychopipe.artifacts import ArtifactError

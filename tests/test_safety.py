@@ -158,6 +158,14 @@ def test_reader_rejects_wrong_schema_version(simulated):
         read_simulated(simulated)
 
 
+@pytest.mark.parametrize("bad,shown", [("v1", "'v1'"), (np.array([1, 1]), r"\[1, 1\]")])
+def test_reader_rejects_a_schema_version_that_is_not_a_number(simulated, bad, shown):
+    with h5py.File(simulated, "r+") as f:
+        f.attrs["schema_version"] = bad
+    with pytest.raises(ArtifactError, match=rf"simulated\.h5: schema_version: expected {SCHEMA_VERSION}, got {shown}$"):
+        read_simulated(simulated)
+
+
 def test_reader_rejects_missing_schema_version(simulated):
     with h5py.File(simulated, "r+") as f:
         del f.attrs["schema_version"]
@@ -199,3 +207,30 @@ def test_wrong_schema_version_through_the_pipeline(tmp_path):
     assert log == [f"ptychopipe split: error: results/gs1_ideal/simulated.h5: schema_version: expected "
                    f"{SCHEMA_VERSION}, got 0"]
     assert not (wd / "results/gs1_ideal/split.h5").exists()
+
+
+def test_atomic_write_syncs_the_data_before_the_rename_publishes_it(tmp_path, monkeypatch):
+    """Without an fsync a crash after the rename can leave an empty file under the final
+    name on filesystems that delay allocation."""
+    import os
+
+    from ptychopipe import artifacts
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1])
+        real_fsync(fd)
+
+    def replace(a, b):
+        events.append("replace")
+        real_replace(a, b)
+
+    monkeypatch.setattr(artifacts.os, "fsync", fsync)
+    monkeypatch.setattr(artifacts.os, "replace", replace)
+    out = tmp_path / "x.txt"
+    with artifacts.atomic_path(out) as tmp:
+        tmp.write_text("data")
+    assert out.read_text() == "data"
+    assert events == [f"fsync .x.txt.tmp-{os.getpid()}", "replace", f"fsync {tmp_path.name}"]

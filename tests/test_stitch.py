@@ -240,3 +240,18 @@ def test_sub_pixel_patch_weight_is_the_probe_weight_shifted_by_its_fraction():
     assert st.coverage.sum() == pytest.approx(want[1:, 1:].sum(), rel=1e-12)  # and nothing else
     # the other direction (weight at j + f) is clearly different: the test can tell them apart
     assert np.abs(ndimage.shift(w, (-f[0, 1], -f[0, 0]), order=1)[1:, 1:] - want[1:, 1:]).max() > 1e-3
+
+
+def test_stage_names_the_file_whose_probe_is_all_zeros(tmp_path, ci_data):
+    import h5py
+
+    from ptychopipe.artifacts import ArtifactError
+
+    inferred = tmp_path / "inferred.h5"
+    write_synthetic_inferred(inferred, ci_data["gs1_ideal"], "gs1_ideal")
+    with h5py.File(inferred, "r+") as f:
+        f["probe"][...] = 0
+    with pytest.raises(ArtifactError, match=r"inferred\.h5: probe: stitch\.weight=probe_intensity: probe is all "
+                                            r"zeros; expected max\|P\|² > 0$"):
+        stitch.run(StitchConfig(weight="probe_intensity"), "gs1_ideal", inferred=inferred, out=tmp_path / "s.h5")
+    assert not (tmp_path / "s.h5").exists()

@@ -63,10 +63,26 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
     try:
         yield tmp
+        _fsync(tmp)  # the data on disk before the rename publishes it (a crash then leaves no empty file)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file, or a directory (its entries), where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> None:
@@ -151,8 +167,13 @@ def open_artifact(path: str | Path, stage: str | tuple[str, ...]) -> Iterator[h5
         version = f.attrs.get("schema_version")
         if version is None:
             raise ArtifactError(f"{path}: attribute schema_version missing; not a ptychopipe artifact")
-        if int(version) != SCHEMA_VERSION:
-            raise ArtifactError(f"{path}: schema_version: expected {SCHEMA_VERSION}, got {int(version)}")
+        try:
+            ok = int(version) == SCHEMA_VERSION
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            shown = version.tolist() if isinstance(version, np.generic | np.ndarray) else version
+            raise ArtifactError(f"{path}: schema_version: expected {SCHEMA_VERSION}, got {shown!r}")
         got = f.attrs.get("stage")
         if got not in stages:
             raise ArtifactError(f"{path}: stage: expected {' or '.join(map(repr, stages))}, got {got!r}")

@@ -616,7 +616,12 @@ def run(cfg: CompareConfig, scenario: str, *, simulated: str | Path, grouped: st
                              amplitude_png=amplitude_png, phase_png=phase_png, frc_png=frc_png,
                              training_png=training_png)
     hist = read_train_history(train)
-    ev = evaluate(st.object, st.coverage, truth, st.origin_x, st.origin_y, cfg)
+    try:
+        ev = evaluate(st.object, st.coverage, truth, st.origin_x, st.origin_y, cfg)
+    except ValueError as exc:  # the canvas does not meet the object, or leaves nothing to score
+        raise ArtifactError(f"{stitched} (canvas {st.object.shape[0]}x{st.object.shape[1]} at object pixel "
+                            f"x={st.origin_x}, y={st.origin_y}) against {simulated} (object "
+                            f"{truth.shape[0]}x{truth.shape[1]}): {exc}") from None
     links, first = ratio_chain(chain_entries(simulated, grouped, normalized, inferred, stitched,
                                              ev.amplitude_bias), cfg.ratio_tolerance)
     training = training_summary(hist)
@@ -797,7 +802,10 @@ def run_data_only(cfg: CompareConfig, scenario: str, *, st: Any, simulated: str 
     training curves."""
     hist = read_train_history(train)
     covered = st.coverage > 0
-    mask, med = evaluation_mask(st.coverage, covered, cfg.coverage_threshold)
+    try:
+        mask, med = evaluation_mask(st.coverage, covered, cfg.coverage_threshold)
+    except ValueError as exc:
+        raise ArtifactError(f"{stitched}: {exc}") from None
     metrics, arrays = data_space_metrics(inferred, simulated)
     links, first = ratio_chain(chain_entries(simulated, grouped, normalized, inferred, stitched, None),
                                cfg.ratio_tolerance)

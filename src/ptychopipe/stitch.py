@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import Array, read_inferred, write_artifact
+from .artifacts import Array, ArtifactError, read_inferred, write_artifact
 from .config import StitchConfig
 from .physics import fourier_shift
 from .telemetry import InvariantError, check_finite
@@ -249,7 +249,10 @@ def run(cfg: StitchConfig, scenario: str, inferred: str | Path, out: str | Path)
     b, c, n, _ = inf.amplitude.shape
     patches = (inf.amplitude.astype(np.float64) * np.exp(1j * inf.phase.astype(np.float64))).reshape(b * c, n, n)
     positions = inf.positions.reshape(b * c, 2).astype(np.float64)
-    weight = patch_weight(cfg.weight, inf.probe, n)
+    try:
+        weight = patch_weight(cfg.weight, inf.probe, n)
+    except ValueError as exc:
+        raise ArtifactError(f"{inferred}: probe: {exc}") from None
     t0 = time.perf_counter()
     st = stitch_patches(patches, positions, weight)
     seconds = time.perf_counter() - t0
