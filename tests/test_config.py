@@ -105,8 +105,8 @@ BAD = [
      r"equal to the minimum of 0"),
     ("sweep of an unknown parameter", lambda r: _set(r, "sweeps", {"dose": {"base": "gs2_ideal", "param": "photons",
                                                                            "values": [1.0]}}), None,
-     r"cfg\.yaml: sweeps\.dose\.param: 'photons' is not a parameter; expected the dotted name of one in "
-     r"defaults \(e\.g\. nphotons, train\.epochs\)"),
+     r"cfg\.yaml: sweeps\.dose\.param: 'photons' is not a parameter; expected the dotted name of one "
+     r"\(e\.g\. nphotons, train\.epochs\)"),
     ("sweep of a parameter group", lambda r: _set(r, "sweeps", {"s": {"base": "gs2_ideal", "param": "train",
                                                                      "values": [1.0]}}), None,
      r"cfg\.yaml: sweeps\.s\.param: 'train' is not a parameter; expected .*"),

@@ -467,12 +467,12 @@ def sweep_members(raw: Mapping[str, Any], source: str = "config") -> dict[str, l
         if base not in raw["scenarios"]:
             raise ConfigError(f"{source}: sweeps.{name}.base: scenario {base!r} not found; "
                               f"expected one of {sorted(raw['scenarios'])}")
-        node: Any = raw["defaults"]
+        node: Any = load_schema()["$defs"]["params"]
         for key in sweep["param"].split("."):
-            node = node.get(key) if isinstance(node, Mapping) else None
-        if node is None or isinstance(node, Mapping):
+            node = (node.get("properties") or {}).get(key) if isinstance(node, Mapping) else None
+        if node is None or "properties" in node:
             raise ConfigError(f"{source}: sweeps.{name}.param: {sweep['param']!r} is not a parameter; expected "
-                              "the dotted name of one in defaults (e.g. nphotons, train.epochs)")
+                              "the dotted name of one (e.g. nphotons, train.epochs)")
         labels = sweep.get("labels") or [_label(v) for v in sweep["values"]]
         if len(labels) != len(sweep["values"]):
             raise ConfigError(f"{source}: sweeps.{name}.labels: expected {len(sweep['values'])} labels "
