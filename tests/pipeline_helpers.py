@@ -185,3 +185,44 @@ def planned(proc) -> set[tuple[str, str | None]]:
         if m and jobs:
             jobs[-1][1] = m.group(1)
     return {tuple(j) for j in jobs if j[0] != "all"}
+
+
+#: DESIGN §4: the root attributes of every HDF5 artifact, and each array's telemetry.
+REQUIRED_ATTRS = ("schema_version", "stage", "scenario", "config_json", "config_hash", "ptychopipe_version",
+                  "created_utc")
+STAT_KEYS = ("shape", "dtype", "mean", "std", "min", "max", "sumsq", "nan", "inf")
+
+
+def check_artifact_contract(f: h5py.File, stage: str, scenario: str, cfg: Any, where: str,
+                            units: Callable[[str], bool] = bool) -> dict[str, h5py.Dataset]:
+    """Assert DESIGN §4 on an open artifact: the root attributes (config_json/config_hash are
+    ``cfg``'s), a ``units`` attribute on every array that ``units`` accepts, and telemetry
+    with every statistic and no NaN/Inf. Returns the datasets (telemetry excluded)."""
+    import json
+
+    from ptychopipe.config import config_hash, to_json
+
+    for k in REQUIRED_ATTRS:
+        assert k in f.attrs, f"{where}: attribute {k} missing"
+    assert f.attrs["stage"] == stage and f.attrs["scenario"] == scenario, where
+    assert f.attrs["config_json"] == to_json(cfg), f"{where}: config_json is not the stage's config"
+    assert f.attrs["config_hash"] == config_hash(cfg)
+    json.loads(f.attrs["config_json"])
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$", f.attrs["created_utc"])
+    datasets: dict[str, h5py.Dataset] = {}
+
+    def visit(name, obj):  # returns None: visititems stops at the first non-None return
+        if isinstance(obj, h5py.Dataset) and not name.startswith("telemetry/"):
+            datasets[name] = obj
+    f.visititems(visit)
+    assert datasets, where
+    tel = f["telemetry"]
+    for name, ds in datasets.items():
+        u = ds.attrs.get("units")
+        assert isinstance(u, str) and units(u), f"{where}: {name}: units {u!r}"
+        st = tel[name].attrs
+        for k in STAT_KEYS:
+            assert k in st, f"{where}: telemetry/{name}: {k} missing"
+        assert tuple(st["shape"]) == ds.shape and st["dtype"] == str(ds.dtype)
+        assert st["nan"] == 0 and st["inf"] == 0, f"{where}: {name} has NaN/Inf"
+    return datasets

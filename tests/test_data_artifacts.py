@@ -12,15 +12,13 @@ import h5py
 import numpy as np
 import pytest
 
+from pipeline_helpers import REQUIRED_ATTRS, STAT_KEYS
 from ptychopipe import artifacts
 from ptychopipe.artifacts import (SCHEMA_VERSION, Array, ArtifactError, read_grouped, read_simulated, read_split,
                                   read_telemetry, write_artifact)
 from ptychopipe.config import SplitConfig, config_hash, to_json
 from ptychopipe.telemetry import InvariantError, array_stats, check_close, check_finite
 
-REQUIRED_ATTRS = ("schema_version", "stage", "scenario", "config_json", "config_hash", "ptychopipe_version",
-                  "created_utc")
-STAT_KEYS = ("shape", "dtype", "mean", "std", "min", "max", "sumsq", "nan", "inf")
 CFG = SplitConfig(fraction=0.5)
 
 

@@ -47,13 +47,13 @@ def _band_limited_probe(rng: np.random.Generator) -> np.ndarray:
     return np.fft.fftshift(np.fft.ifft2(pupil)) * 1e3
 
 
-def _group(rng, obj, b, c, max_off):
-    """b groups of c patches: (patches (b, c, N, N) complex128, offsets (b, c, 2) float64),
+def _group(rng, obj, b, c, max_off, n=N):
+    """b groups of c patches: (patches (b, c, n, n) complex128, offsets (b, c, 2) float64),
     offsets rounded to float32 (what the model sees) and centred per group."""
     centres = rng.uniform(80, 120, (b, 2))
     offs = rng.uniform(-max_off, max_off, (b, c, 2)) if c > 1 else np.zeros((b, 1, 2))
     offs = offs.astype(np.float32).astype(np.float64)
-    p = extract_patches(obj, (centres[:, None, :] + offs).reshape(-1, 2), N).reshape(b, c, N, N)
+    p = extract_patches(obj, (centres[:, None, :] + offs).reshape(-1, 2), n).reshape(b, c, n, n)
     return p, offs
 
 
@@ -200,6 +200,52 @@ def test_forward_model_equals_numpy_gridsize2_float32(probe_kind):
         w = np.abs(probe32) ** 2 / np.max(np.abs(probe32) ** 2)  # DESIGN §2.5, computed here
         np.testing.assert_allclose(pm.get_layer("overlap").overlap_weight.numpy(), w, rtol=1e-6, atol=1e-7)
         assert _rel(lam_k, _numpy_counts(probe32, p32, offs, canvas, w)) < 1e-5
+
+
+@pytest.mark.parametrize("gridsize", [1, 2])
+def test_forward_model_equals_numpy_at_n128(gridsize):
+    """DESIGN §2: N = 128 must work too. The Keras physics layers (merge included) against
+    the NumPy forward model at N = 128, float32, to 1e-5 relative."""
+    n, c = 128, gridsize * gridsize
+    rng = np.random.default_rng(8)
+    obj = _random_object(rng, 300)
+    probe = ideal_probe(n, 64) * 1e3
+    p, offs = _group(rng, obj, 3, c, 14.0, n=n)
+    canvas = M.merge_canvas(n, 14.0) if c > 1 else n
+    lam_k, p32, pm = _keras_counts(probe, p, offs, canvas, gridsize)
+    assert lam_k.shape == (3, c, n, n)
+    probe32 = M.model_probe(pm).astype(np.complex128)
+    w = np.abs(probe32) ** 2 / np.max(np.abs(probe32) ** 2)
+    assert _rel(lam_k, _numpy_counts(probe32, p32, offs, canvas, w)) < 1e-5
+
+
+@pytest.mark.parametrize("algorithm", ["gradient", "difference_map"])
+def test_group_estimate_never_mixes_groups(algorithm):
+    """DESIGN §2.5 for the estimate's flattened (B·S²) canvas: a group's estimate does not
+    depend on the other groups of its batch, in NumPy (bit for bit) and in Keras."""
+    rng = np.random.default_rng(9)
+    p, offs = _group(rng, _random_object(rng), 4, 4, 10.0)
+    canvas = M.merge_canvas(N, 10.0)
+    probe = _band_limited_probe(rng)
+    pe = M.estimate_probe(probe)
+    fr, fi = M.physics.far_field((pe * p).real, (pe * p).imag)
+    x = np.sqrt(fr ** 2 + fi ** 2)
+    x[1:] = rng.random(x[1:].shape) * x.max()  # the other groups: garbage
+
+    def numpy_estimate(xs, o):
+        re, im = M.physics.group_estimate(xs, o[..., 0], o[..., 1], (pe.real, pe.imag), canvas, 5, 0.5,
+                                          algorithm=algorithm)
+        return re + 1j * im
+
+    whole, alone = numpy_estimate(x, offs), numpy_estimate(x[:1], offs[:1])
+    np.testing.assert_array_equal(whole[0], alone[0])
+    layer = M.GroupEstimate(probe, canvas, iterations=5, momentum=0.5, algorithm=algorithm)
+
+    def keras_estimate(xs, o):
+        return keras.ops.convert_to_numpy(layer(np.moveaxis(xs, 1, -1).astype(np.float32), o.astype(np.float32)))
+
+    np.testing.assert_allclose(keras_estimate(x, offs)[0], keras_estimate(x[:1], offs[:1])[0], rtol=1e-5,
+                               atol=1e-6)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from pipeline_helpers import planned
+from pipeline_helpers import check_artifact_contract, planned
 import yaml
 
 from ptychopipe.artifacts import read_comparison_json, read_stitched
@@ -66,6 +66,20 @@ def test_every_stage_of_every_scenario_ran(dag):
         assert (res / f).is_file(), f
     assert not list(res.rglob(".*.tmp-*")), "temporary files left behind"
     print(f"ci DAG: {dag['seconds']:.0f} s")
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_evaluation_artifacts_meet_the_contract(dag, scenario):
+    """DESIGN §4 on the outputs of train, infer, stitch and compare (test_workflow_data
+    covers the data stages): attributes, the stage's own config, units and telemetry."""
+    from ptychopipe.config import load_scenarios, stage_config
+
+    wd = dag["workdir"]
+    params = load_scenarios(wd / "config" / "scenarios.yaml", "ci")[scenario]
+    for stage, fname in (("train", "train.h5"), ("infer", "inferred.h5"), ("stitch", "stitched.h5"),
+                         ("compare", "comparison.h5")):
+        with h5py.File(wd / "results" / scenario / fname, "r") as f:
+            check_artifact_contract(f, stage, scenario, stage_config(params, stage), f"{scenario}/{fname}")
 
 
 def test_summary_has_one_finite_row_per_scenario(dag):
