@@ -396,7 +396,8 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
     log(f"[train] {scenario}: {len(train_set)} training groups, {len(val_set)} validation groups "
         f"({n_excluded} left out: they share patterns with the validation groups), "
         f"C = {c}, N = {n}, {model.count_params()} parameters, canvas {canvas} px, "
-        f"backend {backend_info['backend']} ({backend_info.get('backend_version', '?')}), "
+        f"backend {backend_info['backend']} ({backend_info.get('backend_version', '?')}) on "
+        f"{backend_info.get('device', '?')}, "
         f"threads {backend_info['intra_op_threads'] or 'default'}, deterministic {deterministic}; "
         f"group estimate ({cfg.model.estimate_algorithm}, {cfg.model.estimate_iterations} iterations, modulus "
         f"tolerance {model.get_layer('group_estimate').tolerance:.3g}) of all groups in {estimate_seconds:.1f} s")
