@@ -467,12 +467,6 @@ def sweep_members(raw: Mapping[str, Any], source: str = "config") -> dict[str, l
         if base not in raw["scenarios"]:
             raise ConfigError(f"{source}: sweeps.{name}.base: scenario {base!r} not found; "
                               f"expected one of {sorted(raw['scenarios'])}")
-        node: Any = load_schema()["$defs"]["params"]
-        for key in sweep["param"].split("."):
-            node = (node.get("properties") or {}).get(key) if isinstance(node, Mapping) else None
-        if node is None or "properties" in node:
-            raise ConfigError(f"{source}: sweeps.{name}.param: {sweep['param']!r} is not a parameter; expected "
-                              "the dotted name of one (e.g. nphotons, train.epochs)")
         labels = sweep.get("labels") or [_label(v) for v in sweep["values"]]
         if len(labels) != len(sweep["values"]):
             raise ConfigError(f"{source}: sweeps.{name}.labels: expected {len(sweep['values'])} labels "
@@ -558,6 +552,18 @@ def _semantic_checks(name: str, p: Mapping[str, Any], source: str) -> None:
                           f"= {p['train']['learning_rate']}, got {p['train']['min_learning_rate']}")
 
 
+def _check_sweep_params(raw: Mapping[str, Any], schema: Mapping[str, Any], source: str) -> None:
+    """Each sweep's ``param`` must be the dotted name of a parameter (a leaf of the schema's
+    ``params``): one line naming ``sweeps.NAME.param`` otherwise."""
+    for name, sweep in (raw.get("sweeps") or {}).items():
+        node: Any = schema["$defs"]["params"]
+        for key in sweep["param"].split("."):
+            node = (node.get("properties") or {}).get(key) if isinstance(node, Mapping) else None
+        if node is None or "properties" in node:
+            raise ConfigError(f"{source}: sweeps.{name}.param: {sweep['param']!r} is not a parameter; expected "
+                              "the dotted name of one (e.g. nphotons, train.epochs)")
+
+
 def resolve_scenarios(raw: Mapping[str, Any], preset: str | None = None,
                       source: str = "config") -> dict[str, dict[str, Any]]:
     """Validate ``raw`` and return {scenario name: fully merged parameters}.
@@ -568,6 +574,7 @@ def resolve_scenarios(raw: Mapping[str, Any], preset: str | None = None,
     """
     schema = load_schema()
     validate_raw(raw, source, schema)
+    _check_sweep_params(raw, schema, source)
     preset = preset if preset is not None else raw.get("preset", "quick")
     if preset not in raw["presets"]:
         raise ConfigError(f"{source}: preset: {preset!r} is not defined; expected one of {sorted(raw['presets'])}")
