@@ -169,6 +169,23 @@ def test_full_preset_is_the_reference_parameters():
     assert (t.batch_size, t.epochs) == (16, 60)
 
 
+def test_ideal_probe_footprint_defaults_to_half_the_window(raw_config):
+    """DESIGN §3: the ideal probe's footprint spans about N/2. The shipped default (null)
+    follows N; the simulate config records the number, so at N = 64 it is the same config
+    (same hash, nothing re-runs) as an explicit 32; an explicit value is kept at any N."""
+    assert raw_config["defaults"]["probe"]["footprint_px"] is None
+    _set(raw_config, "scenarios.big", {"N": 128, "object": {"size": 256}})
+    _set(raw_config, "scenarios.big_narrow", {"N": 128, "object": {"size": 256}, "probe": {"footprint_px": 24}})
+    _set(raw_config, "scenarios.explicit", {"probe": {"footprint_px": 32}})
+    scen = resolve_scenarios(raw_config, "full", source="cfg.yaml")
+    sim = {name: stage_config(scen[name], "simulate") for name in ("gs1_ideal", "explicit", "big", "big_narrow")}
+    assert sim["gs1_ideal"].probe.footprint_px == 32.0
+    assert config_hash(sim["gs1_ideal"]) == config_hash(sim["explicit"])
+    assert sim["big"].probe.footprint_px == 64.0
+    assert sim["big_narrow"].probe.footprint_px == 24.0
+    assert stage_config(scen["gs1_custom"], "simulate").probe.footprint_px is None  # not a custom probe's knob
+
+
 def test_preset_then_scenario_override_order(raw_config):
     raw_config["presets"]["ci"]["nphotons"] = 5.0e+5
     raw_config["scenarios"]["gs1_ideal"]["nphotons"] = 7.0e+3

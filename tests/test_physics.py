@@ -312,10 +312,11 @@ def test_shipped_custom_probes_load(n):
     assert p.shape == (n, n) and np.abs(p).max() > 0
 
 
-def test_ideal_probe_footprint_is_about_n_over_2():
-    """The ideal probe's central lobe spans footprint_px = N/2 (DESIGN §3): most of the
-    intensity lies inside a disk of that diameter, and the first minimum is near its edge."""
-    n = 64
+@pytest.mark.parametrize("n", [64, 128])
+def test_ideal_probe_footprint_is_about_n_over_2(n):
+    """The ideal probe's central lobe spans footprint_px = N/2 (DESIGN §3; the config's
+    default at every N): most of the intensity lies inside a disk of that diameter, and the
+    first minimum is near its edge."""
     p = ideal_probe(n, n / 2)
     inten = np.abs(p) ** 2
     c = np.arange(n) - n // 2

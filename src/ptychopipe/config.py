@@ -186,6 +186,15 @@ def _tuple(v: Any) -> tuple[float, float]:
     return (float(v[0]), float(v[1]))
 
 
+def ideal_footprint_px(params: Mapping[str, Any]) -> float:
+    """The ideal probe's central-lobe diameter (px) of one scenario's merged ``params``:
+    ``probe.footprint_px``, or N/2 when it is null (DESIGN §3: "about N/2", so the default
+    follows N). The simulate config records the resolved number, so null and 32 at N = 64
+    are the same config (same hash)."""
+    fp = params["probe"]["footprint_px"]
+    return float(fp) if fp is not None else int(params["N"]) / 2
+
+
 def stage_config(params: Mapping[str, Any], stage: str):
     """Build the frozen config of ``stage`` from one scenario's merged ``params``."""
     p = params
@@ -206,7 +215,7 @@ def stage_config(params: Mapping[str, Any], stage: str):
                 # only the fields that define this kind of probe, so editing an unused
                 # field (footprint_px of a custom probe, file of an ideal one) re-runs nothing
                 kind=pr["kind"],
-                footprint_px=float(pr["footprint_px"]) if pr["kind"] == "ideal" else None,
+                footprint_px=ideal_footprint_px(p) if pr["kind"] == "ideal" else None,
                 file=pr["file"] if pr["kind"] == "custom" else None,
                 key=pr["key"] if pr["kind"] == "custom" else None,
             ),
@@ -544,7 +553,7 @@ def _semantic_checks(name: str, p: Mapping[str, Any], source: str) -> None:
     if p["object"]["size"] < need:
         raise ConfigError(f"{where}: object.size: expected >= N + 2*scan.buffer_px + 1 = {need:g}, "
                           f"got {p['object']['size']}")
-    if p["probe"]["kind"] == "ideal" and not float(p["probe"]["footprint_px"]) < int(p["N"]):
+    if p["probe"]["kind"] == "ideal" and not ideal_footprint_px(p) < int(p["N"]):
         raise ConfigError(f"{where}: probe.footprint_px: expected < N = {p['N']} (the central lobe inside the "
                           f"window; a wider one lights it flat), got {p['probe']['footprint_px']}")
     if p["train"]["min_learning_rate"] > p["train"]["learning_rate"]:
