@@ -44,3 +44,20 @@ def test_the_slurm_profile_sizes_every_job_rule():
     assert sized - rules == set(), f"profile entries for no rule: {sorted(sized - rules)}"
     for name, res in profile["set-resources"].items():
         assert res["mem_mb"] >= 1000 and res["runtime"] >= 5, name
+
+
+def test_make_demo_takes_the_preset_from_scenarios_yaml_unless_given():
+    """`make demo` runs the preset that config/scenarios.yaml names (`preset:`), so editing that
+    file is enough; `make demo PRESET=P` overrides it for one run (the report step too)."""
+    import subprocess
+
+    def dry(*args: str) -> list[str]:
+        proc = subprocess.run(["make", "-n", "-C", str(REPO), *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return [ln for ln in proc.stdout.replace("\\\n", " ").splitlines() if "/snakemake " in ln]
+
+    runs = dry("demo")
+    assert len(runs) == 2 and not any("preset=" in ln for ln in runs), runs
+    runs = dry("demo", "PRESET=full")
+    assert len(runs) == 2 and all("--config preset=full" in ln for ln in runs), runs
+    assert not any("preset=" in ln for ln in dry("dry-run"))
