@@ -117,6 +117,9 @@ BAD = [
     ("infinite sweep value", lambda r: _set(r, "sweeps", {"dose": {"base": "gs2_ideal", "param": "nphotons",
                                                                   "values": [1.0e+4, float("inf")]}}), None,
      r"cfg\.yaml: sweeps\.dose\.values\[1\]: expected a finite number, got inf"),
+    ("twin resolution at gridsize 2", lambda r: _set(r, "scenarios.gs2_ideal.stitch", {"resolve_twin": True}), None,
+     r"cfg\.yaml: scenario gs2_ideal: stitch\.resolve_twin: expected gridsize 1 \(one pattern per patch; a "
+     r"group's patches share one twin\), got gridsize 2"),
     ("ideal probe wider than the window", lambda r: _set(r, "defaults.probe.footprint_px", 200), None,
      r"cfg\.yaml: scenario gs1_ideal: probe\.footprint_px: expected < N = 64 \(the central lobe inside the "
      r"window; a wider one lights it flat\), got 200"),
@@ -313,6 +316,7 @@ def _stage_jsons(params):
     ("train.epochs", 3, {"train"}),
     ("infer.batch_size", 3, {"infer"}),
     ("stitch.weight", "uniform", {"stitch"}),
+    ("stitch.resolve_twin", True, {"stitch"}),
     # the shipped estimate is the difference map: the gradient's momentum is not a parameter of it
     ("model.estimate_momentum", 0.5, set()),
     ("model.estimate_noise_tolerance", 2.0, {"train"}),

@@ -7,9 +7,10 @@ import time
 import numpy as np
 import pytest
 
+from conftest import REPO
 from evaluate_helpers import ci_params, true_patches, write_synthetic_inferred
 from ptychopipe import cli, stitch
-from ptychopipe.artifacts import read_stitched
+from ptychopipe.artifacts import read_simulated, read_stitched
 from ptychopipe.config import StitchConfig, stage_config
 from ptychopipe.simulate import ideal_probe, make_object
 from ptychopipe.telemetry import InvariantError
@@ -150,6 +151,39 @@ def test_overlap_consistency_is_one_for_agreeing_patches_and_drops_otherwise(obj
     assert stitch.overlap_consistency(stitch.stitch_patches(noisy, pos, w)) < good - 0.02
 
 
+def test_uniform_weight_averages_out_the_ideal_probes_twin_better(obj):
+    """Why gs1_ideal stitches with uniform weights (docs/quality.md, experiment 27): with the
+    ideal probe one pattern cannot tell its patch from the twin conj(O(−r)) about the patch
+    centre, and one-pattern estimates settle on a mixture of the two. The true part is the
+    same in every overlapping patch; the twin part is the object mirrored through each
+    patch's own centre, so it differs from patch to patch and averages out. Uniform weights
+    average more patches per pixel than |P|² (peaked at each centre), so they leave less of
+    the twin; with no twin both weights reproduce the object."""
+    from ptychopipe import compare
+    from ptychopipe.config import CompareConfig, load_scenarios
+
+    rng = np.random.default_rng(11)
+    pos = rng.uniform(N / 2 + 4, 128 - N / 2 - 4, size=(150, 2))
+    truth = true_patches(obj, pos, N)
+    mirror = (-np.arange(N)) % N  # i -> N - i: through the patch centre N/2
+    twin = np.conj(truth[:, mirror][:, :, mirror])
+    probe = ideal_probe(N, N / 2)
+    cfg = CompareConfig(coverage_threshold=0.5, frc_threshold="half_bit", ratio_tolerance=0.05, register=False)
+
+    def amplitude_r(patches, kind):
+        st = stitch.stitch_patches(patches, pos, stitch.patch_weight(kind, probe, N))
+        ev = compare.evaluate(st.object, st.coverage, obj, st.geometry.origin_x, st.geometry.origin_y, cfg)
+        return ev.metrics["amplitude"]["pearson_r"]
+
+    for kind in ("probe_intensity", "uniform"):
+        assert amplitude_r(truth, kind) > 0.999
+    mixed = 0.6 * truth + 0.4 * twin
+    assert amplitude_r(mixed, "uniform") > amplitude_r(mixed, "probe_intensity") + 0.02
+    shipped = load_scenarios(REPO / "config" / "scenarios.yaml", "quick")
+    assert stage_config(shipped["gs1_ideal"], "stitch").weight == "uniform"
+    assert stage_config(shipped["gs1_custom"], "stitch").weight == "probe_intensity"
+
+
 def test_full_preset_test_split_stitches_in_seconds():
     """1000 groups x 4 patches of 64 x 64 onto a ~392 x 200 region (the full preset's test split)."""
     rng = np.random.default_rng(0)
@@ -173,7 +207,7 @@ def test_stage_writes_stitched_h5(tmp_path, ci_data):
     inferred = tmp_path / "inferred.h5"
     patches = write_synthetic_inferred(inferred, data, "gs2_custom")
     out = tmp_path / "stitched.h5"
-    stitch.run(StitchConfig(weight="probe_intensity"), "gs2_custom", inferred=inferred, out=out)
+    stitch.run(StitchConfig(weight="probe_intensity", resolve_twin=False), "gs2_custom", inferred=inferred, out=out)
     st = read_stitched(out)
     assert st.attrs["stage"] == "stitch" and st.attrs["weight"] == "probe_intensity"
     assert st.attrs["n_patches"] == patches.shape[0] * patches.shape[1]
@@ -196,12 +230,13 @@ def test_stage_refuses_non_finite_patches(tmp_path, ci_data):
         a[0, 0, 5, 5] = np.nan
         f["amplitude"][...] = a
     with pytest.raises(InvariantError, match=r"\[stitch\] .*amplitude: 1 non-finite values"):
-        stitch.run(StitchConfig(weight="uniform"), "gs1_ideal", inferred=inferred, out=tmp_path / "s.h5")
+        stitch.run(StitchConfig(weight="uniform", resolve_twin=False), "gs1_ideal", inferred=inferred,
+                   out=tmp_path / "s.h5")
     assert not (tmp_path / "s.h5").exists()
 
 
 def test_cli_bad_input_is_one_line(tmp_path, capsys):
-    code = cli.main(["stitch", "--scenario", "x", "--config", '{"weight": "uniform"}',
+    code = cli.main(["stitch", "--scenario", "x", "--config", '{"weight": "uniform", "resolve_twin": false}',
                      "--inferred", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "s.h5")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
@@ -253,5 +288,117 @@ def test_stage_names_the_file_whose_probe_is_all_zeros(tmp_path, ci_data):
         f["probe"][...] = 0
     with pytest.raises(ArtifactError, match=r"inferred\.h5: probe: stitch\.weight=probe_intensity: probe is all "
                                             r"zeros; expected max\|P\|² > 0$"):
-        stitch.run(StitchConfig(weight="probe_intensity"), "gs1_ideal", inferred=inferred, out=tmp_path / "s.h5")
+        stitch.run(StitchConfig(weight="probe_intensity", resolve_twin=False), "gs1_ideal", inferred=inferred,
+                   out=tmp_path / "s.h5")
+    assert not (tmp_path / "s.h5").exists()
+
+
+# --------------------------------------------------------------------------- twin resolution
+
+
+def _ideal_twin_setup(obj, n_patches=150, seed=11):
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform(N / 2 + 4, 128 - N / 2 - 4, size=(n_patches, 2))
+    truth = true_patches(obj, pos, N)
+    return rng, pos, truth, ideal_probe(N, N / 2)
+
+
+def test_twin_is_an_involution_and_only_the_ideal_probe_is_its_own():
+    from ptychopipe.simulate import load_probe
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, N, N)) + 1j * rng.standard_normal((3, N, N))
+    np.testing.assert_array_equal(stitch.twin(stitch.twin(x)), x)
+    assert stitch.twin(x)[0, N // 2, N // 2] == np.conj(x[0, N // 2, N // 2])  # the centre stays in place
+    assert stitch.twin_asymmetry(ideal_probe(N, N / 2).astype(np.complex64)) < stitch.TWIN_SYMMETRY_TOL
+    custom = load_probe(REPO / "data" / "probes" / "custom_probe_64.npz", "probeGuess", N)
+    assert stitch.twin_asymmetry(custom) > 0.1
+
+
+def test_resolve_twins_puts_twinned_patches_back_and_leaves_the_true_ones(obj):
+    """A third of the patches replaced by their twins (which give the same counts under the
+    ideal probe): the overlap tells them apart, every one is swapped back, the rest are left."""
+    rng, pos, truth, probe = _ideal_twin_setup(obj)
+    twinned = rng.random(len(pos)) < 1 / 3
+    patches = np.where(twinned[:, None, None], stitch.twin(truth), truth)
+    w = stitch.patch_weight("uniform", probe, N)
+    out, st, swaps = stitch.resolve_twins(patches, pos, w, probe)
+    assert swaps[0] == twinned.sum() and swaps[-1] == 0, swaps
+    np.testing.assert_allclose(out, truth, atol=1e-12)
+    before = stitch.stitch_patches(patches, pos, w)
+    assert stitch.overlap_consistency(st) == pytest.approx(1.0, abs=2e-3)
+    assert stitch.overlap_consistency(before) < stitch.overlap_consistency(st) - 0.05
+
+
+def test_resolve_twins_lifts_mixtures_of_patch_and_twin(obj):
+    """One-pattern estimates under the ideal probe settle on mixtures of the patch and its twin
+    (docs/quality.md, experiment 25); where the twin dominates, the swap makes the truth dominate."""
+    from ptychopipe import compare
+    from ptychopipe.config import CompareConfig
+
+    rng, pos, truth, probe = _ideal_twin_setup(obj)
+    mix = rng.uniform(0.2, 0.8, size=(len(pos), 1, 1))  # weight of the truth in each patch
+    patches = mix * truth + (1 - mix) * stitch.twin(truth)
+    w = stitch.patch_weight("uniform", probe, N)
+    cfg = CompareConfig(coverage_threshold=0.5, frc_threshold="half_bit", ratio_tolerance=0.05, register=False)
+
+    def amplitude_r(st):
+        ev = compare.evaluate(st.object, st.coverage, obj, st.geometry.origin_x, st.geometry.origin_y, cfg)
+        return ev.metrics["amplitude"]["pearson_r"]
+
+    out, st, swaps = stitch.resolve_twins(patches, pos, w, probe)
+    swapped = np.any(out != patches, axis=(1, 2))
+    assert swaps[-1] == 0 and swapped.any()
+    assert np.mean(mix[swapped] < 0.5) > 0.8  # it swaps the patches the twin dominates
+    assert amplitude_r(st) > amplitude_r(stitch.stitch_patches(patches, pos, w)) + 0.1
+
+
+def test_stage_resolves_twins_and_records_the_swaps(tmp_path, ci_data):
+    import h5py
+
+    data = ci_data["gs1_ideal"]
+    inferred = tmp_path / "inferred.h5"
+    truth = write_synthetic_inferred(inferred, data, "gs1_ideal")  # (B, 1, N, N)
+    flip = np.arange(truth.shape[0]) % 3 == 0
+    patches = np.where(flip[:, None, None, None], stitch.twin(truth), truth)
+    with h5py.File(inferred, "r+") as f:
+        f["amplitude"][...] = np.abs(patches)
+        f["phase"][...] = np.angle(patches)
+    out = tmp_path / "stitched.h5"
+    stitch.run(StitchConfig(weight="uniform", resolve_twin=True), "gs1_ideal", inferred=inferred, out=out)
+    st = read_stitched(out)
+    assert bool(st.attrs["resolve_twin"]) and int(st.attrs["twin_swaps_per_pass"][0]) >= flip.sum() * 0.9
+    assert int(st.attrs["twin_swaps_per_pass"][-1]) == 0
+    plain = tmp_path / "plain.h5"
+    stitch.run(StitchConfig(weight="uniform", resolve_twin=False), "gs1_ideal", inferred=inferred, out=plain)
+    assert len(read_stitched(plain).attrs["twin_swaps_per_pass"]) == 0
+    sim_obj = read_simulated(data["simulated"]).object
+
+    def err(s):
+        t = sim_obj[s.origin_y:s.origin_y + s.object.shape[0], s.origin_x:s.origin_x + s.object.shape[1]]
+        m = s.coverage > 0.5 * np.median(s.coverage[s.coverage > 0])
+        return float(np.abs(np.abs(s.object[m]) - np.abs(t[m])).mean())
+
+    assert err(st) < 0.5 * err(read_stitched(plain))
+
+
+@pytest.mark.parametrize("case", ["groups of 4", "custom probe"])
+def test_stage_refuses_twin_resolution_it_cannot_do(tmp_path, ci_data, case):
+    import h5py
+
+    from ptychopipe.artifacts import ArtifactError
+    from ptychopipe.simulate import load_probe
+
+    inferred = tmp_path / "inferred.h5"
+    if case == "groups of 4":
+        write_synthetic_inferred(inferred, ci_data["gs2_custom"], "gs2_custom")
+        pattern = r"inferred\.h5: stitch\.resolve_twin: expected one pattern per patch \(gridsize 1\), got groups of 4"
+    else:
+        write_synthetic_inferred(inferred, ci_data["gs1_ideal"], "gs1_ideal")
+        with h5py.File(inferred, "r+") as f:
+            f["probe"][...] = load_probe(REPO / "data" / "probes" / "custom_probe_64.npz", "probeGuess", N)
+        pattern = r"inferred\.h5: probe: stitch\.resolve_twin needs a probe that is its own twin .*, got [0-9.]+: "
+    with pytest.raises(ArtifactError, match=pattern) as exc:
+        stitch.run(StitchConfig(weight="uniform", resolve_twin=True), "x", inferred=inferred, out=tmp_path / "s.h5")
+    assert "\n" not in str(exc.value)
     assert not (tmp_path / "s.h5").exists()

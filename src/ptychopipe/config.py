@@ -132,6 +132,7 @@ class InferConfig:
 @dataclass(frozen=True)
 class StitchConfig:
     weight: str  # "probe_intensity" | "uniform"
+    resolve_twin: bool  # gridsize 1, a probe that is its own twin: swap patches for their twins by overlap
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ def stage_config(params: Mapping[str, Any], stage: str):
     if stage == "infer":
         return InferConfig(batch_size=int(p["infer"]["batch_size"]))
     if stage == "stitch":
-        return StitchConfig(weight=p["stitch"]["weight"])
+        return StitchConfig(weight=p["stitch"]["weight"], resolve_twin=bool(p["stitch"]["resolve_twin"]))
     if stage == "compare":
         c = p["compare"]
         return CompareConfig(coverage_threshold=float(c["coverage_threshold"]),
@@ -556,6 +557,9 @@ def _semantic_checks(name: str, p: Mapping[str, Any], source: str) -> None:
     if p["probe"]["kind"] == "ideal" and not ideal_footprint_px(p) < int(p["N"]):
         raise ConfigError(f"{where}: probe.footprint_px: expected < N = {p['N']} (the central lobe inside the "
                           f"window; a wider one lights it flat), got {p['probe']['footprint_px']}")
+    if p["stitch"]["resolve_twin"] and int(p["gridsize"]) != 1:
+        raise ConfigError(f"{where}: stitch.resolve_twin: expected gridsize 1 (one pattern per patch; a group's "
+                          f"patches share one twin), got gridsize {p['gridsize']}")
     if p["train"]["min_learning_rate"] > p["train"]["learning_rate"]:
         raise ConfigError(f"{where}: train.min_learning_rate: expected <= train.learning_rate "
                           f"= {p['train']['learning_rate']}, got {p['train']['min_learning_rate']}")

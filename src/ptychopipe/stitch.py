@@ -25,6 +25,18 @@ that cannot ring below zero is the right tool for it, and it costs no FFT):
   almost no say.
 - ``uniform``: w = 1 on every patch pixel: the plain average of the overlaps.
 
+Twin resolution (config ``stitch.resolve_twin``, gridsize 1 only): when the probe
+is its own twin, P(r) = conj(P(−r)) about the patch centre (the ideal probe: real and
+point-symmetric), a patch Ô and its twin conj(Ô(−r)) give identical counts
+(``tests/test_physics.py``), so a one-pattern prediction cannot choose between them
+and settles on a mixture. The overlap can: the true part of every patch agrees with
+its neighbours, the twin part (the object mirrored through each patch's own centre)
+does not. :func:`resolve_twins` stitches, compares each patch and its twin with the
+stitched object under the patch (complex correlation, |P|²-weighted, so a per-patch
+phase does not matter), keeps whichever agrees better and repeats until no patch
+changes. Every patch it returns fits its pattern exactly as well as the network's
+own prediction did: it only picks among predictions the data cannot tell apart.
+
 The canvas is sized from the positions (not from the truth object), so no patch
 is ever clipped; its origin (object coordinates of canvas pixel (0, 0)) is
 stored so that compare can align it with the truth object without registration.
@@ -40,13 +52,17 @@ import numpy as np
 
 from .artifacts import Array, ArtifactError, read_inferred, write_artifact
 from .config import StitchConfig
-from .physics import fourier_shift
+from .physics import extract_patches, fourier_shift
 from .telemetry import InvariantError, check_finite
 
 STAGE = "stitch"
 WEIGHTS = ("probe_intensity", "uniform")
 #: Origins within this distance (px) of an integer are snapped to it (rounding of position − N/2).
 F_TOL = 1e-9
+#: A probe is its own twin when max|P − conj(P(−r))| <= this × max|P| (complex64 round-off is ~1e-7).
+TWIN_SYMMETRY_TOL = 1e-4
+#: Most stitch-and-compare passes of :func:`resolve_twins` (it stops earlier once no patch changes).
+TWIN_MAX_PASSES = 10
 
 
 @dataclass(frozen=True)
@@ -237,6 +253,62 @@ def overlap_consistency(stitched: Stitched) -> float:
     return float(np.sum(stitched.coverage * np.abs(stitched.object))) / total if total > 0 else float("nan")
 
 
+def twin(patches: np.ndarray) -> np.ndarray:
+    """The twin conj(Ô(−r)) of each patch about its centre pixel N/2 (index i → N − i mod N,
+    so the centre and the first row and column stay in place). patches: (..., N, N) complex;
+    returns the same shape and dtype. Applied twice it gives the patches back."""
+    n = patches.shape[-1]
+    mirror = (-np.arange(n)) % n
+    return np.conj(patches[..., mirror, :][..., mirror])
+
+
+def twin_asymmetry(probe: np.ndarray) -> float:
+    """max|P − twin(P)| / max|P| (dimensionless) of an (N, N) complex probe: 0 when the probe is
+    its own twin, so that a patch and its twin give identical counts under it."""
+    p = np.asarray(probe, dtype=np.complex128)
+    top = float(np.abs(p).max())
+    return float(np.abs(p - twin(p)).max()) / top if top > 0 else float("nan")
+
+
+def canvas_patches(st: Stitched, positions: np.ndarray, n: int, pad: int = 16) -> np.ndarray:
+    """The stitched object under each patch: (M, n, n) complex128, cut from ``st.object`` at
+    ``positions`` (M, 2) [x, y] object px with the simulator's sub-pixel extractor (the canvas is
+    zero-padded by ``pad`` px, so patches at its border keep their interpolation margin)."""
+    g = st.geometry
+    canvas = np.pad(st.object, pad)
+    local = np.asarray(positions, dtype=np.float64) - np.array([g.origin_x, g.origin_y]) + pad
+    return extract_patches(canvas, local, n)
+
+
+def resolve_twins(patches: np.ndarray, positions: np.ndarray, weight: np.ndarray, probe: np.ndarray,
+                  max_passes: int = TWIN_MAX_PASSES) -> tuple[np.ndarray, Stitched, list[int]]:
+    """Replace each patch by its twin where the twin agrees better with the overlapping ones.
+
+    patches: (M, n, n) complex [object amplitude], one pattern each (gridsize 1); positions:
+    (M, 2) float [x, y] px; weight: the stitch weight (:func:`patch_weight`); probe: (n, n)
+    complex, its own twin (:func:`twin_asymmetry`; the caller checks). Each pass stitches, cuts
+    the stitched object E_j under every patch and compares |Σ|P|²·conj(Ô_j)·E_j| with the same
+    for twin(Ô_j); a patch whose twin scores higher is swapped. Passes stop when none swaps
+    (or after ``max_passes``). Returns (patches, their stitch, swaps per pass).
+    """
+    p = np.array(patches, dtype=np.complex128)
+    n = p.shape[-1]
+    lit = patch_weight("probe_intensity", probe, n)
+    swaps: list[int] = []
+    st = stitch_patches(p, positions, weight)
+    for _ in range(max_passes):
+        e = canvas_patches(st, positions, n)
+        keep = np.abs(np.sum(lit * np.conj(p) * e, axis=(1, 2)))
+        alt = np.abs(np.sum(lit * np.conj(twin(p)) * e, axis=(1, 2)))
+        swap = alt > keep
+        swaps.append(int(np.count_nonzero(swap)))
+        if not swap.any():
+            break
+        p[swap] = twin(p[swap])
+        st = stitch_patches(p, positions, weight)
+    return p, st, swaps
+
+
 def run(cfg: StitchConfig, scenario: str, inferred: str | Path, out: str | Path) -> None:
     """Stage entry point: read ``inferred.h5``, write ``stitched.h5`` (docs/artifacts.md)."""
     inf = read_inferred(inferred)
@@ -253,15 +325,29 @@ def run(cfg: StitchConfig, scenario: str, inferred: str | Path, out: str | Path)
         weight = patch_weight(cfg.weight, inf.probe, n)
     except ValueError as exc:
         raise ArtifactError(f"{inferred}: probe: {exc}") from None
+    swaps: list[int] = []
     t0 = time.perf_counter()
-    st = stitch_patches(patches, positions, weight)
+    if cfg.resolve_twin:
+        if c != 1:
+            raise ArtifactError(f"{inferred}: stitch.resolve_twin: expected one pattern per patch (gridsize 1), "
+                                f"got groups of {c}: a group's patches share one reconstruction and one twin")
+        asym = twin_asymmetry(inf.probe)
+        if not asym <= TWIN_SYMMETRY_TOL:
+            raise ArtifactError(f"{inferred}: probe: stitch.resolve_twin needs a probe that is its own twin "
+                                f"(max|P - conj(P(-r))| <= {TWIN_SYMMETRY_TOL:g} max|P|), got {asym:.3g}: under "
+                                "this probe a patch and its twin give different counts")
+        patches, st, swaps = resolve_twins(patches, positions, weight, inf.probe)
+    else:
+        st = stitch_patches(patches, positions, weight)
     seconds = time.perf_counter() - t0
     check_finite(STAGE, "object", st.object)
     consistency = overlap_consistency(st)
     geo = st.geometry
     print(f"[{STAGE}] {scenario}: {b * c} patches of {n}x{n} ({b} groups x {c}) -> canvas "
           f"{geo.height}x{geo.width} at origin (x={geo.origin_x}, y={geo.origin_y}), weight {cfg.weight}, "
-          f"{seconds:.3f} s; overlap consistency {consistency:.6f}", flush=True)
+          f"{seconds:.3f} s; overlap consistency {consistency:.6f}"
+          + (f"; twins resolved: {sum(swaps)} swaps over {len(swaps)} passes {swaps}" if cfg.resolve_twin else ""),
+          flush=True)
     write_artifact(
         out, stage=STAGE, scenario=scenario, config=cfg,
         arrays={
@@ -271,6 +357,7 @@ def run(cfg: StitchConfig, scenario: str, inferred: str | Path, out: str | Path)
             "origin": Array(np.array([geo.origin_x, geo.origin_y], dtype=np.int64), "px"),
         },
         attrs={"origin_x": geo.origin_x, "origin_y": geo.origin_y, "weight": cfg.weight, "N": n,
-               "n_patches": b * c, "stitch_seconds": seconds},
+               "n_patches": b * c, "stitch_seconds": seconds, "resolve_twin": cfg.resolve_twin,
+               "twin_swaps_per_pass": np.array(swaps, dtype=np.int64)},
         ratios={"stitched_over_inferred": consistency},
     )
