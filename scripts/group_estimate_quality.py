@@ -26,6 +26,7 @@ test split.
 Usage (results/<scenario>/{simulated,normalized}.h5 of a run, e.g. a scratch DAG):
     python scripts/group_estimate_quality.py RESULTS_DIR SCENARIO [--iterations 50] [--momentum 0.9] [--keras]
         [--groups M] [--algorithm difference_map|gradient] [--noise-tolerance 1.0] [--split test|train]
+        [--weight probe_intensity|uniform] [--resolve-twin]
 Prints one line: iterations, seconds, stitched amplitude r / SSIM / bias, phase r (or, with
 --groups, the per-patch r against the truth and against its twin, and the misfit of each).
 """
@@ -66,18 +67,27 @@ def amplitude_misfit(patches: np.ndarray, amplitude: np.ndarray, probe: np.ndarr
     return float(np.sum((input_scale * np.sqrt(lam) - x) ** 2) / np.sum(x ** 2))
 
 
-def stitched_scores(patches: np.ndarray, positions: np.ndarray, probe: np.ndarray, truth: np.ndarray) -> str:
-    """Stitch patches (M, N, N) complex [object units] at positions (M, 2) [x, y] px with the
-    stitch stage's probe-intensity weight, score them against the truth object with the
-    compare stage's code and defaults; returns "amplitude r … SSIM … bias …; phase r …"."""
+def stitched_scores(patches: np.ndarray, positions: np.ndarray, probe: np.ndarray, truth: np.ndarray,
+                    weight: str = "probe_intensity", resolve_twin: bool = False) -> str:
+    """Stitch patches (M, N, N) complex [object units] at positions (M, 2) [x, y] px as the
+    stitch stage does (``weight``: stitch.weight; ``resolve_twin``: stitch.resolve_twin, one
+    pattern per patch and a probe that is its own twin), score them against the truth object
+    with the compare stage's code and defaults; returns "amplitude r … SSIM … bias …; phase r …"
+    (and the twin swaps per pass)."""
     n = patches.shape[-1]
-    st = stitch.stitch_patches(patches, positions, stitch.patch_weight("probe_intensity", probe, n))
+    w = stitch.patch_weight(weight, probe, n)
+    swaps = ""
+    if resolve_twin:
+        _, st, per_pass = stitch.resolve_twins(patches, positions, w, probe)
+        swaps = f"; twin swaps per pass {per_pass}"
+    else:
+        st = stitch.stitch_patches(patches, positions, w)
     ev = compare.evaluate(st.object, st.coverage, truth, st.geometry.origin_x, st.geometry.origin_y,
                           CompareConfig(coverage_threshold=0.5, frc_threshold="half_bit", ratio_tolerance=0.05,
                                         register=False))
     m = ev.metrics
     return (f"amplitude r {m['amplitude']['pearson_r']:.3f} SSIM {m['amplitude']['ssim']:.3f} "
-            f"bias {ev.amplitude_bias:.3f}; phase r {m['phase']['pearson_r']:.3f}")
+            f"bias {ev.amplitude_bias:.3f}; phase r {m['phase']['pearson_r']:.3f}{swaps}")
 
 
 def main() -> None:
@@ -94,6 +104,9 @@ def main() -> None:
                     help="modulus constraint half-width in standard deviations of the measured amplitude (0: exact)")
     ap.add_argument("--split", default="test", choices=["test", "train"],
                     help="score the test split (default) or the training region's groups")
+    ap.add_argument("--weight", default="probe_intensity", choices=list(stitch.WEIGHTS), help="stitch.weight")
+    ap.add_argument("--resolve-twin", action="store_true",
+                    help="stitch.resolve_twin (gridsize 1, a probe that is its own twin: docs/quality.md, exp. 27)")
     a = ap.parse_args()
     d = a.results / a.scenario
     sim, norm = read_simulated(d / "simulated.h5"), read_normalized(d / "normalized.h5")
@@ -141,7 +154,7 @@ def main() -> None:
               f"{misfit['est']:.2e}, truth {misfit['truth']:.2e}")
         return
     print(f"{a.scenario}: group estimate ({setting}), {a.iterations} iterations: {len(groups.indices)} {a.split} groups in {seconds:.0f} s; stitched "
-          f"{stitched_scores(obj, sim.positions[groups.indices.ravel()], norm.probe, sim.object)}")
+          f"{stitched_scores(obj, sim.positions[groups.indices.ravel()], norm.probe, sim.object, a.weight, a.resolve_twin)}")
 
 
 if __name__ == "__main__":

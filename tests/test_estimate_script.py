@@ -33,3 +33,29 @@ def test_amplitude_misfit_is_zero_for_the_object_that_made_the_patterns_and_grow
     assert abs(misfit(1.1 * obj, x, probe, a) - 0.01) < 1e-9  # every amplitude 10 % high
     assert abs(misfit(obj * np.exp(0.7j), x, probe, a)) < 1e-20  # a global phase is invisible
     assert misfit(np.conj(obj), x, probe, a) > 1e-3  # not the twin: conj alone changes the pattern
+
+
+def test_stitched_scores_stitch_as_the_stage_does_twin_resolution_included():
+    """Experiment 27's command (`--weight uniform --resolve-twin`): twinned patches under the
+    ideal probe are swapped back and score as the truth does; without the swap they do not."""
+    import re
+
+    from ptychopipe.config import ObjectConfig
+    from ptychopipe.simulate import make_object, object_patches
+    from ptychopipe.stitch import twin
+
+    n = 64
+    obj = make_object(ObjectConfig("lines", 128, 42, 60, (8.0, 64.0), 1.0, (0.5, 1.5), (-1.0, 1.0)))
+    rng = np.random.default_rng(3)
+    pos = rng.uniform(n / 2 + 4, 128 - n / 2 - 4, size=(120, 2))
+    truth = object_patches(obj, pos, n)
+    patches = np.where((np.arange(len(pos)) % 3 == 0)[:, None, None], twin(truth), truth)
+    scores = _script().stitched_scores
+
+    def r(text):
+        return float(re.search(r"amplitude r (\S+)", text).group(1))
+
+    probe = ideal_probe(n, n / 2)
+    resolved = scores(patches, pos, probe, obj, "uniform", True)
+    assert r(resolved) > 0.999 and re.search(r"twin swaps per pass \[40, 0\]$", resolved), resolved
+    assert r(scores(patches, pos, probe, obj, "uniform")) < 0.95
