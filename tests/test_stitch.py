@@ -151,39 +151,6 @@ def test_overlap_consistency_is_one_for_agreeing_patches_and_drops_otherwise(obj
     assert stitch.overlap_consistency(stitch.stitch_patches(noisy, pos, w)) < good - 0.02
 
 
-def test_uniform_weight_averages_out_the_ideal_probes_twin_better(obj):
-    """Why gs1_ideal stitches with uniform weights (docs/quality.md, experiment 27): with the
-    ideal probe one pattern cannot tell its patch from the twin conj(O(−r)) about the patch
-    centre, and one-pattern estimates settle on a mixture of the two. The true part is the
-    same in every overlapping patch; the twin part is the object mirrored through each
-    patch's own centre, so it differs from patch to patch and averages out. Uniform weights
-    average more patches per pixel than |P|² (peaked at each centre), so they leave less of
-    the twin; with no twin both weights reproduce the object."""
-    from ptychopipe import compare
-    from ptychopipe.config import CompareConfig, load_scenarios
-
-    rng = np.random.default_rng(11)
-    pos = rng.uniform(N / 2 + 4, 128 - N / 2 - 4, size=(150, 2))
-    truth = true_patches(obj, pos, N)
-    mirror = (-np.arange(N)) % N  # i -> N - i: through the patch centre N/2
-    twin = np.conj(truth[:, mirror][:, :, mirror])
-    probe = ideal_probe(N, N / 2)
-    cfg = CompareConfig(coverage_threshold=0.5, frc_threshold="half_bit", ratio_tolerance=0.05, register=False)
-
-    def amplitude_r(patches, kind):
-        st = stitch.stitch_patches(patches, pos, stitch.patch_weight(kind, probe, N))
-        ev = compare.evaluate(st.object, st.coverage, obj, st.geometry.origin_x, st.geometry.origin_y, cfg)
-        return ev.metrics["amplitude"]["pearson_r"]
-
-    for kind in ("probe_intensity", "uniform"):
-        assert amplitude_r(truth, kind) > 0.999
-    mixed = 0.6 * truth + 0.4 * twin
-    assert amplitude_r(mixed, "uniform") > amplitude_r(mixed, "probe_intensity") + 0.02
-    shipped = load_scenarios(REPO / "config" / "scenarios.yaml", "quick")
-    assert stage_config(shipped["gs1_ideal"], "stitch").weight == "uniform"
-    assert stage_config(shipped["gs1_custom"], "stitch").weight == "probe_intensity"
-
-
 def test_full_preset_test_split_stitches_in_seconds():
     """1000 groups x 4 patches of 64 x 64 onto a ~392 x 200 region (the full preset's test split)."""
     rng = np.random.default_rng(0)
@@ -303,6 +270,40 @@ def _ideal_twin_setup(obj, n_patches=150, seed=11):
     return rng, pos, truth, ideal_probe(N, N / 2)
 
 
+def _amplitude_r(st: stitch.Stitched, obj: np.ndarray) -> float:
+    """The compare stage's amplitude Pearson r of a stitch against the true object (defaults)."""
+    from ptychopipe import compare
+    from ptychopipe.config import CompareConfig
+
+    cfg = CompareConfig(coverage_threshold=0.5, frc_threshold="half_bit", ratio_tolerance=0.05, register=False)
+    ev = compare.evaluate(st.object, st.coverage, obj, st.geometry.origin_x, st.geometry.origin_y, cfg)
+    return ev.metrics["amplitude"]["pearson_r"]
+
+
+def test_uniform_weight_averages_out_the_ideal_probes_twin_better(obj):
+    """Why gs1_ideal stitches with uniform weights (docs/quality.md, experiment 27): with the
+    ideal probe one pattern cannot tell its patch from the twin conj(O(−r)) about the patch
+    centre, and one-pattern estimates settle on a mixture of the two. The true part is the
+    same in every overlapping patch; the twin part is the object mirrored through each
+    patch's own centre, so it differs from patch to patch and averages out. Uniform weights
+    average more patches per pixel than |P|² (peaked at each centre), so they leave less of
+    the twin; with no twin both weights reproduce the object."""
+    from ptychopipe.config import load_scenarios
+
+    _, pos, truth, probe = _ideal_twin_setup(obj)
+
+    def amplitude_r(patches, kind):
+        return _amplitude_r(stitch.stitch_patches(patches, pos, stitch.patch_weight(kind, probe, N)), obj)
+
+    for kind in ("probe_intensity", "uniform"):
+        assert amplitude_r(truth, kind) > 0.999
+    mixed = 0.6 * truth + 0.4 * stitch.twin(truth)
+    assert amplitude_r(mixed, "uniform") > amplitude_r(mixed, "probe_intensity") + 0.02
+    shipped = load_scenarios(REPO / "config" / "scenarios.yaml", "quick")
+    assert stage_config(shipped["gs1_ideal"], "stitch").weight == "uniform"
+    assert stage_config(shipped["gs1_custom"], "stitch").weight == "probe_intensity"
+
+
 def test_twin_is_an_involution_and_only_the_ideal_probe_is_its_own():
     from ptychopipe.simulate import load_probe
 
@@ -333,24 +334,15 @@ def test_resolve_twins_puts_twinned_patches_back_and_leaves_the_true_ones(obj):
 def test_resolve_twins_lifts_mixtures_of_patch_and_twin(obj):
     """One-pattern estimates under the ideal probe settle on mixtures of the patch and its twin
     (docs/quality.md, experiment 25); where the twin dominates, the swap makes the truth dominate."""
-    from ptychopipe import compare
-    from ptychopipe.config import CompareConfig
-
     rng, pos, truth, probe = _ideal_twin_setup(obj)
     mix = rng.uniform(0.2, 0.8, size=(len(pos), 1, 1))  # weight of the truth in each patch
     patches = mix * truth + (1 - mix) * stitch.twin(truth)
     w = stitch.patch_weight("uniform", probe, N)
-    cfg = CompareConfig(coverage_threshold=0.5, frc_threshold="half_bit", ratio_tolerance=0.05, register=False)
-
-    def amplitude_r(st):
-        ev = compare.evaluate(st.object, st.coverage, obj, st.geometry.origin_x, st.geometry.origin_y, cfg)
-        return ev.metrics["amplitude"]["pearson_r"]
-
     out, st, swaps = stitch.resolve_twins(patches, pos, w, probe)
     swapped = np.any(out != patches, axis=(1, 2))
     assert swaps[-1] == 0 and swapped.any()
     assert np.mean(mix[swapped] < 0.5) > 0.8  # it swaps the patches the twin dominates
-    assert amplitude_r(st) > amplitude_r(stitch.stitch_patches(patches, pos, w)) + 0.1
+    assert _amplitude_r(st, obj) > _amplitude_r(stitch.stitch_patches(patches, pos, w), obj) + 0.1
 
 
 def test_stage_resolves_twins_and_records_the_swaps(tmp_path, ci_data):

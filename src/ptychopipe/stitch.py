@@ -298,13 +298,14 @@ def resolve_twins(patches: np.ndarray, positions: np.ndarray, weight: np.ndarray
     st = stitch_patches(p, positions, weight)
     for _ in range(max_passes):
         e = canvas_patches(st, positions, n)
+        t = twin(p)
         keep = np.abs(np.sum(lit * np.conj(p) * e, axis=(1, 2)))
-        alt = np.abs(np.sum(lit * np.conj(twin(p)) * e, axis=(1, 2)))
+        alt = np.abs(np.sum(lit * np.conj(t) * e, axis=(1, 2)))
         swap = alt > keep
         swaps.append(int(np.count_nonzero(swap)))
         if not swap.any():
             break
-        p[swap] = twin(p[swap])
+        p[swap] = t[swap]
         st = stitch_patches(p, positions, weight)
     return p, st, swaps
 
