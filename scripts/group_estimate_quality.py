@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,15 @@ def per_patch_r(estimate: np.ndarray, truth: np.ndarray, lit: np.ndarray) -> tup
     a, t, w = np.abs(estimate)[:, lit], np.abs(truth)[:, lit], twin[:, lit]
     return (float(np.mean([np.corrcoef(x, y)[0, 1] for x, y in zip(a, t)])),
             float(np.mean([np.corrcoef(x, y)[0, 1] for x, y in zip(a, w)])))
+
+
+def evenly_spaced(groups: Any, m: int) -> Any:
+    """The ``m`` evenly spaced groups (first and last included) of a normalized split's group
+    set (every array field cut along axis 0)."""
+    pick = np.linspace(0, len(groups.indices) - 1, m).round().astype(int)
+    return dataclasses.replace(groups, **{f.name: getattr(groups, f.name)[pick]
+                                          for f in dataclasses.fields(groups)
+                                          if getattr(groups, f.name) is not None})
 
 
 def amplitude_misfit(patches: np.ndarray, amplitude: np.ndarray, probe: np.ndarray, input_scale: float) -> float:
@@ -112,10 +122,7 @@ def main() -> None:
     sim, norm = read_simulated(d / "simulated.h5"), read_normalized(d / "normalized.h5")
     groups = norm.sets[a.split]
     if a.groups:
-        pick = np.linspace(0, len(groups.indices) - 1, a.groups).round().astype(int)
-        groups = dataclasses.replace(groups, **{f.name: getattr(groups, f.name)[pick]
-                                                for f in dataclasses.fields(groups)
-                                                if getattr(groups, f.name) is not None})
+        groups = evenly_spaced(groups, a.groups)
     n, c = norm.probe.shape[0], groups.indices.shape[1]
     canvas = merge_canvas(n, max(float(np.abs(s.offsets).max()) for s in norm.sets.values())) if c > 1 else n
     pe = estimate_probe(norm.probe)

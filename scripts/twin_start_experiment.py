@@ -28,12 +28,11 @@ Usage (results/<scenario>/{simulated,normalized}.h5 of a gridsize-1 run):
 """
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
-from group_estimate_quality import amplitude_misfit, per_patch_r, stitched_scores  # scripts/ is on sys.path
+from group_estimate_quality import amplitude_misfit, evenly_spaced, per_patch_r, stitched_scores  # scripts/ on sys.path
 
 from ptychopipe import physics, stitch
 from ptychopipe.artifacts import read_normalized, read_simulated
@@ -115,10 +114,7 @@ def main() -> None:
     if groups.indices.shape[1] != 1:
         raise SystemExit(f"{d / 'normalized.h5'}: expected a gridsize-1 scenario, got groups of {groups.indices.shape[1]}")
     if a.groups:
-        pick = np.linspace(0, len(groups.indices) - 1, a.groups).round().astype(int)
-        groups = dataclasses.replace(groups, **{f.name: getattr(groups, f.name)[pick]
-                                                for f in dataclasses.fields(groups)
-                                                if getattr(groups, f.name) is not None})
+        groups = evenly_spaced(groups, a.groups)
     amp = groups.amplitude[..., 0].astype(np.float64)  # (B, N, N)
     b, n = amp.shape[0], amp.shape[-1]
     pe = estimate_probe(norm.probe)

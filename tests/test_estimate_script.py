@@ -15,10 +15,18 @@ from ptychopipe.simulate import ideal_probe
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("group_estimate_quality", REPO / "scripts" / "group_estimate_quality.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def _script(name="group_estimate_quality"):
+    """scripts/<name>.py as a module; scripts/ is on sys.path while it loads, as when it runs
+    as a script (twin_start_experiment imports group_estimate_quality)."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
     return mod
 
 
@@ -61,19 +69,6 @@ def test_stitched_scores_stitch_as_the_stage_does_twin_resolution_included():
     assert r(scores(patches, pos, probe, obj, "uniform")) < 0.95
 
 
-def _twin_start_script():
-    import sys
-
-    sys.path.insert(0, str(REPO / "scripts"))  # it imports group_estimate_quality, as when run as a script
-    try:
-        spec = importlib.util.spec_from_file_location("twin_start_experiment", REPO / "scripts" / "twin_start_experiment.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
-    return mod
-
-
 def _one_pattern_case(n=32, seed=0):
     from ptychopipe.model import estimate_probe
     from ptychopipe.physics import noise_tolerance
@@ -93,7 +88,7 @@ def test_twin_start_experiment_runs_the_shipped_one_pattern_difference_map():
     difference about 3× per iteration (1e-15 after 1, 1e-12 after 5, 0.5 after 30 here)."""
     from ptychopipe.physics import difference_map_estimate
 
-    s = _twin_start_script()
+    s = _script("twin_start_experiment")
     x, pe, tol = _one_pattern_case()
     b, n = x.shape[0], x.shape[-1]
     mine = s.difference_map_1(x, pe, 5, tol, s.start_object("flat", b, n))
@@ -108,7 +103,7 @@ def test_a_start_that_is_its_own_twin_stays_so_under_a_probe_that_is_its_own_twi
     is not centrosymmetric, leaves that subspace at once."""
     from ptychopipe.stitch import twin
 
-    s = _twin_start_script()
+    s = _script("twin_start_experiment")
     x, pe, tol = _one_pattern_case()
     b, n = x.shape[0], x.shape[-1]
 

@@ -318,8 +318,8 @@ def test_overfit_one_group_reaches_the_poisson_floor():
     cosine learning rate, the quick preset's U-Net width (8 filters): the loss falls to
     within 1.5x its Poisson floor (the deviance of the true λ; measured 0.93x: the U-Net
     also fits some of the noise) and the predicted amplitude correlates >= 0.9 with the
-    truth patches where the probe is bright (|P|² > 0.1 max; measured 0.938). ~70 s on
-    2 CPU cores (16 filters: 165 s, 0.2 s per step)."""
+    truth patches where the probe is bright (|P|² > 0.1 max; measured 0.938). 70-115 s on
+    2 CPU cores (16 filters: 165-240 s, 0.2 s per step)."""
     from ptychopipe.simulate import load_probe, make_object
 
     T.configure_backend(deterministic=True)
