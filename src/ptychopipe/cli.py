@@ -32,13 +32,18 @@ STAGE_COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "stitch": ("ptychopipe.stitch:run", ("inferred",)),
     "compare": ("ptychopipe.compare:run", ("simulated", "grouped", "normalized", "inferred", "stitched", "train")),
     "ingest": ("ptychopipe.ingest:run", ()),  # the source file is in the config (source.file)
-    "baseline": ("ptychopipe.baseline:run", ("simulated", "grouped")),
+    "baseline": ("ptychopipe.baseline:run", ("simulated", "grouped")),  # --stitched: optional (below)
 }
 
 #: stage -> extra outputs besides --out (option --name-with-dashes, keyword name_with_underscores).
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "train": ("history", "diagnostics"),  # train.h5; NaN-guard JSON (written only on failure)
     "compare": ("json", "amplitude_png", "phase_png", "frc_png", "training_png"),
+}
+
+#: stage -> optional inputs (option --name, keyword name; None when not given).
+STAGE_OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {
+    "baseline": ("stitched",),  # the starting object when baseline.initial is "reconstruction"
 }
 
 #: Exceptions that mean "bad input or broken invariant" are reported as one line: every
@@ -85,7 +90,8 @@ def _run_stage(args: argparse.Namespace) -> int:
 
     target, inputs = STAGE_COMMANDS[args.command]
     cfg = from_json(args.command, args.config)
-    kwargs = {name: getattr(args, name) for name in inputs + STAGE_OUTPUTS.get(args.command, ())}
+    names = inputs + STAGE_OPTIONAL_INPUTS.get(args.command, ()) + STAGE_OUTPUTS.get(args.command, ())
+    kwargs = {name: getattr(args, name) for name in names}
     _load(target)(cfg, args.scenario, out=args.out, **kwargs)
     return 0
 
@@ -128,6 +134,15 @@ def _bench(args: argparse.Namespace) -> int:
 
     print(run_cli(args.configfile, args.preset, tuple(args.gridsize), args.steps, args.json,
                   deterministic=not args.no_deterministic, infer_batch_size=args.infer_batch_size), end="")
+    return 0
+
+
+def _time_to_quality(args: argparse.Namespace) -> int:
+    from .timetoquality import run
+
+    run(args.preset, args.scenarios, args.out, threads=args.threads, epochs=args.epochs, results=args.results,
+        configfile=args.configfile, build=not args.no_build, starts=args.starts, noise_models=args.noise_models)
+    print(f"wrote {args.out}/time_to_quality.csv, .md and .png")
     return 0
 
 
@@ -205,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", required=True, help="the stage's config as JSON")
         for name in inputs:
             sp.add_argument(f"--{name}", required=True, help=f"input: {name} artifact")
+        for name in STAGE_OPTIONAL_INPUTS.get(stage, ()):
+            sp.add_argument(f"--{name}", default=None, help=f"input (optional): {name} artifact")
         sp.add_argument("--out", required=True, help="output artifact path")
         for name in STAGE_OUTPUTS.get(stage, ()):
             sp.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True, help=f"output: {name}")
@@ -252,9 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only these scenarios (default: every scenario of --configfile, sweeps included)")
     q.add_argument("--threads", type=int, default=1)
     q.set_defaults(func=_quality_table)
-    b = sub.add_parser("bench", help="throughput benchmark: `bench model` = PINN and bare CNN training/inference "
-                                     "samples/s and FLOPs per sample (see docs/performance.md)")
-    b.add_argument("what", choices=["model"])
+    bench = sub.add_parser("bench", help="benchmarks (docs/performance.md): `bench model` (throughput), "
+                                         "`bench time-to-quality` (the network against pty-chi)")
+    which = bench.add_subparsers(dest="what", required=True)
+    b = which.add_parser("model", help="PINN and bare CNN training/inference samples/s and FLOPs per sample")
     b.add_argument("--configfile", default="config/scenarios.yaml")
     b.add_argument("--preset", default="full", help="preset whose N, model.*, batch sizes are benchmarked")
     b.add_argument("--gridsize", type=int, nargs="+", default=[1, 2])
@@ -266,6 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave TensorFlow op determinism off (the train stage turns it on; XLA is then used)")
     b.add_argument("--threads", type=int, default=1)
     b.set_defaults(func=_bench)
+    tq = which.add_parser("time-to-quality", help="reconstruct the same test patterns with each of the pipeline's "
+                                                  "modes and with pty-chi LSQML, score both after every pty-chi "
+                                                  "epoch (time_to_quality.csv/.md/.png in --out)")
+    tq.add_argument("--preset", required=True, help="preset of config/scenarios.yaml the scenarios are built with")
+    tq.add_argument("--scenarios", nargs="+", required=True)
+    tq.add_argument("--out", required=True, help="output folder")
+    tq.add_argument("--threads", type=int, default=2, help="threads of both sides (TensorFlow/JAX and torch)")
+    tq.add_argument("--epochs", type=int, default=20, help="pty-chi epochs per run")
+    tq.add_argument("--starts", nargs="+", default=["flat"], choices=["flat", "reconstruction"],
+                    help="pty-chi starting objects: flat (ā) and/or the network's stitched reconstruction")
+    tq.add_argument("--noise-models", nargs="+", default=["gaussian", "poisson"], choices=["gaussian", "poisson"])
+    tq.add_argument("--results", default="results")
+    tq.add_argument("--configfile", default="config/scenarios.yaml")
+    tq.add_argument("--no-build", action="store_true",
+                    help="use the artifacts under --results as they are (default: bring each scenario's "
+                         "model.keras up to date with snakemake first)")
+    tq.set_defaults(func=_time_to_quality)
     e = sub.add_parser("export", help="write a scenario's stitched reconstruction (with its probe, test positions "
                                       "and patterns) as an NPZ or a ptychodus product + diffraction.h5 "
                                       "(docs/real_data.md)")

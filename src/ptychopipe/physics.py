@@ -387,6 +387,34 @@ def difference_map_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, prob
     (``tolerance`` one noise standard deviation) it keeps the bias at every dose
     (experiment 22).
     """
+    dm = difference_map_operators(amplitude, offsets_x, offsets_y, probe, canvas, ops)
+
+    def step(_: Any, state: tuple) -> tuple:
+        return dm.update(state, 1.0, tolerance)
+
+    state = ops.fori_loop(0, int(iterations), step, dm.start)
+    return dm.output(*dm.overlap(*state))
+
+
+class DifferenceMapOperators(SimpleNamespace):
+    """The pieces of the known-probe difference map on a batch of group canvases
+    (:func:`difference_map_operators`): ``overlap(ψ_r, ψ_i)`` → canvas object (B, S, S);
+    ``exit_waves(O_r, O_i)`` → ψ (B, C, N, N); ``project(e_r, e_i, tolerance)`` the modulus
+    projection onto the group's measurements; ``update(state, relaxation, tolerance)`` one
+    iteration; ``output(O_r, O_i)`` the canvas re-extracted at every member's sub-pixel
+    offset (B, C, N, N); ``start`` the exit waves of the flat object 1; ``illumination``
+    Σ_c place_c(|P_c|²) (B, S, S)."""
+
+
+def difference_map_operators(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, canvas: int,
+                             ops: Any = NUMPY_OPS) -> DifferenceMapOperators:
+    """Operators of :func:`difference_map_estimate` for these groups (same inputs), shared by
+    it and the learned unrolled iterations (:class:`ptychopipe.model.UnrolledEstimate`).
+
+    ``update(state, relaxation β, tolerance δ)``: with O = overlap(ψ), φ_c = P_c·crop_c(O),
+    ψ_c ← ψ_c + β·(Π_δ(2φ_c − ψ_c) − φ_c); β = 1 is the difference map. ``update`` also takes
+    ``prior``: a function (O_r, O_i) → (O_r, O_i) applied to the overlap object before the
+    exit waves are formed (identity by default)."""
     c = int(amplitude.shape[1])
     n = int(amplitude.shape[-1])
     pr, pi = probe
@@ -426,7 +454,8 @@ def difference_map_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, prob
 
         final_crop, _ = member_crop(offsets_x, offsets_y, s, n, amplitude, ops)
 
-    den = ops.maximum(place(mpr * mpr + mpi * mpi), 0.0) + damping  # (B, S, S)
+    illumination = ops.maximum(place(mpr * mpr + mpi * mpi), 0.0)  # (B, S, S)
+    den = illumination + damping
 
     def overlap(ps_r: Any, ps_i: Any) -> Pair:
         g_r, g_i = place(mpr * ps_r + mpi * ps_i), place(mpr * ps_i - mpi * ps_r)  # Σ place(conj(P_c)·ψ_c)
@@ -436,15 +465,20 @@ def difference_map_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, prob
         x_r, x_i = crop(o_r, o_i)
         return mpr * x_r - mpi * x_i, mpr * x_i + mpi * x_r
 
-    def step(_: Any, state: tuple) -> tuple:
+    def project(e_r: Any, e_i: Any, tolerance: Any) -> Pair:
+        return modulus_projection(e_r, e_i, amplitude, ops, tolerance)
+
+    def update(state: Pair, relaxation: Any, tolerance: Any, prior: Any = None) -> Pair:
         ps_r, ps_i = state
-        f_r, f_i = exit_waves(*overlap(ps_r, ps_i))
-        q_r, q_i = modulus_projection(2.0 * f_r - ps_r, 2.0 * f_i - ps_i, amplitude, ops, tolerance)
-        return ps_r + q_r - f_r, ps_i + q_i - f_i
+        o = overlap(ps_r, ps_i)
+        f_r, f_i = exit_waves(*(o if prior is None else prior(*o)))
+        q_r, q_i = project(2.0 * f_r - ps_r, 2.0 * f_i - ps_i, tolerance)
+        return ps_r + relaxation * (q_r - f_r), ps_i + relaxation * (q_i - f_i)
 
     ones = 1.0 + ops.pad(zero[:, 0], [[0, 0], [0, s - n], [0, s - n]])  # (B, S, S) of 1
-    state = ops.fori_loop(0, int(iterations), step, exit_waves(ones, 0.0 * ones))
-    return final_crop(*overlap(*state))
+    return DifferenceMapOperators(overlap=overlap, exit_waves=exit_waves, project=project, update=update,
+                                  output=final_crop, start=exit_waves(ones, 0.0 * ones), illumination=illumination,
+                                  canvas=s)
 
 
 def sinc_weights(frac: np.ndarray, half_width: int, beta: float | None = None) -> np.ndarray:
