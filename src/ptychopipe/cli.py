@@ -116,8 +116,12 @@ def _dose_response(args: argparse.Namespace) -> int:
 
 
 def _quality_table(args: argparse.Namespace) -> int:
-    from .report import write_quality_table
+    from .report import copy_quality_table, write_quality_table
 
+    if args.from_table:
+        out = copy_quality_table(args.from_table, args.out)
+        print(f"copied the results table of {args.from_table} into {out}")
+        return 0
     out = write_quality_table(args.results, args.out, args.configfile, args.preset, args.scenarios)
     print(f"wrote the results table into {out}")
     return 0
@@ -242,9 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--threads", type=int, default=1)
     dr.set_defaults(func=_dose_response)
     q = sub.add_parser("quality-table", help="write the results table (metrics, training time, backend, date per "
-                                             "scenario) between the quality-table markers of docs/quality.md")
+                                             "scenario) between the quality-table markers of --out (created "
+                                             "if missing); with --from-table, copy a written table instead")
     q.add_argument("--results", default="results")
-    q.add_argument("--out", default="docs/quality.md", help="Markdown file holding the two marker lines")
+    q.add_argument("--out", default="results/report/quality_table.md",
+                   help="Markdown file holding the two marker lines (default results/report/quality_table.md)")
+    q.add_argument("--from-table", default=None, metavar="FILE",
+                   help="copy the table between the markers of FILE (e.g. results/report/quality_table.md) "
+                        "into --out (e.g. docs/results.md) instead of reading results")
     q.add_argument("--configfile", default="config/scenarios.yaml")
     q.add_argument("--preset", default="full", help="preset the results were made with (checked against the "
                                                     "artifacts' config hashes; default full)")
