@@ -200,8 +200,22 @@ def _params_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def package_version() -> str:
+    """The installed distribution's version (importlib.metadata), else ``ptychopipe.__version__``
+    (a source tree on PYTHONPATH without an install)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ptychopipe")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptychopipe", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"ptychopipe {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     for stage, (_, inputs) in STAGE_COMMANDS.items():
         sp = sub.add_parser(stage, help=f"run the {stage} stage")
