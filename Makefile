@@ -17,7 +17,7 @@ CORES  ?= 2
 # Targets go before --config, which would take them for config entries.
 REPORT_TARGETS = all $(if $(wildcard results/report/dose_response.csv),dose_response)
 
-.PHONY: demo test test-cluster venv dry-run quality results-doc clean
+.PHONY: demo test test-cluster venv dry-run quality results-doc rulegraph clean
 
 # Debian/Ubuntu ship `venv` without `ensurepip` unless python3-venv is installed: then the
 # venv is created --without-pip and pip is bootstrapped with get-pip.py (needs the network,
@@ -74,6 +74,10 @@ quality: $(STAMP)
 
 results-doc: $(STAMP)
 	$(BIN)/python -m ptychopipe quality-table --from-table results/report/quality_table.md --out docs/results.md
+
+# The stage DAG figure of README.md (needs Graphviz's `dot`: apt-get install graphviz).
+rulegraph: $(STAMP)
+	$(BIN)/snakemake --rulegraph --config preset=ci | dot -Tpng -Gdpi=80 > docs/figures/rulegraph.png
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n --workflow-profile profiles/local $(PRESET_ARG)
