@@ -127,6 +127,25 @@ def _quality_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_doc(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .artifacts import write_text_atomic
+    from .configdoc import generate
+
+    text = generate(args.out, args.schema, args.configfile)
+    if Path(args.out).read_text() == text:
+        print(f"{args.out} is up to date with the schema")
+        return 0
+    if args.check:
+        print(f"{args.out} is not what the schema gives: run python -m ptychopipe config-doc --out {args.out}",
+              file=sys.stderr)
+        return 1
+    write_text_atomic(args.out, text)
+    print(f"wrote the configuration reference into {args.out}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_cli
 
@@ -275,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only these scenarios (default: every scenario of --configfile, sweeps included)")
     q.add_argument("--threads", type=int, default=1)
     q.set_defaults(func=_quality_table)
+    cd = sub.add_parser("config-doc", help="write the configuration reference (every key: type, default, allowed "
+                                           "values, unit, description) from the schema between the config-doc "
+                                           "markers of --out")
+    cd.add_argument("--out", default="docs/configuration.md", help="Markdown file holding the two marker lines")
+    cd.add_argument("--schema", default=None, help="JSON schema (default workflow/schemas/config.schema.yaml)")
+    cd.add_argument("--configfile", default="config/scenarios.yaml", help="config whose defaults and presets are shown")
+    cd.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out is out of date")
+    cd.add_argument("--threads", type=int, default=1)
+    cd.set_defaults(func=_config_doc)
     b = sub.add_parser("bench", help="throughput benchmark: `bench model` = PINN and bare CNN training/inference "
                                      "samples/s and FLOPs per sample (see docs/performance.md)")
     b.add_argument("what", choices=["model"])
