@@ -1,9 +1,10 @@
 """The documentation and the product files: no development history, a short README, links that resolve.
 
 The product (README.md, docs/, src/, workflow/, config/, tests/) speaks of the software
-only: no numbered development periods or experiments, no account of machines being lent,
-no references to design documents outside the repository (the contracts are in
-docs/design.md)."""
+only: no numbered development periods or experiments, no account of which machines a
+period had, no references to design documents outside the repository (the contracts are
+in docs/design.md). The patterns and the samples below are assembled from pieces so that
+this file does not match them itself."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ FORBIDDEN = [
     (r"\bexperiments? [0-9]+", re.IGNORECASE),
     (r"\bexp\. ?[0-9]+", re.IGNORECASE),
     (r"\blent\b", re.IGNORECASE),
-    (r"DESIGN §", 0),
-    (r"DESIGN\.md", 0),
+    ("DESIGN" + " §", 0),
+    ("DESIGN" + r"\.md", 0),
 ]
 README_MAX_LINES = 150
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
@@ -55,8 +56,8 @@ def test_product_files_carry_no_development_history():
 
 def test_the_scan_finds_what_it_forbids(tmp_path):
     """The patterns match the wording they are meant to catch, and not ordinary prose."""
-    caught = ["measured in session 4", "Experiment 27 shows", "(exp. 21)", "no GPU was lent", "DESIGN §2.5",
-              "see DESIGN.md"]
+    caught = [f"measured in {'sess'}ion 4", f"{'Exper'}iment 27 shows", f"({'ex'}p. 21)", f"no GPU was {'le'}nt",
+              f"{'DESIGN'} §2.5", f"see {'DESIGN'}.md"]
     fine = ["equivalent", "the session's log", "docs/design.md, 'Overlap constraint'", "an experiment",
             "lentil"]
     for text in caught:
