@@ -1,4 +1,4 @@
-"""Configuration (DESIGN §3): schema validation with one-line messages naming the key path,
+"""Configuration (docs/design.md, 'Configuration contract'): schema validation with one-line messages naming the key path,
 scenario names, presets, sweeps, and frozen per-stage configs."""
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def test_full_preset_is_the_reference_parameters():
 
 
 def test_ideal_probe_footprint_defaults_to_half_the_window(raw_config):
-    """DESIGN §3: the ideal probe's footprint spans about N/2. The shipped default (null)
+    """docs/design.md, 'Configuration contract': the ideal probe's footprint spans about N/2. The shipped default (null)
     follows N; the simulate config records the number, so at N = 64 it is the same config
     (same hash, nothing re-runs) as an explicit 32; an explicit value is kept at any N."""
     assert raw_config["defaults"]["probe"]["footprint_px"] is None

@@ -21,7 +21,7 @@ and matches the simulator's expected counts:
   S; pty-chi's patch starts at p + round(S/2) − 0.5 − (N − 1)/2, ours at x − N/2, so
   p = x_buffer − round(S/2); positions are not optimised;
 - object: a buffer around the test scan (:data:`BUFFER_MARGIN_PX` beyond the patches),
-  initial guess the constant ā = sqrt(mean Σn / Σ|P_abs|²) (DESIGN §2.7) over the test
+  initial guess the constant ā = sqrt(mean Σn / Σ|P_abs|²) (docs/design.md, 'Dose and normalisation') over the test
   patterns it reconstructs (the PINN's ā is the same estimate over the training split),
   zero phase.
 
@@ -238,7 +238,7 @@ def to_ptychi_probe(probe: np.ndarray) -> np.ndarray:
 
 
 def rms_amplitude_estimate(counts: np.ndarray, probe: np.ndarray) -> float:
-    """ā = sqrt(mean_j Σ n_j / Σ|P_abs|²) [object amplitude] (DESIGN §2.7)."""
+    """ā = sqrt(mean_j Σ n_j / Σ|P_abs|²) [object amplitude] (docs/design.md, 'Dose and normalisation')."""
     total = counts.sum(axis=(-2, -1), dtype=np.float64).mean()
     return float(np.sqrt(total / np.sum(np.abs(probe.astype(np.complex128)) ** 2)))
 

@@ -122,10 +122,33 @@ def _dose_response(args: argparse.Namespace) -> int:
 
 
 def _quality_table(args: argparse.Namespace) -> int:
-    from .report import write_quality_table
+    from .report import copy_quality_table, write_quality_table
 
+    if args.from_table:
+        out = copy_quality_table(args.from_table, args.out)
+        print(f"copied the results table of {args.from_table} into {out}")
+        return 0
     out = write_quality_table(args.results, args.out, args.configfile, args.preset, args.scenarios)
     print(f"wrote the results table into {out}")
+    return 0
+
+
+def _config_doc(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .artifacts import write_text_atomic
+    from .configdoc import generate
+
+    text = generate(args.out, args.schema, args.configfile)
+    if Path(args.out).read_text() == text:
+        print(f"{args.out} is up to date with the schema")
+        return 0
+    if args.check:
+        print(f"{args.out} is not what the schema gives: run python -m ptychopipe config-doc --out {args.out}",
+              file=sys.stderr)
+        return 1
+    write_text_atomic(args.out, text)
+    print(f"wrote the configuration reference into {args.out}")
     return 0
 
 
@@ -211,8 +234,22 @@ def _params_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def package_version() -> str:
+    """The installed distribution's version (importlib.metadata), else ``ptychopipe.__version__``
+    (a source tree on PYTHONPATH without an install)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ptychopipe")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptychopipe", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"ptychopipe {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     for stage, (_, inputs) in STAGE_COMMANDS.items():
         sp = sub.add_parser(stage, help=f"run the {stage} stage")
@@ -259,9 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--threads", type=int, default=1)
     dr.set_defaults(func=_dose_response)
     q = sub.add_parser("quality-table", help="write the results table (metrics, training time, backend, date per "
-                                             "scenario) between the quality-table markers of docs/quality.md")
+                                             "scenario) between the quality-table markers of --out (created "
+                                             "if missing); with --from-table, copy a written table instead")
     q.add_argument("--results", default="results")
-    q.add_argument("--out", default="docs/quality.md", help="Markdown file holding the two marker lines")
+    q.add_argument("--out", default="results/report/quality_table.md",
+                   help="Markdown file holding the two marker lines (default results/report/quality_table.md)")
+    q.add_argument("--from-table", default=None, metavar="FILE",
+                   help="copy the table between the markers of FILE (e.g. results/report/quality_table.md) "
+                        "into --out (e.g. docs/results.md) instead of reading results")
     q.add_argument("--configfile", default="config/scenarios.yaml")
     q.add_argument("--preset", default="full", help="preset the results were made with (checked against the "
                                                     "artifacts' config hashes; default full)")
@@ -269,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only these scenarios (default: every scenario of --configfile, sweeps included)")
     q.add_argument("--threads", type=int, default=1)
     q.set_defaults(func=_quality_table)
+    cd = sub.add_parser("config-doc", help="write the configuration reference (every key: type, default, allowed "
+                                           "values, unit, description) from the schema between the config-doc "
+                                           "markers of --out")
+    cd.add_argument("--out", default="docs/configuration.md", help="Markdown file holding the two marker lines")
+    cd.add_argument("--schema", default=None, help="JSON schema (default workflow/schemas/config.schema.yaml)")
+    cd.add_argument("--configfile", default="config/scenarios.yaml", help="config whose defaults and presets are shown")
+    cd.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out is out of date")
+    cd.add_argument("--threads", type=int, default=1)
+    cd.set_defaults(func=_config_doc)
     bench = sub.add_parser("bench", help="benchmarks (docs/performance.md): `bench model` (throughput), "
                                          "`bench time-to-quality` (the network against pty-chi)")
     which = bench.add_subparsers(dest="what", required=True)

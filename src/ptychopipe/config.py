@@ -89,7 +89,7 @@ class GroupConfig:
 
 @dataclass(frozen=True)
 class NormalizeConfig:
-    N: int  # input scale targets (N/2)^2 total power per pattern (DESIGN §2.4)
+    N: int  # input scale targets (N/2)^2 total power per pattern (docs/design.md, 'Dose and normalisation')
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class CompareConfig:
     coverage_threshold: float  # evaluate pixels with coverage >= this x median coverage (dimensionless)
     frc_threshold: str  # "half_bit" | "0.5"
     ratio_tolerance: float  # relative departure of a stage ratio from its contract that flags it
-    register: bool  # sub-pixel registration before scoring (off by default, DESIGN §2.8)
+    register: bool  # sub-pixel registration before scoring (off by default; docs/design.md)
 
 
 @dataclass(frozen=True)
@@ -192,8 +192,8 @@ def _tuple(v: Any) -> tuple[float, float]:
 
 def ideal_footprint_px(params: Mapping[str, Any]) -> float:
     """The ideal probe's central-lobe diameter (px) of one scenario's merged ``params``:
-    ``probe.footprint_px``, or N/2 when it is null (DESIGN §3: "about N/2", so the default
-    follows N). The simulate config records the resolved number, so null and 32 at N = 64
+    ``probe.footprint_px``, or N/2 when it is null (docs/design.md, 'Configuration
+    contract'), so the default follows N). The simulate config records the resolved number, so null and 32 at N = 64
     are the same config (same hash)."""
     fp = params["probe"]["footprint_px"]
     return float(fp) if fp is not None else int(params["N"]) / 2

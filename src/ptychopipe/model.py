@@ -1,4 +1,4 @@
-"""The physics-informed network (DESIGN §2.5–2.7): physics input layer, U-Net, forward model.
+"""The physics-informed network (docs/design.md, 'Reconstruction modes'): physics input layer, U-Net, forward model.
 
 Layout. The network sees one *group* at a time: its C = gridsize² normalised
 diffraction amplitudes X = a·sqrt(n), shape (B, N, N, C) float32, channels last, and the
@@ -18,19 +18,19 @@ the measured counts n::
         ▼
     [OverlapConstraint, C > 1] ─► FarFieldCounts (P_abs, unitary FFT) ─► λ̂ ─► PoissonLoss(n)
 
-Why this shape (docs/quality.md has the measurements). A group's C patterns and the
-known probe determine its patches as far as a small ptychography problem does;
-:class:`GroupEstimate` solves that problem with fixed physics
-(:func:`physics.group_estimate`), so the network does not have to learn phase retrieval
-— the first designs, an encoder–decoder from diffraction to object (v1) and a U-Net on a
-one-step back-projection (v2), had to, and reached stitched amplitude r 0.61–0.75. The
+Why this shape. A group's C patterns and the known probe determine its patches as far as
+a small ptychography problem does; :class:`GroupEstimate` solves that problem with fixed
+physics (:func:`physics.group_estimate`), so the network does not have to learn phase
+retrieval. Networks that must (an encoder–decoder from diffraction to object, or a U-Net
+on a one-step back-projection) reach a stitched amplitude r of only 0.61–0.75 on the
+quick preset, against 0.996–1.000 at gridsize 2 with the estimate (docs/results.md). The
 U-Net learns a *correction* of the estimate: what the group's data leave undetermined
 (a prior over objects), starting at zero, so an untrained model is the estimate. It is
 translation-equivariant on the object's pixel grid and its C members share all weights
 (they are folded into the batch axis).
 
 The physics layers call :mod:`ptychopipe.physics` with ``ops=keras.ops``: the same
-functions the NumPy simulator calls with ``ops=NUMPY_OPS`` (DESIGN §2.9), so there is
+functions the NumPy simulator calls with ``ops=NUMPY_OPS`` (docs/design.md, 'One forward model'), so there is
 one implementation of the FFT convention, the sub-pixel shift and the merge. Physics
 functions take (..., N, N) arrays, so the layers transpose (B, N, N, C) ↔ (B, C, N, N).
 
@@ -61,7 +61,7 @@ LOG_AMPLITUDE_BOUNDS = (-20.0, 10.0)
 #: Most iterations of the learned unrolled estimate (a fixed, small number by design).
 MAX_UNROLLED_ITERATIONS = 10
 
-#: Below this, λ̂ is clamped before the log of the Poisson loss (DESIGN §2.6) [counts].
+#: Below this, λ̂ is clamped before the log of the Poisson loss (docs/design.md, 'Loss') [counts].
 LAMBDA_FLOOR = 1e-8
 
 
@@ -87,7 +87,7 @@ def merge_canvas(n: int, max_offset: float) -> int:
 
 
 def overlap_weight(probe: np.ndarray) -> np.ndarray:
-    """|P|²/max|P|², (N, N) float32 — the overlap weight of the merge (DESIGN §2.5)."""
+    """|P|²/max|P|², (N, N) float32 — the overlap weight of the merge (docs/design.md, 'Overlap constraint')."""
     w = np.abs(np.asarray(probe, dtype=np.complex128)) ** 2
     top = float(w.max())
     if not top > 0:
@@ -122,7 +122,7 @@ class AmplitudeActivation(layers.Layer):
     """amp = ā·exp(z): (B, N, N, C) float32 log-amplitude z → amplitude [object amplitude].
 
     Why exp rather than softplus: the output is positive by construction, starts at
-    exactly ā when z ≈ 0 (DESIGN §2.7: the final conv is initialised near zero), and the
+    exactly ā when z ≈ 0 (docs/design.md, 'Dose and normalisation': the final conv is initialised near zero), and the
     gradient d amp/dz = amp is *relative*, so an amplitude error of x % gives the same
     update whether the object is 1e-3 or 1e3 in absolute units — the parametrisation is
     unit-free and only ā carries the units. softplus scaled to ā behaves linearly for
@@ -204,7 +204,7 @@ class ComplexObject(layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class OverlapConstraint(layers.Layer):
-    """The per-group overlap constraint (DESIGN §2.5) via :func:`physics.merge_and_reextract`.
+    """The per-group overlap constraint (docs/design.md, 'Overlap constraint') via :func:`physics.merge_and_reextract`.
 
     Inputs: re, im (B, N, N, C) float32 [object amplitude]; offsets (B, C, 2) float32
     [x, y] px (member centre minus group centre). Output: the re-extracted (re, im),
@@ -280,7 +280,7 @@ class FarFieldCounts(layers.Layer):
 def estimate_probe(probe: np.ndarray) -> np.ndarray:
     """P_abs·N/(2‖P_abs‖), (N, N) complex128: the probe in the units of the network input.
 
-    With X = a·sqrt(n) and a·ā = (N/2)/‖P_abs‖ (DESIGN §2.4, §2.7), |far_field(P_abs·O)|·a = X
+    With X = a·sqrt(n) and a·ā = (N/2)/‖P_abs‖ (docs/design.md, 'Dose and normalisation'), |far_field(P_abs·O)|·a = X
     becomes |far_field(P'·O/ā)| = X for P' = P_abs·a·ā: the group estimate computed from X
     with P' is the object in units of ā, whatever the dose."""
     p = np.asarray(probe, dtype=np.complex128)
@@ -304,16 +304,16 @@ class GroupEstimate(layers.Layer):
     with the model). Parameter-free and data-independent of the weights, so the train
     stage computes it once per group (:func:`estimate_model`) instead of every step.
 
-    Why (docs/quality.md): the network predicts one group at a time, and what that group's
+    Why: the network predicts one group at a time, and what that group's
     C patterns determine is what its C overlapping far-field amplitudes and the known
     probe say about its patches, i.e. a small ptychography problem. Solving it with
     fixed physics leaves the U-Net a *correction* to learn (priors for what the group's
     data cannot pin down), instead of a phase-retrieval algorithm. On the quick preset,
     gs2_custom, the estimate alone stitched from the test groups scores amplitude r
     0.73 (1 iteration), 0.93 (20), 0.96 (100) with the gradient algorithm; the difference
-    map brings gs2_ideal from 0.78 to 0.996 at 1e9 photons (docs/quality.md, experiment
-    21), and with a tolerance of one noise standard deviation it keeps the bias at 1e4
-    photons too (experiment 22; the pipeline's default).
+    map brings gs2_ideal from 0.78 to 0.996 at 1e9 photons, and with a tolerance of one
+    noise standard deviation it keeps the bias at 1e4 photons too (the pipeline's default;
+    :func:`physics.modulus_projection`).
     """
 
     def __init__(self, probe: np.ndarray | None = None, canvas: int = 0, iterations: int = 1,
@@ -477,7 +477,7 @@ class RefineEstimate(layers.Layer):
 
     The U-Net learns a multiplicative amplitude correction and a bounded phase correction
     of the physics estimate; its last convs start near zero, so the model starts at the
-    estimate, whose mean amplitude is ā's (DESIGN §2.7). exp keeps the amplitude > 0 with
+    estimate, whose mean amplitude is ā's (docs/design.md, 'Dose and normalisation'). exp keeps the amplitude > 0 with
     a relative (unit-free) gradient; z is clipped to :data:`LOG_AMPLITUDE_BOUNDS` only
     against float32 overflow, and ``floor`` (1e-2 of ā) lets a pixel the estimate puts at
     0 grow back; the phase is wrapped to [−π, π].
@@ -581,7 +581,7 @@ class PoissonLoss(keras.losses.Loss):
 
     with λ̂ clamped ≥ :data:`LAMBDA_FLOOR` (NaN stays NaN) and n·log n := 0 at n = 0. The deviance is the
     Poisson negative log-likelihood minus its value at λ̂ = n (a constant of the data), so
-    it has the NLL's gradients (DESIGN §2.6) and is 0 for a perfect, noiseless fit; its
+    it has the NLL's gradients (docs/design.md, 'Loss') and is 0 for a perfect, noiseless fit; its
     floor for the true λ is ≈ ½·(pixels per pattern with λ ≳ 1) / mean_counts (each such
     pixel contributes E[λ − n + n·log(n/λ)] ≈ ½). Dividing by
     ``mean_counts`` (training split, counts per pattern) makes it ≈ 2·Σ(√n−√λ̂)²/Σn, a

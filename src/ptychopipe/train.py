@@ -1,4 +1,5 @@
-"""train stage: fit the PINN to the training split of ``normalized.h5`` (DESIGN §2.5–2.7).
+"""train stage: fit the PINN to the training split of ``normalized.h5`` (docs/design.md,
+'Reconstruction modes', 'Loss').
 
 Outputs ``model.keras`` (the Keras model, probe and overlap weight included; written
 atomically) and ``train.h5`` (per-epoch history, see
