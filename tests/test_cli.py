@@ -51,7 +51,8 @@ def test_stage_command_writes_the_artifact(tmp_path, capsys):
      r"ptychopipe simulate: error: stage config for simulate: not valid JSON .*"),
     (["simulate", "--scenario", "s", "--config", '{"N": 64}'],
      r"ptychopipe simulate: error: stage config for simulate: expected keys \[.*\], got \['N'\]"),
-    (["infer", "--scenario", "s", "--config", '{"batch_size": "16"}', "--normalized", "n.h5", "--model", "m.keras"],
+    (["infer", "--scenario", "s", "--config", '{"batch_size": "16", "model_from": null}', "--normalized", "n.h5",
+      "--model", "m.keras"],
      r"ptychopipe infer: error: stage config for infer\.batch_size: expected int, got \"16\""),
     (["split", "--scenario", "s", "--config", '{"fraction": 0.5}', "--simulated", "missing.h5"],
      r"ptychopipe split: error: missing\.h5: file not found \(expected the simulate stage's output\)"),
@@ -252,4 +253,5 @@ def test_params_diff_unknown_scenario_is_one_line(capsys):
     assert rc == 1
     assert err.strip() == (f"ptychopipe params-diff: error: {CONFIG}: scenario 'gs7' not found; expected one of "
                            "['dose_10000', 'dose_100000', 'dose_1e06', 'dose_1e07', 'dose_1e09', 'gs1_custom', "
-                           "'gs1_ideal', 'gs2_custom', 'gs2_ideal', 'mode_dm10_unet', 'mode_dm200_unet']")  # the dose sweep's scenarios too
+                           "'gs1_ideal', 'gs2_custom', 'gs2_ideal', 'mode_dm10_unet', 'mode_dm200_unet', 'unseen_blobs', "
+                           "'unseen_lines']")  # the dose sweep's scenarios too

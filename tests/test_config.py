@@ -157,12 +157,17 @@ def test_bad_yaml_and_missing_file(tmp_path):
 @pytest.mark.parametrize("preset", ["ci", "quick", "full"])
 def test_shipped_config_is_valid_for_every_preset(preset):
     scen = load_scenarios(REPO / "config" / "scenarios.yaml", preset)
-    # + the dose sweep (test_dose_sweep.py) and the other reconstruction modes of gs2_custom
-    assert sorted(s for s in scen if not s.startswith(("dose_", "mode_"))) == SCENARIOS
-    assert sorted(s for s in scen if s.startswith("mode_")) == ["mode_dm10_unet", "mode_dm200_unet"]
+    # + the dose sweep (test_dose_sweep.py), the other reconstruction modes of gs2_custom and its
+    # model on scans it was not trained on
+    swept = ("dose_", "mode_", "unseen_")
+    assert sorted(s for s in scen if not s.startswith(swept)) == SCENARIOS
+    assert sorted(s for s in scen if s.startswith(swept[1:])) == ["mode_dm10_unet", "mode_dm200_unet",
+                                                                   "unseen_blobs", "unseen_lines"]
+    assert {s: p["infer"]["model_from"] for s, p in scen.items() if p["infer"]["model_from"]} == {
+        "unseen_blobs": "gs2_custom", "unseen_lines": "gs2_custom"}
     for name, p in scen.items():
-        assert p["gridsize"] == (2 if name.startswith(("gs2", "dose_", "mode_")) else 1)
-        assert p["probe"]["kind"] == ("custom" if name.startswith(("dose_", "mode_")) else name.split("_")[1])
+        assert p["gridsize"] == (2 if name.startswith(("gs2", *swept)) else 1)
+        assert p["probe"]["kind"] == ("custom" if name.startswith(swept) else name.split("_")[1])
         for stage in STAGES:
             stage_config(p, stage)
 

@@ -53,9 +53,26 @@ def test_lines_object_is_seeded_and_has_independent_amplitude_and_phase():
     assert abs(np.corrcoef(la, lp)[0, 1]) < 0.3  # two different line maps
 
 
-def test_lines_object_rejects_unknown_kind():
-    with pytest.raises(ValueError, match="object.kind: expected 'lines', got 'dots'"):
+def test_object_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="object.kind: expected 'lines' or 'blobs', got 'dots'"):
         make_object(dataclasses.replace(OBJ, kind="dots"))
+
+
+def test_blobs_object_is_smooth_seeded_and_spans_the_ranges():
+    """The other kind of object: smooth (no line edges), seeded, amplitude and phase in range."""
+    cfg = dataclasses.replace(OBJ, kind="blobs", n_lines=None, line_length_px=None, blur_sigma_px=None,
+                              n_blobs=40, blob_sigma_px=(3.0, 8.0))
+    o = make_object(cfg)
+    assert o.shape == (128, 128) and o.dtype == np.complex128
+    np.testing.assert_array_equal(o, make_object(cfg))
+    assert not np.array_equal(o, make_object(dataclasses.replace(cfg, seed=43)))
+    amp, phase = np.abs(o), np.angle(o)
+    assert amp.min() >= 0.5 - 1e-12 and amp.max() == pytest.approx(1.5)
+    assert phase.min() >= -1.0 - 1e-12 and phase.max() == pytest.approx(1.0)
+    lines = np.abs(make_object(OBJ))
+    # smoother than the lines object: smaller mean gradient per unit of contrast
+    grad = lambda a: np.mean(np.abs(np.diff(a, axis=0))) / np.ptp(a)  # noqa: E731
+    assert grad(amp) < 0.5 * grad(lines)
 
 
 def test_positions_keep_the_buffer_from_the_edge():

@@ -603,6 +603,12 @@ def training_summary(hist: Any) -> dict[str, Any]:
     }
 
 
+def model_scenario(inferred: str | Path, scenario: str) -> str:
+    """The scenario whose trained model reconstructed ``inferred`` (infer.model_from), as
+    inferred.h5 records it (``scenario`` itself for files that predate the record)."""
+    return str(read_attrs(inferred).get("model_scenario", scenario))
+
+
 def run(cfg: CompareConfig, scenario: str, *, simulated: str | Path, grouped: str | Path,
         normalized: str | Path, inferred: str | Path, stitched: str | Path, train: str | Path,
         out: str | Path, json: str | Path, amplitude_png: str | Path, phase_png: str | Path,
@@ -654,6 +660,7 @@ def run(cfg: CompareConfig, scenario: str, *, simulated: str | Path, grouped: st
         "chain": [asdict(link) for link in links],
         "first_broken": first,
         "training": training,
+        "model_scenario": model_scenario(inferred, scenario),
         "nan_status": status,
         "figures": {k: str(v) for k, v in figures.items()},
     }
@@ -684,7 +691,8 @@ def run(cfg: CompareConfig, scenario: str, *, simulated: str | Path, grouped: st
     m = ev.metrics
     print(f"[{STAGE}] {scenario}: {summary['n_pixels']} px evaluated; amplitude r {m['amplitude']['pearson_r']:.4f} "
           f"SSIM {m['amplitude']['ssim']:.4f} bias {ev.amplitude_bias:.4f}; phase r {m['phase']['pearson_r']:.4f} "
-          f"SSIM {m['phase']['ssim']:.4f}; first broken: {first or 'none'}; NaN status: {status}", flush=True)
+          f"SSIM {m['phase']['ssim']:.4f}; first broken: {first or 'none'}; NaN status: {status}; model of "
+          f"{summary['model_scenario']}", flush=True)
 
 
 # --------------------------------------------------------------------------- no true object: data space
@@ -831,6 +839,7 @@ def run_data_only(cfg: CompareConfig, scenario: str, *, st: Any, simulated: str 
         "amplitude_bias": None, "metrics": {k: {m: None for m in METRIC_KEYS} for k in ("amplitude", "phase")},
         "data_metrics": metrics, "frc_threshold": cfg.frc_threshold,
         "chain": [asdict(link) for link in links], "first_broken": first, "training": training,
+        "model_scenario": model_scenario(inferred, scenario),
         "nan_status": status, "figures": {k: str(v) for k, v in figures.items()},
     }
     write_artifact(

@@ -45,14 +45,19 @@ class ConfigError(PtychopipeError, ValueError):
 
 @dataclass(frozen=True)
 class ObjectConfig:
-    kind: str
+    """The simulated object; only the fields of its ``kind`` are set (the others are None),
+    so editing an unused one re-runs nothing."""
+
+    kind: str  # "lines" | "blobs"
     size: int  # object height = width, px
     seed: int
-    n_lines: int
-    line_length_px: tuple[float, float]
-    blur_sigma_px: float
+    n_lines: int | None  # lines
+    line_length_px: tuple[float, float] | None  # lines, px
+    blur_sigma_px: float | None  # lines, px
     amplitude_range: tuple[float, float]  # object amplitude units
     phase_range: tuple[float, float]  # rad
+    n_blobs: int | None = None  # blobs
+    blob_sigma_px: tuple[float, float] | None = None  # blobs, px
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class InferConfig:
     batch_size: int
+    model_from: str | None = None  # the scenario whose trained model reconstructs this one (None: its own)
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,7 @@ def stage_config(params: Mapping[str, Any], stage: str):
     p = params
     if stage == "simulate":
         o, pr = p["object"], p["probe"]
+        lines = o["kind"] == "lines"
         return SimulateConfig(
             N=int(p["N"]),
             n_positions=int(p["scan"]["n_images"]) * int(p["gridsize"]) ** 2,
@@ -211,9 +218,13 @@ def stage_config(params: Mapping[str, Any], stage: str):
             nphotons=float(p["nphotons"]),
             seed=int(p["seed"]),
             object=ObjectConfig(
-                kind=o["kind"], size=int(o["size"]), seed=int(o["seed"]), n_lines=int(o["n_lines"]),
-                line_length_px=_tuple(o["line_length_px"]), blur_sigma_px=float(o["blur_sigma_px"]),
+                kind=o["kind"], size=int(o["size"]), seed=int(o["seed"]),
+                n_lines=int(o["n_lines"]) if lines else None,
+                line_length_px=_tuple(o["line_length_px"]) if lines else None,
+                blur_sigma_px=float(o["blur_sigma_px"]) if lines else None,
                 amplitude_range=_tuple(o["amplitude_range"]), phase_range=_tuple(o["phase_range"]),
+                n_blobs=int(o["n_blobs"]) if not lines else None,
+                blob_sigma_px=_tuple(o["blob_sigma_px"]) if not lines else None,
             ),
             probe=ProbeConfig(
                 # only the fields that define this kind of probe, so editing an unused
@@ -258,7 +269,7 @@ def stage_config(params: Mapping[str, Any], stage: str):
             loss=LossConfig(mae_weight=float(t["loss"]["mae_weight"]), tv_weight=float(t["loss"]["tv_weight"])),
         )
     if stage == "infer":
-        return InferConfig(batch_size=int(p["infer"]["batch_size"]))
+        return InferConfig(batch_size=int(p["infer"]["batch_size"]), model_from=p["infer"]["model_from"])
     if stage == "stitch":
         return StitchConfig(weight=p["stitch"]["weight"], resolve_twin=bool(p["stitch"]["resolve_twin"]))
     if stage == "compare":
@@ -475,7 +486,8 @@ def expand_sweeps(raw: Mapping[str, Any], source: str = "config") -> dict[str, d
         for scen, value in members:
             if scen in scenarios:
                 raise ConfigError(f"{source}: sweeps.{name}: generated scenario {scen!r} already exists")
-            scenarios[scen] = _set_dotted(scenarios[sweep["base"]], sweep["param"], value)
+            scenarios[scen] = deep_merge(_set_dotted(scenarios[sweep["base"]], sweep["param"], value),
+                                         sweep.get("common") or {})
     return scenarios
 
 
@@ -553,7 +565,7 @@ def _semantic_checks(name: str, p: Mapping[str, Any], source: str) -> None:
         raise ConfigError(f"{where}: group.neighbour_count: expected >= gridsize^2 = {c}, got {k}")
     if p["probe"]["kind"] == "custom" and not p["probe"]["file"]:
         raise ConfigError(f"{where}: probe.file: expected a file path for probe.kind=custom, got null")
-    for key in ("amplitude_range", "phase_range", "line_length_px"):
+    for key in ("amplitude_range", "phase_range", "line_length_px", "blob_sigma_px"):
         lo, hi = p["object"][key]
         if not lo < hi:
             raise ConfigError(f"{where}: object.{key}: expected min < max, got [{lo}, {hi}]")
@@ -620,11 +632,45 @@ def resolve_scenarios(raw: Mapping[str, Any], preset: str | None = None,
         _check(merged, strict, f"{source}: scenario {name} (after merging defaults, preset {preset})")
         _semantic_checks(name, merged, source)
         out[name] = merged
+    _check_model_from(out, source)
     run = list(raw.get("run") or [])
     unknown = [r for r in run if r not in out]
     if unknown:
         raise ConfigError(f"{source}: run: unknown scenario(s) {unknown}; expected names from {sorted(out)}")
-    return {k: v for k, v in out.items() if not run or k in run}
+    # a scenario reconstructed with another's model needs that one's model (and its scenario)
+    keep = set(run) | {out[r]["infer"]["model_from"] for r in run if out[r]["infer"]["model_from"]}
+    return {k: v for k, v in out.items() if not run or k in keep}
+
+
+#: What a model carries of the data it was trained on, so it may only reconstruct scenarios
+#: that agree on them (the probe's absolute scale and ā may differ: infer rescales).
+MODEL_DATA_KEYS = ("N", "gridsize", "probe")
+
+
+def _check_model_from(scenarios: Mapping[str, Mapping[str, Any]], source: str) -> None:
+    """``infer.model_from`` names another scenario that trains its own model, with the same
+    N, gridsize and probe (:data:`MODEL_DATA_KEYS`): one line naming the key otherwise."""
+    for name, p in scenarios.items():
+        other = p["infer"]["model_from"]
+        if other is None:
+            continue
+        where = f"{source}: scenario {name}: infer.model_from"
+        if other == name or other not in scenarios:
+            raise ConfigError(f"{where}: expected another scenario's name, got {other!r}")
+        if scenarios[other]["infer"]["model_from"] is not None:
+            raise ConfigError(f"{where}: {other!r} is itself reconstructed with another model; expected a scenario "
+                              "that trains its own")
+        for key in MODEL_DATA_KEYS:
+            mine, theirs = (_probe_identity(q) if key == "probe" else q[key] for q in (p, scenarios[other]))
+            if mine != theirs:
+                raise ConfigError(f"{where}: {key} differs from scenario {other}'s ({json.dumps(mine)} vs "
+                                  f"{json.dumps(theirs)}); expected the data the model was trained for")
+
+
+def _probe_identity(p: Mapping[str, Any]) -> list[Any]:
+    """What defines a scenario's probe: [kind, footprint] (ideal) or [kind, file, key] (custom)."""
+    pr = p["probe"]
+    return ["ideal", ideal_footprint_px(p)] if pr["kind"] == "ideal" else ["custom", pr["file"], pr["key"]]
 
 
 def load_scenarios(path: str | Path, preset: str | None = None) -> dict[str, dict[str, Any]]:

@@ -41,8 +41,18 @@ def load_model(path: str | Path) -> keras.Model:
         raise ArtifactError(f"{path}: not a loadable Keras model: {first}") from None
 
 
-def check_model(model: keras.Model, norm: Normalized, model_path: str | Path, normalized_path: str | Path) -> None:
-    """Raise ArtifactError (one line) if ``model`` does not belong to ``norm``'s dataset."""
+def _unit(probe: np.ndarray) -> np.ndarray:
+    p = np.asarray(probe, dtype=np.complex128)
+    return p / np.sqrt(np.sum(np.abs(p) ** 2))
+
+
+def check_model(model: keras.Model, norm: Normalized, model_path: str | Path, normalized_path: str | Path,
+                foreign: bool = False) -> None:
+    """Raise ArtifactError (one line) if ``model`` does not belong to ``norm``'s dataset.
+
+    ``foreign``: the model was trained on another scenario (``infer.model_from``). The probe
+    must then have the same shape, P/‖P‖, but its absolute scale and ā may differ (they
+    follow the dose and the object's transmission; :func:`data_scales` rescales)."""
     shape = tuple(model.input["diffraction"].shape[1:])
     g = norm.sets["test"]
     want = tuple(g.amplitude.shape[1:])
@@ -50,12 +60,19 @@ def check_model(model: keras.Model, norm: Normalized, model_path: str | Path, no
         raise ArtifactError(f"{model_path}: input diffraction: expected (N, N, C) = {want} from "
                             f"{normalized_path}, got {shape}")
     probe = model_probe(model)
-    if probe.shape != norm.probe.shape or not np.allclose(probe, norm.probe, rtol=1e-6,
-                                                           atol=1e-6 * float(np.abs(norm.probe).max())):
+    if foreign:
+        a, b = _unit(probe), _unit(norm.probe)
+        if probe.shape != norm.probe.shape or not np.allclose(a, b, rtol=0, atol=1e-5 * float(np.abs(b).max())):
+            raise ArtifactError(f"{model_path}: probe: its shape P/|P| differs from {normalized_path} probe's "
+                                "(max difference "
+                                f"{float(np.abs(a - b).max()) / float(np.abs(b).max()) if a.shape == b.shape else 1:.3g}"
+                                " of max|P|); expected a model trained with the same probe (infer.model_from)")
+    elif probe.shape != norm.probe.shape or not np.allclose(probe, norm.probe, rtol=1e-6,
+                                                             atol=1e-6 * float(np.abs(norm.probe).max())):
         raise ArtifactError(f"{model_path}: probe: differs from {normalized_path} probe "
                             "(model trained on another dataset?); expected the same P_abs")
     abar = model_amplitude_estimate(model)
-    if not np.isclose(abar, norm.amplitude_estimate, rtol=1e-6):
+    if not foreign and not np.isclose(abar, norm.amplitude_estimate, rtol=1e-6):
         raise ArtifactError(f"{model_path}: amplitude_estimate: expected {norm.amplitude_estimate:.9g} "
                             f"(from {normalized_path}), got {abar:.9g}")
     canvas = model_canvas(model)
@@ -73,12 +90,33 @@ def predict(model: keras.Model, inputs: np.ndarray, offsets: np.ndarray, batch_s
     return model.predict(x, batch_size=batch_size, verbose=0)
 
 
-def infer_arrays(model: keras.Model, norm: Normalized, batch_size: int) -> tuple[dict[str, np.ndarray], dict, dict]:
+def data_scales(model: keras.Model, norm: Normalized) -> tuple[float, float]:
+    """(amplitude factor, counts factor) that put a model's outputs in ``norm``'s units.
+
+    The network's input X = a·sqrt(n) and its estimate (in units of ā) are the same for any
+    dataset of the probe's shape; only ā, baked into the model's amplitude head, and
+    the absolute probe of its forward model belong to the training data. Amplitude
+    ×= ā_data/ā_model; counts ×= (‖P_data‖·ā_data / (‖P_model‖·ā_model))². Both are 1 for the
+    model's own dataset."""
+    abar_m, abar_d = model_amplitude_estimate(model), float(norm.amplitude_estimate)
+    p_m = float(np.sqrt(np.sum(np.abs(model_probe(model).astype(np.complex128)) ** 2)))
+    p_d = float(np.sqrt(np.sum(np.abs(norm.probe.astype(np.complex128)) ** 2)))
+    amp = abar_d / abar_m
+    return amp, (p_d * amp / p_m) ** 2
+
+
+def infer_arrays(model: keras.Model, norm: Normalized, batch_size: int,
+                 foreign: bool = False) -> tuple[dict[str, np.ndarray], dict, dict]:
     """Predict the test split. Returns (arrays, attrs, ratios) for ``inferred.h5``:
     amplitude, phase (B, C, N, N) float32; positions (B, C, 2) float64; indices (B, C);
-    predicted_photons, measured_photons (B, C) float64 [counts] per pattern."""
+    predicted_photons, measured_photons (B, C) float64 [counts] per pattern. ``foreign``:
+    the model was trained on another scenario; its outputs are put in this dataset's units
+    (:func:`data_scales`)."""
     g = norm.sets["test"]
     out = predict(model, g.amplitude, g.offsets, batch_size)
+    amp_scale, counts_scale = data_scales(model, norm) if foreign else (1.0, 1.0)
+    out = {"amplitude": out["amplitude"] * np.float32(amp_scale), "phase": out["phase"],
+           "counts": out["counts"] * np.float32(counts_scale)}
     amp = np.ascontiguousarray(np.moveaxis(out["amplitude"], -1, 1), dtype=np.float32)
     phase = np.ascontiguousarray(np.moveaxis(out["phase"], -1, 1), dtype=np.float32)
     for name, arr in (("amplitude", amp), ("phase", phase), ("counts", out["counts"])):
@@ -103,7 +141,7 @@ def infer_arrays(model: keras.Model, norm: Normalized, batch_size: int) -> tuple
     }
     attrs = {"predicted_over_measured_counts": ratios["predicted_over_measured_counts"], "poisson_nll": nll,
              "amplitude_estimate": abar, "mean_counts": norm.mean_counts, "input_scale": norm.input_scale,
-             "gridsize": norm.gridsize, "n_groups": int(amp.shape[0])}
+             "gridsize": norm.gridsize, "n_groups": int(amp.shape[0]), "amplitude_scale": float(amp_scale)}
     return arrays, attrs, ratios
 
 
@@ -111,14 +149,18 @@ def run(cfg: InferConfig, scenario: str, normalized: str | Path, model: str | Pa
     """Stage entry point: write ``inferred.h5`` (see docs/artifacts.md)."""
     norm = read_normalized(normalized)
     m = load_model(model)
-    check_model(m, norm, model, normalized)
-    arrays, attrs, ratios = infer_arrays(m, norm, cfg.batch_size)
+    foreign = cfg.model_from is not None
+    check_model(m, norm, model, normalized, foreign=foreign)
+    arrays, attrs, ratios = infer_arrays(m, norm, cfg.batch_size, foreign=foreign)
     units = {"amplitude": "object amplitude", "phase": "rad", "positions": "px", "indices": "index",
              "predicted_photons": "counts", "measured_photons": "counts"}
     data = {k: Array(v, units[k]) for k, v in arrays.items()}
     data["probe"] = Array(norm.probe.astype(np.complex64), "photons^0.5")
     write_artifact(out, stage=STAGE, scenario=scenario, config=cfg, arrays=data,
-                   attrs={**attrs, "model_file": Path(model).name}, ratios=ratios)
-    print(f"[infer] {scenario}: {attrs['n_groups']} test groups; predicted/measured counts "
+                   attrs={**attrs, "model_file": Path(model).name, "model_scenario": cfg.model_from or scenario},
+                   ratios=ratios)
+    print(f"[infer] {scenario}: {attrs['n_groups']} test groups, model of "
+          f"{cfg.model_from + ' (amplitude x ' + format(attrs['amplitude_scale'], '.4f') + ')' if foreign else 'this scenario'}"
+          f"; predicted/measured counts "
           f"{ratios['predicted_over_measured_counts']:.4f}; amplitude mean/ā "
           f"{ratios['amplitude_mean_over_estimate']:.4f}; poisson_nll {attrs['poisson_nll']:.6g}", flush=True)

@@ -58,20 +58,43 @@ def _line_map(size: int, n_lines: int, length: tuple[float, float], sigma: float
     return img / top if top > 0 else img
 
 
-def make_object(cfg: ObjectConfig) -> np.ndarray:
-    """The seeded "lines" object. Returns (size, size) complex128.
+def _blob_map(size: int, n_blobs: int, sigma: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """Sum of ``n_blobs`` isotropic Gaussian blobs at uniform random centres, each of a
+    standard deviation uniform in ``sigma`` (px) and a weight uniform in [0.2, 1], scaled
+    to [0, 1]. (size, size) float64."""
+    img = np.zeros((size, size), dtype=np.float64)
+    rows, cols = np.ogrid[:size, :size]
+    centres = rng.uniform(0, size - 1, (n_blobs, 2))
+    sigmas = rng.uniform(sigma[0], sigma[1], n_blobs)
+    weights = rng.uniform(0.2, 1.0, n_blobs)
+    for (r, c), s, w in zip(centres, sigmas, weights):
+        lo_r, hi_r = max(0, int(r - 4 * s)), min(size, int(r + 4 * s) + 1)
+        lo_c, hi_c = max(0, int(c - 4 * s)), min(size, int(c + 4 * s) + 1)
+        img[lo_r:hi_r, lo_c:hi_c] += w * np.exp(-((rows[lo_r:hi_r] - r) ** 2 + (cols[:, lo_c:hi_c] - c) ** 2)
+                                                 / (2 * s * s))
+    top = img.max()
+    return img / top if top > 0 else img
 
-    Amplitude = lo + (hi - lo)·L₁ with L₁ ∈ [0, 1] a blurred map of random line
-    segments (``amplitude_range`` = [lo, hi], object amplitude units); phase from an
-    independent map L₂ scaled to ``phase_range`` (rad). Both maps use
-    ``cfg.n_lines`` segments of length in ``line_length_px``, blurred by
-    ``blur_sigma_px``. Seed: ``cfg.seed``.
+
+def make_object(cfg: ObjectConfig) -> np.ndarray:
+    """The seeded object of ``cfg.kind``. Returns (size, size) complex128.
+
+    Amplitude = lo + (hi - lo)·L₁ with L₁ ∈ [0, 1] a map (``amplitude_range`` = [lo, hi],
+    object amplitude units); phase from an independent map L₂ scaled to ``phase_range``
+    (rad). "lines": blurred maps of ``cfg.n_lines`` random line segments of length in
+    ``line_length_px``, blurred by ``blur_sigma_px``; "blobs": smooth maps of ``n_blobs``
+    Gaussian blobs of standard deviation in ``blob_sigma_px`` (an object of another kind,
+    for models applied to what they were not trained on). Seed: ``cfg.seed``.
     """
-    if cfg.kind != "lines":
-        raise ValueError(f"object.kind: expected 'lines', got {cfg.kind!r}")
     rng = np.random.default_rng(cfg.seed)
-    l1 = _line_map(cfg.size, cfg.n_lines, cfg.line_length_px, cfg.blur_sigma_px, rng)
-    l2 = _line_map(cfg.size, cfg.n_lines, cfg.line_length_px, cfg.blur_sigma_px, rng)
+    if cfg.kind == "lines":
+        l1 = _line_map(cfg.size, cfg.n_lines, cfg.line_length_px, cfg.blur_sigma_px, rng)
+        l2 = _line_map(cfg.size, cfg.n_lines, cfg.line_length_px, cfg.blur_sigma_px, rng)
+    elif cfg.kind == "blobs":
+        l1 = _blob_map(cfg.size, cfg.n_blobs, cfg.blob_sigma_px, rng)
+        l2 = _blob_map(cfg.size, cfg.n_blobs, cfg.blob_sigma_px, rng)
+    else:
+        raise ValueError(f"object.kind: expected 'lines' or 'blobs', got {cfg.kind!r}")
     amp = cfg.amplitude_range[0] + (cfg.amplitude_range[1] - cfg.amplitude_range[0]) * l1
     phase = cfg.phase_range[0] + (cfg.phase_range[1] - cfg.phase_range[0]) * l2
     return amp * np.exp(1j * phase)

@@ -75,6 +75,7 @@ class Inputs:
     normalized: Path
     model: Path
     train: Path
+    model_from: str  # the scenario that trained ``model`` (the scenario itself unless infer.model_from)
 
 
 def cpu_seconds() -> float:
@@ -107,26 +108,30 @@ def scenario_inputs(results: str | Path, configfile: str | Path, preset: str, sc
         if s not in params:
             raise BenchError(f"{configfile}: scenario {s!r}: not defined; expected one of {', '.join(sorted(params))}")
         d = Path(results) / s
-        inp = Inputs(s, params[s], d / "simulated.h5", d / "grouped.h5", d / "normalized.h5", d / "model.keras",
-                     d / "train.h5")
+        src = params[s]["infer"]["model_from"] or s  # the scenario whose model reconstructs this one
+        if src not in params:
+            raise BenchError(f"{configfile}: scenario {s!r}: infer.model_from {src!r} is not defined")
+        m = Path(results) / src
+        inp = Inputs(s, params[s], d / "simulated.h5", d / "grouped.h5", d / "normalized.h5", m / "model.keras",
+                     m / "train.h5", src)
         for path in (inp.simulated, inp.grouped, inp.normalized, inp.model, inp.train):
             if not path.is_file():
                 raise BenchError(f"{path}: not found; expected the {preset} pipeline's artifact (build it with "
-                                 f"`snakemake results/{s}/model.keras --config preset={preset}`, or drop --no-build)")
-        for path, stage in ((inp.grouped, "group"), (inp.train, "train")):
-            want = config_hash(stage_config(params[s], stage))
+                                 f"`snakemake results/{s}/inferred.h5 --config preset={preset}`, or drop --no-build)")
+        for path, stage, owner in ((inp.grouped, "group", s), (inp.train, "train", src)):
+            want = config_hash(stage_config(params[owner], stage))
             got = read_attrs(path).get("config_hash")
             if got != want:
                 raise BenchError(f"{path}: config_hash: expected {want} (preset {preset}), got {got}: made with other "
-                                 f"parameters; rebuild with `snakemake results/{s}/model.keras --config preset={preset}`")
+                                 f"parameters; rebuild with `snakemake results/{s}/inferred.h5 --config preset={preset}`")
         out.append(inp)
     return out
 
 
 def build_artifacts(preset: str, scenarios: Sequence[str], cores: int, snakefile: str | Path | None = None) -> None:
-    """Bring each scenario's model.keras (and the data it was trained on) up to date with
-    Snakemake in the current directory (nothing runs when they already are)."""
-    targets = [f"results/{s}/model.keras" for s in scenarios]
+    """Bring each scenario's data and model (its own, or the one ``infer.model_from`` names) up
+    to date with Snakemake in the current directory (nothing runs when they already are)."""
+    targets = [f"results/{s}/normalized.h5" for s in scenarios] + [f"results/{s}/inferred.h5" for s in scenarios]
     cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), *targets, "--config", f"preset={preset}"]
     if snakefile is not None:
         cmd[3:3] = ["-s", str(snakefile)]
@@ -222,6 +227,13 @@ def pipeline_modes(model: Any) -> dict[str, Any]:
     return {"network": network, "estimate_only": estimate_only} if learned_correction else {"network": network}
 
 
+def model_params(inp: Inputs) -> Mapping[str, Any]:
+    """The model parameters of the scenario that trained ``inp``'s model (train.h5's config)."""
+    import json
+
+    return json.loads(read_attrs(inp.train)["config_json"])["model"]
+
+
 def mode_label(params: Mapping[str, Any], mode: str) -> str:
     """Human label of a pipeline mode, e.g. "difference_map x10 + network"."""
     m = params["model"]
@@ -234,11 +246,13 @@ def mode_label(params: Mapping[str, Any], mode: str) -> str:
 def run_pipeline(inp: Inputs, batch_size: int | None = None) -> tuple[list[dict[str, Any]], Scorer, Any]:
     """Reconstruct the test groups with every mode of the scenario's model; returns (rows,
     the scenario's scorer, the network mode's stitched canvas)."""
-    from .infer import check_model, load_model
+    from .infer import check_model, data_scales, load_model
 
     norm = read_normalized(inp.normalized)
     model = load_model(inp.model)
-    check_model(model, norm, inp.model, inp.normalized)
+    foreign = inp.model_from != inp.scenario
+    check_model(model, norm, inp.model, inp.normalized, foreign=foreign)
+    amp_scale = data_scales(model, norm)[0] if foreign else 1.0
     g = norm.sets["test"]
     x, off = g.amplitude.astype(np.float32), g.offsets.astype(np.float32)
     positions = g.centres[:, None, :].astype(np.float64) + g.offsets.astype(np.float64)
@@ -252,14 +266,16 @@ def run_pipeline(inp: Inputs, batch_size: int | None = None) -> tuple[list[dict[
         fn(x[:batch], off[:batch], batch)  # tracing / compilation, once per process
         with Clock() as clock:
             amp, phase = fn(x, off, batch)
-            st = stitch_groups(amp, phase, positions, norm.probe, stitch_cfg)
+            st = stitch_groups(amp * amp_scale, phase, positions, norm.probe, stitch_cfg)
         if scorer is None:
             geo = st.geometry
             scorer = Scorer(truth, st.coverage, geo.origin_x, geo.origin_y, stage_config(inp.params, "compare"))
         if mode == "network":
             network_canvas = SimpleNamespace(object=st.object, coverage=st.coverage, origin_x=st.geometry.origin_x,
                                              origin_y=st.geometry.origin_y)
-        rows.append({"scenario": inp.scenario, "method": "pipeline", "mode": mode_label(inp.params, mode),
+        label = mode_label(inp.params if not foreign else {**inp.params, "model": model_params(inp)}, mode)
+        rows.append({"scenario": inp.scenario, "method": "pipeline",
+                     "mode": label + (f" (model of {inp.model_from})" if foreign else ""),
                      "start": "", "epoch": "", "cpu_seconds": clock.cpu, "wall_seconds": clock.wall,
                      **scorer.score(st.object)})
     return rows, scorer, network_canvas

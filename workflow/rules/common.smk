@@ -105,6 +105,21 @@ def baseline_start(wildcards):
     return f"results/{wildcards.scenario}/stitched.h5" if p["initial"] == "reconstruction" else []
 
 
+def model_scenario(wildcards):
+    """The scenario whose trained model reconstructs this one (infer.model_from, else itself)."""
+    return SCENARIOS[wildcards.scenario]["infer"]["model_from"] or wildcards.scenario
+
+
+def model_input(wildcards):
+    """model.keras of the scenario that trains the model this one is reconstructed with."""
+    return f"results/{model_scenario(wildcards)}/model.keras"
+
+
+def train_history_input(wildcards):
+    """train.h5 of that scenario (the compare stage reports the training it came from)."""
+    return f"results/{model_scenario(wildcards)}/train.h5"
+
+
 def probe_input(wildcards):
     """The custom probe file is an input of simulate (editing it re-runs simulate)."""
     probe = SCENARIOS[wildcards.scenario]["probe"]

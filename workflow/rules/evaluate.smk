@@ -34,7 +34,7 @@ rule compare:
         normalized="results/{scenario}/normalized.h5",
         inferred="results/{scenario}/inferred.h5",
         stitched="results/{scenario}/stitched.h5",
-        train="results/{scenario}/train.h5",
+        train=train_history_input,
     output:
         h5="results/{scenario}/comparison.h5",
         json="results/{scenario}/comparison.json",

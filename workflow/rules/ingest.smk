@@ -43,7 +43,7 @@ rule export_npz:
         stitched="results/{scenario}/stitched.h5",
         inferred="results/{scenario}/inferred.h5",
         simulated="results/{scenario}/simulated.h5",
-        train="results/{scenario}/train.h5",
+        train=train_history_input,
     output:
         "results/{scenario}/export/{scenario}.npz",
     log:
@@ -65,7 +65,7 @@ rule export_ptychodus:
         stitched="results/{scenario}/stitched.h5",
         inferred="results/{scenario}/inferred.h5",
         simulated="results/{scenario}/simulated.h5",
-        train="results/{scenario}/train.h5",
+        train=train_history_input,
     output:
         product="results/{scenario}/export/product.h5",
         diffraction="results/{scenario}/export/diffraction.h5",

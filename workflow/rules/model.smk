@@ -30,7 +30,8 @@ rule train:
 rule infer:
     input:
         normalized="results/{scenario}/normalized.h5",
-        model="results/{scenario}/model.keras",
+        # this scenario's own model, or the one infer.model_from names (then nothing trains here)
+        model=model_input,
     output:
         "results/{scenario}/inferred.h5",
     params:
