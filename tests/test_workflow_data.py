@@ -91,12 +91,14 @@ def test_plain_snakemake_in_a_checkout_uses_the_local_profile(workdir):
      "ptychopipe: config error: config/scenarios.yaml: scenarios.gs1_ideal.nphotons: -5 is less than or equal "
      "to the minimum of 0"),
     (lambda c: c["scenarios"].update({"a/b": {"gridsize": 1}}), (),
-     "ptychopipe: config error: config/scenarios.yaml: scenarios: 'a/b' does not match '^[A-Za-z0-9_-]+$'"),
+     "ptychopipe: config error: config/scenarios.yaml: scenarios: 'a/b' does not match '^[A-Za-z0-9][A-Za-z0-9_-]*$'"),
     (lambda c: c["defaults"]["group"].update(neighbours=4), (),
      "ptychopipe: config error: config/scenarios.yaml: defaults.group: Additional properties are not allowed "
      "('neighbours' was unexpected)"),
-    (lambda c: None, ("--config", "preset=huge"),
-     "ptychopipe: config error: config/scenarios.yaml: preset: 'huge' is not defined; expected one of "
+    (lambda c: c["scenarios"].update({"-x": {"gridsize": 1}}), (),
+     "ptychopipe: config error: config/scenarios.yaml: scenarios: '-x' does not match '^[A-Za-z0-9][A-Za-z0-9_-]*$'"),
+    (lambda c: None, ("--config", "preset=huge"),  # a command-line value: the command line is named
+     "ptychopipe: config error: command line --config preset=huge: preset: 'huge' is not defined; expected one of "
      "['ci', 'full', 'quick']"),
 ])
 def test_bad_config_stops_snakemake_with_one_line(workdir, edit, args, line):

@@ -32,7 +32,9 @@ import yaml
 from .errors import PtychopipeError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+#: A scenario name starts with a letter or digit (a leading "-" would read as an option on the
+#: stage's command line) and is a safe file name (no "/", no "..").
+SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 STAGES = ("simulate", "ingest", "split", "group", "normalize", "train", "infer", "stitch", "compare", "baseline")
 
 
@@ -354,18 +356,52 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read the YAML config file; a missing file or a YAML syntax error is one clear line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a mapping that repeats a key is an error (PyYAML keeps the last
+    value silently: a second scenario of the same name would replace the first)."""
+
+
+def _construct_unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:  # the keys written in this mapping (merge keys, <<:, may be overridden)
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: let the constructor report it
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first defined on line {first})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def parse_yaml_text(text: str, source: str) -> Any:
+    """Parse YAML ``text`` (read from ``source``) strictly: a syntax error or a repeated key is a
+    one-line ConfigError naming ``source``, the line and the problem."""
     try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(f"{source}: not valid YAML{where}" + (f": {problem}" if problem else "")) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read the YAML config file; a missing file, a YAML syntax error or a repeated key is one
+    clear line (with the line number)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected the YAML config file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    data = parse_yaml_text(path.read_text(), str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
     return data
@@ -598,7 +634,8 @@ def resolve_scenarios(raw: Mapping[str, Any], preset: str | None = None,
     out: dict[str, dict[str, Any]] = {}
     for name, override in scenarios.items():
         if not SCENARIO_NAME.match(name):
-            raise ConfigError(f"{source}: scenarios.{name}: scenario names must match [A-Za-z0-9_-]+")
+            raise ConfigError(f"{source}: scenarios.{name}: expected a name that starts with a letter or digit "
+                              "and holds only letters, digits, _ and -")
         merged = deep_merge(base, override)
         _check(merged, strict, f"{source}: scenario {name} (after merging defaults, preset {preset})")
         _semantic_checks(name, merged, source)
@@ -608,6 +645,24 @@ def resolve_scenarios(raw: Mapping[str, Any], preset: str | None = None,
     if unknown:
         raise ConfigError(f"{source}: run: unknown scenario(s) {unknown}; expected names from {sorted(out)}")
     return {k: v for k, v in out.items() if not run or k in run}
+
+
+def command_line_source(overrides: Mapping[str, Any]) -> str:
+    """How errors name values given on Snakemake's command line (``--config KEY=VALUE ...``)."""
+    shown = " ".join(f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in overrides.items())
+    return f"command line --config {shown}"
+
+
+def resolve_with_overrides(file_raw: Mapping[str, Any], merged: Mapping[str, Any], overrides: Mapping[str, Any],
+                           source: str) -> dict[str, dict[str, Any]]:
+    """:func:`resolve_scenarios` of ``merged`` (the config file(s) ``file_raw`` updated with the
+    command line's ``overrides``), attributing each error to where the value came from: the
+    file's own content is validated first (errors name ``source``); an error that only the
+    overrides bring in names the command line, not the file."""
+    if not overrides:
+        return resolve_scenarios(merged, merged.get("preset"), source=source)
+    resolve_scenarios(file_raw, file_raw.get("preset"), source=source)
+    return resolve_scenarios(merged, merged.get("preset"), source=command_line_source(overrides))
 
 
 def load_scenarios(path: str | Path, preset: str | None = None) -> dict[str, dict[str, Any]]:

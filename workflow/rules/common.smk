@@ -1,25 +1,11 @@
 # Shared helpers: config loading and validation, per-stage params, input functions.
-import os
 import re
 import sys
 from pathlib import Path
 
-# The workflow finds its own library even when the package is not installed.
-sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
-
-from ptychopipe.config import (ConfigError, default_scenarios, is_imported, resolve_scenarios,  # noqa: E402
+from ptychopipe.config import (ConfigError, default_scenarios, is_imported, resolve_with_overrides,
                                stage_config, sweep_points, to_json)
 
-PY = sys.executable
-# Rules run `python3 -m ptychopipe ...`, with no interpreter path in the shell command (so
-# `snakemake --lint` is clean and, under `--sdm conda`, the rule's environment supplies
-# python3). Otherwise the interpreter running Snakemake comes first on PATH and this
-# checkout's src/ on PYTHONPATH, so jobs run exactly this environment and this code.
-os.environ.update(
-    PATH=os.pathsep.join([str(Path(PY).parent), os.environ.get("PATH", "")]),
-    PYTHONPATH=os.pathsep.join(p for p in [str(Path(workflow.basedir).parent / "src"),
-                                           os.environ.get("PYTHONPATH", "")] if p),
-)
 CONDA_ENV = "../envs/ptychopipe.yaml"  # every rule's `conda:` (relative to workflow/rules/) but:
 BASELINE_CONDA_ENV = "../envs/baseline.yaml"  # rule baseline's, which also needs torch and pty-chi
 CONFIG_SOURCE = ", ".join(str(p) for p in workflow.configfiles) or "config"
@@ -39,7 +25,8 @@ def source_files(params):
 
 try:
     # One-line errors with the key path; same JSON schema file a user can read.
-    SCENARIOS = resolve_scenarios(config, config.get("preset"), source=CONFIG_SOURCE)
+    # (an error in a --config value names the command line, not the file)
+    SCENARIOS = resolve_with_overrides(FILE_CONFIG, config, dict(workflow.config_settings.config), CONFIG_SOURCE)
     for _name, _params in SCENARIOS.items():  # a missing probe file: one line now, not a MissingInputException
         for _key, _path in source_files(_params).items():  # imported data: the same for its files
             if not Path(_path).is_file():
