@@ -219,6 +219,31 @@ def test_telemetry_table(results_tree, capsys):
     assert {r["scenario"] for r in csv.DictReader(csv_path.open())} == {"gs1_ideal", "gs2_custom", "old_scenario"}
 
 
+@pytest.mark.parametrize("args,pattern", [
+    (("--scenarios=typo",), r"--scenarios: no results for \['typo'\] .*expected scenarios from \['gs1_ideal', "
+                            r"'gs2_custom', 'old_scenario'\]; nothing written"),
+    (("--scenarios=gs1_ideal,typo",), r"--scenarios: no results for \['typo'\]"),
+    (("--scenarios=",), r"--scenarios: expected at least one scenario name, got none"),
+    (("--results", "/nonexistent/results"), r"/nonexistent/results: results folder not found \(--results\)"),
+    (("--results", "EMPTY"), r"no scenario results \(no \*/simulated\.h5\)"),
+])
+def test_telemetry_never_replaces_the_table_with_an_empty_one(results_tree, tmp_path, capsys, args, pattern):
+    """An unknown scenario, a missing or empty results folder: one line, exit 1, the existing table untouched."""
+    md, csv_path = results_tree / "telemetry.md", results_tree / "telemetry.csv"
+    rc, _, err = _main(capsys, "telemetry", "--results", str(results_tree), "--md", str(md), "--csv", str(csv_path))
+    assert rc == 0, err
+    before = (md.read_bytes(), csv_path.read_bytes())
+    (tmp_path / "EMPTY").mkdir()
+    args = tuple(str(tmp_path / "EMPTY") if a == "EMPTY" else a for a in args)
+    rc, out, err = _main(capsys, "telemetry", "--results", str(results_tree), "--md", str(md), "--csv", str(csv_path),
+                         *args)
+    lines = err.strip().splitlines()
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("ptychopipe telemetry: error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+    assert (md.read_bytes(), csv_path.read_bytes()) == before
+    assert sorted(p.name for p in results_tree.iterdir() if p.is_file()) == ["telemetry.csv", "telemetry.md"]
+
+
 # --------------------------------------------------------------------------- params-diff
 
 

@@ -60,6 +60,32 @@ def _fmt(v: object) -> str:
     return "" if v is None else str(v)
 
 
+def _scenario_dirs(results: Path, scenarios: Sequence[str] | None) -> list[Path]:
+    """The scenario folders (with a simulated.h5) under ``results``, only ``scenarios`` when given.
+
+    Refused with one line (so that a typo never replaces the pipeline's table with an empty
+    one): ``results`` not a folder, a named scenario without results, no scenario at all."""
+    if not results.exists():
+        raise ArtifactError(f"{results}: results folder not found (--results); expected the pipeline's "
+                            "results/ folder; nothing written")
+    if not results.is_dir():
+        raise ArtifactError(f"{results}: not a folder (--results); expected the pipeline's results/ folder; "
+                            "nothing written")
+    found = sorted(p.name for p in results.iterdir() if p.is_dir() and (p / "simulated.h5").is_file())
+    if scenarios is not None:
+        missing = [s for s in scenarios if s not in found]
+        if missing:
+            raise ArtifactError(f"{results}: --scenarios: no results for {missing} (no {results / missing[0]}/"
+                                f"simulated.h5); expected scenarios from {found}; nothing written")
+        if not scenarios:
+            raise ArtifactError(f"{results}: --scenarios: expected at least one scenario name, got none; "
+                                "nothing written")
+    if not found:
+        raise ArtifactError(f"{results}: no scenario results (no */simulated.h5); expected the folder the "
+                            "pipeline wrote; nothing written")
+    return [results / name for name in found if scenarios is None or name in scenarios]
+
+
 def telemetry_rows(results: str | Path, scenarios: Sequence[str] | None = None) -> list[dict[str, object]]:
     """One row per (scenario, stage, array) found under ``results``, in pipeline order.
 
@@ -68,8 +94,7 @@ def telemetry_rows(results: str | Path, scenarios: Sequence[str] | None = None) 
     """
     results = Path(results)
     rows: list[dict[str, object]] = []
-    scen_dirs = sorted(p for p in results.iterdir() if p.is_dir() and (p / "simulated.h5").is_file()
-                       and (scenarios is None or p.name in scenarios)) if results.is_dir() else []
+    scen_dirs = _scenario_dirs(results, scenarios)
     for sdir in scen_dirs:
         prev_mean: float | None = None
         for fname, stage in STAGE_FILES:
