@@ -59,16 +59,29 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     file is removed (a SIGKILL may leave a dot-file ``.NAME.tmp-PID``, never ``NAME``).
     ``suffix`` is appended to the temporary name (e.g. ".keras", which Keras requires)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         _fsync(tmp)  # the data on disk before the rename publishes it (a crash then leaves no empty file)
         os.replace(tmp, path)
         _fsync(path.parent)
+    except OSError as exc:  # no permission, a read-only or full disk, ...: one line naming the output
+        raise ArtifactError(f"{path}: could not write: {describe_os_error(exc)}; nothing written") from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an operating-system error: Python's own message when it names the path,
+    else the errno's text (h5py's messages are long and carry no path attribute)."""
+    if exc.filename is not None:
+        return str(exc)
+    if exc.errno is not None:
+        return f"[Errno {exc.errno}] {os.strerror(exc.errno)}"
+    text = str(exc).splitlines()
+    return text[0] if text and text[0] else type(exc).__name__
 
 
 def _fsync(path: Path) -> None:

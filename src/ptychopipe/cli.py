@@ -4,7 +4,7 @@ Stage commands take the scenario name, the stage's frozen config as canonical
 JSON (``--config``, what the rule's ``params:`` carries), named input files and
 the output path; they rebuild the frozen config and call the stage's ``run``.
 Any expected failure (bad config, bad input file, broken invariant) ends with
-one line on stderr, ``ptychopipe <stage>: error: ...``, and exit status 1;
+one line on stderr, ``ptychopipe <stage>: error: ...``, and exit status 1 (Ctrl-C: one line, exit status 130);
 nothing half-written is left because every writer is atomic.
 
 Heavy modules (NumPy, TensorFlow) are imported after the thread limits from
@@ -14,6 +14,7 @@ Heavy modules (NumPy, TensorFlow) are imported after the thread limits from
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -50,10 +51,19 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
 BUILTIN_ONE_LINE_ERRORS = (ValueError, FileNotFoundError, KeyError)
 
 
+#: Operating-system errors that are about the machine, not the code (no permission, a read-only
+#: or full disk, a quota): one line even when the library raising them (h5py) names no path.
+SYSTEM_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO})
+
+#: Exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
+EXIT_INTERRUPTED = 130
+
+
 def is_one_line_error(exc: BaseException) -> bool:
     """True for the errors the CLI reports as ``ptychopipe STAGE: error: MESSAGE`` (exit 1)."""
     return (isinstance(exc, PtychopipeError) or type(exc) in BUILTIN_ONE_LINE_ERRORS
-            or (isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None))
+            or (isinstance(exc, OSError) and exc.errno is not None
+                and (exc.filename is not None or exc.errno in SYSTEM_ERRNOS)))
 
 
 def set_thread_limits(threads: int) -> None:
@@ -310,9 +320,17 @@ def main(argv: list[str] | None = None) -> int:
     set_thread_limits(args.threads)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: every writer is atomic, so no output is half-written
+        print(f"ptychopipe {args.command}: interrupted (Ctrl-C); no output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001
         if not is_one_line_error(exc):
             raise
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and not isinstance(exc, PtychopipeError):
+            from .artifacts import describe_os_error
+
+            msg = describe_os_error(exc)
+        else:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"ptychopipe {args.command}: error: {msg}", file=sys.stderr)
         return 1
