@@ -417,6 +417,25 @@ def test_bad_probe_file_is_one_line(tmp_path, params, case, make, expected):
     _assert_one_line_failure(res, "simulate", expected, out, names=probe_file)
 
 
+@pytest.mark.parametrize("stage,flag,what", [
+    ("split", "--simulated", "expected the simulate stage's output"),
+    ("infer", "--model", "expected the train stage's model.keras"),
+])
+def test_an_input_path_that_is_a_directory_says_so(tmp_path, params, good, stage, flag, what):
+    """A folder where an input file is expected: "is a directory", not "file not found"."""
+    folder = tmp_path / "in.h5"
+    folder.mkdir()
+    inputs = {"split": ("--simulated", str(folder)),
+              "infer": ("--normalized", str(good / "normalized.h5"), "--model", str(folder))}[stage]
+    out = tmp_path / "out.h5"
+    res = run_stage(stage, "--scenario", SCEN, "--config", to_json(stage_config(params[SCEN], stage)), *inputs,
+                    "--out", str(out))
+    assert res.returncode == 1
+    assert nonempty_lines(res.stderr) == [f"ptychopipe {stage}: error: {folder}: is a directory; expected a file "
+                                          f"({what})"]
+    assert not out.exists()
+
+
 def test_bad_stage_config_json(tmp_path):
     out = tmp_path / "simulated.h5"
     res = run_stage("simulate", "--scenario", SCEN, "--config", "{not json", "--out", str(out))

@@ -278,3 +278,31 @@ def test_params_diff_unknown_scenario_is_one_line(capsys):
     assert err.strip() == (f"ptychopipe params-diff: error: {CONFIG}: scenario 'gs7' not found; expected one of "
                            "['dose_10000', 'dose_100000', 'dose_1e06', 'dose_1e07', 'dose_1e09', 'gs1_custom', "
                            "'gs1_ideal', 'gs2_custom', 'gs2_ideal']")  # the dose sweep's scenarios too
+
+
+# --------------------------------------------------------------------------- TensorFlow start-up notices
+
+
+def test_tensorflow_start_up_notices_are_filtered_from_stderr(capfd):
+    """The notices TensorFlow writes to file descriptor 2 before logging is set up are dropped;
+    every other line written meanwhile is passed on, in order."""
+    from ptychopipe.quiet import filtered_stderr
+
+    with filtered_stderr():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on. You may see ...\n")
+        os.write(2, b"E0000 00:00:1.0 1 cuda_executor.cc:1228] failed call to cuInit: UNKNOWN ERROR (303)\n")
+        os.write(2, b"a real warning\n")
+        os.write(2, b"and another\n")
+    assert capfd.readouterr().err == "a real warning\nand another\n"
+
+
+def test_a_keras_stage_prints_no_start_up_notices(tmp_path):
+    """`ptychopipe infer` (imports Keras and TensorFlow) on a missing model: its one error line only."""
+    res = subprocess.run([sys.executable, "-m", "ptychopipe", "infer", "--scenario", "s", "--config",
+                          _json("gs1_ideal", "infer"), "--normalized", str(tmp_path / "n.h5"), "--model",
+                          str(tmp_path / "m.keras"), "--out", str(tmp_path / "i.h5")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1
+    assert res.stderr.splitlines() == [f"ptychopipe infer: error: {tmp_path / 'n.h5'}: file not found "
+                                       "(expected the normalize stage's output)"]

@@ -73,6 +73,15 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
+def not_a_file(path: str | Path, what: str) -> str:
+    """The one-line message for an input path that is no file: a folder in its place is named
+    as such (not "file not found"), else the file is missing. ``what`` says what was expected."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path}: is a directory; expected a file ({what})"
+    return f"{path}: file not found ({what})"
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for an operating-system error: Python's own message when it names the path,
     else the errno's text (h5py's messages are long and carry no path attribute)."""
@@ -171,7 +180,7 @@ def open_artifact(path: str | Path, stage: str | tuple[str, ...]) -> Iterator[h5
     else:
         stages = (stage,)
     if not path.is_file():
-        raise ArtifactError(f"{path}: file not found (expected the {stage} stage's output)")
+        raise ArtifactError(not_a_file(path, f"expected the {stage} stage's output"))
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -584,7 +593,7 @@ def read_json_object(path: str | Path, what: str, keys: tuple[str, ...]) -> dict
     ArtifactError naming the file otherwise (``what`` says which artifact was expected)."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: file not found (expected {what})")
+        raise ArtifactError(not_a_file(path, f"expected {what}"))
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

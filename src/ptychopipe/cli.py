@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import os
 import sys
 from typing import Callable
@@ -86,8 +85,10 @@ def _name_list(text: str) -> list[str]:
 
 
 def _load(target: str) -> Callable:
+    from .quiet import import_quietly
+
     mod, func = target.split(":")
-    return getattr(importlib.import_module(mod), func)
+    return getattr(import_quietly(mod), func)
 
 
 def _run_stage(args: argparse.Namespace) -> int:

@@ -55,7 +55,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .artifacts import Array, write_artifact
+from .artifacts import Array, not_a_file, write_artifact
 from .config import IngestConfig
 from .errors import PtychopipeError
 from .physics import expected_counts, extract_patches
@@ -229,7 +229,7 @@ def read_npz(path: str | Path, probe_normalization: str = "native", diff3d: str 
     """
     path = Path(path)
     if not path.is_file():
-        raise IngestError(f"{path}: file not found (source.file)")
+        raise IngestError(not_a_file(path, "source.file"))
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
@@ -335,7 +335,7 @@ def _attr_float(node: Any, path: Path, where: str, key: str, default: float | No
 
 def _open_h5(path: Path, what: str) -> h5py.File:
     if not path.is_file():
-        raise IngestError(f"{path}: file not found ({what})")
+        raise IngestError(not_a_file(path, what))
     try:
         return h5py.File(path, "r")
     except OSError as exc:

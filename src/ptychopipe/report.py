@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .artifacts import (ArtifactError, read_attrs, read_comparison_json, read_telemetry, save_figure,
+from .artifacts import (ArtifactError, not_a_file, read_attrs, read_comparison_json, read_telemetry, save_figure,
                         write_text_atomic)
 from .telemetry import cpu_description
 
@@ -452,7 +452,7 @@ def quality_rows(results: str | Path, configfile: str | Path, preset: str,
         for fname in ("simulated.h5", "train.h5"):
             path = results / scen / fname
             if not path.is_file():
-                raise ArtifactError(f"{path}: file not found (expected the {fname[:-3]} artifact of {scen})")
+                raise ArtifactError(not_a_file(path, f"expected the {fname[:-3]} artifact of {scen}"))
             attrs[fname] = read_attrs(path)
             stage = str(attrs[fname].get("stage"))
             want = config_hash(stage_config(params[scen], stage))
@@ -526,7 +526,7 @@ def write_quality_table(results: str | Path, out: str | Path, configfile: str | 
 
     out = Path(out)
     if not out.is_file():
-        raise ArtifactError(f"{out}: file not found (expected the Markdown file with the quality-table markers)")
+        raise ArtifactError(not_a_file(out, "expected the Markdown file with the quality-table markers"))
     text = out.read_text()
     replace_between_markers(text, [], str(out))  # marker problems before reading any result
     rows = quality_rows(results, configfile, preset, scenarios)
