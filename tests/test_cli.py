@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import ptychopipe
 from ptychopipe import cli
 from ptychopipe.config import load_scenarios, stage_config, to_json
 
@@ -252,6 +253,9 @@ def test_params_diff_between_scenarios(capsys):
                        "--preset", "full")
     assert rc == 0
     lines = out.splitlines()
+    # which file and preset were merged (and the version) come first
+    assert lines[0] == f"# merged: both from {CONFIG}, preset full (--preset); ptychopipe {ptychopipe.__version__}"
+    lines = lines[1:]
     assert lines[0].split() == ["stage.parameter", "gs1_ideal", "|", "gs2_custom"]
     assert "[simulate]" in lines and "[group]" in lines
     assert any(ln.split() == ["simulate.n_positions", "2000", "|", "8000"] for ln in lines)
@@ -266,10 +270,14 @@ def test_params_diff_against_another_file(tmp_path, capsys):
     other.write_text(yaml.safe_dump(raw))
     rc, out, _ = _main(capsys, "params-diff", "gs2_custom", f"{other}:gs2_custom", "--configfile", str(CONFIG))
     assert rc == 0
-    body = [ln.split() for ln in out.splitlines()[1:]]
+    preset = yaml.safe_load(CONFIG.read_text())["preset"]
+    assert out.splitlines()[0] == (f"# merged: gs2_custom from {CONFIG}, preset {preset} (the file); "
+                                   f"{other}:gs2_custom from {other}, preset {preset} (the file); "
+                                   f"ptychopipe {ptychopipe.__version__}")
+    body = [ln.split() for ln in out.splitlines()[2:]]
     assert body == [["[simulate]"], ["simulate.nphotons", "1000000000.0", "|", "10000.0"]]
     rc, out, _ = _main(capsys, "params-diff", "gs1_ideal", "gs1_ideal", "--configfile", str(CONFIG))
-    assert out.strip() == "no differences between gs1_ideal and gs1_ideal"
+    assert out.splitlines()[1:] == ["no differences between gs1_ideal and gs1_ideal"]
 
 
 def test_params_diff_unknown_scenario_is_one_line(capsys):

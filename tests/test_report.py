@@ -37,7 +37,7 @@ def test_summary_csv_has_one_row_per_scenario_with_the_metrics(two_scenarios, tm
                                              tmp_path / "r" / "summary.csv", tmp_path / "r" / "overview.png")
     rows = list(csv.DictReader(csv_path.open()))
     assert [r["scenario"] for r in rows] == ["gs1_ideal", "gs2_custom"]
-    assert list(rows[0]) == [name for name, _, _ in report.SUMMARY_COLUMNS]
+    assert list(rows[0]) == [name for name, _, _ in report.SUMMARY_COLUMNS] + list(report.PROVENANCE_COLUMNS)
     for r in rows:
         js = two_scenarios[r["scenario"]]
         assert float(r["amp_pearson_r"]) == pytest.approx(js["metrics"]["amplitude"]["pearson_r"])
@@ -48,6 +48,42 @@ def test_summary_csv_has_one_row_per_scenario_with_the_metrics(two_scenarios, tm
     assert float(rows[0]["amplitude_bias"]) == pytest.approx(1.3, abs=5e-3)
     assert rows[0]["first_broken"] == "prediction" and rows[1]["first_broken"] == "none"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_summary_records_preset_version_date_and_config_hash(two_scenarios, tmp_path, capsys):
+    """Provenance: the preset, the config hash, the ptychopipe version and the date (UTC), in
+    summary.md and in every summary.csv row; through the CLI the rule calls."""
+    import datetime as dt
+
+    import ptychopipe
+
+    out = tmp_path / "r"
+    rc = cli.main(["report", "--comparisons", *map(str, two_scenarios["json"]), "--md", str(out / "s.md"),
+                   "--csv", str(out / "s.csv"), "--overview", str(out / "o.png"), "--preset", "ci",
+                   "--config-hash", "0123456789abcdef"])
+    assert rc == 0, capsys.readouterr().err
+    rows = list(csv.DictReader((out / "s.csv").open()))
+    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    for r in rows:
+        assert (r["preset"], r["config_hash"], r["ptychopipe_version"]) == ("ci", "0123456789abcdef",
+                                                                            ptychopipe.__version__)
+        assert re.fullmatch(rf"{today}T\d\d:\d\d:\d\dZ", r["created_utc"]), r["created_utc"]
+    text = (out / "s.md").read_text()
+    assert (f"Preset ci, config hash 0123456789abcdef, ptychopipe {ptychopipe.__version__}, written "
+            f"{rows[0]['created_utc']} (UTC).") in text.splitlines()
+    # the phase's least-squares scale stands beside the amplitude bias in the table
+    header = next(ln for ln in text.splitlines() if ln.startswith("| scenario"))
+    cells = [c.strip() for c in re.split(r"(?<!\\)\|", header)]
+    assert cells[cells.index("amplitude_bias (mean\\|Ô\\|/mean\\|O\\|)") + 1] == "phase_ls_scale"
+
+
+def test_run_config_hash_follows_the_parameters(raw_config):
+    from ptychopipe.config import resolve_scenarios, scenarios_hash
+
+    a = resolve_scenarios(raw_config, "ci")
+    assert scenarios_hash(a) == scenarios_hash(resolve_scenarios(raw_config, "ci"))
+    assert re.fullmatch(r"[0-9a-f]{16}", scenarios_hash(a))
+    assert scenarios_hash(resolve_scenarios(raw_config, "quick")) != scenarios_hash(a)
 
 
 def test_summary_md_tables_chain_and_links(two_scenarios, tmp_path):

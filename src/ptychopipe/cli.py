@@ -112,7 +112,8 @@ def _telemetry(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_summary
 
-    paths = write_summary(args.comparisons, args.md, args.csv, args.overview, args.baselines)
+    paths = write_summary(args.comparisons, args.md, args.csv, args.overview, args.baselines,
+                          preset=args.preset, config_hash=args.config_hash)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -173,7 +174,10 @@ def _baseline_compare(args: argparse.Namespace) -> int:
 
 
 def _params_diff(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_scenarios, params_diff
+    from . import __version__
+    from .config import ConfigError, effective_preset, load_scenarios, load_yaml, params_diff
+
+    merged: list[str] = []  # which file and preset each side was merged from
 
     def resolve(spec: str) -> dict:
         # "NAME" (a scenario of --configfile), "FILE.yaml:NAME", or "FILE.yaml" (its only scenario)
@@ -183,6 +187,8 @@ def _params_diff(args: argparse.Namespace) -> int:
         elif ".yaml:" in spec or ".yml:" in spec:
             path, name = spec.rsplit(":", 1)
         scen = load_scenarios(path, args.preset)
+        preset = effective_preset(load_yaml(path), args.preset)
+        merged.append(f"{path}, preset {preset} ({'--preset' if args.preset is not None else 'the file'})")
         if not name:
             if len(scen) != 1:
                 raise ConfigError(f"{path}: expected exactly one scenario (or name one as {path}:NAME), "
@@ -193,6 +199,9 @@ def _params_diff(args: argparse.Namespace) -> int:
         return scen[name]
 
     rows = params_diff(resolve(args.a), resolve(args.b))
+    where = (f"both from {merged[0]}" if merged[0] == merged[1]
+             else f"{args.a} from {merged[0]}; {args.b} from {merged[1]}")
+    print(f"# merged: {where}; ptychopipe {__version__}")
     if not rows:
         print(f"no differences between {args.a} and {args.b}")
         return 0
@@ -238,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overview", default="results/report/overview.png")
     r.add_argument("--baselines", nargs="*", default=[], help="baseline_comparison.json of the scenarios with the "
                                                               "iterative reference (a PINN-vs-iterative section)")
+    r.add_argument("--preset", default=None, help="preset of the run (recorded in the summary)")
+    r.add_argument("--config-hash", default=None, help="hash of the run's merged scenario parameters (recorded)")
     r.add_argument("--threads", type=int, default=1)
     r.set_defaults(func=_report)
     dr = sub.add_parser("dose-response", help="dose-response figure and table (PNG + CSV) of the dose sweep "

@@ -624,7 +624,7 @@ def resolve_scenarios(raw: Mapping[str, Any], preset: str | None = None,
     schema = load_schema()
     validate_raw(raw, source, schema)
     _check_sweep_params(raw, schema, source)
-    preset = preset if preset is not None else raw.get("preset", "quick")
+    preset = effective_preset(raw, preset)
     if preset not in raw["presets"]:
         raise ConfigError(f"{source}: preset: {preset!r} is not defined; expected one of {sorted(raw['presets'])}")
     scenarios = expand_sweeps(raw, source)
@@ -663,6 +663,19 @@ def resolve_with_overrides(file_raw: Mapping[str, Any], merged: Mapping[str, Any
         return resolve_scenarios(merged, merged.get("preset"), source=source)
     resolve_scenarios(file_raw, file_raw.get("preset"), source=source)
     return resolve_scenarios(merged, merged.get("preset"), source=command_line_source(overrides))
+
+
+def effective_preset(raw: Mapping[str, Any], preset: str | None = None) -> str:
+    """The preset :func:`resolve_scenarios` merges: ``preset`` if given, else the file's ``preset``,
+    else "quick"."""
+    return preset if preset is not None else str(raw.get("preset", "quick"))
+
+
+def scenarios_hash(params: Mapping[str, Mapping[str, Any]]) -> str:
+    """First 16 hex digits of the SHA-256 of the canonical JSON of {scenario: merged parameters}:
+    one number for the configuration of a whole run (recorded in the summary)."""
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_scenarios(path: str | Path, preset: str | None = None) -> dict[str, dict[str, Any]]:

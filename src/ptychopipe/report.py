@@ -168,9 +168,14 @@ SUMMARY_COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("first_broken", ("first_broken",), ""),
 )
 
-#: Columns of the Markdown table (a readable subset; the CSV has them all).
+#: Provenance of the run, the last columns of every summary.csv row and a line of summary.md.
+PROVENANCE_COLUMNS = ("preset", "config_hash", "ptychopipe_version", "created_utc")
+
+#: Columns of the Markdown table (a readable subset; the CSV has them all). The phase's
+#: least-squares scale stands beside the amplitude bias: a compressed phase (ls_scale well
+#: below 1) can keep a high Pearson r.
 SUMMARY_MD_COLUMNS = ("scenario", "amp_pearson_r", "amp_ssim", "amp_psnr_db", "amp_frc_resolution_px",
-                      "amplitude_bias", "phase_pearson_r", "phase_ssim", "phase_mae_rad",
+                      "amplitude_bias", "phase_ls_scale", "phase_pearson_r", "phase_ssim", "phase_mae_rad",
                       "phase_frc_resolution_px", "train_seconds", "samples_per_second", "nan_status",
                       "first_broken")
 
@@ -256,15 +261,31 @@ def overview_figure(rows: Sequence[dict[str, Any]], path: str | Path, tolerance:
     save_figure(fig, path)
 
 
+def provenance(preset: str | None = None, config_hash: str | None = None) -> dict[str, str]:
+    """The run's provenance: preset, config hash (None: "not recorded"), ptychopipe version and
+    the date (UTC) of the report."""
+    import datetime as dt
+
+    from . import __version__
+
+    return {"preset": preset or "not recorded", "config_hash": config_hash or "not recorded",
+            "ptychopipe_version": __version__,
+            "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
 def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_path: str | Path,
-                  overview_path: str | Path, baselines: Sequence[str | Path] = ()) -> tuple[Path, Path, Path]:
+                  overview_path: str | Path, baselines: Sequence[str | Path] = (),
+                  preset: str | None = None, config_hash: str | None = None) -> tuple[Path, Path, Path]:
     """Write summary.csv (all columns), summary.md (table, per-scenario chain and figure
     links) and the overview figure, from each scenario's comparison.json. Returns the paths.
     ``baselines``: baseline_comparison.json files (scenarios with the iterative reference),
-    tabulated in a "PINN vs iterative" section of summary.md."""
+    tabulated in a "PINN vs iterative" section of summary.md. ``preset`` and ``config_hash``
+    (of the run's scenarios, :func:`ptychopipe.config.scenarios_hash`) are recorded with the
+    ptychopipe version and the date (:data:`PROVENANCE_COLUMNS`)."""
     if not comparisons:
         raise ValueError("report: expected at least one comparison.json, got none")
-    rows = summary_rows(comparisons)
+    prov = provenance(preset, config_hash)
+    rows = [{**r, **prov} for r in summary_rows(comparisons)]
     data: dict[str, dict[str, Any]] = {}
     for p in comparisons:
         d = read_comparison_json(p)
@@ -272,7 +293,7 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
             raise ValueError(f"{p}: scenario {d['scenario']!r} appears twice in the comparisons; "
                              "expected one comparison.json per scenario")
         data[str(d["scenario"])] = d
-    write_csv(csv_path, [n for n, _, _ in SUMMARY_COLUMNS], rows)
+    write_csv(csv_path, [n for n, _, _ in SUMMARY_COLUMNS] + list(PROVENANCE_COLUMNS), rows)
     tolerances = {float(d["config"]["ratio_tolerance"]) for d in data.values()}
     overview_figure(rows, overview_path, tolerances.pop() if len(tolerances) == 1 else None)
 
@@ -280,9 +301,13 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
     units = {n: u for n, _, u in SUMMARY_COLUMNS}
     lines = [
         "# ptychopipe summary", "",
+        f"Preset {prov['preset']}, config hash {prov['config_hash']}, ptychopipe {prov['ptychopipe_version']}, "
+        f"written {prov['created_utc']} (UTC).", "",
         f"{len(rows)} scenario(s). Metrics compare the stitched test-region reconstruction with the true "
         "object over its well-covered pixels, after removing the global phase offset only (no amplitude "
-        "rescaling, no registration unless configured). `amplitude_bias` = mean|Ô| / mean|O| (target 1). "
+        "rescaling, no registration unless configured). `amplitude_bias` = mean|Ô| / mean|O| (target 1); "
+        "`phase_ls_scale` = least-squares scale of the phase onto the truth (target 1; below 1: compressed "
+        "phase contrast, which a high phase Pearson r does not show). "
         "`first_broken` names the first stage of the ratio chain raw → grouped → normalized → prediction → "
         "stitched → truth that departs from its contract by more than `compare.ratio_tolerance`. "
         "All columns (with MAE, RMSE, PSNR, least-squares scalars) are in summary.csv.", "",

@@ -3,8 +3,8 @@ import re
 import sys
 from pathlib import Path
 
-from ptychopipe.config import (ConfigError, default_scenarios, is_imported, resolve_with_overrides,
-                               stage_config, sweep_points, to_json)
+from ptychopipe.config import (ConfigError, default_scenarios, effective_preset, is_imported,
+                               resolve_with_overrides, scenarios_hash, stage_config, sweep_points, to_json)
 
 CONDA_ENV = "../envs/ptychopipe.yaml"  # every rule's `conda:` (relative to workflow/rules/) but:
 BASELINE_CONDA_ENV = "../envs/baseline.yaml"  # rule baseline's, which also needs torch and pty-chi
@@ -54,6 +54,9 @@ DEFAULT = default_scenarios(config, SCENARIOS)
 # The dose sweep(s): (scenario, nphotons) of every sweep over `nphotons`, as configured and selected;
 # a point with its base scenario's parameters is the base (dose_1e09 -> gs2_custom), built once.
 DOSE = [(n, float(v)) for n, v in sweep_points(config, SCENARIOS, "nphotons")]
+# Provenance recorded in the summary: the preset merged and one hash of the default scenarios' parameters.
+PRESET = effective_preset(config)
+RUN_CONFIG_HASH = scenarios_hash({n: SCENARIOS[n] for n in DEFAULT})
 
 
 def scenario_regex(names):

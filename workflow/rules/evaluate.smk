@@ -94,6 +94,9 @@ rule summary:
         md=report("results/report/summary.md", caption="../report/summary.rst", category="Summary"),
         csv=report("results/report/summary.csv", caption="../report/summary_csv.rst", category="Summary"),
         overview=report("results/report/overview.png", caption="../report/overview.rst", category="Summary"),
+    params:
+        preset=PRESET,  # provenance recorded in the summary
+        config_hash=RUN_CONFIG_HASH,
     log:
         "results/logs/summary.log",
     benchmark:
@@ -105,7 +108,7 @@ rule summary:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe report --comparisons {input.comparisons} --baselines {input.baselines}"
-        " --md {output.md} --csv {output.csv}"
+        " --md {output.md} --csv {output.csv} --preset {params.preset} --config-hash {params.config_hash}"
         " --overview {output.overview} --threads {threads} > {log} 2>&1"
 
 
