@@ -157,6 +157,8 @@ class IngestConfig:
     probe_normalization: str  # "native" (the format's own) | "unitary" | "unnormalized"
     diff3d: str | None  # npz only: "amplitude" (sqrt counts) | "counts"
     diffraction: str | None  # ptychodus only: the diffraction HDF5 (None: diffraction.h5 beside the product)
+    N: int | None = None  # the scenario's N: the patterns must be N x N (None: not checked)
+    check_conventions: bool = True  # stop when the data contradict the declared conventions (ingest.check_conventions)
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,8 @@ def stage_config(params: Mapping[str, Any], stage: str):
         s = p["source"]  # file None: a simulated scenario (the ingest rule never runs for it)
         return IngestConfig(file=str(s["file"]) if s["file"] else None, format=s["format"], probe_normalization=s["probe_normalization"],
                             diff3d=s["diff3d"] if s["format"] == "npz" else None,
-                            diffraction=s["diffraction"] if s["format"] == "ptychodus" else None)
+                            diffraction=s["diffraction"] if s["format"] == "ptychodus" else None,
+                            N=int(p["N"]), check_conventions=bool(s["check_conventions"]))
     if stage == "baseline":
         b = p["baseline"]
         return BaselineConfig(engine=b["engine"], epochs=int(b["epochs"]), batch_size=int(b["batch_size"]),
