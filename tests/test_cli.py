@@ -314,3 +314,24 @@ def test_a_keras_stage_prints_no_start_up_notices(tmp_path):
     assert res.returncode == 1
     assert res.stderr.splitlines() == [f"ptychopipe infer: error: {tmp_path / 'n.h5'}: file not found "
                                        "(expected the normalize stage's output)"]
+
+
+# --------------------------------------------------------------------------- progress lines
+
+
+def test_progress_lines_go_to_the_log_and_the_progress_descriptor(monkeypatch, capsys):
+    """progress(): stdout (the log) always; the descriptor named by PTYCHOPIPE_PROGRESS_FD too
+    (the rules duplicate Snakemake's stderr to it); a closed descriptor is ignored."""
+    from ptychopipe.progress import PROGRESS_FD_ENV, duration, progress
+
+    r, w = os.pipe()
+    monkeypatch.setenv(PROGRESS_FD_ENV, str(w))
+    progress("[train] s epoch 1/2: loss 1")
+    os.close(w)
+    assert os.read(r, 1000) == b"[train] s epoch 1/2: loss 1\n"
+    os.close(r)
+    progress("after the descriptor closed")  # no error
+    monkeypatch.delenv(PROGRESS_FD_ENV)
+    progress("log only")
+    assert capsys.readouterr().out == "[train] s epoch 1/2: loss 1\nafter the descriptor closed\nlog only\n"
+    assert [duration(s) for s in (0.04, 4.2, 42, 187, 3900)] == ["0.0s", "4.2s", "42s", "3m07s", "1h05m"]

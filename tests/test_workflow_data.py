@@ -83,6 +83,24 @@ def test_plain_snakemake_in_a_checkout_uses_the_local_profile(workdir):
     assert (workdir / "results" / "gs1_ideal" / "simulated.h5").is_file()
 
 
+def test_the_terminal_shows_one_line_per_stage_and_where_the_results_are(workdir):
+    """With the shipped profile: each finished stage prints one line with its key figure on the
+    terminal (its log keeps the details), no command with its JSON config is printed, the logs
+    hold no TensorFlow start-up notices, and the run ends by saying where things are."""
+    proc = smk(workdir, "results/gs1_ideal/normalized.h5", "--workflow-profile", str(REPO / "profiles" / "local"),
+               "--config", "preset=ci")
+    assert proc.returncode == 0, _out(proc)
+    text = proc.stdout + proc.stderr
+    for stage in DATA_RULES:
+        assert re.search(rf"^\[{stage}\] gs1_ideal: done in [\d.]+s", text, re.M), _out(proc)
+    assert re.search(r"^\[simulate\] gs1_ideal: done in [\d.]+s; dose 1, parseval 1$", text, re.M), _out(proc)
+    assert "--config '{" not in text and '"nphotons"' not in text, "no command with its JSON config by default"
+    assert "ptychopipe: workflow finished (preset ci" in text
+    assert "logs:      results/<scenario>/logs/<stage>.log (e.g. tail -f results/*/logs/train.log)" in text
+    log = (workdir / "results" / "gs1_ideal" / "logs" / "simulate.log").read_text()
+    assert log.startswith("[simulate] gs1_ideal: done in"), log  # the details stay in the log too
+
+
 # --------------------------------------------------------------------------- config errors on the command line
 
 

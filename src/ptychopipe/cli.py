@@ -17,6 +17,7 @@ import argparse
 import errno
 import os
 import sys
+import time
 from typing import Callable
 
 from .errors import PtychopipeError
@@ -94,11 +95,57 @@ def _load(target: str) -> Callable:
 def _run_stage(args: argparse.Namespace) -> int:
     from .config import from_json
 
+    from .progress import duration, progress
+
     target, inputs = STAGE_COMMANDS[args.command]
     cfg = from_json(args.command, args.config)
     kwargs = {name: getattr(args, name) for name in inputs + STAGE_OUTPUTS.get(args.command, ())}
+    t0 = time.perf_counter()
     _load(target)(cfg, args.scenario, out=args.out, **kwargs)
+    figures = key_figures(args.command, args)
+    progress(f"[{args.command}] {args.scenario}: done in {duration(time.perf_counter() - t0)}"
+             + (f"; {figures}" if figures else ""))
     return 0
+
+
+#: The key figures of each stage's output for its "done" line: telemetry ratios of the HDF5
+#: artifact (comparison.json for compare), by name; the first few present are shown.
+KEY_FIGURES: dict[str, tuple[str, ...]] = {
+    "simulate": ("dose", "parseval"),
+    "ingest": ("measured_over_expected", "implied_rms_object_amplitude"),
+    "normalize": ("input_scale",),
+    "train": ("final_over_initial_loss",),
+    "infer": ("predicted_over_measured_counts",),
+}
+
+
+def key_figures(stage: str, args: argparse.Namespace) -> str:
+    """One short text of the finished stage's key figures (never fails: progress only)."""
+    try:
+        if stage == "compare":
+            import json
+
+            d = json.loads(open(args.json).read())
+            m = d.get("metrics") or {}
+            parts = [f"amplitude r {m['amplitude']['pearson_r']:.4f}" if m.get("amplitude") else "",
+                     f"amplitude bias {d['amplitude_bias']:.4f}" if d.get("amplitude_bias") is not None else "",
+                     f"phase r {m['phase']['pearson_r']:.4f}" if m.get("phase") else "",
+                     f"phase ls_scale {m['phase']['ls_scale']:.4f}" if m.get("phase") else "",
+                     f"first broken: {d.get('first_broken') or 'none'}"]
+            return ", ".join(p for p in parts if p)
+        from .artifacts import read_attrs, read_telemetry
+
+        path = args.history if stage == "train" else args.out
+        _, ratios = read_telemetry(path)
+        shown = [f"{k} {ratios[k]:.4g}" for k in KEY_FIGURES.get(stage, ()) if k in ratios]
+        attrs = read_attrs(path)
+        if stage == "train" and "epochs_run" in attrs:
+            shown.insert(0, f"{int(attrs['epochs_run'])} epochs")
+        if stage == "ingest" and "pattern_correlation" in attrs:
+            shown.append(f"pattern_correlation {float(attrs['pattern_correlation']):.4f}")
+        return ", ".join(shown)
+    except Exception:  # noqa: BLE001 - a progress line must never fail a finished stage
+        return ""
 
 
 def _telemetry(args: argparse.Namespace) -> int:

@@ -664,7 +664,10 @@ def resolve_with_overrides(file_raw: Mapping[str, Any], merged: Mapping[str, Any
     overrides bring in names the command line, not the file."""
     if not overrides:
         return resolve_scenarios(merged, merged.get("preset"), source=source)
-    resolve_scenarios(file_raw, file_raw.get("preset"), source=source)
+    preset = merged.get("preset")  # the file checked with the preset of the run, where the file defines it
+    if not (isinstance(file_raw.get("presets"), Mapping) and isinstance(preset, str) and preset in file_raw["presets"]):
+        preset = file_raw.get("preset")
+    resolve_scenarios(file_raw, preset, source=source)
     return resolve_scenarios(merged, merged.get("preset"), source=command_line_source(overrides))
 
 

@@ -118,6 +118,18 @@ def all_targets():
     return report_files + ["results/telemetry.md", "results/telemetry.csv"]
 
 
+def run_summary_message(outcome):
+    """What the run ends with on the terminal: where the summary, the report and the logs are."""
+    lines = [f"ptychopipe: workflow {outcome} (preset {PRESET}; {len(DEFAULT)} scenario(s) configured)."]
+    if outcome == "finished" and Path("results/report/summary.md").is_file():
+        lines.append("  summary:   results/report/summary.md (table: summary.csv, figure: overview.png)")
+    if Path("results/telemetry.md").is_file():
+        lines.append("  telemetry: results/telemetry.md")
+    lines.append("  logs:      results/<scenario>/logs/<stage>.log (e.g. tail -f results/*/logs/train.log)")
+    lines.append("  report:    snakemake --report results/report.html (an HTML report with every figure)")
+    return "\n".join(lines)
+
+
 def train_diagnostics(wildcards):
     """Where the train stage's NaN guard keeps its diagnostic JSON: the train log directory.
     (Used by rules/model.smk; functions live here, not next to the rules, for `snakemake --lint`.)"""

@@ -24,7 +24,7 @@ rule stitch:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe stitch --scenario {wildcards.scenario} --config {params.cfg:q}"
-        " --inferred {input.inferred} --out {output} --threads {threads} > {log} 2>&1"
+        " --inferred {input.inferred} --out {output} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule compare:
@@ -83,7 +83,7 @@ rule compare:
         " --inferred {input.inferred} --stitched {input.stitched} --train {input.train}"
         " --out {output.h5} --json {output.json} --amplitude-png {output.amplitude}"
         " --phase-png {output.phase} --frc-png {output.frc} --training-png {output.training}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule summary:
@@ -109,7 +109,7 @@ rule summary:
     shell:
         "python3 -m ptychopipe report --comparisons {input.comparisons} --baselines {input.baselines}"
         " --md {output.md} --csv {output.csv} --preset {params.preset} --config-hash {params.config_hash}"
-        " --overview {output.overview} --threads {threads} > {log} 2>&1"
+        " --overview {output.overview} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 # Dose response (not part of `rule all`): the dose-sweep scenarios (sweeps over `nphotons` in
@@ -139,4 +139,4 @@ rule dose_response:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe dose-response --comparisons {input.comparisons} --nphotons {params.nphotons}"
-        " --png {output.png} --csv {output.csv} --threads {threads} > {log} 2>&1"
+        " --png {output.png} --csv {output.csv} --threads {threads} 3>&2 > {log} 2>&1"

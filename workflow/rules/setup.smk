@@ -23,6 +23,9 @@ os.environ.update(
 )
 # TensorFlow's start-up notices (oneDNN, cuInit on a machine without a GPU) stay out of the logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Progress lines (one per training epoch, one per finished stage) reach the terminal: every rule
+# runs its command with `3>&2 > {log} 2>&1`, and ptychopipe.progress copies them to descriptor 3.
+os.environ.update(PTYCHOPIPE_PROGRESS_FD="3")
 DEFAULT_CONFIGFILE = "config/scenarios.yaml"  # the Snakefile's `configfile:`, relative to the working directory
 
 
