@@ -41,6 +41,11 @@ class ArtifactError(PtychopipeError, ValueError):
     """An artifact is missing, unreadable, or not what the reader expects (one-line message)."""
 
 
+class ArtifactWriteError(ArtifactError, OSError):
+    """An output could not be written (no permission, a read-only or full disk, ...): one line
+    naming the output; still an OSError for callers that catch those."""
+
+
 @dataclass(frozen=True)
 class Array:
     """A dataset to write: the array and its physical units (DESIGN §4)."""
@@ -67,7 +72,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, path)
         _fsync(path.parent)
     except OSError as exc:  # no permission, a read-only or full disk, ...: one line naming the output
-        raise ArtifactError(f"{path}: could not write: {describe_os_error(exc)}; nothing written") from exc
+        raise ArtifactWriteError(f"{path}: could not write: {describe_os_error(exc)}; nothing written") from exc
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -159,9 +159,24 @@ def _telemetry(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_summary
 
+    grid = None
+    if args.grid:
+        if len(args.stitched) != len(args.comparisons) or len(args.simulated) != len(args.comparisons):
+            from .config import ConfigError
+
+            raise ConfigError(f"report --grid: expected one --stitched and one --simulated per comparison "
+                              f"({len(args.comparisons)}), got {len(args.stitched)} and {len(args.simulated)}")
+        grid = (args.grid, args.stitched, args.simulated)
     paths = write_summary(args.comparisons, args.md, args.csv, args.overview, args.baselines,
-                          preset=args.preset, config_hash=args.config_hash)
+                          preset=args.preset, config_hash=args.config_hash, grid=grid)
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _data_figure(args: argparse.Namespace) -> int:
+    from .figures import data_figure
+
+    print(f"wrote {data_figure(args.simulated, args.split, args.out, args.scenario)}")
     return 0
 
 
@@ -294,10 +309,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overview", default="results/report/overview.png")
     r.add_argument("--baselines", nargs="*", default=[], help="baseline_comparison.json of the scenarios with the "
                                                               "iterative reference (a PINN-vs-iterative section)")
+    r.add_argument("--grid", default=None, help="also write the all-scenarios reconstruction grid (PNG) here")
+    r.add_argument("--stitched", nargs="*", default=[], help="with --grid: stitched.h5 of each scenario, in the "
+                                                              "order of --comparisons")
+    r.add_argument("--simulated", nargs="*", default=[], help="with --grid: simulated.h5 of each scenario, in "
+                                                               "the order of --comparisons")
     r.add_argument("--preset", default=None, help="preset of the run (recorded in the summary)")
     r.add_argument("--config-hash", default=None, help="hash of the run's merged scenario parameters (recorded)")
     r.add_argument("--threads", type=int, default=1)
     r.set_defaults(func=_report)
+    f = sub.add_parser("data-figure", help="one scenario's inputs (PNG): probe amplitude and phase, scan "
+                                           "positions, a diffraction pattern on a log scale")
+    f.add_argument("--scenario", default="")
+    f.add_argument("--simulated", required=True, help="input: simulated.h5")
+    f.add_argument("--split", required=True, help="input: split.h5")
+    f.add_argument("--out", required=True, help="output PNG")
+    f.add_argument("--threads", type=int, default=1)
+    f.set_defaults(func=_data_figure)
     dr = sub.add_parser("dose-response", help="dose-response figure and table (PNG + CSV) of the dose sweep "
                                               "from its scenarios' comparison.json files")
     dr.add_argument("--comparisons", nargs="*", default=[], help="comparison.json of each dose-sweep scenario")

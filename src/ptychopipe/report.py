@@ -151,6 +151,7 @@ SUMMARY_COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("amp_psnr_db", ("metrics", "amplitude", "psnr_db"), "dB"),
     ("amp_ls_scale", ("metrics", "amplitude", "ls_scale"), ""),
     ("amp_frc_resolution_px", ("metrics", "amplitude", "frc_resolution_px"), "px"),
+    ("amp_frc_crossed", ("metrics", "amplitude", "frc_crossed"), ""),
     ("phase_mae_rad", ("metrics", "phase", "mae"), "rad"),
     ("phase_rmse_rad", ("metrics", "phase", "rmse"), "rad"),
     ("phase_pearson_r", ("metrics", "phase", "pearson_r"), ""),
@@ -158,6 +159,7 @@ SUMMARY_COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("phase_psnr_db", ("metrics", "phase", "psnr_db"), "dB"),
     ("phase_ls_scale", ("metrics", "phase", "ls_scale"), ""),
     ("phase_frc_resolution_px", ("metrics", "phase", "frc_resolution_px"), "px"),
+    ("phase_frc_crossed", ("metrics", "phase", "frc_crossed"), ""),
     ("amplitude_bias", ("amplitude_bias",), "mean|Ô|/mean|O|"),
     ("phase_offset_rad", ("phase_offset_rad",), "rad"),
     ("n_pixels", ("n_pixels",), "px"),
@@ -210,9 +212,27 @@ def _cell(v: Any) -> str:
     return str(v).replace("|", "\\|")
 
 
+def _summary_cell(row: dict[str, Any], column: str) -> str:
+    """A summary.md cell; an FRC resolution whose curve never crossed the threshold says so
+    (the number is then the band limit of the evaluation, not a measured resolution)."""
+    text = _cell(row[column])
+    crossed = {"amp_frc_resolution_px": "amp_frc_crossed", "phase_frc_resolution_px": "phase_frc_crossed"}
+    if column in crossed and row.get(crossed[column]) is False:
+        text = f"no crossing (≤ {text})"
+    return text
+
+
 def _signed(v: Any) -> str:
     """``v`` as ``+0.1234``; ``n/a`` for None (a non-finite number in the JSON)."""
     return "n/a" if v is None else f"{float(v):+.4f}"
+
+
+def ratio_axis_limits(values: Sequence[float], tolerance: float | None) -> tuple[float, float]:
+    """y limits of the bias panel: symmetric about the target 1, at least 0.9-1.1 (and 3x the
+    tolerance band), widened to show every finite value with a 10 % margin."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    half = max([0.1, 3.0 * (tolerance or 0.0)] + [abs(v - 1.0) * 1.1 for v in finite])
+    return 1.0 - half, 1.0 + half
 
 
 def overview_figure(rows: Sequence[dict[str, Any]], path: str | Path, tolerance: float | None = None) -> None:
@@ -239,7 +259,15 @@ def overview_figure(rows: Sequence[dict[str, Any]], path: str | Path, tolerance:
     )
     for ax, keys, label, ylim in panels:
         for i, (key, name) in enumerate(zip(keys, ("amplitude", "phase"))):
-            ax.bar(x + (i - 0.5) * 0.38, col(key), width=0.38, label=name)
+            bars = ax.bar(x + (i - 0.5) * 0.38, col(key), width=0.38, label=name)
+            crossed_key = key.replace("_resolution_px", "_crossed")
+            if crossed_key != key:  # FRC: a curve that never crossed the threshold is marked, not a resolution
+                for bar, r in zip(bars, rows):
+                    if r.get(crossed_key) is False:
+                        bar.set_hatch("//")
+                        bar.set_alpha(0.5)
+                        ax.annotate("no\ncrossing", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                                    ha="center", va="bottom", fontsize=7)
         ax.set_ylabel(label)
         if ylim:  # correlations can be negative: extend the axis below 0 when they are
             low = min([ylim[0]] + [float(np.nanmin(col(k))) - 0.05 for k in keys if np.any(np.isfinite(col(k)))])
@@ -248,12 +276,18 @@ def overview_figure(rows: Sequence[dict[str, Any]], path: str | Path, tolerance:
         ax.legend(fontsize=8)
     ax = axes[1, 0]
     bias = col("amplitude_bias")
-    ax.bar(x, bias, width=0.5, color=["C3" if r["first_broken"] != "none" else "C2" for r in rows])
+    ls = col("phase_ls_scale")
+    colours = ["C3" if r["first_broken"] != "none" else "C2" for r in rows]
+    # bars from the target 1 (not from 0), on an axis around 1: a ±5 % band is then visible
+    ax.bar(x - 0.19, bias - 1.0, bottom=1.0, width=0.38, color=colours, label="amplitude bias")
+    ax.bar(x + 0.19, ls - 1.0, bottom=1.0, width=0.38, color="C0", alpha=0.6, label="phase ls_scale")
     ax.axhline(1.0, color="k", lw=1)
     if tolerance is not None:
-        ax.axhspan(1 - tolerance, 1 + tolerance, color="0.85", zorder=0, label=f"±{tolerance:g}")
-        ax.legend(fontsize=8)
-    ax.set_ylabel("amplitude bias mean|Ô|/mean|O| (target 1)")
+        ax.axhspan(1 - tolerance, 1 + tolerance, color="0.85", zorder=0, label=f"1 ± {tolerance:g}")
+    ax.set_ylim(*ratio_axis_limits(np.concatenate([bias, ls]), tolerance))
+    ax.legend(fontsize=8)
+    ax.set_ylabel("ratio to truth (target 1)")
+    ax.set_title("amplitude bias mean|Ô|/mean|O|, phase least-squares scale", fontsize=9)
     for a in axes.ravel():
         a.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         a.grid(axis="y", alpha=0.3)
@@ -275,13 +309,17 @@ def provenance(preset: str | None = None, config_hash: str | None = None) -> dic
 
 def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_path: str | Path,
                   overview_path: str | Path, baselines: Sequence[str | Path] = (),
-                  preset: str | None = None, config_hash: str | None = None) -> tuple[Path, Path, Path]:
+                  preset: str | None = None, config_hash: str | None = None,
+                  grid: tuple[str | Path, Sequence[str | Path], Sequence[str | Path]] | None = None
+                  ) -> tuple[Path, ...]:
     """Write summary.csv (all columns), summary.md (table, per-scenario chain and figure
     links) and the overview figure, from each scenario's comparison.json. Returns the paths.
     ``baselines``: baseline_comparison.json files (scenarios with the iterative reference),
     tabulated in a "PINN vs iterative" section of summary.md. ``preset`` and ``config_hash``
     (of the run's scenarios, :func:`ptychopipe.config.scenarios_hash`) are recorded with the
-    ptychopipe version and the date (:data:`PROVENANCE_COLUMNS`)."""
+    ptychopipe version and the date (:data:`PROVENANCE_COLUMNS`). ``grid``: (PNG path, each
+    scenario's stitched.h5, simulated.h5, in the order of ``comparisons``): the all-scenarios
+    reconstruction grid (:func:`ptychopipe.figures.reconstruction_grid`), linked from summary.md."""
     if not comparisons:
         raise ValueError("report: expected at least one comparison.json, got none")
     prov = provenance(preset, config_hash)
@@ -312,11 +350,12 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
         "stitched → truth that departs from its contract by more than `compare.ratio_tolerance`. "
         "All columns (with MAE, RMSE, PSNR, least-squares scalars) are in summary.csv.", "",
         f"![overview]({os.path.relpath(overview_path, md_dir)})", "",
+        *([f"![all scenarios: truth and reconstruction]({os.path.relpath(grid[0], md_dir)})", ""] if grid else []),
         "| " + " | ".join(_cell(f"{c} ({units[c]})" if units[c] else c) for c in SUMMARY_MD_COLUMNS) + " |",
         "|" + "---|" * len(SUMMARY_MD_COLUMNS),
     ]
     for r in rows:
-        lines.append("| " + " | ".join(_cell(r[c]) for c in SUMMARY_MD_COLUMNS) + " |")
+        lines.append("| " + " | ".join(_summary_cell(r, c) for c in SUMMARY_MD_COLUMNS) + " |")
     for r in rows:
         d = data[str(r["scenario"])]
         if d.get("has_truth", True) is False:
@@ -341,15 +380,22 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
             lines.append(f"| {link['stage']} | {_cell(link['ratio'])} | {_cell(link['contract'])} | "
                          f"{_cell(link['relative'])} | {_cell(link['cumulative'])} | "
                          f"{'**yes**' if link['broken'] else 'no'} |")
-        figs = d.get("figures") or {}
+        figs = dict(d.get("figures") or {})
+        data_png = md_dir / str(r["scenario"]) / "data.png"  # rule data_figure: probe, scan, a pattern
+        if data_png.is_file():
+            figs["inputs"] = str(data_png)
         if figs:
             lines += ["", " ".join(f"[{k}]({os.path.relpath(v, md_dir)})" for k, v in sorted(figs.items()))]
     if baselines:
         from .baseline import baseline_section
 
         lines += baseline_section(baselines, md_dir)
+    if grid:
+        from .figures import reconstruction_grid
+
+        reconstruction_grid(comparisons, grid[1], grid[2], grid[0])
     write_text_atomic(md_path, "\n".join(lines) + "\n")
-    return Path(md_path), Path(csv_path), Path(overview_path)
+    return (Path(md_path), Path(csv_path), Path(overview_path)) + ((Path(grid[0]),) if grid else ())
 
 
 # --------------------------------------------------------------------------- dose response
