@@ -65,6 +65,12 @@ def test_every_stage_of_every_scenario_ran(dag):
               "telemetry.md", "telemetry.csv", "logs/summary.log", "benchmarks/summary.tsv"):
         assert (res / f).is_file(), f
     assert not list(res.rglob(".*.tmp-*")), "temporary files left behind"
+    # the logs hold the stages' own lines, no TensorFlow notices (absl's I0000/W0000/E0000 lines)
+    for log in res.rglob("logs/*.log"):
+        noise = [ln for ln in log.read_text().splitlines() if ln[:5] in ("I0000", "W0000", "E0000")
+                 or "absl::InitializeLog" in ln]
+        assert not noise, f"{log}: {noise[:3]}"
+    assert (res / "gs1_ideal" / "logs" / "train.log").read_text().count(" epoch ") >= 1
     print(f"ci DAG: {dag['seconds']:.0f} s")
 
 

@@ -100,8 +100,11 @@ def _run_stage(args: argparse.Namespace) -> int:
     target, inputs = STAGE_COMMANDS[args.command]
     cfg = from_json(args.command, args.config)
     kwargs = {name: getattr(args, name) for name in inputs + STAGE_OUTPUTS.get(args.command, ())}
+    from .quiet import filtered_stderr
+
     t0 = time.perf_counter()
-    _load(target)(cfg, args.scenario, out=args.out, **kwargs)
+    with filtered_stderr():  # TensorFlow's notices out of the log, while the stage runs
+        _load(target)(cfg, args.scenario, out=args.out, **kwargs)
     figures = key_figures(args.command, args)
     progress(f"[{args.command}] {args.scenario}: done in {duration(time.perf_counter() - t0)}"
              + (f"; {figures}" if figures else ""))

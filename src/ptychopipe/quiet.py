@@ -4,9 +4,9 @@ TensorFlow 2.17+ prints its start-up notices through absl before logging is init
 ``TF_CPP_MIN_LOG_LEVEL`` does not silence them: "All log messages before absl::InitializeLog()",
 "oneDNN custom operations are on", "Could not find cuda drivers", "failed call to cuInit" on
 every machine without a GPU, "This TensorFlow binary is optimized to use ...". They made up
-most lines of a train log. :func:`filtered_stderr` captures the process's stderr (file
-descriptor 2, where the C++ code writes) while TensorFlow is imported and its devices are
-found, and passes on every line that is not one of these notices.
+most lines of a train log. :func:`filtered_stderr` passes the process's stderr (file
+descriptor 2, where the C++ code writes) through a filter while a stage runs, forwarding at
+once every line that is not one of these notices.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
+import threading
 from typing import Iterator
 
 #: Substrings of the start-up notices dropped (every other line is passed on unchanged).
@@ -35,6 +35,9 @@ NOISE: tuple[str, ...] = (
     "retrieving CUDA diagnostic information",
     "kernel driver does not appear to be running on this host",
     "/proc/driver/nvidia/version does not exist",
+    # at the first training step (absl, ignores TF_CPP_MIN_LOG_LEVEL too)
+    "NodeDef mentions attribute use_unbounded_threadpool",
+    "oneDNN supports DT_INT32 only on platforms with AVX-512",
 )
 
 
@@ -45,8 +48,8 @@ def is_noise(line: str) -> bool:
 
 @contextlib.contextmanager
 def filtered_stderr() -> Iterator[None]:
-    """Capture file descriptor 2 for the block; afterwards write its lines, less the start-up
-    notices, to the real stderr. An exception in the block is re-raised after the replay."""
+    """For the block, pass what is written to file descriptor 2 (by Python or by C++ code)
+    through a pipe that drops the start-up notices and forwards every other line at once."""
     fd = 2  # where TensorFlow's C++ code writes, whatever sys.stderr is
     try:
         saved = os.dup(fd)
@@ -54,19 +57,31 @@ def filtered_stderr() -> Iterator[None]:
         yield
         return
     sys.stderr.flush()
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), fd)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, fd)
-            os.close(saved)
-            tmp.seek(0)
-            kept = [ln for ln in tmp.read().decode(errors="replace").splitlines(keepends=True) if not is_noise(ln)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+    r, w = os.pipe()
+    os.dup2(w, fd)
+    os.close(w)
+
+    def forward() -> None:
+        with os.fdopen(r, "rb", buffering=0) as pipe:
+            pending = b""
+            while chunk := pipe.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                kept = [ln + b"\n" for ln in lines if not is_noise(ln.decode(errors="replace"))]
+                if kept:
+                    os.write(saved, b"".join(kept))
+            if pending and not is_noise(pending.decode(errors="replace")):
+                os.write(saved, pending)
+
+    reader = threading.Thread(target=forward, name="ptychopipe-stderr-filter", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)  # closes the pipe's last write end: the reader sees its end
+        reader.join(timeout=10)
+        os.close(saved)
 
 
 def import_quietly(module: str):
