@@ -31,7 +31,9 @@ import yaml
 
 from .errors import PtychopipeError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: The schema ships with the package (a link to workflow/schemas/config.schema.yaml in the
+#: repository; a copy in a built wheel), so an installed ptychopipe validates without a checkout.
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 #: A scenario name starts with a letter or digit (a leading "-" would read as an option on the
 #: stage's command line) and is a safe file name (no "/", no "..").
 SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")

@@ -23,10 +23,22 @@ def source_files(params):
     return files
 
 
+def shipped_path(path):
+    """A relative data path (probe.file, source.file) as given when it exists from the working
+    directory; else the workflow repository's own file of that name (the shipped data/probes/, for
+    a deployment whose working directory has no data/ folder); else as given (reported missing)."""
+    if not path or Path(path).is_absolute() or Path(path).exists():
+        return path
+    shipped = REPO_ROOT / path
+    return str(shipped) if shipped.exists() else path
+
+
 try:
     # One-line errors with the key path; same JSON schema file a user can read.
     # (an error in a --config value names the command line, not the file)
     SCENARIOS = resolve_with_overrides(FILE_CONFIG, config, dict(workflow.config_settings.config), CONFIG_SOURCE)
+    for _params in SCENARIOS.values():
+        _params["probe"]["file"] = shipped_path(_params["probe"]["file"])
     for _name, _params in SCENARIOS.items():  # a missing probe file: one line now, not a MissingInputException
         for _key, _path in source_files(_params).items():  # imported data: the same for its files
             if not Path(_path).is_file():

@@ -6,19 +6,29 @@ import os
 import sys
 from pathlib import Path
 
-# The workflow finds its own library even when the package is not installed.
-sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
-
-from ptychopipe.config import ConfigError, deep_merge, load_yaml  # noqa: E402
+# The repository the workflow comes from: a checkout, or a local clone used as a Snakemake module
+# (snakedeploy). Its src/ holds the library; a workflow used from elsewhere (a module from a
+# remote repository) needs the package installed (pip install ptychopipe's repository).
+REPO_ROOT = Path(str(workflow.basedir)).parent
+LOCAL_SRC = REPO_ROOT / "src"
+if (LOCAL_SRC / "ptychopipe").is_dir():
+    sys.path.insert(0, str(LOCAL_SRC))  # exactly this checkout's code, installed or not
+else:
+    LOCAL_SRC = None
+try:
+    from ptychopipe.config import ConfigError, deep_merge, load_yaml  # noqa: E402
+except ImportError as exc:
+    sys.exit(f"ptychopipe: the ptychopipe package is not importable ({exc}) and {REPO_ROOT}/src is not a "
+             "checkout: install it (pip install the workflow's repository) into the environment running snakemake")
 
 PY = sys.executable
 # Rules run `python3 -m ptychopipe ...`, with no interpreter path in the shell command (so
 # `snakemake --lint` is clean and, under `--sdm conda`, the rule's environment supplies
-# python3). Otherwise the interpreter running Snakemake comes first on PATH and this
-# checkout's src/ on PYTHONPATH, so jobs run exactly this environment and this code.
+# python3). Otherwise the interpreter running Snakemake comes first on PATH and, from a
+# checkout, its src/ on PYTHONPATH, so jobs run exactly this environment and this code.
 os.environ.update(
     PATH=os.pathsep.join([str(Path(PY).parent), os.environ.get("PATH", "")]),
-    PYTHONPATH=os.pathsep.join(p for p in [str(Path(workflow.basedir).parent / "src"),
+    PYTHONPATH=os.pathsep.join(p for p in [str(LOCAL_SRC) if LOCAL_SRC else "",
                                            os.environ.get("PYTHONPATH", "")] if p),
 )
 # TensorFlow's start-up notices (oneDNN, cuInit on a machine without a GPU) stay out of the logs.
@@ -31,9 +41,14 @@ DEFAULT_CONFIGFILE = "config/scenarios.yaml"  # the Snakefile's `configfile:`, r
 
 def strict_file_config():
     """The config file(s) Snakemake reads (config/scenarios.yaml where present, then each
-    --configfile), each read strictly and merged as Snakemake merges them; {} when none."""
-    files = [DEFAULT_CONFIGFILE] if Path(DEFAULT_CONFIGFILE).exists() else []
-    files += [str(p) for p in workflow.config_settings.configfiles]
+    --configfile), each read strictly and merged as Snakemake merges them; {} when none. Used as
+    a module (`config: config`), the files the deploying workflow has read (e.g. snakedeploy's
+    config/config.yaml)."""
+    if workflow.modifier.skip_configfile:
+        files = [str(p) for p in workflow.configfiles]
+    else:
+        files = [DEFAULT_CONFIGFILE] if Path(DEFAULT_CONFIGFILE).exists() else []
+        files += [str(p) for p in workflow.config_settings.configfiles]
     merged = {}
     for path in files:
         merged = deep_merge(merged, load_yaml(path))
