@@ -59,3 +59,51 @@ def test_the_test_configuration_runs(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (wd / "results" / "report" / "gs1_ideal" / "data.png").read_bytes()[:4] == b"\x89PNG"
+
+
+DEPLOYED_SNAKEFILE = """\
+from snakemake.utils import min_version
+
+min_version("6.10.0")
+
+
+configfile: "config/config.yaml"
+
+
+module ptychopipe:
+    snakefile:
+        "{snakefile}"
+    config:
+        config
+
+
+use rule * from ptychopipe
+"""
+
+
+@pytest.mark.e2e
+def test_deployed_as_a_module_runs_to_the_report(tmp_path):
+    """What `snakedeploy deploy-workflow <local clone> DEST` writes -- DEST/config (a copy of the
+    repository's config/, read as config/config.yaml) and a Snakefile using this workflow as a
+    module -- runs to the report from DEST, which has no data/ folder: the custom probe resolves
+    to the workflow's shipped file, the library comes from the clone."""
+    dest = tmp_path / "deployed"
+    shutil.copytree(REPO / "config", dest / "config")  # snakedeploy copies config/ (links as files)
+    assert (dest / "config" / "config.yaml").read_text() == (REPO / "config" / "scenarios.yaml").read_text()
+    (dest / "workflow").mkdir()
+    (dest / "workflow" / "Snakefile").write_text(
+        DEPLOYED_SNAKEFILE.format(snakefile=REPO / "workflow" / "Snakefile"))
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--config", "preset=ci",
+                           'run=["gs1_custom"]'], cwd=dest, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert not (dest / "data").exists()
+    summary = (dest / "results" / "report" / "summary.md").read_text()
+    assert "Preset ci" in summary and "gs1_custom" in summary
+    assert "ptychopipe: workflow finished (preset ci" in proc.stdout + proc.stderr
+    # the stage config names the probe the workflow ships (resolved from its repository)
+    from ptychopipe.artifacts import read_attrs
+
+    cfg = read_attrs(dest / "results" / "gs1_custom" / "simulated.h5")["config_json"]
+    assert str(REPO / "data" / "probes" / "custom_probe_64.npz") in cfg

@@ -9,7 +9,9 @@ from pathlib import Path
 # The repository the workflow comes from: a checkout, or a local clone used as a Snakemake module
 # (snakedeploy). Its src/ holds the library; a workflow used from elsewhere (a module from a
 # remote repository) needs the package installed (pip install ptychopipe's repository).
-REPO_ROOT = Path(str(workflow.basedir)).parent
+# (workflow.basedir is the *deploying* workflow's folder when this one is a module: this file's own
+# folder, workflow/rules/, is the reliable anchor.)
+REPO_ROOT = Path(str(workflow.current_basedir.get_path_or_uri(secret_free=True))).parents[1]
 LOCAL_SRC = REPO_ROOT / "src"
 if (LOCAL_SRC / "ptychopipe").is_dir():
     sys.path.insert(0, str(LOCAL_SRC))  # exactly this checkout's code, installed or not
