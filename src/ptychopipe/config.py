@@ -269,7 +269,7 @@ def stage_config(params: Mapping[str, Any], stage: str):
         return IngestConfig(file=str(s["file"]) if s["file"] else None, format=s["format"], probe_normalization=s["probe_normalization"],
                             diff3d=s["diff3d"] if s["format"] == "npz" else None,
                             diffraction=s["diffraction"] if s["format"] == "ptychodus" else None,
-                            N=int(p["N"]), check_conventions=bool(s["check_conventions"]))
+                            N=int(p["N"]) if s["file"] else None, check_conventions=bool(s["check_conventions"]))
     if stage == "baseline":
         b = p["baseline"]
         return BaselineConfig(engine=b["engine"], epochs=int(b["epochs"]), batch_size=int(b["batch_size"]),
