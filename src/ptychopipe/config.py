@@ -389,13 +389,16 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 def parse_yaml_text(text: str, source: str) -> Any:
     """Parse YAML ``text`` (read from ``source``) strictly: a syntax error or a repeated key is a
     one-line ConfigError naming ``source``, the line and the problem."""
+    loader = _StrictLoader(text)  # a SafeLoader: plain data only, no Python objects
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None)
         raise ConfigError(f"{source}: not valid YAML{where}" + (f": {problem}" if problem else "")) from None
+    finally:
+        loader.dispose()
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
