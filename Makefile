@@ -1,5 +1,6 @@
 # ptychopipe — two entry points: `make demo` (main job) and `make test` (test suite);
-# `make quality` (long: the full preset, dose sweep included) writes docs/quality.md's results table.
+# `make quality` (long: the full preset, dose sweep included) writes results/report/quality_table.md;
+# `make results-doc` copies that table into docs/results.md.
 # Both create .venv on first use with only Python 3 (3.11-3.13) and make on the machine.
 PYTHON ?= python3
 VENV   := .venv
@@ -16,7 +17,7 @@ CORES  ?= 2
 # Targets go before --config, which would take them for config entries.
 REPORT_TARGETS = all $(if $(wildcard results/report/dose_response.csv),dose_response)
 
-.PHONY: demo test test-cluster venv dry-run quality clean
+.PHONY: demo test test-cluster venv dry-run quality results-doc rulegraph clean
 
 # Debian/Ubuntu ship `venv` without `ensurepip` unless python3-venv is installed: then the
 # venv is created --without-pip and pip is bootstrapped with get-pip.py (needs the network,
@@ -56,19 +57,27 @@ test-cluster: $(STAMP)
 	PTYCHOPIPE_TEST_CLUSTER=1 timeout --kill-after=60 1200 $(BIN)/python -m pytest -q -s -m cluster tests/test_cluster.py
 
 # The four scenarios and the dose sweep (sweeps.dose) on the `full` preset (hours on CPU:
-# docs/performance.md), the HTML report with the dose response, then the results table between
-# the quality-table markers of docs/quality.md (replaced on every run). PRESET and CORES override.
+# docs/performance.md), the HTML report with the dose response, then the results table in
+# results/report/quality_table.md (replaced on every run). PRESET and CORES override.
+# `make results-doc` then copies that table between the quality-table markers of docs/results.md.
 quality: PRESET = full
 quality: $(STAMP)
 	$(BIN)/snakemake all dose_response --workflow-profile profiles/local --cores $(CORES) --config preset=$(PRESET)
 	$(BIN)/snakemake all dose_response --workflow-profile profiles/local --cores 1 --config preset=$(PRESET) \
 		--default-resources mem_mb=2000 disk_mb=1000 --report results/report.html
 	$(BIN)/python -m ptychopipe quality-table --results results --configfile config/scenarios.yaml \
-		--preset $(PRESET) --out docs/quality.md
+		--preset $(PRESET) --out results/report/quality_table.md
 	@echo ""
-	@echo "Results table:  $(CURDIR)/docs/quality.md (section \"Results table (make quality)\")"
+	@echo "Results table:  $(CURDIR)/results/report/quality_table.md (make results-doc: into docs/results.md)"
 	@echo "Dose response:  $(CURDIR)/results/report/dose_response.png and .csv"
 	@echo "HTML report:    $(CURDIR)/results/report.html"
+
+results-doc: $(STAMP)
+	$(BIN)/python -m ptychopipe quality-table --from-table results/report/quality_table.md --out docs/results.md
+
+# The stage DAG figure of README.md (needs Graphviz's `dot`: apt-get install graphviz).
+rulegraph: $(STAMP)
+	$(BIN)/snakemake --rulegraph --config preset=ci | dot -Tpng -Gdpi=80 > docs/figures/rulegraph.png
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n --workflow-profile profiles/local $(PRESET_ARG)

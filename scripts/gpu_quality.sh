@@ -18,7 +18,7 @@ export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false GIT_PYTHON_REFRESH=
 snake=("$PY" -m snakemake -s workflow/Snakefile --workflow-profile profiles/local --scheduler greedy)
 "${snake[@]}" --cores "$CORES" --keep-going --rerun-incomplete all dose_response --config preset="$PRESET"
 "$PY" -m ptychopipe quality-table --results results --configfile config/scenarios.yaml \
-    --preset "$PRESET" --out docs/quality.md
+    --preset "$PRESET" --out results/report/quality_table.md
 "${snake[@]}" --cores 1 all dose_response --config preset="$PRESET" \
     --default-resources mem_mb=2000 disk_mb=1000 --report results/report.html
-echo "Results table: docs/quality.md; HTML report: results/report.html"
+echo "Results table: results/report/quality_table.md (make results-doc: into docs/results.md); HTML report: results/report.html"

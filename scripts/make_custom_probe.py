@@ -9,7 +9,7 @@ Model (far-field optics on the N x N grid, frequency units = cycles per N px):
   geometrically the beam then has diameter ~ 2 * N * alpha / (pi * rho) px, a ring
   (the central stop's shadow) with a curved (quadratic) phase;
 - probe = fftshift(ifft2(ifftshift(pupil))), scaled to unit peak amplitude.
-The absolute scale is irrelevant: the pipeline sets it from `nphotons` (DESIGN §2.3).
+The absolute scale is irrelevant: the pipeline sets it from `nphotons` (docs/design.md, 'Dose and normalisation').
 
 Usage:  python scripts/make_custom_probe.py --N 64 --out data/probes/custom_probe_64.npz
 """

@@ -25,7 +25,7 @@ SNAKEFILE = REPO / "workflow" / "Snakefile"
 PROFILES = REPO / "profiles"
 PY = sys.executable
 SCENARIOS = ("gs1_custom", "gs1_ideal", "gs2_custom", "gs2_ideal")
-#: Data stages: outputs must be bit-identical between runs (DESIGN §4, issue 6).
+#: Data stages: outputs must be bit-identical between runs (docs/design.md, 'Artifact contract').
 DATA_FILES = ("simulated.h5", "split.h5", "grouped.h5", "normalized.h5")
 #: Attributes that legitimately differ between runs.
 VOLATILE_ATTRS = {"created_utc", "train_seconds", "samples_per_second", "seconds", "wall_seconds",
@@ -187,7 +187,7 @@ def planned(proc) -> set[tuple[str, str | None]]:
     return {tuple(j) for j in jobs if j[0] != "all"}
 
 
-#: DESIGN §4: the root attributes of every HDF5 artifact, and each array's telemetry.
+#: docs/design.md, 'Artifact contract': the root attributes of every HDF5 artifact, and each array's telemetry.
 REQUIRED_ATTRS = ("schema_version", "stage", "scenario", "config_json", "config_hash", "ptychopipe_version",
                   "created_utc")
 STAT_KEYS = ("shape", "dtype", "mean", "std", "min", "max", "sumsq", "nan", "inf")
@@ -195,7 +195,7 @@ STAT_KEYS = ("shape", "dtype", "mean", "std", "min", "max", "sumsq", "nan", "inf
 
 def check_artifact_contract(f: h5py.File, stage: str, scenario: str, cfg: Any, where: str,
                             units: Callable[[str], bool] = bool) -> dict[str, h5py.Dataset]:
-    """Assert DESIGN §4 on an open artifact: the root attributes (config_json/config_hash are
+    """Assert the artifact contract (docs/design.md) on an open artifact: the root attributes (config_json/config_hash are
     ``cfg``'s), a ``units`` attribute on every array that ``units`` accepts, and telemetry
     with every statistic and no NaN/Inf. Returns the datasets (telemetry excluded)."""
     import json

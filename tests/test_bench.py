@@ -1,4 +1,4 @@
-"""`ptychopipe bench model` (issue 3 item 6): the benchmark runs on the ci preset's model
+"""`ptychopipe bench model`: the benchmark runs on the ci preset's model
 sizes, reports the rows and settings it measured, and honours --infer-batch-size."""
 
 from __future__ import annotations

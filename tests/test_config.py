@@ -1,4 +1,4 @@
-"""Configuration (DESIGN §3): schema validation with one-line messages naming the key path,
+"""Configuration (docs/design.md, 'Configuration contract'): schema validation with one-line messages naming the key path,
 scenario names, presets, sweeps, and frozen per-stage configs."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ BAD = [
      r"cfg\.yaml: presets\.quick\.model\.estimate_momentum: 1\.0 is greater than or equal to the maximum of 1"),
     ("estimate_algorithm unknown", lambda r: _set(r, "scenarios.gs2_ideal.model", {"estimate_algorithm": "hio"}),
      None, r"cfg\.yaml: scenarios\.gs2_ideal\.model\.estimate_algorithm: 'hio' is not one of "
-           r"\['gradient', 'difference_map'\]"),
+           r"\['unrolled', 'difference_map', 'gradient'\]"),
     ("estimate_noise_tolerance negative", lambda r: _set(r, "defaults.model.estimate_noise_tolerance", -1.0), None,
      r"cfg\.yaml: defaults\.model\.estimate_noise_tolerance: -1\.0 is less than the minimum of 0"),
     ("N not allowed", lambda r: _set(r, "defaults.N", 48), None,
@@ -107,10 +107,15 @@ BAD = [
     ("sweep of an unknown parameter", lambda r: _set(r, "sweeps", {"dose": {"base": "gs2_ideal", "param": "photons",
                                                                            "values": [1.0]}}), None,
      r"cfg\.yaml: sweeps\.dose\.param: 'photons' is not a parameter; expected the dotted name of one "
-     r"\(e\.g\. nphotons, train\.epochs\)"),
-    ("sweep of a parameter group", lambda r: _set(r, "sweeps", {"s": {"base": "gs2_ideal", "param": "train",
-                                                                     "values": [1.0]}}), None,
-     r"cfg\.yaml: sweeps\.s\.param: 'train' is not a parameter; expected .*"),
+     r"\(e\.g\. nphotons, train\.epochs\) or of a group \(e\.g\. model\)"),
+    ("sweep of a parameter group with a number", lambda r: _set(r, "sweeps", {"s": {"base": "gs2_ideal",
+                                                                                   "param": "train",
+                                                                                   "values": [1.0]}}), None,
+     r"cfg\.yaml: sweeps\.s\.values: 'train' is a group of parameters; expected each value to be a mapping .*"),
+    ("sweep of a parameter group with a bad key", lambda r: _set(r, "sweeps", {"s": {"base": "gs2_ideal",
+                                                                                    "param": "train",
+                                                                                    "values": [{"epoch": 3}]}}),
+     None, r"cfg\.yaml: scenario s_.*: train: Additional properties are not allowed \('epoch' was unexpected\)"),
     ("infinite nphotons", lambda r: _set(r, "scenarios.gs1_ideal.nphotons", float("inf")), None,
      r"cfg\.yaml: scenarios\.gs1_ideal\.nphotons: expected a finite number, got inf"),
     ("NaN passes every minimum", lambda r: _set(r, "defaults.train.learning_rate", float("nan")), None,
@@ -193,10 +198,12 @@ def test_command_line_errors_name_the_command_line(raw_config):
 @pytest.mark.parametrize("preset", ["ci", "quick", "full"])
 def test_shipped_config_is_valid_for_every_preset(preset):
     scen = load_scenarios(REPO / "config" / "scenarios.yaml", preset)
-    assert sorted(s for s in scen if not s.startswith("dose_")) == SCENARIOS  # + the dose sweep (test_dose_sweep.py)
+    # + the dose sweep (test_dose_sweep.py) and the other reconstruction modes of gs2_custom
+    assert sorted(s for s in scen if not s.startswith(("dose_", "mode_"))) == SCENARIOS
+    assert sorted(s for s in scen if s.startswith("mode_")) == ["mode_dm10_unet", "mode_dm200_unet"]
     for name, p in scen.items():
-        assert p["gridsize"] == (2 if name.startswith(("gs2", "dose_")) else 1)
-        assert p["probe"]["kind"] == ("custom" if name.startswith("dose_") else name.split("_")[1])
+        assert p["gridsize"] == (2 if name.startswith(("gs2", "dose_", "mode_")) else 1)
+        assert p["probe"]["kind"] == ("custom" if name.startswith(("dose_", "mode_")) else name.split("_")[1])
         for stage in STAGES:
             stage_config(p, stage)
 
@@ -214,7 +221,7 @@ def test_full_preset_is_the_reference_parameters():
 
 
 def test_ideal_probe_footprint_defaults_to_half_the_window(raw_config):
-    """DESIGN §3: the ideal probe's footprint spans about N/2. The shipped default (null)
+    """docs/design.md, 'Configuration contract': the ideal probe's footprint spans about N/2. The shipped default (null)
     follows N; the simulate config records the number, so at N = 64 it is the same config
     (same hash, nothing re-runs) as an explicit 32; an explicit value is kept at any N."""
     assert raw_config["defaults"]["probe"]["footprint_px"] is None
@@ -358,10 +365,12 @@ def _stage_jsons(params):
     ("infer.batch_size", 3, {"infer"}),
     ("stitch.weight", "uniform", {"stitch"}),
     ("stitch.resolve_twin", True, {"stitch"}),
-    # the shipped estimate is the difference map: the gradient's momentum is not a parameter of it
+    # the shipped model is the learned unrolled difference map: the gradient's momentum is not a parameter of it
     ("model.estimate_momentum", 0.5, set()),
     ("model.estimate_noise_tolerance", 2.0, {"train"}),
     ("model.estimate_algorithm", "gradient", {"train"}),
+    ("model.prior_filters", 4, {"train"}),
+    ("model.filters", 4, set()),  # the U-Net's width: not a parameter of the unrolled model
 ])
 def test_each_stage_config_carries_exactly_its_own_parameters(dotted, value, changed):
     """A parameter change alters the params (hence re-runs) of exactly the stages that use it;

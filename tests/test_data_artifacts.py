@@ -1,4 +1,4 @@
-"""Artifact contract (DESIGN §4) at the unit level: atomic writes, required attributes,
+"""Artifact contract (docs/design.md, 'Artifact contract') at the unit level: atomic writes, required attributes,
 units, telemetry statistics, one-line reader errors."""
 
 from __future__ import annotations

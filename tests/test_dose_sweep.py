@@ -1,5 +1,6 @@
 """The dose sweep (config/scenarios.yaml `sweeps.dose`), its `dose_response` target and figure,
-and the results table `make quality` writes into docs/quality.md (`ptychopipe quality-table`).
+and the results table `make quality` writes into results/report/quality_table.md and
+`make results-doc` copies into docs/results.md (`ptychopipe quality-table`).
 
 Fast: Snakemake only as dry runs (plus the dose_response rule alone on synthetic
 comparison.json files), never the 5 sweep scenarios' DAG."""
@@ -320,13 +321,42 @@ def test_make_quality_runs_full_preset_then_writes_the_table():
     out = dry()
     assert re.search(r"snakemake all dose_response .*--cores 2 --config preset=full\n", out)
     assert re.search(r"snakemake all dose_response .*--config preset=full .*--report results/report\.html", out)
-    assert re.search(r"-m ptychopipe quality-table --results results .*--preset full --out docs/quality\.md", out)
+    assert re.search(r"-m ptychopipe quality-table --results results .*--preset full "
+                     r"--out results/report/quality_table\.md", out)
     out = dry("PRESET=ci", "CORES=1")
-    assert "--cores 1 --config preset=ci\n" in out and "--preset ci --out docs/quality.md" in out
+    assert "--cores 1 --config preset=ci\n" in out and "--preset ci --out results/report/quality_table.md" in out
 
 
-def test_docs_quality_md_has_the_markers():
-    text = (REPO / "docs" / "quality.md").read_text()
-    assert "## Results table (make quality)" in text
-    report.replace_between_markers(text, [], "docs/quality.md")  # exactly one well-formed pair
+def test_make_results_doc_copies_the_table_into_docs_results_md():
+    proc = subprocess.run(["make", "-n", "-C", str(REPO), "results-doc"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"-m ptychopipe quality-table --from-table results/report/quality_table\.md "
+                     r"--out docs/results\.md", proc.stdout)
+
+
+def test_quality_table_creates_its_file_and_copies_it_into_a_document(tmp_path, capsys):
+    """make quality writes a table file of its own under results/ (created when missing);
+    --from-table copies its block between the markers of another document, leaving the rest."""
+    fake_results(tmp_path / "results")
+    table = tmp_path / "results" / "report" / "quality_table.md"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    args = ["quality-table", "--results", str(tmp_path / "results"), "--out", str(table), "--configfile",
+            str(CONFIG), "--preset", "ci", "--scenarios", "gs1_ideal"]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    written = table.read_text()
+    assert written.startswith(report.QUALITY_TITLE + "\n") and "| gs1_ideal | ci |" in written
+    doc = tmp_path / "results.md"
+    before = quality_doc(doc)
+    assert cli.main(["quality-table", "--from-table", str(table), "--out", str(doc)]) == 0
+    text = doc.read_text()
+    assert "old table" not in text and "| gs1_ideal | ci |" in text
+    assert text.split(S)[0] == before.split(S)[0] and text.split(E)[1] == before.split(E)[1]
+    missing = tmp_path / "nothing.md"
+    assert cli.main(["quality-table", "--from-table", str(missing), "--out", str(doc)]) == 1
+    assert "nothing.md: file not found" in capsys.readouterr().err
+
+
+def test_docs_results_md_has_the_markers():
+    text = (REPO / "docs" / "results.md").read_text()
+    report.replace_between_markers(text, [], "docs/results.md")  # exactly one well-formed pair
     assert yaml.safe_load(CONFIG.read_text())["run"] == []  # shipped: the default target leaves sweeps out

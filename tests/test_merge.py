@@ -1,4 +1,4 @@
-"""The overlap constraint (DESIGN §2.5): merge per group, never across groups."""
+"""The overlap constraint (docs/design.md, 'Overlap constraint'): merge per group, never across groups."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The PINN (ptychopipe.model): shapes, the one forward model (DESIGN §2.9), gradients,
+"""The PINN (ptychopipe.model): shapes, the one forward model (docs/design.md, 'One forward model'), gradients,
 the Poisson loss, serialisation, and the JAX backend."""
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def test_output_shapes_dtypes_and_the_untrained_model_is_the_group_estimate(grid
 
 
 def test_untrained_model_of_flat_object_data_starts_at_abar():
-    """DESIGN §2.7: for data of a flat object of amplitude ā (noiseless), the model's
+    """docs/design.md, 'Dose and normalisation': for data of a flat object of amplitude ā (noiseless), the model's
     amplitude starts at ā: the flat start of the group estimate is then a fixed point."""
     probe = load_probe(CUSTOM_PROBE, "probeGuess", N) * 50.0
     fr, fi = M.physics.far_field(probe.real, probe.imag)
@@ -197,14 +197,14 @@ def test_forward_model_equals_numpy_gridsize2_float32(probe_kind):
         canvas = M.merge_canvas(N, 14.0)
         lam_k, p32, pm = _keras_counts(probe, p, offs, canvas, 2)
         probe32 = M.model_probe(pm).astype(np.complex128)
-        w = np.abs(probe32) ** 2 / np.max(np.abs(probe32) ** 2)  # DESIGN §2.5, computed here
+        w = np.abs(probe32) ** 2 / np.max(np.abs(probe32) ** 2)  # docs/design.md, 'Overlap constraint', computed here
         np.testing.assert_allclose(pm.get_layer("overlap").overlap_weight.numpy(), w, rtol=1e-6, atol=1e-7)
         assert _rel(lam_k, _numpy_counts(probe32, p32, offs, canvas, w)) < 1e-5
 
 
 @pytest.mark.parametrize("gridsize", [1, 2])
 def test_forward_model_equals_numpy_at_n128(gridsize):
-    """DESIGN §2: N = 128 must work too. The Keras physics layers (merge included) against
+    """docs/design.md, 'Forward model': N = 128 must work too. The Keras physics layers (merge included) against
     the NumPy forward model at N = 128, float32, to 1e-5 relative."""
     n, c = 128, gridsize * gridsize
     rng = np.random.default_rng(8)
@@ -221,7 +221,7 @@ def test_forward_model_equals_numpy_at_n128(gridsize):
 
 @pytest.mark.parametrize("algorithm", ["gradient", "difference_map"])
 def test_group_estimate_never_mixes_groups(algorithm):
-    """DESIGN §2.5 for the estimate's flattened (B·S²) canvas: a group's estimate does not
+    """docs/design.md, 'Overlap constraint', for the estimate's flattened (B·S²) canvas: a group's estimate does not
     depend on the other groups of its batch, in NumPy (bit for bit) and in Keras."""
     rng = np.random.default_rng(9)
     p, offs = _group(rng, _random_object(rng), 4, 4, 10.0)
@@ -279,7 +279,7 @@ def test_forward_model_is_the_numpy_code_path_in_float64(float64_keras, probe_ki
 
 
 def test_groups_in_a_keras_batch_never_mix():
-    """DESIGN §2.5 for the Keras path: a group's λ̂ does not depend on the other groups
+    """docs/design.md, 'Overlap constraint', for the Keras path: a group's λ̂ does not depend on the other groups
     of its batch (8 groups per batch; the others replaced by garbage, or removed)."""
     rng = np.random.default_rng(2)
     p, offs = _group(rng, _random_object(rng), 8, 4, 12.0)
@@ -503,7 +503,7 @@ def test_one_estimate_step_is_the_back_projection_in_units_of_abar():
     """A constant object c seen through the custom probe, noiseless, for any dose: one step
     from the flat start (β = 0) is 1 + h·(|c|/ā − 1)·|P|²/(|P|² + max|P|²), h = physics.STEP:
     the measured amplitude with the probe's far-field phase, back-propagated and divided by
-    the probe (damped by h), in units of ā (DESIGN §2.4, §2.7 normalisation)."""
+    the probe (damped by h), in units of ā (docs/design.md, 'Dose and normalisation')."""
     for dose in (3e1, 3e3):
         probe = load_probe(CUSTOM_PROBE, "probeGuess", N) * dose
         c0 = 0.7 * np.exp(0.4j)

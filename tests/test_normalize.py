@@ -1,4 +1,4 @@
-"""normalize stage (DESIGN §2.4, §2.7): a and ā from the training split only, reused for
+"""normalize stage (docs/design.md, 'Dose and normalisation'): a and ā from the training split only, reused for
 the test split; invariant checks name stage, array and numbers."""
 
 from __future__ import annotations

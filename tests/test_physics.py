@@ -1,4 +1,4 @@
-"""Physics contract (DESIGN §2.1–2.3): FFT convention and Parseval, sub-pixel extraction
+"""Physics contract (docs/design.md, 'Forward model', 'Dose and normalisation'): FFT convention and Parseval, sub-pixel extraction
 measured against analytic shifts, Poisson statistics, dose scaling, probe loading."""
 
 from __future__ import annotations
@@ -314,7 +314,7 @@ def test_shipped_custom_probes_load(n):
 
 @pytest.mark.parametrize("n", [64, 128])
 def test_ideal_probe_footprint_is_about_n_over_2(n):
-    """The ideal probe's central lobe spans footprint_px = N/2 (DESIGN §3; the config's
+    """The ideal probe's central lobe spans footprint_px = N/2 (docs/design.md, 'Configuration contract'; the config's
     default at every N): most of the intensity lies inside a disk of that diameter, and the
     first minimum is near its edge."""
     p = ideal_probe(n, n / 2)
@@ -329,7 +329,7 @@ def test_ideal_probe_footprint_is_about_n_over_2(n):
 
 
 def test_ideal_probe_cannot_tell_a_patch_from_its_twin_but_the_custom_probe_can():
-    """Why gs1_ideal has an accuracy ceiling (docs/quality.md): the ideal probe is real and
+    """Why gs1_ideal has an accuracy ceiling (docs/design.md, 'Gridsize 1 and the twin'): the ideal probe is real and
     point-symmetric (P(-r) = P(r), the circular pupil's focus), so a patch O and its twin
     conj(O(-r)) give identical far-field counts, to round-off. No method that sees one
     pattern, a network included, can choose between them; the overlap of gridsize 2 and an

@@ -295,7 +295,7 @@ def test_telemetry_table_includes_the_evaluation_stages(tmp_path, ci_data):
     assert "stitched_over_inferred=" in stitched["object"]["stage_ratios"]
     compared = [r for r in rows if r["stage"] == "compare"]
     assert any("amplitude_bias=" in r["stage_ratios"] for r in compared)
-    # every DESIGN §4 statistic is a column; sumsq is the artifact's own Σ|x|²
+    # every telemetry statistic of the artifact contract is a column; sumsq is the artifact's own Σ|x|²
     assert list(rows[0]) == list(report.COLUMNS) and "sumsq" in report.COLUMNS
     counts = next(r for r in rows if r["stage"] == "simulate" and r["array"] == "counts")
     sim = read_simulated(data["simulated"])

@@ -76,7 +76,7 @@ def test_every_stage_of_every_scenario_ran(dag):
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_evaluation_artifacts_meet_the_contract(dag, scenario):
-    """DESIGN §4 on the outputs of train, infer, stitch and compare (test_workflow_data
+    """The artifact contract (docs/design.md) on the outputs of train, infer, stitch and compare (test_workflow_data
     covers the data stages): attributes, the stage's own config, units and telemetry."""
     from ptychopipe.config import load_scenarios, stage_config
 

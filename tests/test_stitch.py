@@ -281,7 +281,7 @@ def _amplitude_r(st: stitch.Stitched, obj: np.ndarray) -> float:
 
 
 def test_uniform_weight_averages_out_the_ideal_probes_twin_better(obj):
-    """Why gs1_ideal stitches with uniform weights (docs/quality.md, experiment 27): with the
+    """Why gs1_ideal stitches with uniform weights (docs/design.md, 'Gridsize 1 and the twin'): with the
     ideal probe one pattern cannot tell its patch from the twin conj(O(−r)) about the patch
     centre, and one-pattern estimates settle on a mixture of the two. The true part is the
     same in every overlapping patch; the twin part is the object mirrored through each
@@ -333,7 +333,7 @@ def test_resolve_twins_puts_twinned_patches_back_and_leaves_the_true_ones(obj):
 
 def test_resolve_twins_lifts_mixtures_of_patch_and_twin(obj):
     """One-pattern estimates under the ideal probe settle on mixtures of the patch and its twin
-    (docs/quality.md, experiment 25); where the twin dominates, the swap makes the truth dominate."""
+    (ptychopipe.diagnostics.per_patch_scores measures both parts); where the twin dominates, the swap makes the truth dominate."""
     rng, pos, truth, probe = _ideal_twin_setup(obj)
     mix = rng.uniform(0.2, 0.8, size=(len(pos), 1, 1))  # weight of the truth in each patch
     patches = mix * truth + (1 - mix) * stitch.twin(truth)

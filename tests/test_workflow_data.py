@@ -1,7 +1,7 @@
 """Snakemake end to end for the data stages (simulate -> split -> group -> normalize ->
 telemetry) on the ``ci`` preset, in a temporary working directory.
 
-Covers: the dry-run DAG (ci and full presets), the artifact contract of DESIGN §4 on real
+Covers: the dry-run DAG (ci and full presets), the artifact contract (docs/design.md) on real
 outputs, the telemetry table, a no-op re-run, exact re-run scoping after a config edit,
 and the one-line config error a user sees from the snakemake command line.
 """

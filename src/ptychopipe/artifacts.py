@@ -1,6 +1,6 @@
 """Readers and writers of every HDF5 artifact, in one place (see docs/artifacts.md).
 
-Every file carries the attributes of DESIGN §4 (``schema_version``, ``stage``,
+Every file carries the attributes of docs/design.md, 'Artifact contract' (``schema_version``, ``stage``,
 ``scenario``, ``config_json``, ``config_hash``, ``ptychopipe_version``,
 ``created_utc``), a ``units`` attribute on every dataset and a ``telemetry/``
 group with the statistics of each dataset (:func:`ptychopipe.telemetry.array_stats`)
@@ -48,7 +48,7 @@ class ArtifactWriteError(ArtifactError, OSError):
 
 @dataclass(frozen=True)
 class Array:
-    """A dataset to write: the array and its physical units (DESIGN §4)."""
+    """A dataset to write: the array and its physical units (docs/design.md, 'Artifact contract')."""
 
     data: np.ndarray
     units: str

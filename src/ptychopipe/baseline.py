@@ -21,7 +21,7 @@ and matches the simulator's expected counts:
   S; pty-chi's patch starts at p + round(S/2) − 0.5 − (N − 1)/2, ours at x − N/2, so
   p = x_buffer − round(S/2); positions are not optimised;
 - object: a buffer around the test scan (:data:`BUFFER_MARGIN_PX` beyond the patches),
-  initial guess the constant ā = sqrt(mean Σn / Σ|P_abs|²) (DESIGN §2.7) over the test
+  initial guess the constant ā = sqrt(mean Σn / Σ|P_abs|²) (docs/design.md, 'Dose and normalisation') over the test
   patterns it reconstructs (the PINN's ā is the same estimate over the training split),
   zero phase.
 
@@ -66,6 +66,8 @@ from .telemetry import check_finite
 
 STAGE = "baseline"
 ENGINES = ("lsqml", "rpie")
+NOISE_MODELS = ("gaussian", "poisson")
+INITIALS = ("flat", "reconstruction")
 #: Object buffer margin (px) beyond the outermost patches: ≥ 12 px for the pipeline's
 #: sub-pixel extractor (data-space scoring) plus pty-chi's one-pixel shift padding.
 BUFFER_MARGIN_PX = 16
@@ -236,7 +238,7 @@ def to_ptychi_probe(probe: np.ndarray) -> np.ndarray:
 
 
 def rms_amplitude_estimate(counts: np.ndarray, probe: np.ndarray) -> float:
-    """ā = sqrt(mean_j Σ n_j / Σ|P_abs|²) [object amplitude] (DESIGN §2.7)."""
+    """ā = sqrt(mean_j Σ n_j / Σ|P_abs|²) [object amplitude] (docs/design.md, 'Dose and normalisation')."""
     total = counts.sum(axis=(-2, -1), dtype=np.float64).mean()
     return float(np.sqrt(total / np.sum(np.abs(probe.astype(np.complex128)) ** 2)))
 
@@ -266,14 +268,18 @@ def predicted_counts(obj: np.ndarray, positions: np.ndarray, probe: np.ndarray, 
 
 
 def build_task(api: Any, cfg: BaselineConfig, counts: np.ndarray, probe: np.ndarray, positions: np.ndarray,
-               initial: np.ndarray, buf: Buffer, epochs: int | None = None) -> Any:
+               initial: np.ndarray, buf: Buffer, epochs: int | None = None, device: str = "cpu") -> Any:
     """A pty-chi PtychographyTask with this module's conventions (module docstring).
 
     counts (M, N, N) [counts], probe P_abs (N, N), positions (M, 2) [x, y] px (object
-    coordinates), initial (buf.height, buf.width) complex initial object."""
+    coordinates), initial (buf.height, buf.width) complex initial object; ``cfg.noise_model``
+    chooses LSQML's likelihood (gaussian or poisson); ``device``: "cpu" or "gpu" (CUDA)."""
     if cfg.engine == "lsqml":
         opts = api.LSQMLOptions()
-        opts.reconstructor_options.noise_model = api.NoiseModels.GAUSSIAN
+        if cfg.noise_model not in NOISE_MODELS:
+            raise BaselineError(f"baseline.noise_model: expected one of {list(NOISE_MODELS)}, got {cfg.noise_model!r}")
+        opts.reconstructor_options.noise_model = (api.NoiseModels.POISSON if cfg.noise_model == "poisson"
+                                                  else api.NoiseModels.GAUSSIAN)
         opts.reconstructor_options.rescale_probe_intensity_in_first_epoch = False
     elif cfg.engine == "rpie":
         opts = api.RPIEOptions()
@@ -284,7 +290,7 @@ def build_task(api: Any, cfg: BaselineConfig, counts: np.ndarray, probe: np.ndar
     r = opts.reconstructor_options
     r.num_epochs = int(epochs if epochs is not None else cfg.epochs)
     r.batch_size = int(min(cfg.batch_size, len(counts)))
-    r.default_device = api.Devices.CPU
+    r.default_device = api.Devices.GPU if device == "gpu" else api.Devices.CPU
     r.random_seed = int(cfg.seed)
     opts.data_options.fft_shift = True
     o = opts.object_options
@@ -331,6 +337,36 @@ def on_canvas(obj: np.ndarray, buf: Buffer, geo: Any) -> np.ndarray:
     return out
 
 
+def initial_object(kind: str, counts: np.ndarray, probe: np.ndarray, buf: Buffer,
+                   stitched: Any | None = None) -> np.ndarray:
+    """pty-chi's starting object on the buffer, (buf.height, buf.width) complex128 [object
+    amplitude].
+
+    ``kind`` "flat": the constant ā (:func:`rms_amplitude_estimate` of ``counts``), zero phase.
+    "reconstruction": the network's stitched test object (``stitched``, a
+    :class:`ptychopipe.artifacts.Stitched`-like object with ``object``, ``coverage``,
+    ``origin_x``, ``origin_y``) wherever it has coverage, ā elsewhere (pixels no patch
+    lit carry no information, and pty-chi does not update them either)."""
+    abar = rms_amplitude_estimate(counts, probe)
+    out = np.full((buf.height, buf.width), abar, dtype=np.complex128)
+    if kind == "flat":
+        return out
+    if kind != "reconstruction":
+        raise BaselineError(f"baseline.initial: expected one of {list(INITIALS)}, got {kind!r}")
+    if stitched is None:
+        raise BaselineError("baseline.initial: reconstruction needs the stitched reconstruction (stitched.h5)")
+    obj = np.asarray(stitched.object, dtype=np.complex128)
+    lit = np.asarray(stitched.coverage) > 0
+    h, w = obj.shape
+    r0, c0 = stitched.origin_y - buf.origin_y, stitched.origin_x - buf.origin_x
+    rs = slice(max(0, r0), min(buf.height, r0 + h))
+    cs = slice(max(0, c0), min(buf.width, c0 + w))
+    src = (slice(rs.start - r0, rs.stop - r0), slice(cs.start - c0, cs.stop - c0))
+    region = out[rs, cs]
+    out[rs, cs] = np.where(lit[src], obj[src], region)
+    return out
+
+
 # --------------------------------------------------------------------------- stage
 
 
@@ -347,23 +383,31 @@ def read_test_patterns(simulated: str | Path, grouped: str | Path
     return idx, sim.counts[idx], sim.positions[idx], sim.probe
 
 
-def run(cfg: BaselineConfig, scenario: str, simulated: str | Path, grouped: str | Path, out: str | Path) -> None:
-    """Stage entry point: reconstruct the test patterns with pty-chi, write ``baseline.h5``."""
+def run(cfg: BaselineConfig, scenario: str, simulated: str | Path, grouped: str | Path, out: str | Path,
+        stitched: str | Path | None = None) -> None:
+    """Stage entry point: reconstruct the test patterns with pty-chi, write ``baseline.h5``.
+    ``stitched``: the network's stitched.h5, the starting object when ``cfg.initial`` is
+    "reconstruction" (:func:`initial_object`)."""
+    from .artifacts import read_stitched
+
+    if cfg.initial == "reconstruction" and not stitched:
+        raise BaselineError("baseline.initial: reconstruction needs --stitched (the network's stitched.h5)")
     torch, api, versions = import_ptychi()
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     idx, counts, positions, probe = read_test_patterns(simulated, grouped)
     n = probe.shape[0]
     buf = object_buffer(positions, n)
     abar = rms_amplitude_estimate(counts, probe)
-    initial = np.full((buf.height, buf.width), abar, dtype=np.complex128)
+    initial = initial_object(cfg.initial, counts, probe, buf,
+                             read_stitched(stitched) if cfg.initial == "reconstruction" else None)
     geo = canvas_geometry(positions, n)
     local = positions - np.array([buf.origin_x, buf.origin_y], dtype=np.float64)
     t0 = time.perf_counter()
     task = build_task(api, cfg, counts, probe, positions, initial, buf)
     setup = time.perf_counter() - t0
-    print(f"[{STAGE}] {scenario}: pty-chi {cfg.engine} on {len(idx)} test patterns of {n}x{n}, buffer "
-          f"{buf.height}x{buf.width} px, {cfg.epochs} epochs, batch {cfg.batch_size}; initial amplitude "
-          f"{abar:.6g}; {versions}; setup {setup:.2f} s", flush=True)
+    print(f"[{STAGE}] {scenario}: pty-chi {cfg.engine} ({cfg.noise_model}) on {len(idx)} test patterns of "
+          f"{n}x{n}, buffer {buf.height}x{buf.width} px, {cfg.epochs} epochs, batch {cfg.batch_size}; start "
+          f"{cfg.initial} (flat amplitude {abar:.6g}); {versions}; setup {setup:.2f} s", flush=True)
     marks = snapshot_epochs(cfg.epochs, cfg.snapshots)
     snaps, seconds, losses, devs, totals = [], [], [], [], []
     done, elapsed = 0, 0.0
@@ -416,7 +460,8 @@ def run(cfg: BaselineConfig, scenario: str, simulated: str | Path, grouped: str 
                "versions": versions, "verified_versions": VERIFIED,
                "conventions": {"data": "raw counts, fft_shift=True", "probe": "P_abs / N, (1, 1, N, N), fixed",
                                "positions": "[y, x] px - buffer origin - round(S/2) (SUPPORT), fixed",
-                               "engine": ({"noise_model": "gaussian"} if cfg.engine == "lsqml"
+                               "initial": cfg.initial,
+                               "engine": ({"noise_model": cfg.noise_model} if cfg.engine == "lsqml"
                                           else {"alpha": RPIE_ALPHA, "step_size": RPIE_STEP})}},
         ratios={"predicted_over_measured_counts": float(totals[-1].mean() / measured.mean())},
     )

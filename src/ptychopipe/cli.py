@@ -33,13 +33,18 @@ STAGE_COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "stitch": ("ptychopipe.stitch:run", ("inferred",)),
     "compare": ("ptychopipe.compare:run", ("simulated", "grouped", "normalized", "inferred", "stitched", "train")),
     "ingest": ("ptychopipe.ingest:run", ()),  # the source file is in the config (source.file)
-    "baseline": ("ptychopipe.baseline:run", ("simulated", "grouped")),
+    "baseline": ("ptychopipe.baseline:run", ("simulated", "grouped")),  # --stitched: optional (below)
 }
 
 #: stage -> extra outputs besides --out (option --name-with-dashes, keyword name_with_underscores).
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "train": ("history", "diagnostics"),  # train.h5; NaN-guard JSON (written only on failure)
     "compare": ("json", "amplitude_png", "phase_png", "frc_png", "training_png"),
+}
+
+#: stage -> optional inputs (option --name, keyword name; None when not given).
+STAGE_OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {
+    "baseline": ("stitched",),  # the starting object when baseline.initial is "reconstruction"
 }
 
 #: Exceptions that mean "bad input or broken invariant" are reported as one line: every
@@ -99,7 +104,8 @@ def _run_stage(args: argparse.Namespace) -> int:
 
     target, inputs = STAGE_COMMANDS[args.command]
     cfg = from_json(args.command, args.config)
-    kwargs = {name: getattr(args, name) for name in inputs + STAGE_OUTPUTS.get(args.command, ())}
+    names = inputs + STAGE_OPTIONAL_INPUTS.get(args.command, ()) + STAGE_OUTPUTS.get(args.command, ())
+    kwargs = {name: getattr(args, name) for name in names}
     from .quiet import filtered_stderr
 
     t0 = time.perf_counter()
@@ -193,10 +199,33 @@ def _dose_response(args: argparse.Namespace) -> int:
 
 
 def _quality_table(args: argparse.Namespace) -> int:
-    from .report import write_quality_table
+    from .report import copy_quality_table, write_quality_table
 
+    if args.from_table:
+        out = copy_quality_table(args.from_table, args.out)
+        print(f"copied the results table of {args.from_table} into {out}")
+        return 0
     out = write_quality_table(args.results, args.out, args.configfile, args.preset, args.scenarios)
     print(f"wrote the results table into {out}")
+    return 0
+
+
+def _config_doc(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .artifacts import write_text_atomic
+    from .configdoc import generate
+
+    text = generate(args.out, args.schema, args.configfile)
+    if Path(args.out).read_text() == text:
+        print(f"{args.out} is up to date with the schema")
+        return 0
+    if args.check:
+        print(f"{args.out} is not what the schema gives: run python -m ptychopipe config-doc --out {args.out}",
+              file=sys.stderr)
+        return 1
+    write_text_atomic(args.out, text)
+    print(f"wrote the configuration reference into {args.out}")
     return 0
 
 
@@ -205,6 +234,15 @@ def _bench(args: argparse.Namespace) -> int:
 
     print(run_cli(args.configfile, args.preset, tuple(args.gridsize), args.steps, args.json,
                   deterministic=not args.no_deterministic, infer_batch_size=args.infer_batch_size), end="")
+    return 0
+
+
+def _time_to_quality(args: argparse.Namespace) -> int:
+    from .timetoquality import run
+
+    run(args.preset, args.scenarios, args.out, threads=args.threads, epochs=args.epochs, results=args.results,
+        configfile=args.configfile, build=not args.no_build, starts=args.starts, noise_models=args.noise_models)
+    print(f"wrote {args.out}/time_to_quality.csv, .md and .png")
     return 0
 
 
@@ -281,8 +319,22 @@ def _params_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def package_version() -> str:
+    """The installed distribution's version (importlib.metadata), else ``ptychopipe.__version__``
+    (a source tree on PYTHONPATH without an install)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ptychopipe")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptychopipe", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"ptychopipe {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     for stage, (_, inputs) in STAGE_COMMANDS.items():
         sp = sub.add_parser(stage, help=f"run the {stage} stage")
@@ -290,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", required=True, help="the stage's config as JSON")
         for name in inputs:
             sp.add_argument(f"--{name}", required=True, help=f"input: {name} artifact")
+        for name in STAGE_OPTIONAL_INPUTS.get(stage, ()):
+            sp.add_argument(f"--{name}", default=None, help=f"input (optional): {name} artifact")
         sp.add_argument("--out", required=True, help="output artifact path")
         for name in STAGE_OUTPUTS.get(stage, ()):
             sp.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True, help=f"output: {name}")
@@ -342,9 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--threads", type=int, default=1)
     dr.set_defaults(func=_dose_response)
     q = sub.add_parser("quality-table", help="write the results table (metrics, training time, backend, date per "
-                                             "scenario) between the quality-table markers of docs/quality.md")
+                                             "scenario) between the quality-table markers of --out (created "
+                                             "if missing); with --from-table, copy a written table instead")
     q.add_argument("--results", default="results")
-    q.add_argument("--out", default="docs/quality.md", help="Markdown file holding the two marker lines")
+    q.add_argument("--out", default="results/report/quality_table.md",
+                   help="Markdown file holding the two marker lines (default results/report/quality_table.md)")
+    q.add_argument("--from-table", default=None, metavar="FILE",
+                   help="copy the table between the markers of FILE (e.g. results/report/quality_table.md) "
+                        "into --out (e.g. docs/results.md) instead of reading results")
     q.add_argument("--configfile", default="config/scenarios.yaml")
     q.add_argument("--preset", default="full", help="preset the results were made with (checked against the "
                                                     "artifacts' config hashes; default full)")
@@ -352,9 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only these scenarios (default: every scenario of --configfile, sweeps included)")
     q.add_argument("--threads", type=int, default=1)
     q.set_defaults(func=_quality_table)
-    b = sub.add_parser("bench", help="throughput benchmark: `bench model` = PINN and bare CNN training/inference "
-                                     "samples/s and FLOPs per sample (see docs/performance.md)")
-    b.add_argument("what", choices=["model"])
+    cd = sub.add_parser("config-doc", help="write the configuration reference (every key: type, default, allowed "
+                                           "values, unit, description) from the schema between the config-doc "
+                                           "markers of --out")
+    cd.add_argument("--out", default="docs/configuration.md", help="Markdown file holding the two marker lines")
+    cd.add_argument("--schema", default=None, help="JSON schema (default workflow/schemas/config.schema.yaml)")
+    cd.add_argument("--configfile", default="config/scenarios.yaml", help="config whose defaults and presets are shown")
+    cd.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out is out of date")
+    cd.add_argument("--threads", type=int, default=1)
+    cd.set_defaults(func=_config_doc)
+    bench = sub.add_parser("bench", help="benchmarks (docs/performance.md): `bench model` (throughput), "
+                                         "`bench time-to-quality` (the network against pty-chi)")
+    which = bench.add_subparsers(dest="what", required=True)
+    b = which.add_parser("model", help="PINN and bare CNN training/inference samples/s and FLOPs per sample")
     b.add_argument("--configfile", default="config/scenarios.yaml")
     b.add_argument("--preset", default="full", help="preset whose N, model.*, batch sizes are benchmarked")
     b.add_argument("--gridsize", type=int, nargs="+", default=[1, 2])
@@ -366,6 +435,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave TensorFlow op determinism off (the train stage turns it on; XLA is then used)")
     b.add_argument("--threads", type=int, default=1)
     b.set_defaults(func=_bench)
+    tq = which.add_parser("time-to-quality", help="reconstruct the same test patterns with each of the pipeline's "
+                                                  "modes and with pty-chi LSQML, score both after every pty-chi "
+                                                  "epoch (time_to_quality.csv/.md/.png in --out)")
+    tq.add_argument("--preset", required=True, help="preset of config/scenarios.yaml the scenarios are built with")
+    tq.add_argument("--scenarios", nargs="+", required=True)
+    tq.add_argument("--out", required=True, help="output folder")
+    tq.add_argument("--threads", type=int, default=2, help="threads of both sides (TensorFlow/JAX and torch)")
+    tq.add_argument("--epochs", type=int, default=20, help="pty-chi epochs per run")
+    tq.add_argument("--starts", nargs="+", default=["flat"], choices=["flat", "reconstruction"],
+                    help="pty-chi starting objects: flat (ā) and/or the network's stitched reconstruction")
+    tq.add_argument("--noise-models", nargs="+", default=["gaussian", "poisson"], choices=["gaussian", "poisson"])
+    tq.add_argument("--results", default="results")
+    tq.add_argument("--configfile", default="config/scenarios.yaml")
+    tq.add_argument("--no-build", action="store_true",
+                    help="use the artifacts under --results as they are (default: bring each scenario's "
+                         "model.keras up to date with snakemake first)")
+    tq.set_defaults(func=_time_to_quality)
     e = sub.add_parser("export", help="write a scenario's stitched reconstruction (with its probe, test positions "
                                       "and patterns) as an NPZ or a ptychodus product + diffraction.h5 "
                                       "(docs/real_data.md)")

@@ -1,6 +1,6 @@
 """compare stage: the stitched reconstruction against the true object.
 
-Alignment (DESIGN §2.8). The stitched canvas carries its origin in object
+Alignment (docs/design.md, 'Comparison and ambiguities'). The stitched canvas carries its origin in object
 coordinates, so the truth is cropped onto the canvas grid directly: no
 registration (unless ``compare.register`` is set). The only ambiguity removed
 is the global phase offset φ₀ = arg Σ Ô·conj(O) over the evaluation mask (the

@@ -93,7 +93,7 @@ class GroupConfig:
 
 @dataclass(frozen=True)
 class NormalizeConfig:
-    N: int  # input scale targets (N/2)^2 total power per pattern (DESIGN §2.4)
+    N: int  # input scale targets (N/2)^2 total power per pattern (docs/design.md, 'Dose and normalisation')
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,9 @@ class ModelConfig:
     phase_max_rad: float
     estimate_iterations: int
     estimate_momentum: float
-    estimate_algorithm: str  # "difference_map" (the shipped default) or "gradient"
-    estimate_noise_tolerance: float  # standard deviations of the measured amplitude (difference map only)
+    estimate_algorithm: str  # "unrolled" (learned), "difference_map" or "gradient"
+    estimate_noise_tolerance: float  # standard deviations of the measured amplitude (difference map, unrolled)
+    prior_filters: int = 0  # unrolled only: channels of the prior CNN between iterations (0 for the others)
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ class CompareConfig:
     coverage_threshold: float  # evaluate pixels with coverage >= this x median coverage (dimensionless)
     frc_threshold: str  # "half_bit" | "0.5"
     ratio_tolerance: float  # relative departure of a stage ratio from its contract that flags it
-    register: bool  # sub-pixel registration before scoring (off by default, DESIGN §2.8)
+    register: bool  # sub-pixel registration before scoring (off by default; docs/design.md)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,8 @@ class BaselineConfig:
     batch_size: int  # diffraction patterns per update
     snapshots: int  # object snapshots kept along the run (quality vs time), the last at the final epoch
     seed: int
+    noise_model: str = "gaussian"  # lsqml: "gaussian" | "poisson" (rpie: ignored, always "gaussian")
+    initial: str = "flat"  # "flat": constant ā | "reconstruction": the network's stitched test object
 
 
 STAGE_CLASSES: dict[str, type] = {
@@ -195,8 +198,8 @@ def _tuple(v: Any) -> tuple[float, float]:
 
 def ideal_footprint_px(params: Mapping[str, Any]) -> float:
     """The ideal probe's central-lobe diameter (px) of one scenario's merged ``params``:
-    ``probe.footprint_px``, or N/2 when it is null (DESIGN §3: "about N/2", so the default
-    follows N). The simulate config records the resolved number, so null and 32 at N = 64
+    ``probe.footprint_px``, or N/2 when it is null (docs/design.md, 'Configuration
+    contract'), so the default follows N). The simulate config records the resolved number, so null and 32 at N = 64
     are the same config (same hash)."""
     fp = params["probe"]["footprint_px"]
     return float(fp) if fp is not None else int(params["N"]) / 2
@@ -238,17 +241,22 @@ def stage_config(params: Mapping[str, Any], stage: str):
         return NormalizeConfig(N=int(p["N"]))
     if stage == "train":
         m, t = p["model"], p["train"]
+        unrolled = m["estimate_algorithm"] == "unrolled"
         return TrainConfig(
             # each estimate algorithm's own knob only (momentum: gradient; tolerance: difference
             # map), 0 for the other, so editing the unused one re-runs nothing
-            model=ModelConfig(N=int(p["N"]), gridsize=int(p["gridsize"]), filters=int(m["filters"]),
-                              depth=int(m["depth"]), phase_max_rad=float(m["phase_max_rad"]),
+            # (the U-Net's filters, depth and phase_max_rad: not the unrolled model's; prior_filters: its only)
+            model=ModelConfig(N=int(p["N"]), gridsize=int(p["gridsize"]),
+                              filters=int(m["filters"]) if not unrolled else 0,
+                              depth=int(m["depth"]) if not unrolled else 0,
+                              phase_max_rad=float(m["phase_max_rad"]) if not unrolled else 0.0,
                               estimate_iterations=int(m["estimate_iterations"]),
                               estimate_momentum=float(m["estimate_momentum"])
                               if m["estimate_algorithm"] == "gradient" else 0.0,
                               estimate_algorithm=str(m["estimate_algorithm"]),
                               estimate_noise_tolerance=float(m["estimate_noise_tolerance"])
-                              if m["estimate_algorithm"] == "difference_map" else 0.0),
+                              if m["estimate_algorithm"] != "gradient" else 0.0,
+                              prior_filters=int(m["prior_filters"]) if unrolled else 0),
             batch_size=int(t["batch_size"]), epochs=int(t["epochs"]),
             learning_rate=float(t["learning_rate"]), min_learning_rate=float(t["min_learning_rate"]),
             validation_fraction=float(t["validation_fraction"]),
@@ -273,7 +281,9 @@ def stage_config(params: Mapping[str, Any], stage: str):
     if stage == "baseline":
         b = p["baseline"]
         return BaselineConfig(engine=b["engine"], epochs=int(b["epochs"]), batch_size=int(b["batch_size"]),
-                              snapshots=int(b["snapshots"]), seed=int(b["seed"]))
+                              snapshots=int(b["snapshots"]), seed=int(b["seed"]),
+                              noise_model=b["noise_model"] if b["engine"] == "lsqml" else "gaussian",
+                              initial=b["initial"])
     raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
 
 
@@ -601,6 +611,10 @@ def _semantic_checks(name: str, p: Mapping[str, Any], source: str) -> None:
     if p["probe"]["kind"] == "ideal" and not ideal_footprint_px(p) < int(p["N"]):
         raise ConfigError(f"{where}: probe.footprint_px: expected < N = {p['N']} (the central lobe inside the "
                           f"window; a wider one lights it flat), got {p['probe']['footprint_px']}")
+    m = p["model"]
+    if m["estimate_algorithm"] == "unrolled" and not int(m["estimate_iterations"]) <= 10:
+        raise ConfigError(f"{where}: model.estimate_iterations: expected <= 10 for estimate_algorithm unrolled "
+                          f"(learned iterations, a small fixed number), got {m['estimate_iterations']}")
     if p["stitch"]["resolve_twin"] and int(p["gridsize"]) != 1:
         raise ConfigError(f"{where}: stitch.resolve_twin: expected gridsize 1 (one pattern per patch; a group's "
                           f"patches share one twin), got gridsize {p['gridsize']}")
@@ -616,9 +630,12 @@ def _check_sweep_params(raw: Mapping[str, Any], schema: Mapping[str, Any], sourc
         node: Any = schema["$defs"]["params"]
         for key in sweep["param"].split("."):
             node = (node.get("properties") or {}).get(key) if isinstance(node, Mapping) else None
-        if node is None or "properties" in node:
+        if node is None:
             raise ConfigError(f"{source}: sweeps.{name}.param: {sweep['param']!r} is not a parameter; expected "
-                              "the dotted name of one (e.g. nphotons, train.epochs)")
+                              "the dotted name of one (e.g. nphotons, train.epochs) or of a group (e.g. model)")
+        if "properties" in node and not all(isinstance(v, Mapping) for v in sweep["values"]):
+            raise ConfigError(f"{source}: sweeps.{name}.values: {sweep['param']!r} is a group of parameters; "
+                              "expected each value to be a mapping of its keys (e.g. {estimate_iterations: 200})")
 
 
 def resolve_scenarios(raw: Mapping[str, Any], preset: str | None = None,

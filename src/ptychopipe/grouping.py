@@ -1,6 +1,6 @@
 """split and group stages: train/test halves along y, and KD-tree neighbour groups.
 
-Group layout (DESIGN §4): indices (B, C) int64 into the simulated arrays;
+Group layout (docs/design.md, 'Artifact contract'; docs/artifacts.md): indices (B, C) int64 into the simulated arrays;
 centres (B, 2) float64 [x, y] px (mean of the members' positions); offsets
 (B, C, 2) float64 [x, y] px (member position minus centre); amplitude
 (B, N, N, C) float32 sqrt(counts), channels last (the model's layout).

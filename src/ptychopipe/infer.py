@@ -111,7 +111,7 @@ def infer_arrays(model: keras.Model, norm: Normalized, batch_size: int) -> tuple
     ratios = {
         "predicted_over_measured_counts": float(predicted.mean() / measured.mean()),
         "amplitude_mean_over_estimate": float(amp.mean(dtype=np.float64) / abar),
-        # ā estimates the |P|²-weighted rms amplitude (Parseval, DESIGN §2.7): the like-for-like ratio
+        # ā estimates the |P|²-weighted rms amplitude (Parseval, docs/design.md, 'Dose and normalisation'): the like-for-like ratio
         "amplitude_weighted_rms_over_estimate":
             float(np.sqrt((w * amp.astype(np.float64) ** 2).sum() / (w.sum() * amp.shape[0] * amp.shape[1])) / abar),
     }

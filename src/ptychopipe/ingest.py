@@ -7,7 +7,7 @@ convention conversion is explicit and recorded in the output (attribute
 ``conversions``, JSON), together with the source file's path, SHA-256 and format.
 docs/real_data.md states the conventions assumed for each format; in short:
 
-Pipeline conventions (DESIGN §2), the target of every conversion:
+Pipeline conventions (docs/design.md, 'Forward model', 'Dose and normalisation'), the target of every conversion:
 - counts n (M, N, N) float32 [counts], zero frequency at pixel (N/2, N/2) (fftshifted);
 - positions (M, 2) float64 [x, y] px: patch centres in object pixel coordinates, patch
   pixel (i, k) samples the object at (y − N/2 + i, x − N/2 + k), i.e. pixel k's centre

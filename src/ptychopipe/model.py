@@ -1,4 +1,4 @@
-"""The physics-informed network (DESIGN §2.5–2.7): physics input layer, U-Net, forward model.
+"""The physics-informed network (docs/design.md, 'Reconstruction modes'): physics input layer, U-Net, forward model.
 
 Layout. The network sees one *group* at a time: its C = gridsize² normalised
 diffraction amplitudes X = a·sqrt(n), shape (B, N, N, C) float32, channels last, and the
@@ -18,19 +18,19 @@ the measured counts n::
         ▼
     [OverlapConstraint, C > 1] ─► FarFieldCounts (P_abs, unitary FFT) ─► λ̂ ─► PoissonLoss(n)
 
-Why this shape (docs/quality.md has the measurements). A group's C patterns and the
-known probe determine its patches as far as a small ptychography problem does;
-:class:`GroupEstimate` solves that problem with fixed physics
-(:func:`physics.group_estimate`), so the network does not have to learn phase retrieval
-— the first designs, an encoder–decoder from diffraction to object (v1) and a U-Net on a
-one-step back-projection (v2), had to, and reached stitched amplitude r 0.61–0.75. The
+Why this shape. A group's C patterns and the known probe determine its patches as far as
+a small ptychography problem does; :class:`GroupEstimate` solves that problem with fixed
+physics (:func:`physics.group_estimate`), so the network does not have to learn phase
+retrieval. Networks that must (an encoder–decoder from diffraction to object, or a U-Net
+on a one-step back-projection) reach a stitched amplitude r of only 0.61–0.75 on the
+quick preset, against 0.996–1.000 at gridsize 2 with the estimate (docs/results.md). The
 U-Net learns a *correction* of the estimate: what the group's data leave undetermined
 (a prior over objects), starting at zero, so an untrained model is the estimate. It is
 translation-equivariant on the object's pixel grid and its C members share all weights
 (they are folded into the batch axis).
 
 The physics layers call :mod:`ptychopipe.physics` with ``ops=keras.ops``: the same
-functions the NumPy simulator calls with ``ops=NUMPY_OPS`` (DESIGN §2.9), so there is
+functions the NumPy simulator calls with ``ops=NUMPY_OPS`` (docs/design.md, 'One forward model'), so there is
 one implementation of the FFT convention, the sub-pixel shift and the merge. Physics
 functions take (..., N, N) arrays, so the layers transpose (B, N, N, C) ↔ (B, C, N, N).
 
@@ -58,7 +58,10 @@ PACKAGE = "ptychopipe"
 #: float32 overflow of exp(); a trained model sits far inside (|z| ≲ 2).
 LOG_AMPLITUDE_BOUNDS = (-20.0, 10.0)
 
-#: Below this, λ̂ is clamped before the log of the Poisson loss (DESIGN §2.6) [counts].
+#: Most iterations of the learned unrolled estimate (a fixed, small number by design).
+MAX_UNROLLED_ITERATIONS = 10
+
+#: Below this, λ̂ is clamped before the log of the Poisson loss (docs/design.md, 'Loss') [counts].
 LAMBDA_FLOOR = 1e-8
 
 
@@ -84,7 +87,7 @@ def merge_canvas(n: int, max_offset: float) -> int:
 
 
 def overlap_weight(probe: np.ndarray) -> np.ndarray:
-    """|P|²/max|P|², (N, N) float32 — the overlap weight of the merge (DESIGN §2.5)."""
+    """|P|²/max|P|², (N, N) float32 — the overlap weight of the merge (docs/design.md, 'Overlap constraint')."""
     w = np.abs(np.asarray(probe, dtype=np.complex128)) ** 2
     top = float(w.max())
     if not top > 0:
@@ -119,7 +122,7 @@ class AmplitudeActivation(layers.Layer):
     """amp = ā·exp(z): (B, N, N, C) float32 log-amplitude z → amplitude [object amplitude].
 
     Why exp rather than softplus: the output is positive by construction, starts at
-    exactly ā when z ≈ 0 (DESIGN §2.7: the final conv is initialised near zero), and the
+    exactly ā when z ≈ 0 (docs/design.md, 'Dose and normalisation': the final conv is initialised near zero), and the
     gradient d amp/dz = amp is *relative*, so an amplitude error of x % gives the same
     update whether the object is 1e-3 or 1e3 in absolute units — the parametrisation is
     unit-free and only ā carries the units. softplus scaled to ā behaves linearly for
@@ -201,7 +204,7 @@ class ComplexObject(layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class OverlapConstraint(layers.Layer):
-    """The per-group overlap constraint (DESIGN §2.5) via :func:`physics.merge_and_reextract`.
+    """The per-group overlap constraint (docs/design.md, 'Overlap constraint') via :func:`physics.merge_and_reextract`.
 
     Inputs: re, im (B, N, N, C) float32 [object amplitude]; offsets (B, C, 2) float32
     [x, y] px (member centre minus group centre). Output: the re-extracted (re, im),
@@ -277,7 +280,7 @@ class FarFieldCounts(layers.Layer):
 def estimate_probe(probe: np.ndarray) -> np.ndarray:
     """P_abs·N/(2‖P_abs‖), (N, N) complex128: the probe in the units of the network input.
 
-    With X = a·sqrt(n) and a·ā = (N/2)/‖P_abs‖ (DESIGN §2.4, §2.7), |far_field(P_abs·O)|·a = X
+    With X = a·sqrt(n) and a·ā = (N/2)/‖P_abs‖ (docs/design.md, 'Dose and normalisation'), |far_field(P_abs·O)|·a = X
     becomes |far_field(P'·O/ā)| = X for P' = P_abs·a·ā: the group estimate computed from X
     with P' is the object in units of ā, whatever the dose."""
     p = np.asarray(probe, dtype=np.complex128)
@@ -301,16 +304,16 @@ class GroupEstimate(layers.Layer):
     with the model). Parameter-free and data-independent of the weights, so the train
     stage computes it once per group (:func:`estimate_model`) instead of every step.
 
-    Why (docs/quality.md): the network predicts one group at a time, and what that group's
+    Why: the network predicts one group at a time, and what that group's
     C patterns determine is what its C overlapping far-field amplitudes and the known
     probe say about its patches, i.e. a small ptychography problem. Solving it with
     fixed physics leaves the U-Net a *correction* to learn (priors for what the group's
     data cannot pin down), instead of a phase-retrieval algorithm. On the quick preset,
     gs2_custom, the estimate alone stitched from the test groups scores amplitude r
     0.73 (1 iteration), 0.93 (20), 0.96 (100) with the gradient algorithm; the difference
-    map brings gs2_ideal from 0.78 to 0.996 at 1e9 photons (docs/quality.md, experiment
-    21), and with a tolerance of one noise standard deviation it keeps the bias at 1e4
-    photons too (experiment 22; the pipeline's default).
+    map brings gs2_ideal from 0.78 to 0.996 at 1e9 photons, and with a tolerance of one
+    noise standard deviation it keeps the bias at 1e4 photons too (the pipeline's default;
+    :func:`physics.modulus_projection`).
     """
 
     def __init__(self, probe: np.ndarray | None = None, canvas: int = 0, iterations: int = 1,
@@ -363,6 +366,109 @@ class GroupEstimate(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class UnrolledEstimate(layers.Layer):
+    """Learned unrolled difference map: diffraction X (B, N, N, C) and offsets (B, C, 2) →
+    the group's object (B, N, N, C, 2) float32 [Re, Im; units of ā], like
+    :class:`GroupEstimate`, but each of its ``iterations`` (K ≤ 10) steps has learned
+    parameters:
+
+        O = overlap(ψ);  O ← O + prior_k(O);  φ_c = P_c·crop_c(O)
+        ψ_c ← ψ_c + β_k·(Π_{τ_k·δ}(2φ_c − ψ_c) − φ_c)
+
+    (:func:`physics.difference_map_operators`). β_k = 2·sigmoid(b_k) is the relaxation
+    (1 at the start: the difference map), τ_k = exp(t_k) scales the modulus tolerance δ
+    (1 at the start), and prior_k is a two-layer 3×3 CNN on the canvas
+    (features Re O − 1, Im O and the normalised illumination; ``filters`` channels, ReLU;
+    output ΔO), whose last layer starts at zero. An untrained layer is therefore exactly
+    K iterations of the difference map; training (the Poisson likelihood through the
+    forward model, back-propagated through the iterations) learns step sizes, tolerances
+    and a prior that make K iterations reach what the plain algorithm needs many more for.
+    Cost per iteration: that of the difference map plus the prior's two convolutions on
+    the (S, S) canvas.
+    """
+
+    def __init__(self, probe: np.ndarray | None = None, canvas: int = 0, iterations: int = 1,
+                 tolerance: float = 0.0, filters: int = 8, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 1 <= int(iterations) <= MAX_UNROLLED_ITERATIONS:
+            raise ValueError(f"model.estimate_iterations: expected 1..{MAX_UNROLLED_ITERATIONS} for the unrolled "
+                             f"estimate, got {iterations}")
+        if int(filters) < 1:
+            raise ValueError(f"model.prior_filters: expected >= 1, got {filters}")
+        if not float(tolerance) >= 0.0:
+            raise ValueError(f"model.estimate_noise_tolerance: expected >= 0, got {tolerance}")
+        self.canvas, self.iterations, self.tolerance, self.filters = int(canvas), int(iterations), float(tolerance), int(filters)
+        self.algorithm = "unrolled"
+        self._probe_init = None if probe is None else estimate_probe(probe)
+
+    def build(self, x_shape: tuple, offsets_shape: tuple | None = None) -> None:
+        n = int(x_shape[1])
+        p = self._probe_init
+        if p is not None and p.shape != (n, n):
+            raise ValueError(f"probe: expected shape ({n}, {n}), got {p.shape}")
+        self.probe_re = self.add_weight(name="probe_re", shape=(n, n), trainable=False,
+                                        initializer=_array_initializer(None if p is None else p.real))
+        self.probe_im = self.add_weight(name="probe_im", shape=(n, n), trainable=False,
+                                        initializer=_array_initializer(None if p is None else p.imag))
+        k, f = self.iterations, self.filters
+        self.relaxation = self.add_weight(name="relaxation", shape=(k,), initializer="zeros")
+        self.log_tolerance = self.add_weight(name="log_tolerance", shape=(k,), initializer="zeros")
+        self.prior_w1 = self.add_weight(name="prior_w1", shape=(k, 3, 3, 3, f),
+                                        initializer=keras.initializers.HeNormal(seed=0))
+        self.prior_b1 = self.add_weight(name="prior_b1", shape=(k, f), initializer="zeros")
+        self.prior_w2 = self.add_weight(name="prior_w2", shape=(k, 3, 3, f, 2), initializer="zeros")
+        self.prior_b2 = self.add_weight(name="prior_b2", shape=(k, 2), initializer="zeros")
+
+    def _prior(self, k: int, light: Any) -> Any:
+        def prior(o_r: Any, o_i: Any) -> tuple[Any, Any]:
+            x = ops.stack([o_r - 1.0, o_i, light], axis=-1)  # (B, S, S, 3)
+            h = ops.relu(ops.conv(x, self.prior_w1[k], padding="same") + self.prior_b1[k])
+            d = ops.conv(h, self.prior_w2[k], padding="same") + self.prior_b2[k]
+            return o_r + d[..., 0], o_i + d[..., 1]
+        return prior
+
+    def call(self, x: Any, offsets: Any) -> Any:
+        x = ops.stop_gradient(x)
+        offsets = ops.cast(offsets, x.dtype)
+        probe = (ops.convert_to_tensor(self.probe_re), ops.convert_to_tensor(self.probe_im))
+        dm = physics.difference_map_operators(_to_cf(x), offsets[..., 0], offsets[..., 1], probe, self.canvas, ops)
+        light = dm.illumination / ops.max(dm.illumination, axis=(1, 2), keepdims=True)
+        state = dm.start
+        for k in range(self.iterations):
+            beta = 2.0 * ops.sigmoid(self.relaxation[k])
+            state = dm.update(state, beta, self.tolerance * ops.exp(self.log_tolerance[k]), prior=self._prior(k, light))
+        re, im = dm.output(*dm.overlap(*state))
+        return ops.stack([_to_cl(re), _to_cl(im)], axis=-1)
+
+    def compute_output_shape(self, x_shape: tuple, offsets_shape: tuple | None = None) -> tuple:
+        return (*x_shape, 2)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "canvas": self.canvas, "iterations": self.iterations,
+                "tolerance": self.tolerance, "filters": self.filters}  # the probe is a weight
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class EstimateObject(layers.Layer):
+    """A group estimate E (B, N, N, C, 2) [Re, Im; units of ā] → amplitude ā·|E| [object
+    amplitude] and phase arg E [rad], each (B, N, N, C) float32: the heads of a model whose
+    learning is all in its estimate (:class:`UnrolledEstimate`)."""
+
+    def __init__(self, amplitude_estimate: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not np.isfinite(amplitude_estimate) or amplitude_estimate <= 0:
+            raise ValueError(f"amplitude_estimate: expected a finite value > 0, got {amplitude_estimate}")
+        self.amplitude_estimate = float(amplitude_estimate)
+
+    def call(self, estimate: Any) -> tuple[Any, Any]:
+        er, ei = estimate[..., 0], estimate[..., 1]
+        return self.amplitude_estimate * ops.sqrt(er * er + ei * ei + 1e-12), ops.arctan2(ei, er)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "amplitude_estimate": self.amplitude_estimate}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class RefineEstimate(layers.Layer):
     """The heads: U-Net outputs z, u (B, N, N, C) and the group estimate E (B, N, N, C, 2)
     [units of ā] → amplitude [object amplitude] and phase [rad], each (B, N, N, C) float32::
@@ -371,7 +477,7 @@ class RefineEstimate(layers.Layer):
 
     The U-Net learns a multiplicative amplitude correction and a bounded phase correction
     of the physics estimate; its last convs start near zero, so the model starts at the
-    estimate, whose mean amplitude is ā's (DESIGN §2.7). exp keeps the amplitude > 0 with
+    estimate, whose mean amplitude is ā's (docs/design.md, 'Dose and normalisation'). exp keeps the amplitude > 0 with
     a relative (unit-free) gradient; z is clipped to :data:`LOG_AMPLITUDE_BOUNDS` only
     against float32 overflow, and ``floor`` (1e-2 of ā) lets a pixel the estimate puts at
     0 grow back; the phase is wrapped to [−π, π].
@@ -475,7 +581,7 @@ class PoissonLoss(keras.losses.Loss):
 
     with λ̂ clamped ≥ :data:`LAMBDA_FLOOR` (NaN stays NaN) and n·log n := 0 at n = 0. The deviance is the
     Poisson negative log-likelihood minus its value at λ̂ = n (a constant of the data), so
-    it has the NLL's gradients (DESIGN §2.6) and is 0 for a perfect, noiseless fit; its
+    it has the NLL's gradients (docs/design.md, 'Loss') and is 0 for a perfect, noiseless fit; its
     floor for the true λ is ≈ ½·(pixels per pattern with λ ≳ 1) / mean_counts (each such
     pixel contributes E[λ − n + n·log(n/λ)] ≈ ½). Dividing by
     ``mean_counts`` (training split, counts per pattern) makes it ≈ 2·Σ(√n−√λ̂)²/Σn, a
@@ -609,7 +715,7 @@ def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: 
                 probe: np.ndarray, amplitude_estimate: float, canvas: int,
                 estimate_iterations: int = 1, estimate_momentum: float = 0.0,
                 tv_weight: float = 0.0, *, estimate_algorithm: str,
-                estimate_tolerance: float = 0.0) -> keras.Model:
+                estimate_tolerance: float = 0.0, prior_filters: int = 8) -> keras.Model:
     """The PINN: inputs {"diffraction" (B,N,N,C), "offsets" (B,C,2)} → outputs {"counts"
     λ̂ [counts], "amplitude" [object amplitude], "phase" [rad]}, each (B, N, N, C) float32.
 
@@ -624,7 +730,12 @@ def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: 
     units: :func:`physics.noise_tolerance`): the physics input layer
     (:class:`GroupEstimate`). Layers: "group_estimate" (its output is
     the input of :func:`head_model`), "member_features", the U-Net, "refine_estimate",
-    then the physics layers. Raises ValueError on inconsistent sizes.
+    then the physics layers. With ``estimate_algorithm`` "unrolled" the model is the learned
+    unrolled difference map instead (:class:`UnrolledEstimate` as "group_estimate", its
+    prior CNNs ``prior_filters`` wide, K = ``estimate_iterations`` ≤ 10), then
+    :class:`EstimateObject` ("estimate_object") and the physics layers: no U-Net, so
+    ``filters``, ``depth`` and ``phase_max_rad`` are not used. Raises ValueError on
+    inconsistent sizes.
     """
     c = gridsize * gridsize
     if n % (2 ** depth):
@@ -632,6 +743,13 @@ def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: 
     if np.shape(probe) != (n, n):
         raise ValueError(f"probe: expected shape ({n}, {n}), got {np.shape(probe)}")
     inputs = model_inputs(n, c)
+    if estimate_algorithm == "unrolled":
+        estimate = UnrolledEstimate(probe, canvas, estimate_iterations, estimate_tolerance, prior_filters,
+                                    name="group_estimate")(inputs["diffraction"], inputs["offsets"])
+        amp, phase = EstimateObject(amplitude_estimate, name="estimate_object")(estimate)
+        if tv_weight > 0:
+            amp, phase = TotalVariation(tv_weight, amplitude_estimate, name="total_variation")(amp, phase)
+        return keras.Model(inputs, physics_layers(amp, phase, inputs["offsets"], probe, canvas), name="ptycho_pinn")
     estimate = GroupEstimate(probe, canvas, estimate_iterations, estimate_momentum, estimate_algorithm,
                              estimate_tolerance, name="group_estimate")(inputs["diffraction"], inputs["offsets"])
     features = FoldMembers(overlap_weight(probe), name="member_features")(estimate)
@@ -650,11 +768,12 @@ def build_model_from_config(cfg: Any, probe: np.ndarray, amplitude_estimate: flo
     measured amplitude) into input units; the gradient algorithm, which does not use it,
     gets 0."""
     m = cfg.model
-    sigmas = m.estimate_noise_tolerance if m.estimate_algorithm == "difference_map" else 0.0
+    sigmas = m.estimate_noise_tolerance if m.estimate_algorithm != "gradient" else 0.0
     return build_model(m.N, m.gridsize, m.filters, m.depth, m.phase_max_rad, probe, amplitude_estimate,
                        canvas, estimate_iterations=m.estimate_iterations, estimate_momentum=m.estimate_momentum,
                        tv_weight=cfg.loss.tv_weight, estimate_algorithm=m.estimate_algorithm,
-                       estimate_tolerance=physics.noise_tolerance(sigmas, input_scale))
+                       estimate_tolerance=physics.noise_tolerance(sigmas, input_scale),
+                       prior_filters=m.prior_filters or 1)
 
 
 def estimate_model(model: keras.Model) -> keras.Model:
@@ -724,4 +843,11 @@ def model_canvas(model: keras.Model) -> int | None:
 
 def model_amplitude_estimate(model: keras.Model) -> float:
     """ā baked into the amplitude head of a PINN [object amplitude]."""
-    return float(model.get_layer("refine_estimate").amplitude_estimate)
+    names = {layer.name for layer in model.layers}
+    return float(model.get_layer("refine_estimate" if "refine_estimate" in names else "estimate_object").amplitude_estimate)
+
+
+def estimate_is_learned(model: keras.Model) -> bool:
+    """True when the model's group estimate has trainable weights (:class:`UnrolledEstimate`):
+    it is then trained end to end rather than computed once per group."""
+    return bool(model.get_layer("group_estimate").trainable_weights)

@@ -1,4 +1,4 @@
-"""normalize stage: the input scale a and the amplitude estimate ā (DESIGN §2.4, §2.7).
+"""normalize stage: the input scale a and the amplitude estimate ā (docs/design.md, 'Dose and normalisation').
 
 Both are computed on the training split only and reused unchanged for the test
 split and at inference:

@@ -1,6 +1,6 @@
 """The forward model, written once for NumPy (simulation) and Keras (training).
 
-DESIGN §2.9 asks for one implementation of the FFT convention, the sub-pixel
+docs/design.md, 'One forward model', asks for one implementation of the FFT convention, the sub-pixel
 shift and the overlap merge, shared by the simulator and the differentiable
 model. Every function here takes an ``ops`` namespace: :data:`NUMPY_OPS` (float64
 NumPy, used by :mod:`ptychopipe.simulate`) or ``keras.ops`` (used by
@@ -8,7 +8,7 @@ NumPy, used by :mod:`ptychopipe.simulate`) or ``keras.ops`` (used by
 of real arrays ``(re, im)`` because ``keras.ops`` has no portable complex dtype;
 ``keras.ops.fft2`` takes and returns such pairs and NUMPY_OPS mirrors it.
 
-Conventions (DESIGN §2):
+Conventions (docs/design.md, 'Forward model'):
 - arrays are (..., N, N) with the two last axes (row = y, column = x);
 - far field, unitary: F = fftshift(fft2(ψ)) / N, so Σ|F|² = Σ|ψ|²;
 - shift by (dx, dy) px moves content towards +x, +y: out(r) = in(r - d),
@@ -105,7 +105,7 @@ def inverse_far_field(fr: Any, fi: Any, ops: Any = NUMPY_OPS) -> Pair:
 
 
 def expected_counts(probe: Pair, obj: Pair, ops: Any = NUMPY_OPS) -> Any:
-    """λ = |fftshift(fft2(P · O)) / N|²  (DESIGN §2.2–2.3, §2.5).
+    """λ = |fftshift(fft2(P · O)) / N|²  (docs/design.md, 'Forward model', 'Dose and normalisation').
 
     probe: (re, im), shape (N, N) or broadcastable to obj; obj: (re, im), (..., N, N).
     Returns expected counts (..., N, N) when P is P_abs [photons^0.5 per unit of object
@@ -154,7 +154,7 @@ def canvas_size(n: int, max_offset: float) -> int:
 
 def merge_and_reextract(patches: Pair, offsets_x: Any, offsets_y: Any, weight: Any,
                         canvas: int, ops: Any = NUMPY_OPS, eps: float = 1e-2) -> Pair:
-    """The overlap constraint of DESIGN §2.5, per group.
+    """The overlap constraint (docs/design.md, 'Overlap constraint'), per group.
 
     patches: (re, im), each (B, C, N, N) — C object patches of B groups.
     offsets_x, offsets_y: (B, C) px, member centre minus group centre.
@@ -337,7 +337,7 @@ def modulus_projection(e_r: Any, e_i: Any, amplitude: Any, ops: Any = NUMPY_OPS,
     dose most pixels count 0, and the exact projection zeroes them; the difference map
     then loses the pattern's energy (quick, 1e4 photons: stitched estimate bias 0.23).
     Projecting onto the measurements' noise ball instead keeps it (0.98;
-    :func:`noise_tolerance`, docs/quality.md experiment 22)."""
+    :func:`noise_tolerance`)."""
     fr, fi = far_field(e_r, e_i, ops)
     mag = ops.sqrt(fr * fr + fi * fi)
     target = ops.minimum(ops.maximum(mag, ops.maximum(amplitude - tolerance, 0.0)), amplitude + tolerance)
@@ -350,8 +350,8 @@ def noise_tolerance(noise_sigmas: float, input_scale: float) -> float:
     """δ of :func:`modulus_projection` in network-input units: ``noise_sigmas`` standard
     deviations of the measured amplitude X = a·sqrt(n), i.e. noise_sigmas·a/2
     (a = ``input_scale``, normalize stage; sqrt of a Poisson count has std ≈ 1/2 for expected
-    counts ≳ 1). One standard deviation was chosen on the quick dose sweep
-    (docs/quality.md, experiment 22)."""
+    counts ≳ 1). One standard deviation keeps the amplitude bias within 0.987–1.000 over
+    the quick dose sweep (1e4–1e9 photons per pattern; docs/results.md)."""
     return float(noise_sigmas) * 0.5 * float(input_scale)
 
 
@@ -383,10 +383,37 @@ def difference_map_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, prob
 
     With the exact modulus (``tolerance`` 0) it chases the Poisson noise below ~1e6 photons
     per pattern and the amplitude collapses (quick dose sweep: bias 0.26 at 1e4, 0.87 at
-    1e5; docs/quality.md, experiment 21). With Π onto the measurements' noise ball
-    (``tolerance`` one noise standard deviation) it keeps the bias at every dose
-    (experiment 22).
+    1e5). With Π onto the measurements' noise ball (``tolerance`` one noise standard
+    deviation) it keeps the bias at every dose (docs/results.md).
     """
+    dm = difference_map_operators(amplitude, offsets_x, offsets_y, probe, canvas, ops)
+
+    def step(_: Any, state: tuple) -> tuple:
+        return dm.update(state, 1.0, tolerance)
+
+    state = ops.fori_loop(0, int(iterations), step, dm.start)
+    return dm.output(*dm.overlap(*state))
+
+
+class DifferenceMapOperators(SimpleNamespace):
+    """The pieces of the known-probe difference map on a batch of group canvases
+    (:func:`difference_map_operators`): ``overlap(ψ_r, ψ_i)`` → canvas object (B, S, S);
+    ``exit_waves(O_r, O_i)`` → ψ (B, C, N, N); ``project(e_r, e_i, tolerance)`` the modulus
+    projection onto the group's measurements; ``update(state, relaxation, tolerance)`` one
+    iteration; ``output(O_r, O_i)`` the canvas re-extracted at every member's sub-pixel
+    offset (B, C, N, N); ``start`` the exit waves of the flat object 1; ``illumination``
+    Σ_c place_c(|P_c|²) (B, S, S)."""
+
+
+def difference_map_operators(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, canvas: int,
+                             ops: Any = NUMPY_OPS) -> DifferenceMapOperators:
+    """Operators of :func:`difference_map_estimate` for these groups (same inputs), shared by
+    it and the learned unrolled iterations (:class:`ptychopipe.model.UnrolledEstimate`).
+
+    ``update(state, relaxation β, tolerance δ)``: with O = overlap(ψ), φ_c = P_c·crop_c(O),
+    ψ_c ← ψ_c + β·(Π_δ(2φ_c − ψ_c) − φ_c); β = 1 is the difference map. ``update`` also takes
+    ``prior``: a function (O_r, O_i) → (O_r, O_i) applied to the overlap object before the
+    exit waves are formed (identity by default)."""
     c = int(amplitude.shape[1])
     n = int(amplitude.shape[-1])
     pr, pi = probe
@@ -426,7 +453,8 @@ def difference_map_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, prob
 
         final_crop, _ = member_crop(offsets_x, offsets_y, s, n, amplitude, ops)
 
-    den = ops.maximum(place(mpr * mpr + mpi * mpi), 0.0) + damping  # (B, S, S)
+    illumination = ops.maximum(place(mpr * mpr + mpi * mpi), 0.0)  # (B, S, S)
+    den = illumination + damping
 
     def overlap(ps_r: Any, ps_i: Any) -> Pair:
         g_r, g_i = place(mpr * ps_r + mpi * ps_i), place(mpr * ps_i - mpi * ps_r)  # Σ place(conj(P_c)·ψ_c)
@@ -436,15 +464,20 @@ def difference_map_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, prob
         x_r, x_i = crop(o_r, o_i)
         return mpr * x_r - mpi * x_i, mpr * x_i + mpi * x_r
 
-    def step(_: Any, state: tuple) -> tuple:
+    def project(e_r: Any, e_i: Any, tolerance: Any) -> Pair:
+        return modulus_projection(e_r, e_i, amplitude, ops, tolerance)
+
+    def update(state: Pair, relaxation: Any, tolerance: Any, prior: Any = None) -> Pair:
         ps_r, ps_i = state
-        f_r, f_i = exit_waves(*overlap(ps_r, ps_i))
-        q_r, q_i = modulus_projection(2.0 * f_r - ps_r, 2.0 * f_i - ps_i, amplitude, ops, tolerance)
-        return ps_r + q_r - f_r, ps_i + q_i - f_i
+        o = overlap(ps_r, ps_i)
+        f_r, f_i = exit_waves(*(o if prior is None else prior(*o)))
+        q_r, q_i = project(2.0 * f_r - ps_r, 2.0 * f_i - ps_i, tolerance)
+        return ps_r + relaxation * (q_r - f_r), ps_i + relaxation * (q_i - f_i)
 
     ones = 1.0 + ops.pad(zero[:, 0], [[0, 0], [0, s - n], [0, s - n]])  # (B, S, S) of 1
-    state = ops.fori_loop(0, int(iterations), step, exit_waves(ones, 0.0 * ones))
-    return final_crop(*overlap(*state))
+    return DifferenceMapOperators(overlap=overlap, exit_waves=exit_waves, project=project, update=update,
+                                  output=final_crop, start=exit_waves(ones, 0.0 * ones), illumination=illumination,
+                                  canvas=s)
 
 
 def sinc_weights(frac: np.ndarray, half_width: int, beta: float | None = None) -> np.ndarray:

@@ -2,7 +2,8 @@
 summary of the evaluation (``ptychopipe report``: summary.md, summary.csv and an
 overview figure, one row per scenario, from each scenario's comparison.json), the dose
 response of the dose sweep (``ptychopipe dose-response``) and the results table of
-docs/quality.md (``ptychopipe quality-table``, run by ``make quality``)."""
+results/report/quality_table.md (``ptychopipe quality-table``, run by ``make quality``), which
+``ptychopipe quality-table --from-table`` copies into docs/results.md (``make results-doc``)."""
 
 from __future__ import annotations
 
@@ -400,7 +401,7 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
 
 # --------------------------------------------------------------------------- dose response
 
-#: Target band of the amplitude bias mean|Ô|/mean|O| (issue 5): within 3 % of 1.
+#: Target band of the amplitude bias mean|Ô|/mean|O|: within 3 % of 1.
 BIAS_TARGET: tuple[float, float] = (0.97, 1.03)
 
 #: dose_response.csv columns (names as in :data:`SUMMARY_COLUMNS`, plus nphotons and the band check).
@@ -489,6 +490,8 @@ def write_dose_response(comparisons: Sequence[str | Path], nphotons: Sequence[fl
 
 QUALITY_START = "<!-- quality-table:start -->"
 QUALITY_END = "<!-- quality-table:end -->"
+#: First line of a quality-table file that :func:`write_quality_table` creates.
+QUALITY_TITLE = "# Results table (make quality)"
 #: train.h5 attributes that would name the device (the train stage records backend and versions;
 #: any of these, when a later version records one, is shown in place of the table host's CPU).
 DEVICE_ATTRS = ("device", "device_name", "devices", "gpu", "gpu_name", "accelerator", "platform", "processor",
@@ -499,7 +502,7 @@ QUALITY_HEADER = ("scenario", "preset", "nphotons", "amplitude bias", "amplitude
 
 def quality_rows(results: str | Path, configfile: str | Path, preset: str,
                  scenarios: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """One row per scenario for the results table of docs/quality.md: the compare-stage metrics
+    """One row per scenario for the results table of ``make quality``: the compare-stage metrics
     (comparison.json), nphotons (simulated.h5), training time, epochs and backend (train.h5).
     ``scenarios``: default every scenario of ``configfile`` (the default ones, then the sweeps).
     Each scenario's simulate/ingest and train artifacts must carry the config hash of that
@@ -591,16 +594,35 @@ def replace_between_markers(text: str, block: Sequence[str], source: str) -> str
 
 def write_quality_table(results: str | Path, out: str | Path, configfile: str | Path, preset: str,
                         scenarios: Sequence[str] | None = None, date: str | None = None) -> Path:
-    """Replace the results table between the markers of ``out`` (docs/quality.md) with one
-    row per scenario (:func:`quality_rows`); idempotent. ``date``: default today (UTC)."""
+    """Replace the results table between the markers of ``out`` with one row per scenario
+    (:func:`quality_rows`); idempotent. ``date``: default today (UTC). A missing ``out`` (for
+    example results/report/quality_table.md after ``make clean``) is created with a title and
+    the two markers; an existing one must hold them."""
     import datetime as dt
 
     out = Path(out)
-    if not out.is_file():
-        raise ArtifactError(not_a_file(out, "expected the Markdown file with the quality-table markers"))
-    text = out.read_text()
+    text = out.read_text() if out.is_file() else f"{QUALITY_TITLE}\n\n{QUALITY_START}\n{QUALITY_END}\n"
     replace_between_markers(text, [], str(out))  # marker problems before reading any result
     rows = quality_rows(results, configfile, preset, scenarios)
     date = date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     write_text_atomic(out, replace_between_markers(text, quality_block(rows, results, date), str(out)))
+    return out
+
+
+def copy_quality_table(table: str | Path, out: str | Path) -> Path:
+    """Copy the block between the quality-table markers of ``table`` (the file ``make quality``
+    writes, results/report/quality_table.md) between the markers of ``out`` (docs/results.md);
+    the rest of ``out`` is untouched. Both files must hold one well-formed marker pair."""
+    table, out = Path(table), Path(out)
+    for path in (table, out):
+        if not path.is_file():
+            raise ArtifactError(f"{path}: file not found (expected a Markdown file with the quality-table markers)")
+    src = table.read_text()
+    replace_between_markers(src, [], str(table))
+    lines = src.splitlines()
+    block = lines[lines.index(next(ln for ln in lines if ln.strip() == QUALITY_START)) + 1:
+                  lines.index(next(ln for ln in lines if ln.strip() == QUALITY_END))]
+    text = out.read_text()
+    replace_between_markers(text, [], str(out))
+    write_text_atomic(out, replace_between_markers(text, block, str(out)))
     return out

@@ -1,4 +1,5 @@
-"""simulate stage: object, probe, scan positions and Poisson counts (DESIGN §2.1–2.3).
+"""simulate stage: object, probe, scan positions and Poisson counts (docs/design.md,
+'Forward model', 'Dose and normalisation').
 
 All functions are pure and seeded; :func:`run` is the stage entry point that
 writes ``simulated.h5``.
@@ -82,7 +83,7 @@ def ideal_probe(n: int, footprint_px: float) -> np.ndarray:
     The pupil radius ρ (frequency px) is chosen so that the Airy central lobe has
     diameter ``footprint_px``: 2·0.61·n/ρ = footprint → ρ = 1.22·n/footprint. The
     pupil edge is a one-pixel cosine taper to damp the side lobes. Unit peak amplitude
-    (absolute scale is set later by the dose, DESIGN §2.3).
+    (absolute scale is set later by the dose, docs/design.md, 'Dose and normalisation').
     """
     rho = 1.22 * n / footprint_px
     f = np.fft.fftshift(np.fft.fftfreq(n)) * n
@@ -178,7 +179,7 @@ def object_patches(obj: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray
 
 
 def simulate(cfg: SimulateConfig) -> dict[str, np.ndarray | float]:
-    """Run the simulation (DESIGN §2.1–2.3). Pure: same config, same arrays.
+    """Run the simulation (docs/design.md, 'Forward model', 'Dose and normalisation'). Pure: same config, same arrays.
 
     Returns object (H, W) complex64, probe (N, N) complex64 (P_abs), positions (M, 2)
     float64 [x, y] px, expected (M, N, N) float64 λ, counts (M, N, N) float32,

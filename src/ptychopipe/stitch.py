@@ -20,7 +20,7 @@ that cannot ring below zero is the right tool for it, and it costs no FFT):
   measured counts constrain the object only where the probe illuminates it; the
   Poisson Fisher information about O at a pixel scales with |P|², so this is the
   inverse-variance (maximum-likelihood) weighting of overlapping estimates, and
-  it matches the overlap weight the model's own merge uses (DESIGN §2.5). Poorly
+  it matches the overlap weight the model's own merge uses (docs/design.md, 'Overlap constraint'). Poorly
   lit patch borders, where the network's prediction is least constrained, get
   almost no say.
 - ``uniform``: w = 1 on every patch pixel: the plain average of the overlaps.

@@ -1,4 +1,5 @@
-"""train stage: fit the PINN to the training split of ``normalized.h5`` (DESIGN §2.5–2.7).
+"""train stage: fit the PINN to the training split of ``normalized.h5`` (docs/design.md,
+'Reconstruction modes', 'Loss').
 
 Outputs ``model.keras`` (the Keras model, probe and overlap weight included; written
 atomically) and ``train.h5`` (per-epoch history, see
@@ -35,7 +36,8 @@ import numpy as np
 from .artifacts import Array, Normalized, atomic_path, read_normalized, write_artifact, write_json_atomic
 from .config import TrainConfig
 from .errors import PtychopipeError
-from .model import PoissonLoss, build_model_from_config, estimate_model, head_model, merge_canvas
+from .model import (PoissonLoss, build_model_from_config, estimate_is_learned, estimate_model, head_model,
+                    merge_canvas, training_model)
 from .progress import duration, progress
 from .telemetry import array_stats, check_finite, check_nonnegative, cpu_description
 
@@ -379,10 +381,14 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
     canvas = merge_canvas(n, max_abs_offset(norm)) if c > 1 else n
     model = build_model_from_config(cfg, norm.probe, norm.amplitude_estimate, canvas, norm.input_scale)
     t_est = time.perf_counter()
-    train_set = with_estimate(train_set, model, 64)
-    val_set = with_estimate(val_set, model, 64)
+    learned = estimate_is_learned(model)
+    if learned:  # the estimate has weights: trained end to end through its iterations
+        trainer = training_model(model)
+    else:  # fixed physics: computed once per group, the head trains on it (shares model's weights)
+        train_set = with_estimate(train_set, model, 64)
+        val_set = with_estimate(val_set, model, 64)
+        trainer = head_model(model)
     estimate_seconds = time.perf_counter() - t_est
-    trainer = head_model(model)  # trains on the precomputed estimates; shares model's weights
     batches = GroupBatches(train_set, cfg.batch_size, cfg.seed)
     steps = len(batches) * cfg.epochs
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -403,10 +409,11 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
         f"{backend_info.get('device', '?')}, "
         f"threads {backend_info['intra_op_threads'] or 'default'}, deterministic {deterministic}; "
         f"group estimate ({cfg.model.estimate_algorithm}, {cfg.model.estimate_iterations} iterations, modulus "
-        f"tolerance {model.get_layer('group_estimate').tolerance:.3g}) of all groups in {estimate_seconds:.1f} s")
+        f"tolerance {model.get_layer('group_estimate').tolerance:.3g}) "
+        + ("learned end to end" if learned else f"of all groups in {estimate_seconds:.1f} s"))
     t0 = time.perf_counter()
     trainer.fit(batches, epochs=cfg.epochs, verbose=0,
-                validation_data=(val_set.head_x(), val_set.counts) if has_val else None,
+                validation_data=((val_set.x() if learned else val_set.head_x()), val_set.counts) if has_val else None,
                 validation_batch_size=cfg.batch_size, callbacks=[guard, epoch_log, stopper])
     wall = time.perf_counter() - t0
     # A Keras model whose layers also serve a sub-model built from an intermediate tensor

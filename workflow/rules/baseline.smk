@@ -11,10 +11,13 @@ rule baseline:
     input:
         simulated="results/{scenario}/simulated.h5",
         grouped="results/{scenario}/grouped.h5",
+        # the starting object when baseline.initial is "reconstruction" (else no input)
+        stitched=baseline_start,
     output:
         "results/{scenario}/baseline.h5",
     params:
         cfg=stage_params("baseline"),
+        start=lambda wildcards, input: f"--stitched {input.stitched}" if input.stitched else "",
     log:
         "results/{scenario}/logs/baseline.log",
     benchmark:
@@ -26,7 +29,7 @@ rule baseline:
         BASELINE_CONDA_ENV
     shell:
         "python3 -m ptychopipe baseline --scenario {wildcards.scenario} --config {params.cfg:q}"
-        " --simulated {input.simulated} --grouped {input.grouped} --out {output}"
+        " --simulated {input.simulated} --grouped {input.grouped} {params.start} --out {output}"
         " --threads {threads} > {log} 2>&1"
 
 

@@ -101,6 +101,12 @@ def baseline_comparisons():
     return expand("results/{scenario}/baseline_comparison.json", scenario=[n for n in BASELINE if n in DEFAULT])
 
 
+def baseline_start(wildcards):
+    """The network's stitched.h5 where pty-chi starts from it (baseline.initial: reconstruction)."""
+    p = SCENARIOS[wildcards.scenario]["baseline"]
+    return f"results/{wildcards.scenario}/stitched.h5" if p["initial"] == "reconstruction" else []
+
+
 def probe_input(wildcards):
     """The custom probe file is an input of simulate (editing it re-runs simulate)."""
     probe = SCENARIOS[wildcards.scenario]["probe"]

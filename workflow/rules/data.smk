@@ -1,4 +1,4 @@
-# Data stages: simulate -> split -> group -> normalize (DESIGN §2.1–2.4, §2.7).
+# Data stages: simulate -> split -> group -> normalize (docs/design.md, 'Forward model', 'Dose and normalisation').
 
 
 rule simulate:

@@ -1,5 +1,5 @@
 # Evaluation stages: stitch -> compare (per scenario) -> report (all scenarios)
-# (DESIGN §2.8, §4). Outputs marked report() appear in `snakemake --report results/report.html`,
+# (docs/design.md, 'Comparison and ambiguities', 'Artifact contract'). Outputs marked report() appear in `snakemake --report results/report.html`,
 # with the captions under workflow/report/ (paths below are relative to this file).
 
 

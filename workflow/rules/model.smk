@@ -1,4 +1,4 @@
-# Model stages: train -> infer (DESIGN §2.5–2.7). The rules stay thin; the logic is in
+# Model stages: train -> infer (docs/design.md, 'Reconstruction modes', 'Loss'). The rules stay thin; the logic is in
 # src/ptychopipe/{model,train,infer}.py. The Keras backend is TensorFlow unless the
 # environment sets KERAS_BACKEND (e.g. KERAS_BACKEND=jax on a GPU node).
 
