@@ -88,8 +88,10 @@ CONFIG_CASES: list[tuple[str, Callable | None, tuple[str, ...], str]] = [
     ("split-fraction-one", _set("defaults.split.fraction", 1.0), (), "defaults.split.fraction: 1.0 is greater than or equal to the maximum of 1"),
     ("range-min-above-max", _set("defaults.object.amplitude_range", [1.5, 0.5]), (),
      "object.amplitude_range: expected min < max"),
-    ("scenario-name-with-slash", _add_scenario("evil/../../x"), (), "does not match '^[A-Za-z0-9_-]+$'"),
+    ("scenario-name-with-slash", _add_scenario("evil/../../x"), (), "does not match '^[A-Za-z0-9][A-Za-z0-9_-]*$'"),
     ("scenario-name-dotdot", _add_scenario(".."), (), "'..' does not match"),
+    # a leading "-" would read as an option on every stage's command line (--scenario -x)
+    ("scenario-name-leading-dash", _add_scenario("-x"), (), "scenarios: '-x' does not match"),
     ("sweep-label-with-slash", _set("sweeps", {"dose": {"base": "gs1_ideal", "param": "nphotons",
                                                         "values": [1e4], "labels": ["../up"]}}), (),
      "sweeps.dose.labels.0"),
@@ -113,9 +115,49 @@ def test_config_error_is_one_line(tmp_path, case, mutate, extra, expected):
     assert res.returncode == 1, res.stderr[-3000:]
     assert len(errors) == 1 and lines[-1] == errors[0], f"expected one final config-error line, got:\n{res.stderr}"
     assert expected in errors[0], f"{expected!r} not in {errors[0]!r}"
-    assert "config/scenarios.yaml" in errors[0], "the error line names the file"
+    if "--config" in extra:  # a value given on the command line is attributed to it, not to the file
+        assert "command line --config" in errors[0] and "config/scenarios.yaml" not in errors[0], errors[0]
+    else:
+        assert "config/scenarios.yaml" in errors[0], "the error line names the file"
     assert "Traceback" not in res.stderr
     assert not (wd / "results").exists(), "nothing may be written on a config error"
+
+
+# (case id, edit of the config file's text, expected error line after "ptychopipe: config error: ")
+YAML_TEXT_CASES = [
+    # PyYAML keeps the last of two equal keys: the first gs1_ideal would silently vanish
+    ("duplicate-scenario", lambda t: t.replace("\nscenarios:\n", "\nscenarios:\n  gs1_ideal: {gridsize: 2}\n", 1),
+     r"config/scenarios\.yaml: not valid YAML \(line (\d+), column 3\): duplicate key 'gs1_ideal' "
+     r"\(first defined on line (\d+)\)"),
+    ("duplicate-nested-key", lambda t: t + "\npresets:\n  ci: {}\n",
+     r"config/scenarios\.yaml: not valid YAML \(line \d+, column 1\): duplicate key 'presets' "
+     r"\(first defined on line \d+\)"),
+    ("malformed", lambda t: t.replace("\nscenarios:\n", "\nscenarios:\n  broken: [1\n", 1),
+     r"config/scenarios\.yaml: not valid YAML \(line \d+, column \d+\): .+"),
+]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("case,edit,pattern", YAML_TEXT_CASES, ids=[c[0] for c in YAML_TEXT_CASES])
+def test_bad_yaml_text_is_one_line_with_its_line(tmp_path, case, edit, pattern):
+    """A syntax error or a repeated key in config/scenarios.yaml: one line naming the file and the
+    line (Snakemake alone says "not valid JSON or YAML", or keeps the second key silently)."""
+    import re
+
+    wd = make_workdir(tmp_path / "wd")
+    path = wd / "config" / "scenarios.yaml"
+    path.write_text(edit(path.read_text()))
+    res = run_snakemake(wd, "--cores", "1", "-n", timeout=120)
+    lines = nonempty_lines(res.stderr + res.stdout)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("ptychopipe: config error: "), res.stderr + res.stdout
+    m = re.fullmatch(pattern, lines[0][len("ptychopipe: config error: "):])
+    assert m, lines[0]
+    if case == "duplicate-scenario":
+        text = path.read_text().splitlines()
+        second, first = int(m.group(1)), int(m.group(2))
+        assert text[second - 1].strip().startswith("gs1_ideal:") and text[first - 1].strip().startswith("gs1_ideal")
+    assert not (wd / "results").exists()
 
 
 @pytest.mark.e2e
@@ -373,6 +415,25 @@ def test_bad_probe_file_is_one_line(tmp_path, params, case, make, expected):
     out = tmp_path / "out" / "simulated.h5"
     res = run_stage("simulate", "--scenario", "gs1_custom", "--config", to_json(cfg), "--out", str(out))
     _assert_one_line_failure(res, "simulate", expected, out, names=probe_file)
+
+
+@pytest.mark.parametrize("stage,flag,what", [
+    ("split", "--simulated", "expected the simulate stage's output"),
+    ("infer", "--model", "expected the train stage's model.keras"),
+])
+def test_an_input_path_that_is_a_directory_says_so(tmp_path, params, good, stage, flag, what):
+    """A folder where an input file is expected: "is a directory", not "file not found"."""
+    folder = tmp_path / "in.h5"
+    folder.mkdir()
+    inputs = {"split": ("--simulated", str(folder)),
+              "infer": ("--normalized", str(good / "normalized.h5"), "--model", str(folder))}[stage]
+    out = tmp_path / "out.h5"
+    res = run_stage(stage, "--scenario", SCEN, "--config", to_json(stage_config(params[SCEN], stage)), *inputs,
+                    "--out", str(out))
+    assert res.returncode == 1
+    assert nonempty_lines(res.stderr) == [f"ptychopipe {stage}: error: {folder}: is a directory; expected a file "
+                                          f"({what})"]
+    assert not out.exists()
 
 
 def test_bad_stage_config_json(tmp_path):

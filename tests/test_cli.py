@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import ptychopipe
 from ptychopipe import cli
 from ptychopipe.config import load_scenarios, stage_config, to_json
 
@@ -220,6 +221,31 @@ def test_telemetry_table(results_tree, capsys):
     assert {r["scenario"] for r in csv.DictReader(csv_path.open())} == {"gs1_ideal", "gs2_custom", "old_scenario"}
 
 
+@pytest.mark.parametrize("args,pattern", [
+    (("--scenarios=typo",), r"--scenarios: no results for \['typo'\] .*expected scenarios from \['gs1_ideal', "
+                            r"'gs2_custom', 'old_scenario'\]; nothing written"),
+    (("--scenarios=gs1_ideal,typo",), r"--scenarios: no results for \['typo'\]"),
+    (("--scenarios=",), r"--scenarios: expected at least one scenario name, got none"),
+    (("--results", "/nonexistent/results"), r"/nonexistent/results: results folder not found \(--results\)"),
+    (("--results", "EMPTY"), r"no scenario results \(no \*/simulated\.h5\)"),
+])
+def test_telemetry_never_replaces_the_table_with_an_empty_one(results_tree, tmp_path, capsys, args, pattern):
+    """An unknown scenario, a missing or empty results folder: one line, exit 1, the existing table untouched."""
+    md, csv_path = results_tree / "telemetry.md", results_tree / "telemetry.csv"
+    rc, _, err = _main(capsys, "telemetry", "--results", str(results_tree), "--md", str(md), "--csv", str(csv_path))
+    assert rc == 0, err
+    before = (md.read_bytes(), csv_path.read_bytes())
+    (tmp_path / "EMPTY").mkdir()
+    args = tuple(str(tmp_path / "EMPTY") if a == "EMPTY" else a for a in args)
+    rc, out, err = _main(capsys, "telemetry", "--results", str(results_tree), "--md", str(md), "--csv", str(csv_path),
+                         *args)
+    lines = err.strip().splitlines()
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("ptychopipe telemetry: error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+    assert (md.read_bytes(), csv_path.read_bytes()) == before
+    assert sorted(p.name for p in results_tree.iterdir() if p.is_file()) == ["telemetry.csv", "telemetry.md"]
+
+
 # --------------------------------------------------------------------------- params-diff
 
 
@@ -228,6 +254,9 @@ def test_params_diff_between_scenarios(capsys):
                        "--preset", "full")
     assert rc == 0
     lines = out.splitlines()
+    # which file and preset were merged (and the version) come first
+    assert lines[0] == f"# merged: both from {CONFIG}, preset full (--preset); ptychopipe {ptychopipe.__version__}"
+    lines = lines[1:]
     assert lines[0].split() == ["stage.parameter", "gs1_ideal", "|", "gs2_custom"]
     assert "[simulate]" in lines and "[group]" in lines
     assert any(ln.split() == ["simulate.n_positions", "2000", "|", "8000"] for ln in lines)
@@ -242,10 +271,14 @@ def test_params_diff_against_another_file(tmp_path, capsys):
     other.write_text(yaml.safe_dump(raw))
     rc, out, _ = _main(capsys, "params-diff", "gs2_custom", f"{other}:gs2_custom", "--configfile", str(CONFIG))
     assert rc == 0
-    body = [ln.split() for ln in out.splitlines()[1:]]
+    preset = yaml.safe_load(CONFIG.read_text())["preset"]
+    assert out.splitlines()[0] == (f"# merged: gs2_custom from {CONFIG}, preset {preset} (the file); "
+                                   f"{other}:gs2_custom from {other}, preset {preset} (the file); "
+                                   f"ptychopipe {ptychopipe.__version__}")
+    body = [ln.split() for ln in out.splitlines()[2:]]
     assert body == [["[simulate]"], ["simulate.nphotons", "1000000000.0", "|", "10000.0"]]
     rc, out, _ = _main(capsys, "params-diff", "gs1_ideal", "gs1_ideal", "--configfile", str(CONFIG))
-    assert out.strip() == "no differences between gs1_ideal and gs1_ideal"
+    assert out.splitlines()[1:] == ["no differences between gs1_ideal and gs1_ideal"]
 
 
 def test_params_diff_unknown_scenario_is_one_line(capsys):
@@ -255,3 +288,53 @@ def test_params_diff_unknown_scenario_is_one_line(capsys):
                            "['dose_10000', 'dose_100000', 'dose_1e06', 'dose_1e07', 'dose_1e09', 'gs1_custom', "
                            "'gs1_ideal', 'gs2_custom', 'gs2_ideal', 'mode_dm10_unet', 'mode_dm200_unet', 'unseen_blobs', "
                            "'unseen_lines']")  # the dose sweep's scenarios too
+
+
+
+# --------------------------------------------------------------------------- TensorFlow start-up notices
+
+
+def test_tensorflow_start_up_notices_are_filtered_from_stderr(capfd):
+    """The notices TensorFlow writes to file descriptor 2 before logging is set up are dropped;
+    every other line written meanwhile is passed on, in order."""
+    from ptychopipe.quiet import filtered_stderr
+
+    with filtered_stderr():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on. You may see ...\n")
+        os.write(2, b"E0000 00:00:1.0 1 cuda_executor.cc:1228] failed call to cuInit: UNKNOWN ERROR (303)\n")
+        os.write(2, b"a real warning\n")
+        os.write(2, b"and another\n")
+    assert capfd.readouterr().err == "a real warning\nand another\n"
+
+
+def test_a_keras_stage_prints_no_start_up_notices(tmp_path):
+    """`ptychopipe infer` (imports Keras and TensorFlow) on a missing model: its one error line only."""
+    res = subprocess.run([sys.executable, "-m", "ptychopipe", "infer", "--scenario", "s", "--config",
+                          _json("gs1_ideal", "infer"), "--normalized", str(tmp_path / "n.h5"), "--model",
+                          str(tmp_path / "m.keras"), "--out", str(tmp_path / "i.h5")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1
+    assert res.stderr.splitlines() == [f"ptychopipe infer: error: {tmp_path / 'n.h5'}: file not found "
+                                       "(expected the normalize stage's output)"]
+
+
+# --------------------------------------------------------------------------- progress lines
+
+
+def test_progress_lines_go_to_the_log_and_the_progress_descriptor(monkeypatch, capsys):
+    """progress(): stdout (the log) always; the descriptor named by PTYCHOPIPE_PROGRESS_FD too
+    (the rules duplicate Snakemake's stderr to it); a closed descriptor is ignored."""
+    from ptychopipe.progress import PROGRESS_FD_ENV, duration, progress
+
+    r, w = os.pipe()
+    monkeypatch.setenv(PROGRESS_FD_ENV, str(w))
+    progress("[train] s epoch 1/2: loss 1")
+    os.close(w)
+    assert os.read(r, 1000) == b"[train] s epoch 1/2: loss 1\n"
+    os.close(r)
+    progress("after the descriptor closed")  # no error
+    monkeypatch.delenv(PROGRESS_FD_ENV)
+    progress("log only")
+    assert capsys.readouterr().out == "[train] s epoch 1/2: loss 1\nafter the descriptor closed\nlog only\n"
+    assert [duration(s) for s in (0.04, 4.2, 42, 187, 3900)] == ["0.0s", "4.2s", "42s", "3m07s", "1h05m"]

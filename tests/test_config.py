@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from ptychopipe.config import (STAGES, ConfigError, config_hash, from_json, load_scenarios, load_yaml,
-                               params_diff, resolve_scenarios, stage_config, to_dict, to_json)
+                               params_diff, resolve_scenarios, resolve_with_overrides, stage_config, to_dict,
+                               to_json)
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = ["gs1_custom", "gs1_ideal", "gs2_custom", "gs2_ideal"]
@@ -64,7 +65,7 @@ BAD = [
     ("N not allowed", lambda r: _set(r, "defaults.N", 48), None,
      r"cfg\.yaml: defaults\.N: 48 is not one of \[32, 64, 128, 256\]"),
     ("scenario name with /", lambda r: _set(r, "scenarios", {**r["scenarios"], "a/b": {}}), None,
-     r"cfg\.yaml: scenarios: 'a/b' does not match '\^\[A-Za-z0-9_-\]\+\$'"),
+     r"cfg\.yaml: scenarios: 'a/b' does not match '\^\[A-Za-z0-9\]\[A-Za-z0-9_-\]\*\$'"),
     ("scenario name with space", lambda r: _set(r, "scenarios", {**r["scenarios"], "my run": {}}), None,
      r"cfg\.yaml: scenarios: 'my run' does not match .*"),
     ("neighbour_count < gridsize^2", lambda r: _set(r, "scenarios.gs2_ideal.group", {"neighbour_count": 3}), None,
@@ -146,12 +147,52 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load_yaml(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("defaults:\n  N: [64\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML \(line \d+\)$"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML \(line 3, column 1\): .+$"):
         load_yaml(bad)
+    with pytest.raises(ConfigError, match=r"is a directory; expected the YAML config file$"):
+        load_yaml(tmp_path)
     lst = tmp_path / "list.yaml"
     lst.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping at top level, got list$"):
         load_yaml(lst)
+
+
+def test_repeated_keys_are_refused_with_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys; the config reader refuses them, at any depth."""
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("scenarios:\n  a: {gridsize: 1}\n  b: {gridsize: 2}\n  a: {gridsize: 2}\n")
+    with pytest.raises(ConfigError, match=r"^\S*dup\.yaml: not valid YAML \(line 4, column 3\): duplicate key 'a' "
+                                          r"\(first defined on line 2\)$"):
+        load_yaml(dup)
+    dup.write_text("defaults:\n  probe: {kind: ideal, kind: custom}\n")
+    with pytest.raises(ConfigError, match=r"line 2, column 24\): duplicate key 'kind' \(first defined on line 2\)$"):
+        load_yaml(dup)
+    ok = tmp_path / "ok.yaml"  # merge keys (<<:) still merge, and equal keys in different mappings are fine
+    ok.write_text("base: &b {N: 64, seed: 1}\nother:\n  <<: *b\n  seed: 2\nthird: {N: 32}\n")
+    assert load_yaml(ok) == {"base": {"N": 64, "seed": 1}, "other": {"N": 64, "seed": 2}, "third": {"N": 32}}
+
+
+@pytest.mark.parametrize("name", ["-x", "_x", "-"])
+def test_scenario_names_start_with_a_letter_or_digit(raw_config, name):
+    """`--scenario -x` would read as an option on every stage's command line: refused at validation."""
+    raw_config["scenarios"][name] = {"gridsize": 1}
+    with pytest.raises(ConfigError, match=rf"^cfg\.yaml: scenarios: '{re.escape(name)}' does not match"):
+        resolve_scenarios(raw_config, source="cfg.yaml")
+    raw_config["scenarios"].pop(name)
+    raw_config["scenarios"]["9x_-"] = {"gridsize": 1}
+    assert "9x_-" in resolve_scenarios(raw_config, source="cfg.yaml")
+
+
+def test_command_line_errors_name_the_command_line(raw_config):
+    """An error that a --config value brings in is the command line's; the file's own errors stay the file's."""
+    merged = {**raw_config, "preset": "huge"}
+    with pytest.raises(ConfigError, match=r"^command line --config preset=huge: preset: 'huge' is not defined"):
+        resolve_with_overrides(raw_config, merged, {"preset": "huge"}, "config/scenarios.yaml")
+    bad_file = {**raw_config, "defaults": {**raw_config["defaults"], "nphotons": -1}}
+    with pytest.raises(ConfigError, match=r"^config/scenarios\.yaml: defaults\.nphotons"):
+        resolve_with_overrides(bad_file, {**bad_file, "preset": "ci"}, {"preset": "ci"}, "config/scenarios.yaml")
+    assert set(resolve_with_overrides(raw_config, {**raw_config, "preset": "ci"}, {"preset": "ci"}, "f")) == \
+        set(resolve_scenarios(raw_config, "ci"))
 
 
 @pytest.mark.parametrize("preset", ["ci", "quick", "full"])

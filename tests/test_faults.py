@@ -150,6 +150,127 @@ def test_writer_killed_mid_write_leaves_no_output(tmp_path):
     assert not list(tmp_path.glob(".split.h5.tmp-*"))[1:], "a clean write leaves no temp file of its own"
 
 
+# --------------------------------------------------------------------------- write failures and Ctrl-C
+
+CI_CONFIG = Path(__file__).resolve().parents[1] / "config" / "scenarios.yaml"
+
+
+def _simulate_args(out: Path) -> list[str]:
+    from ptychopipe.config import load_scenarios, stage_config, to_json
+
+    cfg = to_json(stage_config(load_scenarios(CI_CONFIG, "ci")["gs1_ideal"], "simulate"))
+    return ["simulate", "--scenario", "gs1_ideal", "--config", cfg, "--out", str(out), "--threads", "1"]
+
+
+def _fail_in_write(monkeypatch, exc: BaseException) -> None:
+    """The HDF5 writer fails after the temporary file exists and holds part of the data."""
+    real = h5py.Group.create_dataset
+    calls = []
+
+    def create_dataset(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise exc
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", create_dataset)
+
+
+# (id, the exception, as h5py raises it (errno set, no path), expected message after the output path)
+WRITE_FAILURES = [
+    ("no-space", OSError(28, "Can't write data (file write failed: errno = 28, error message = 'No space left on "
+                             "device')"), "could not write: [Errno 28] No space left on device; nothing written"),
+    ("permission-denied", PermissionError(13, "Unable to synchronously create file (unable to open file: errno = 13, "
+                                              "error message = 'Permission denied')"),
+     "could not write: [Errno 13] Permission denied; nothing written"),
+    ("read-only-fs", OSError(30, "Unable to synchronously create file (errno = 30)"),
+     "could not write: [Errno 30] Read-only file system; nothing written"),
+]
+
+
+@pytest.mark.parametrize("case,exc,expected", WRITE_FAILURES, ids=[c[0] for c in WRITE_FAILURES])
+def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys, case, exc, expected):
+    """A full disk or a refused write (h5py's OSError: errno, no path) ends with one line naming the
+    output, exit 1, and neither the output nor its temporary file is left."""
+    from ptychopipe import cli
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    out = tmp_path / "results" / "simulated.h5"
+    _fail_in_write(monkeypatch, exc)
+    rc = cli.main(_simulate_args(out))
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert err.splitlines() == [f"ptychopipe simulate: error: {out}: {expected}"]
+    assert [p.name for p in (tmp_path / "results").iterdir()] == []
+
+
+def test_a_read_only_results_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    """A results folder without write permission (a real one; root ignores permissions, so skipped as root)."""
+    from ptychopipe import cli
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders; the errno cases above cover the message")
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    ro = tmp_path / "results"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        rc = cli.main(_simulate_args(ro / "simulated.h5"))
+    finally:
+        ro.chmod(0o755)
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.splitlines()) == 1 and "Permission denied" in err, err
+    assert list(ro.iterdir()) == []
+
+
+def test_a_failure_to_create_the_results_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    from ptychopipe import cli
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    rc = cli.main(_simulate_args(tmp_path / "new" / "simulated.h5"))
+    err = capsys.readouterr().err
+    assert rc == 1 and err.splitlines() == [
+        f"ptychopipe simulate: error: {tmp_path / 'new' / 'simulated.h5'}: could not write: [Errno 13] Permission "
+        f"denied: '{tmp_path / 'new'}'; nothing written"], err
+
+
+CTRL_C = textwrap.dedent("""
+    import sys, time
+    import ptychopipe.artifacts as A
+    from ptychopipe import cli
+
+    def stall(arr):  # inside the open temporary file: the output is half-written when Ctrl-C comes
+        print("writing", flush=True)
+        time.sleep(120)
+
+    A.array_stats = stall
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def test_ctrl_c_is_one_line_and_leaves_nothing(tmp_path):
+    """SIGINT (Ctrl-C, or Snakemake stopping its jobs) in the middle of a write: one line, exit 130,
+    no output and no temporary file (was a traceback of some 235 lines during training)."""
+    out = tmp_path / "simulated.h5"
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C, *_simulate_args(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        assert list(tmp_path.glob(".simulated.h5.tmp-*"))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.splitlines() == ["ptychopipe simulate: interrupted (Ctrl-C); no output written"]
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- killed train job
 
 SCEN = "gs2_ideal"

@@ -113,9 +113,53 @@ def test_infer_refuses_a_missing_or_broken_model(gs2_run, tmp_path):
               out=tmp_path / "inferred.h5")
     broken = tmp_path / "model.keras"
     broken.write_bytes((d / "model.keras").read_bytes()[:1000])  # truncated
-    with pytest.raises(ArtifactError, match=r"model.keras: not a loadable Keras model"):
+    with pytest.raises(ArtifactError, match=r"model.keras: truncated or corrupted model \(1000 bytes, not a complete "
+                                            r"\.keras zip archive\)"):
         I.run(cfg, "gs2_ideal", normalized=d / "normalized.h5", model=broken, out=tmp_path / "inferred.h5")
     assert not (tmp_path / "inferred.h5").exists()
+
+
+def _archive(path: Path) -> bytes:
+    """A small zip archive like a .keras file (config.json, model.weights.h5)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("config.json", '{"class_name": "Functional"}' * 20)
+        z.writestr("model.weights.h5", bytes(range(256)) * 40)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("case", ["truncated-end", "truncated-half", "empty", "crc"])
+def test_a_damaged_model_keras_is_named_as_such(tmp_path, case):
+    """Keras says "File not found" for a .keras file that exists but is cut short; the loader names
+    the damage (truncated or corrupted), with the size."""
+    path = tmp_path / "model.keras"
+    data = _archive(path)
+    if case == "truncated-end":
+        path.write_bytes(data[:-30])
+    elif case == "truncated-half":
+        path.write_bytes(data[: len(data) // 2])
+    elif case == "empty":
+        path.write_bytes(b"")
+    else:  # a flipped byte inside the weights member: the archive is complete but its CRC fails
+        i = data.index(bytes(range(256))) + 100
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+    with pytest.raises(ArtifactError) as info:
+        I.load_model(path)
+    msg = str(info.value)
+    assert "File not found" not in msg and "\n" not in msg
+    if case == "crc":
+        assert msg == (f"{path}: corrupted model (model.weights.h5 in the .keras archive fails its checksum); "
+                       "re-run the train stage")
+    else:
+        assert msg.startswith(f"{path}: truncated or corrupted model ({path.stat().st_size} bytes"), msg
+
+
+def test_a_directory_in_place_of_the_model_says_so(tmp_path):
+    (tmp_path / "model.keras").mkdir()
+    with pytest.raises(ArtifactError, match=r"model\.keras: is a directory; expected a file \(expected the train "
+                                            r"stage's model\.keras\)$"):
+        I.load_model(tmp_path / "model.keras")
 
 
 @pytest.mark.parametrize("key", ["predicted_over_measured_counts", "poisson_nll", "mean_counts"])

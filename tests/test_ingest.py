@@ -82,6 +82,87 @@ def test_position_convention_is_what_makes_the_data_consistent(tmp_path, sim):
     assert 1 - bad_r > 10 * (1 - good_r)
 
 
+def _fftshift(sim):
+    return np.fft.fftshift(np.sqrt(sim.counts.astype(np.float64)), axes=(1, 2))  # zero frequency to the corner
+
+
+def _transposed(sim):
+    return np.sqrt(sim.counts.astype(np.float64)).transpose(0, 2, 1)
+
+
+# (id, NPZ arrays besides the good ones, config changes, expected message after the file name)
+CONVENTION_CASES = [
+    ("not-fftshifted", lambda s: {"diff3d": _fftshift(s)}, {},
+     r"pattern_correlation -?0\.\d+ with the file's object and probe, (0\.9\d+|1\.0+) if fftshifted: patterns look not "
+     r"fftshifted \(zero frequency in the corner\): fftshift them before import"),
+    ("transposed", lambda s: {"diff3d": _transposed(s)}, {},
+     r"pattern_correlation 0\.\d+ with the file's object and probe, (0\.9\d+|1\.0+) if transposed: patterns look transposed "
+     r"\(rows and columns swapped\): transpose each pattern before import"),
+    ("xy-swapped", lambda s: {"xcoords": s.positions[:, 1] - 0.5, "ycoords": s.positions[:, 0] - 0.5}, {},
+     r"pattern_correlation 0\.\d+ with the file's object and probe, (0\.9\d+|1\.0+) with x and y swapped: xcoords and ycoords "
+     r"look swapped: swap them before import"),
+    ("counts-declared-amplitude", lambda s: {"diff3d": s.counts.astype(np.float64)}, {},
+     r"pattern_correlation 0\.\d+ with the file's object and probe, (0\.9\d+|1\.0+) with diff3d read as counts: diff3d looks like "
+     r"counts, not amplitudes: set source\.diff3d: counts"),
+    ("amplitude-declared-counts", lambda s: {}, {"diff3d": "counts"},
+     r"pattern_correlation 0\.\d+ with the file's object and probe, (0\.9\d+|1\.0+) with diff3d read as amplitudes: diff3d looks "
+     r"like amplitudes \(sqrt of counts\), not counts: set source\.diff3d: amplitude"),
+    # without an object: the mean pattern and the numbers themselves are the evidence
+    ("not-fftshifted-no-object", lambda s: {"diff3d": _fftshift(s), "objectGuess": None}, {},
+     r"the mean pattern is [\d.e+]+x brighter around the corners than around the centre: patterns look not "
+     r"fftshifted \(zero frequency in the corner\): fftshift them before import"),
+    ("counts-declared-amplitude-no-object", lambda s: {"diff3d": s.counts.astype(np.float64), "objectGuess": None},
+     {}, r"every diff3d value is a whole number \(\d+ of them >= 4\), as counts are and amplitudes \(sqrt of counts\) "
+         r"rarely are: diff3d looks like counts, not amplitudes: set source\.diff3d: counts"),
+    ("amplitude-declared-counts-no-object", lambda s: {"objectGuess": None}, {"diff3d": "counts"},
+     r"the diff3d values are not whole numbers but their squares are: diff3d looks like amplitudes \(sqrt of "
+     r"counts\), not counts: set source\.diff3d: amplitude"),
+]
+
+
+@pytest.mark.parametrize("case,arrays,cfg,pattern", CONVENTION_CASES, ids=[c[0] for c in CONVENTION_CASES])
+def test_data_contradicting_the_declared_conventions_stop_the_import(tmp_path, sim, case, arrays, cfg, pattern):
+    """The data are checked, not trusted: one line naming the evidence and what to set; nothing
+    written. source.check_conventions: false imports anyway (with the warning in the log)."""
+    import re
+
+    extra = arrays(sim)
+    obj = extra.pop("objectGuess", sim.object) is not None
+    src = write_npz(tmp_path / f"{case}.npz", sim, obj=obj, **extra)
+    out = tmp_path / "simulated.h5"
+    with pytest.raises(IngestError) as info:
+        ingest.run(npz_cfg(src, **cfg), "imp", out)
+    msg = str(info.value)
+    assert msg.startswith(f"{src}: ") and msg.endswith(", or set source.check_conventions: false to override"), msg
+    assert re.fullmatch(pattern, msg[len(f"{src}: "):-len(", or set source.check_conventions: false to override")]), msg
+    assert not out.exists() and list(tmp_path.iterdir()) == [src]
+    ingest.run(npz_cfg(src, check_conventions=False, **cfg), "imp", out)  # the explicit override
+    assert read_simulated(out).counts.shape == sim.counts.shape
+
+
+def test_good_files_pass_the_convention_checks(tmp_path, sim):
+    """A correct file, with and without object, in both diff3d conventions, passes; the evidence is recorded."""
+    for name, kw, cfg in (("amp", {}, {}), ("counts", {"diff3d": sim.counts}, {"diff3d": "counts"}),
+                          ("noobj", {"obj": False}, {})):
+        src = write_npz(tmp_path / f"{name}.npz", sim, **kw)
+        ingest.run(npz_cfg(src, **cfg), "imp", tmp_path / f"{name}.h5")
+    attrs = read_attrs(tmp_path / "amp.h5")
+    assert attrs["pattern_correlation"] > 0.9999
+    assert attrs["convention_pattern_correlation_if_fftshifted"] < 0.5
+    assert attrs["convention_pattern_correlation_with_x_and_y_swapped"] < attrs["pattern_correlation"]
+    assert read_attrs(tmp_path / "noobj.h5")["convention_mean_pattern_corners_over_centre"] < 0.1
+
+
+def test_patterns_of_another_size_than_n_stop_at_ingest(tmp_path, sim):
+    """N = 32 data against a scenario's N = 64: refused at ingest (was caught three stages later)."""
+    src = write_npz(tmp_path / "data.npz", sim)
+    with pytest.raises(IngestError, match=r"data\.npz: diff3d: expected 32x32 patterns \(the scenario's N = 32\), "
+                                          r"got 64x64: set N: 64 for this scenario, or crop the patterns to 32x32$"):
+        ingest.run(npz_cfg(src, N=32), "imp", tmp_path / "s.h5")
+    assert not (tmp_path / "s.h5").exists()
+    ingest.run(npz_cfg(src, N=64), "imp", tmp_path / "s.h5")
+
+
 def test_npz_without_object_gets_a_frame_and_runs_downstream(tmp_path, sim, ci_data):
     src = write_npz(tmp_path / "noobj.npz", sim, obj=False)
     out = tmp_path / "simulated.h5"
@@ -371,7 +452,7 @@ def test_source_config_validates_and_only_its_format_fields_count(raw_config):
     scen = resolve_scenarios(raw_config, "ci")
     a = stage_config(scen["real"], "ingest")
     assert a == IngestConfig(file="x.npz", format="npz", probe_normalization="native", diff3d="amplitude",
-                             diffraction=None)
+                             diffraction=None, N=64, check_conventions=True)
     raw_config["scenarios"]["real"]["source"]["diffraction"] = "d.h5"  # a ptychodus-only field: no re-run
     assert to_json(stage_config(resolve_scenarios(raw_config, "ci")["real"], "ingest")) == to_json(a)
     raw_config["scenarios"]["real"]["source"]["format"] = "cxi"

@@ -37,7 +37,7 @@ def test_summary_csv_has_one_row_per_scenario_with_the_metrics(two_scenarios, tm
                                              tmp_path / "r" / "summary.csv", tmp_path / "r" / "overview.png")
     rows = list(csv.DictReader(csv_path.open()))
     assert [r["scenario"] for r in rows] == ["gs1_ideal", "gs2_custom"]
-    assert list(rows[0]) == [name for name, _, _ in report.SUMMARY_COLUMNS]
+    assert list(rows[0]) == [name for name, _, _ in report.SUMMARY_COLUMNS] + list(report.PROVENANCE_COLUMNS)
     for r in rows:
         js = two_scenarios[r["scenario"]]
         assert float(r["amp_pearson_r"]) == pytest.approx(js["metrics"]["amplitude"]["pearson_r"])
@@ -48,6 +48,118 @@ def test_summary_csv_has_one_row_per_scenario_with_the_metrics(two_scenarios, tm
     assert float(rows[0]["amplitude_bias"]) == pytest.approx(1.3, abs=5e-3)
     assert rows[0]["first_broken"] == "prediction" and rows[1]["first_broken"] == "none"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_summary_records_preset_version_date_and_config_hash(two_scenarios, tmp_path, capsys):
+    """Provenance: the preset, the config hash, the ptychopipe version and the date (UTC), in
+    summary.md and in every summary.csv row; through the CLI the rule calls."""
+    import datetime as dt
+
+    import ptychopipe
+
+    out = tmp_path / "r"
+    rc = cli.main(["report", "--comparisons", *map(str, two_scenarios["json"]), "--md", str(out / "s.md"),
+                   "--csv", str(out / "s.csv"), "--overview", str(out / "o.png"), "--preset", "ci",
+                   "--config-hash", "0123456789abcdef"])
+    assert rc == 0, capsys.readouterr().err
+    rows = list(csv.DictReader((out / "s.csv").open()))
+    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    for r in rows:
+        assert (r["preset"], r["config_hash"], r["ptychopipe_version"]) == ("ci", "0123456789abcdef",
+                                                                            ptychopipe.__version__)
+        assert re.fullmatch(rf"{today}T\d\d:\d\d:\d\dZ", r["created_utc"]), r["created_utc"]
+    text = (out / "s.md").read_text()
+    assert (f"Preset ci, config hash 0123456789abcdef, ptychopipe {ptychopipe.__version__}, written "
+            f"{rows[0]['created_utc']} (UTC).") in text.splitlines()
+    # the phase's least-squares scale stands beside the amplitude bias in the table
+    header = next(ln for ln in text.splitlines() if ln.startswith("| scenario"))
+    cells = [c.strip() for c in re.split(r"(?<!\\)\|", header)]
+    assert cells[cells.index("amplitude_bias (mean\\|Ô\\|/mean\\|O\\|)") + 1] == "phase_ls_scale"
+
+
+def test_bias_panel_is_an_axis_around_one_with_a_visible_band():
+    """The overview's bias panel spans about 0.9-1.1 (was 0-1, where a ±0.05 band is a hair),
+    widening only to show every value."""
+    assert report.ratio_axis_limits([1.01, 0.98, None, float("nan")], 0.05) == pytest.approx((0.85, 1.15))
+    assert report.ratio_axis_limits([1.0], 0.02) == pytest.approx((0.9, 1.1))
+    lo, hi = report.ratio_axis_limits([1.69, 0.97], 0.05)
+    assert lo == pytest.approx(1 - 0.759) and hi == pytest.approx(1.759)
+
+
+def test_frc_without_a_crossing_is_shown_as_such(two_scenarios, tmp_path):
+    """An FRC curve that never fell below its threshold: summary.md says "no crossing" instead of
+    presenting the band limit as a resolution; summary.csv has the crossed flags."""
+    data = json.loads(two_scenarios["json"][1].read_text())
+    data["metrics"]["amplitude"]["frc_crossed"] = False
+    data["metrics"]["amplitude"]["frc_resolution_px"] = 74.5
+    data["metrics"]["phase"]["frc_crossed"] = True
+    one = tmp_path / "gs2_custom" / "comparison.json"
+    one.parent.mkdir()
+    one.write_text(json.dumps(data))
+    md, csv_path, _ = report.write_summary([two_scenarios["json"][0], one], tmp_path / "s.md", tmp_path / "s.csv",
+                                           tmp_path / "o.png")
+    row = next(ln for ln in md.read_text().splitlines() if ln.startswith("| gs2_custom |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[report.SUMMARY_MD_COLUMNS.index("amp_frc_resolution_px")] == "no crossing (≤ 74.5)"
+    assert "no crossing" not in cells[report.SUMMARY_MD_COLUMNS.index("phase_frc_resolution_px")]
+    rows = {r["scenario"]: r for r in csv.DictReader(csv_path.open())}
+    assert rows["gs2_custom"]["amp_frc_crossed"] == "False" and rows["gs2_custom"]["amp_frc_resolution_px"] == "74.5"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    import struct
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_data_figure_per_scenario_through_the_cli(ci_data, tmp_path, capsys):
+    """`ptychopipe data-figure`: probe amplitude and phase, scan positions and a log-scale pattern."""
+    from ptychopipe import figures
+    from ptychopipe.artifacts import read_simulated
+
+    d = ci_data["gs2_custom"]
+    out = tmp_path / "report" / "gs2_custom" / "data.png"
+    rc = cli.main(["data-figure", "--scenario", "gs2_custom", "--simulated", str(d["simulated"]), "--split",
+                   str(d["split"]), "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    w, h = _png_size(out)
+    assert w > 1200 and h > 300 and out.stat().st_size > 30_000
+    sim = read_simulated(d["simulated"])
+    j = figures.brightest_pattern(sim.counts)
+    assert sim.counts[j].sum() == sim.counts.reshape(len(sim.counts), -1).sum(axis=1).max()
+
+
+def test_summary_links_the_grid_and_the_input_figures(two_scenarios, ci_data, tmp_path):
+    """report --grid: one row per scenario (truth and reconstruction, amplitude and phase), linked
+    from summary.md with each scenario's inputs figure."""
+    root = two_scenarios["root"]
+    out = tmp_path / "report"
+    (out / "gs1_ideal").mkdir(parents=True)
+    shutil.copy(REPO / "workflow" / "report" / "data.rst", out / "gs1_ideal" / "data.png")  # any file will do
+    stitched = [root / "gs1_ideal" / "stitched.h5", root / "gs2_custom" / "stitched.h5"]
+    simulated = [ci_data["gs1_ideal"]["simulated"], ci_data["gs2_custom"]["simulated"]]
+    paths = report.write_summary(two_scenarios["json"], out / "summary.md", out / "summary.csv", out / "overview.png",
+                                 grid=(out / "reconstructions.png", stitched, simulated))
+    assert paths[-1] == out / "reconstructions.png"
+    w, h = _png_size(out / "reconstructions.png")
+    assert h > 500 and w > 1000
+    text = (out / "summary.md").read_text()
+    assert "![all scenarios: truth and reconstruction](reconstructions.png)" in text
+    assert "[inputs](gs1_ideal/data.png)" in text and "gs2_custom/data.png" not in text
+    with pytest.raises(ValueError, match=r"expected as many stitched\.h5 and simulated\.h5"):
+        report.write_summary(two_scenarios["json"], out / "s.md", out / "s.csv", out / "o.png",
+                             grid=(out / "g.png", stitched[:1], simulated))
+
+
+def test_run_config_hash_follows_the_parameters(raw_config):
+    from ptychopipe.config import resolve_scenarios, scenarios_hash
+
+    a = resolve_scenarios(raw_config, "ci")
+    assert scenarios_hash(a) == scenarios_hash(resolve_scenarios(raw_config, "ci"))
+    assert re.fullmatch(r"[0-9a-f]{16}", scenarios_hash(a))
+    assert scenarios_hash(resolve_scenarios(raw_config, "quick")) != scenarios_hash(a)
 
 
 def test_summary_md_tables_chain_and_links(two_scenarios, tmp_path):

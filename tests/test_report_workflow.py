@@ -59,12 +59,18 @@ def test_every_stage_of_every_scenario_ran(dag):
             assert (res / s / f).is_file(), f"{s}/{f}"
         for stage in ("stitch", "compare"):
             assert (res / s / "logs" / f"{stage}.log").is_file() and (res / s / "benchmarks" / f"{stage}.tsv").is_file()
-        for fig in FIGURES:
+        for fig in FIGURES + ("data",):  # data.png: probe, scan positions, a log-scale pattern
             assert (res / "report" / s / f"{fig}.png").read_bytes()[:4] == b"\x89PNG", f"{s}/{fig}.png"
-    for f in ("report/summary.md", "report/summary.csv", "report/overview.png", "telemetry.md", "telemetry.csv",
-              "logs/summary.log", "benchmarks/summary.tsv"):
+    for f in ("report/summary.md", "report/summary.csv", "report/overview.png", "report/reconstructions.png",
+              "telemetry.md", "telemetry.csv", "logs/summary.log", "benchmarks/summary.tsv"):
         assert (res / f).is_file(), f
     assert not list(res.rglob(".*.tmp-*")), "temporary files left behind"
+    # the logs hold the stages' own lines, no TensorFlow notices (absl's I0000/W0000/E0000 lines)
+    for log in res.rglob("logs/*.log"):
+        noise = [ln for ln in log.read_text().splitlines() if ln[:5] in ("I0000", "W0000", "E0000")
+                 or "absl::InitializeLog" in ln]
+        assert not noise, f"{log}: {noise[:3]}"
+    assert (res / "gs1_ideal" / "logs" / "train.log").read_text().count(" epoch ") >= 1
     print(f"ci DAG: {dag['seconds']:.0f} s")
 
 

@@ -373,3 +373,20 @@ def test_backend_configuration_reports_threads_and_determinism():
     gpu = bool(tf.config.list_physical_devices("GPU"))
     assert info["device"].startswith("gpu: ") if gpu else info["device"] == f"cpu: {cpu_description()}", info
     assert f"{os.cpu_count()} CPUs" in cpu_description()
+
+
+def test_each_epoch_prints_one_line_with_its_eta():
+    """One line per epoch: scenario, epoch/total, loss, val_loss, seconds and the ETA (mean epoch
+    time x epochs left, at most: early stopping may end sooner); the last says done."""
+    import types
+
+    lines: list[str] = []
+    cb = T.EpochLog("gs1_ideal", n_train=100, epochs=3, log=lines.append)
+    cb.set_model(types.SimpleNamespace(optimizer=types.SimpleNamespace(learning_rate=1e-3)))
+    for epoch, loss in enumerate((2.0, 1.5, 1.25)):
+        cb.on_epoch_begin(epoch)
+        cb._t0 -= 30.0  # a 30 s epoch
+        cb.on_epoch_end(epoch, {"loss": loss, "val_loss": loss + 0.1})
+    assert re.fullmatch(r"\[train\] gs1_ideal epoch 1/3: loss 2 val_loss 2\.1 lr 0\.001 30\.0 s [\d.]+ groups/s, "
+                        r"ETA 1m00s", lines[0]), lines[0]
+    assert lines[1].endswith(", ETA 30s") and lines[2].endswith(", ETA done"), lines

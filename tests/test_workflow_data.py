@@ -83,6 +83,24 @@ def test_plain_snakemake_in_a_checkout_uses_the_local_profile(workdir):
     assert (workdir / "results" / "gs1_ideal" / "simulated.h5").is_file()
 
 
+def test_the_terminal_shows_one_line_per_stage_and_where_the_results_are(workdir):
+    """With the shipped profile: each finished stage prints one line with its key figure on the
+    terminal (its log keeps the details), no command with its JSON config is printed, the logs
+    hold no TensorFlow start-up notices, and the run ends by saying where things are."""
+    proc = smk(workdir, "results/gs1_ideal/normalized.h5", "--workflow-profile", str(REPO / "profiles" / "local"),
+               "--config", "preset=ci")
+    assert proc.returncode == 0, _out(proc)
+    text = proc.stdout + proc.stderr
+    for stage in DATA_RULES:
+        assert re.search(rf"^\[{stage}\] gs1_ideal: done in [\d.]+s", text, re.M), _out(proc)
+    assert re.search(r"^\[simulate\] gs1_ideal: done in [\d.]+s; dose 1, parseval 1$", text, re.M), _out(proc)
+    assert "--config '{" not in text and '"nphotons"' not in text, "no command with its JSON config by default"
+    assert "ptychopipe: workflow finished (preset ci" in text
+    assert "logs:      results/<scenario>/logs/<stage>.log (e.g. tail -f results/*/logs/train.log)" in text
+    log = (workdir / "results" / "gs1_ideal" / "logs" / "simulate.log").read_text()
+    assert log.startswith("[simulate] gs1_ideal: done in"), log  # the details stay in the log too
+
+
 # --------------------------------------------------------------------------- config errors on the command line
 
 
@@ -91,12 +109,14 @@ def test_plain_snakemake_in_a_checkout_uses_the_local_profile(workdir):
      "ptychopipe: config error: config/scenarios.yaml: scenarios.gs1_ideal.nphotons: -5 is less than or equal "
      "to the minimum of 0"),
     (lambda c: c["scenarios"].update({"a/b": {"gridsize": 1}}), (),
-     "ptychopipe: config error: config/scenarios.yaml: scenarios: 'a/b' does not match '^[A-Za-z0-9_-]+$'"),
+     "ptychopipe: config error: config/scenarios.yaml: scenarios: 'a/b' does not match '^[A-Za-z0-9][A-Za-z0-9_-]*$'"),
     (lambda c: c["defaults"]["group"].update(neighbours=4), (),
      "ptychopipe: config error: config/scenarios.yaml: defaults.group: Additional properties are not allowed "
      "('neighbours' was unexpected)"),
-    (lambda c: None, ("--config", "preset=huge"),
-     "ptychopipe: config error: config/scenarios.yaml: preset: 'huge' is not defined; expected one of "
+    (lambda c: c["scenarios"].update({"-x": {"gridsize": 1}}), (),
+     "ptychopipe: config error: config/scenarios.yaml: scenarios: '-x' does not match '^[A-Za-z0-9][A-Za-z0-9_-]*$'"),
+    (lambda c: None, ("--config", "preset=huge"),  # a command-line value: the command line is named
+     "ptychopipe: config error: command line --config preset=huge: preset: 'huge' is not defined; expected one of "
      "['ci', 'full', 'quick']"),
 ])
 def test_bad_config_stops_snakemake_with_one_line(workdir, edit, args, line):

@@ -41,6 +41,11 @@ class ArtifactError(PtychopipeError, ValueError):
     """An artifact is missing, unreadable, or not what the reader expects (one-line message)."""
 
 
+class ArtifactWriteError(ArtifactError, OSError):
+    """An output could not be written (no permission, a read-only or full disk, ...): one line
+    naming the output; still an OSError for callers that catch those."""
+
+
 @dataclass(frozen=True)
 class Array:
     """A dataset to write: the array and its physical units (docs/design.md, 'Artifact contract')."""
@@ -59,16 +64,38 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     file is removed (a SIGKILL may leave a dot-file ``.NAME.tmp-PID``, never ``NAME``).
     ``suffix`` is appended to the temporary name (e.g. ".keras", which Keras requires)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         _fsync(tmp)  # the data on disk before the rename publishes it (a crash then leaves no empty file)
         os.replace(tmp, path)
         _fsync(path.parent)
+    except OSError as exc:  # no permission, a read-only or full disk, ...: one line naming the output
+        raise ArtifactWriteError(f"{path}: could not write: {describe_os_error(exc)}; nothing written") from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def not_a_file(path: str | Path, what: str) -> str:
+    """The one-line message for an input path that is no file: a folder in its place is named
+    as such (not "file not found"), else the file is missing. ``what`` says what was expected."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path}: is a directory; expected a file ({what})"
+    return f"{path}: file not found ({what})"
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an operating-system error: Python's own message when it names the path,
+    else the errno's text (h5py's messages are long and carry no path attribute)."""
+    if exc.filename is not None:
+        return str(exc)
+    if exc.errno is not None:
+        return f"[Errno {exc.errno}] {os.strerror(exc.errno)}"
+    text = str(exc).splitlines()
+    return text[0] if text and text[0] else type(exc).__name__
 
 
 def _fsync(path: Path) -> None:
@@ -158,7 +185,7 @@ def open_artifact(path: str | Path, stage: str | tuple[str, ...]) -> Iterator[h5
     else:
         stages = (stage,)
     if not path.is_file():
-        raise ArtifactError(f"{path}: file not found (expected the {stage} stage's output)")
+        raise ArtifactError(not_a_file(path, f"expected the {stage} stage's output"))
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -571,7 +598,7 @@ def read_json_object(path: str | Path, what: str, keys: tuple[str, ...]) -> dict
     ArtifactError naming the file otherwise (``what`` says which artifact was expected)."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: file not found (expected {what})")
+        raise ArtifactError(not_a_file(path, f"expected {what}"))
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

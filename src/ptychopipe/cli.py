@@ -4,7 +4,7 @@ Stage commands take the scenario name, the stage's frozen config as canonical
 JSON (``--config``, what the rule's ``params:`` carries), named input files and
 the output path; they rebuild the frozen config and call the stage's ``run``.
 Any expected failure (bad config, bad input file, broken invariant) ends with
-one line on stderr, ``ptychopipe <stage>: error: ...``, and exit status 1;
+one line on stderr, ``ptychopipe <stage>: error: ...``, and exit status 1 (Ctrl-C: one line, exit status 130);
 nothing half-written is left because every writer is atomic.
 
 Heavy modules (NumPy, TensorFlow) are imported after the thread limits from
@@ -14,9 +14,10 @@ Heavy modules (NumPy, TensorFlow) are imported after the thread limits from
 from __future__ import annotations
 
 import argparse
-import importlib
+import errno
 import os
 import sys
+import time
 from typing import Callable
 
 from .errors import PtychopipeError
@@ -55,10 +56,19 @@ STAGE_OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {
 BUILTIN_ONE_LINE_ERRORS = (ValueError, FileNotFoundError, KeyError)
 
 
+#: Operating-system errors that are about the machine, not the code (no permission, a read-only
+#: or full disk, a quota): one line even when the library raising them (h5py) names no path.
+SYSTEM_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO})
+
+#: Exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
+EXIT_INTERRUPTED = 130
+
+
 def is_one_line_error(exc: BaseException) -> bool:
     """True for the errors the CLI reports as ``ptychopipe STAGE: error: MESSAGE`` (exit 1)."""
     return (isinstance(exc, PtychopipeError) or type(exc) in BUILTIN_ONE_LINE_ERRORS
-            or (isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None))
+            or (isinstance(exc, OSError) and exc.errno is not None
+                and (exc.filename is not None or exc.errno in SYSTEM_ERRNOS)))
 
 
 def set_thread_limits(threads: int) -> None:
@@ -81,19 +91,70 @@ def _name_list(text: str) -> list[str]:
 
 
 def _load(target: str) -> Callable:
+    from .quiet import import_quietly
+
     mod, func = target.split(":")
-    return getattr(importlib.import_module(mod), func)
+    return getattr(import_quietly(mod), func)
 
 
 def _run_stage(args: argparse.Namespace) -> int:
     from .config import from_json
 
+    from .progress import duration, progress
+
     target, inputs = STAGE_COMMANDS[args.command]
     cfg = from_json(args.command, args.config)
     names = inputs + STAGE_OPTIONAL_INPUTS.get(args.command, ()) + STAGE_OUTPUTS.get(args.command, ())
     kwargs = {name: getattr(args, name) for name in names}
-    _load(target)(cfg, args.scenario, out=args.out, **kwargs)
+    from .quiet import filtered_stderr
+
+    t0 = time.perf_counter()
+    with filtered_stderr():  # TensorFlow's notices out of the log, while the stage runs
+        _load(target)(cfg, args.scenario, out=args.out, **kwargs)
+    figures = key_figures(args.command, args)
+    progress(f"[{args.command}] {args.scenario}: done in {duration(time.perf_counter() - t0)}"
+             + (f"; {figures}" if figures else ""))
     return 0
+
+
+#: The key figures of each stage's output for its "done" line: telemetry ratios of the HDF5
+#: artifact (comparison.json for compare), by name; the first few present are shown.
+KEY_FIGURES: dict[str, tuple[str, ...]] = {
+    "simulate": ("dose", "parseval"),
+    "ingest": ("measured_over_expected", "implied_rms_object_amplitude"),
+    "normalize": ("input_scale",),
+    "train": ("final_over_initial_loss",),
+    "infer": ("predicted_over_measured_counts",),
+}
+
+
+def key_figures(stage: str, args: argparse.Namespace) -> str:
+    """One short text of the finished stage's key figures (never fails: progress only)."""
+    try:
+        if stage == "compare":
+            import json
+
+            d = json.loads(open(args.json).read())
+            m = d.get("metrics") or {}
+            parts = [f"amplitude r {m['amplitude']['pearson_r']:.4f}" if m.get("amplitude") else "",
+                     f"amplitude bias {d['amplitude_bias']:.4f}" if d.get("amplitude_bias") is not None else "",
+                     f"phase r {m['phase']['pearson_r']:.4f}" if m.get("phase") else "",
+                     f"phase ls_scale {m['phase']['ls_scale']:.4f}" if m.get("phase") else "",
+                     f"first broken: {d.get('first_broken') or 'none'}"]
+            return ", ".join(p for p in parts if p)
+        from .artifacts import read_attrs, read_telemetry
+
+        path = args.history if stage == "train" else args.out
+        _, ratios = read_telemetry(path)
+        shown = [f"{k} {ratios[k]:.4g}" for k in KEY_FIGURES.get(stage, ()) if k in ratios]
+        attrs = read_attrs(path)
+        if stage == "train" and "epochs_run" in attrs:
+            shown.insert(0, f"{int(attrs['epochs_run'])} epochs")
+        if stage == "ingest" and "pattern_correlation" in attrs:
+            shown.append(f"pattern_correlation {float(attrs['pattern_correlation']):.4f}")
+        return ", ".join(shown)
+    except Exception:  # noqa: BLE001 - a progress line must never fail a finished stage
+        return ""
 
 
 def _telemetry(args: argparse.Namespace) -> int:
@@ -107,8 +168,24 @@ def _telemetry(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_summary
 
-    paths = write_summary(args.comparisons, args.md, args.csv, args.overview, args.baselines)
+    grid = None
+    if args.grid:
+        if len(args.stitched) != len(args.comparisons) or len(args.simulated) != len(args.comparisons):
+            from .config import ConfigError
+
+            raise ConfigError(f"report --grid: expected one --stitched and one --simulated per comparison "
+                              f"({len(args.comparisons)}), got {len(args.stitched)} and {len(args.simulated)}")
+        grid = (args.grid, args.stitched, args.simulated)
+    paths = write_summary(args.comparisons, args.md, args.csv, args.overview, args.baselines,
+                          preset=args.preset, config_hash=args.config_hash, grid=grid)
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _data_figure(args: argparse.Namespace) -> int:
+    from .figures import data_figure
+
+    print(f"wrote {data_figure(args.simulated, args.split, args.out, args.scenario)}")
     return 0
 
 
@@ -200,7 +277,10 @@ def _baseline_compare(args: argparse.Namespace) -> int:
 
 
 def _params_diff(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_scenarios, params_diff
+    from . import __version__
+    from .config import ConfigError, effective_preset, load_scenarios, load_yaml, params_diff
+
+    merged: list[str] = []  # which file and preset each side was merged from
 
     def resolve(spec: str) -> dict:
         # "NAME" (a scenario of --configfile), "FILE.yaml:NAME", or "FILE.yaml" (its only scenario)
@@ -210,6 +290,8 @@ def _params_diff(args: argparse.Namespace) -> int:
         elif ".yaml:" in spec or ".yml:" in spec:
             path, name = spec.rsplit(":", 1)
         scen = load_scenarios(path, args.preset)
+        preset = effective_preset(load_yaml(path), args.preset)
+        merged.append(f"{path}, preset {preset} ({'--preset' if args.preset is not None else 'the file'})")
         if not name:
             if len(scen) != 1:
                 raise ConfigError(f"{path}: expected exactly one scenario (or name one as {path}:NAME), "
@@ -220,6 +302,9 @@ def _params_diff(args: argparse.Namespace) -> int:
         return scen[name]
 
     rows = params_diff(resolve(args.a), resolve(args.b))
+    where = (f"both from {merged[0]}" if merged[0] == merged[1]
+             else f"{args.a} from {merged[0]}; {args.b} from {merged[1]}")
+    print(f"# merged: {where}; ptychopipe {__version__}")
     if not rows:
         print(f"no differences between {args.a} and {args.b}")
         return 0
@@ -281,8 +366,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overview", default="results/report/overview.png")
     r.add_argument("--baselines", nargs="*", default=[], help="baseline_comparison.json of the scenarios with the "
                                                               "iterative reference (a PINN-vs-iterative section)")
+    r.add_argument("--grid", default=None, help="also write the all-scenarios reconstruction grid (PNG) here")
+    r.add_argument("--stitched", nargs="*", default=[], help="with --grid: stitched.h5 of each scenario, in the "
+                                                              "order of --comparisons")
+    r.add_argument("--simulated", nargs="*", default=[], help="with --grid: simulated.h5 of each scenario, in "
+                                                               "the order of --comparisons")
+    r.add_argument("--preset", default=None, help="preset of the run (recorded in the summary)")
+    r.add_argument("--config-hash", default=None, help="hash of the run's merged scenario parameters (recorded)")
     r.add_argument("--threads", type=int, default=1)
     r.set_defaults(func=_report)
+    f = sub.add_parser("data-figure", help="one scenario's inputs (PNG): probe amplitude and phase, scan "
+                                           "positions, a diffraction pattern on a log scale")
+    f.add_argument("--scenario", default="")
+    f.add_argument("--simulated", required=True, help="input: simulated.h5")
+    f.add_argument("--split", required=True, help="input: split.h5")
+    f.add_argument("--out", required=True, help="output PNG")
+    f.add_argument("--threads", type=int, default=1)
+    f.set_defaults(func=_data_figure)
     dr = sub.add_parser("dose-response", help="dose-response figure and table (PNG + CSV) of the dose sweep "
                                               "from its scenarios' comparison.json files")
     dr.add_argument("--comparisons", nargs="*", default=[], help="comparison.json of each dose-sweep scenario")
@@ -396,9 +496,17 @@ def main(argv: list[str] | None = None) -> int:
     set_thread_limits(args.threads)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: every writer is atomic, so no output is half-written
+        print(f"ptychopipe {args.command}: interrupted (Ctrl-C); no output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001
         if not is_one_line_error(exc):
             raise
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and not isinstance(exc, PtychopipeError):
+            from .artifacts import describe_os_error
+
+            msg = describe_os_error(exc)
+        else:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"ptychopipe {args.command}: error: {msg}", file=sys.stderr)
         return 1

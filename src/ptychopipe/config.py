@@ -31,8 +31,12 @@ import yaml
 
 from .errors import PtychopipeError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+#: The schema ships with the package (a link to workflow/schemas/config.schema.yaml in the
+#: repository; a copy in a built wheel), so an installed ptychopipe validates without a checkout.
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+#: A scenario name starts with a letter or digit (a leading "-" would read as an option on the
+#: stage's command line) and is a safe file name (no "/", no "..").
+SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 STAGES = ("simulate", "ingest", "split", "group", "normalize", "train", "infer", "stitch", "compare", "baseline")
 
 
@@ -162,6 +166,8 @@ class IngestConfig:
     probe_normalization: str  # "native" (the format's own) | "unitary" | "unnormalized"
     diff3d: str | None  # npz only: "amplitude" (sqrt counts) | "counts"
     diffraction: str | None  # ptychodus only: the diffraction HDF5 (None: diffraction.h5 beside the product)
+    N: int | None = None  # the scenario's N: the patterns must be N x N (None: not checked)
+    check_conventions: bool = True  # stop when the data contradict the declared conventions (ingest.check_conventions)
 
 
 @dataclass(frozen=True)
@@ -281,7 +287,8 @@ def stage_config(params: Mapping[str, Any], stage: str):
         s = p["source"]  # file None: a simulated scenario (the ingest rule never runs for it)
         return IngestConfig(file=str(s["file"]) if s["file"] else None, format=s["format"], probe_normalization=s["probe_normalization"],
                             diff3d=s["diff3d"] if s["format"] == "npz" else None,
-                            diffraction=s["diffraction"] if s["format"] == "ptychodus" else None)
+                            diffraction=s["diffraction"] if s["format"] == "ptychodus" else None,
+                            N=int(p["N"]) if s["file"] else None, check_conventions=bool(s["check_conventions"]))
     if stage == "baseline":
         b = p["baseline"]
         return BaselineConfig(engine=b["engine"], epochs=int(b["epochs"]), batch_size=int(b["batch_size"]),
@@ -375,18 +382,55 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read the YAML config file; a missing file or a YAML syntax error is one clear line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a mapping that repeats a key is an error (PyYAML keeps the last
+    value silently: a second scenario of the same name would replace the first)."""
+
+
+def _construct_unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:  # the keys written in this mapping (merge keys, <<:, may be overridden)
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: let the constructor report it
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first defined on line {first})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def parse_yaml_text(text: str, source: str) -> Any:
+    """Parse YAML ``text`` (read from ``source``) strictly: a syntax error or a repeated key is a
+    one-line ConfigError naming ``source``, the line and the problem."""
+    loader = _StrictLoader(text)  # a SafeLoader: plain data only, no Python objects
     try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
+        return loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(f"{source}: not valid YAML{where}" + (f": {problem}" if problem else "")) from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read the YAML config file; a missing file, a YAML syntax error or a repeated key is one
+    clear line (with the line number)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected the YAML config file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    data = parse_yaml_text(path.read_text(), str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
     return data
@@ -617,7 +661,7 @@ def resolve_scenarios(raw: Mapping[str, Any], preset: str | None = None,
     schema = load_schema()
     validate_raw(raw, source, schema)
     _check_sweep_params(raw, schema, source)
-    preset = preset if preset is not None else raw.get("preset", "quick")
+    preset = effective_preset(raw, preset)
     if preset not in raw["presets"]:
         raise ConfigError(f"{source}: preset: {preset!r} is not defined; expected one of {sorted(raw['presets'])}")
     scenarios = expand_sweeps(raw, source)
@@ -627,7 +671,8 @@ def resolve_scenarios(raw: Mapping[str, Any], preset: str | None = None,
     out: dict[str, dict[str, Any]] = {}
     for name, override in scenarios.items():
         if not SCENARIO_NAME.match(name):
-            raise ConfigError(f"{source}: scenarios.{name}: scenario names must match [A-Za-z0-9_-]+")
+            raise ConfigError(f"{source}: scenarios.{name}: expected a name that starts with a letter or digit "
+                              "and holds only letters, digits, _ and -")
         merged = deep_merge(base, override)
         _check(merged, strict, f"{source}: scenario {name} (after merging defaults, preset {preset})")
         _semantic_checks(name, merged, source)
@@ -671,6 +716,40 @@ def _probe_identity(p: Mapping[str, Any]) -> list[Any]:
     """What defines a scenario's probe: [kind, footprint] (ideal) or [kind, file, key] (custom)."""
     pr = p["probe"]
     return ["ideal", ideal_footprint_px(p)] if pr["kind"] == "ideal" else ["custom", pr["file"], pr["key"]]
+
+
+def command_line_source(overrides: Mapping[str, Any]) -> str:
+    """How errors name values given on Snakemake's command line (``--config KEY=VALUE ...``)."""
+    shown = " ".join(f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in overrides.items())
+    return f"command line --config {shown}"
+
+
+def resolve_with_overrides(file_raw: Mapping[str, Any], merged: Mapping[str, Any], overrides: Mapping[str, Any],
+                           source: str) -> dict[str, dict[str, Any]]:
+    """:func:`resolve_scenarios` of ``merged`` (the config file(s) ``file_raw`` updated with the
+    command line's ``overrides``), attributing each error to where the value came from: the
+    file's own content is validated first (errors name ``source``); an error that only the
+    overrides bring in names the command line, not the file."""
+    if not overrides:
+        return resolve_scenarios(merged, merged.get("preset"), source=source)
+    preset = merged.get("preset")  # the file checked with the preset of the run, where the file defines it
+    if not (isinstance(file_raw.get("presets"), Mapping) and isinstance(preset, str) and preset in file_raw["presets"]):
+        preset = file_raw.get("preset")
+    resolve_scenarios(file_raw, preset, source=source)
+    return resolve_scenarios(merged, merged.get("preset"), source=command_line_source(overrides))
+
+
+def effective_preset(raw: Mapping[str, Any], preset: str | None = None) -> str:
+    """The preset :func:`resolve_scenarios` merges: ``preset`` if given, else the file's ``preset``,
+    else "quick"."""
+    return preset if preset is not None else str(raw.get("preset", "quick"))
+
+
+def scenarios_hash(params: Mapping[str, Mapping[str, Any]]) -> str:
+    """First 16 hex digits of the SHA-256 of the canonical JSON of {scenario: merged parameters}:
+    one number for the configuration of a whole run (recorded in the summary)."""
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_scenarios(path: str | Path, preset: str | None = None) -> dict[str, dict[str, Any]]:

@@ -15,12 +15,13 @@ stale model.keras is refused with one line instead of producing silently wrong p
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from .artifacts import Array, ArtifactError, Normalized, read_normalized, write_artifact
+from .artifacts import Array, ArtifactError, Normalized, not_a_file, read_normalized, write_artifact
 from .config import InferConfig
 from .model import model_amplitude_estimate, model_canvas, model_probe, poisson_deviance_np
 from .physics import canvas_size
@@ -33,12 +34,31 @@ def load_model(path: str | Path) -> keras.Model:
     """Load ``model.keras`` (custom layers registered by :mod:`ptychopipe.model`)."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: file not found (expected the train stage's model.keras)")
+        raise ArtifactError(not_a_file(path, "expected the train stage's model.keras"))
+    check_keras_archive(path)
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - any loader failure becomes one line
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ArtifactError(f"{path}: not a loadable Keras model: {first}") from None
+
+
+def check_keras_archive(path: Path) -> None:
+    """A ``.keras`` file is a zip archive: refuse a truncated or corrupted one by name (Keras
+    itself says "File not found" for a file that exists but is cut short)."""
+    size = path.stat().st_size
+    if not zipfile.is_zipfile(path):
+        raise ArtifactError(f"{path}: truncated or corrupted model ({size} bytes, not a complete .keras zip "
+                            "archive); expected the train stage's model.keras: re-run the train stage")
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ArtifactError(f"{path}: truncated or corrupted model ({size} bytes): {exc}; re-run the train stage") \
+            from None
+    if bad is not None:
+        raise ArtifactError(f"{path}: corrupted model ({bad} in the .keras archive fails its checksum); "
+                            "re-run the train stage")
 
 
 def _unit(probe: np.ndarray) -> np.ndarray:

@@ -55,7 +55,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .artifacts import Array, write_artifact
+from .artifacts import Array, not_a_file, write_artifact
 from .config import IngestConfig
 from .errors import PtychopipeError
 from .physics import expected_counts, extract_patches
@@ -229,7 +229,7 @@ def read_npz(path: str | Path, probe_normalization: str = "native", diff3d: str 
     """
     path = Path(path)
     if not path.is_file():
-        raise IngestError(f"{path}: file not found (source.file)")
+        raise IngestError(not_a_file(path, "source.file"))
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
@@ -268,8 +268,12 @@ def read_npz(path: str | Path, probe_normalization: str = "native", diff3d: str 
         counts, conv = counts_from_amplitude(d)
     elif diff3d == "counts":
         counts, conv = d.astype(np.float32), {"counts_from": "diff3d (counts, as stored)"}
+        conv["diff3d_squares_are_whole_numbers"] = bool(counts_from_amplitude(d)[1]["counts_rounded_to_integers"])
     else:
         raise IngestError(f"source.diff3d: expected 'amplitude' or 'counts', got {diff3d!r}")
+    # what the numbers are, as stored (evidence for the convention checks: counts are whole numbers)
+    conv["diff3d_whole_numbers"] = bool(np.all(d == np.rint(d)))
+    conv["diff3d_values_at_least_4"] = int(np.count_nonzero(d >= 4))
     norm = resolve_normalization("npz", probe_normalization)
     scale = probe_scale(norm, n)
     positions = np.stack([x, y], axis=1).astype(np.float64) + 0.5
@@ -335,7 +339,7 @@ def _attr_float(node: Any, path: Path, where: str, key: str, default: float | No
 
 def _open_h5(path: Path, what: str) -> h5py.File:
     if not path.is_file():
-        raise IngestError(f"{path}: file not found ({what})")
+        raise IngestError(not_a_file(path, what))
     try:
         return h5py.File(path, "r")
     except OSError as exc:
@@ -511,6 +515,129 @@ def consistency(imp: Imported, margin: int = 12) -> tuple[dict[str, float], dict
     return ratios, attrs
 
 
+# --------------------------------------------------------------------------- convention checks
+
+#: An alternative reading of the data (patterns fftshifted, transposed, x and y swapped, counts
+#: vs amplitudes) whose pattern correlation with the patterns predicted from the file's object
+#: and probe beats the declared reading by more than this stops the import.
+CONVENTION_MARGIN = 0.02
+#: Without an object: a mean pattern this many times brighter around the corners than around
+#: the centre has its zero frequency in the corner (patterns not fftshifted).
+CORNER_OVER_CENTRE_LIMIT = 3.0
+#: Whole-number square roots of this many counts >= 4 (all of them) mean counts were stored
+#: where amplitudes were declared (sqrt of Poisson counts is rarely a whole number).
+PERFECT_SQUARES_MIN = 100
+OVERRIDE = "or set source.check_conventions: false to override"
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _predicted(imp: Imported, positions: np.ndarray, margin: int = 12) -> tuple[np.ndarray, np.ndarray] | None:
+    """(indices, λ) of the patterns whose patch at ``positions`` lies inside the file's object
+    (plus the extractor's margin), λ through the pipeline's forward model; None if none does."""
+    n = imp.probe.shape[0]
+    h, w = imp.object_shape
+    x, y = positions[:, 0], positions[:, 1]
+    ok = ((x - n / 2 - margin >= 0) & (x + n / 2 + margin <= w - 1)
+          & (y - n / 2 - margin >= 0) & (y + n / 2 + margin <= h - 1))
+    sel = np.flatnonzero(ok)
+    if sel.size == 0 or imp.object is None:
+        return None
+    patches = extract_patches(imp.object.astype(np.complex128), positions[sel], n, margin=margin)
+    pr = imp.probe.astype(np.complex128)
+    lam = np.empty((len(sel), n, n))
+    for a in range(0, len(sel), 256):
+        b = slice(a, a + 256)
+        lam[b] = expected_counts((pr.real, pr.imag), (patches[b].real, patches[b].imag))
+    return sel, lam
+
+
+def _positions_keys(fmt: str) -> str:
+    return "xcoords and ycoords" if fmt == "npz" else "probe_position_x_m and probe_position_y_m"
+
+
+def convention_evidence(imp: Imported, fmt: str, diff3d: str | None,
+                        max_patterns: int = 512) -> tuple[dict[str, float], str | None]:
+    """Check the data against the declared conventions (:data:`CONVENTION_MARGIN`).
+
+    Returns (evidence recorded in the artifact, the problem as "evidence: advice" or None).
+    With an object: the pattern correlation of the declared reading and of each alternative
+    (fftshifted, transposed, x/y swapped, counts vs amplitude for NPZ). Without one: where the
+    mean pattern is brightest (zero frequency in the centre expected) and, for NPZ, whether
+    the numbers are whole where they should not be."""
+    n = imp.probe.shape[0]
+    evidence: dict[str, float] = {}
+    counts = imp.counts
+    sub = np.linspace(0, len(counts) - 1, min(len(counts), max_patterns)).astype(np.int64)
+    if imp.object is not None:
+        pred = _predicted(imp, imp.positions[sub])
+        if pred is not None:
+            sel, lam = pred
+            meas = counts[sub[sel]].astype(np.float64)
+            r0 = _pearson(meas, lam)
+            evidence["pattern_correlation"] = r0
+            alts: list[tuple[str, float, str]] = [
+                ("if fftshifted", _pearson(np.fft.fftshift(meas, axes=(1, 2)), lam),
+                 "patterns look not fftshifted (zero frequency in the corner): fftshift them before import"),
+                ("if transposed", _pearson(meas.transpose(0, 2, 1), lam),
+                 "patterns look transposed (rows and columns swapped): transpose each pattern before import"),
+            ]
+            swapped = _predicted(imp, imp.positions[sub][:, ::-1])
+            if swapped is not None:
+                s_sel, s_lam = swapped
+                alts.append(("with x and y swapped", _pearson(counts[sub[s_sel]], s_lam),
+                             f"{_positions_keys(fmt)} look swapped: swap them before import"))
+            if fmt == "npz" and diff3d == "amplitude":
+                alts.append(("with diff3d read as counts", _pearson(np.sqrt(meas), lam),
+                             "diff3d looks like counts, not amplitudes: set source.diff3d: counts"))
+            elif fmt == "npz" and diff3d == "counts":
+                alts.append(("with diff3d read as amplitudes", _pearson(np.square(meas), lam),
+                             "diff3d looks like amplitudes (sqrt of counts), not counts: set source.diff3d: amplitude"))
+            for label, r, _ in alts:  # e.g. pattern_correlation_if_fftshifted
+                evidence["pattern_correlation_" + label.replace(" ", "_")] = r
+            finite = [a for a in alts if np.isfinite(a[1])]
+            if finite and np.isfinite(r0):
+                label, r, advice = max(finite, key=lambda a: a[1])
+                if r > r0 + CONVENTION_MARGIN:
+                    return evidence, (f"pattern_correlation {r0:.4f} with the file's object and probe, {r:.4f} "
+                                      f"{label}: {advice}")
+                return evidence, None
+    mean = counts[sub].astype(np.float64).mean(axis=0)
+    c, q = n // 2, max(1, n // 8)
+    centre = float(mean[c - q:c + q, c - q:c + q].mean())
+    corners = float(np.fft.fftshift(mean)[c - q:c + q, c - q:c + q].mean())
+    evidence["mean_pattern_corners_over_centre"] = corners / centre if centre > 0 else float("inf")
+    if corners > CORNER_OVER_CENTRE_LIMIT * centre:
+        return evidence, (f"the mean pattern is {corners / max(centre, 1e-300):.3g}x brighter around the corners "
+                          "than around the centre: patterns look not fftshifted (zero frequency in the corner): "
+                          "fftshift them before import")
+    conv = imp.conversions
+    if (fmt == "npz" and diff3d == "amplitude" and conv.get("diff3d_whole_numbers")
+            and conv.get("diff3d_values_at_least_4", 0) >= PERFECT_SQUARES_MIN):
+        return evidence, (f"every diff3d value is a whole number ({conv['diff3d_values_at_least_4']} of them >= 4), "
+                          "as counts are and amplitudes (sqrt of counts) rarely are: diff3d looks like counts, not "
+                          "amplitudes: set source.diff3d: counts")
+    if (fmt == "npz" and diff3d == "counts" and not conv.get("diff3d_whole_numbers")
+            and conv.get("diff3d_squares_are_whole_numbers")):
+        return evidence, ("the diff3d values are not whole numbers but their squares are: diff3d looks like "
+                          "amplitudes (sqrt of counts), not counts: set source.diff3d: amplitude")
+    return evidence, None
+
+
+def check_shape(imp: Imported, cfg: IngestConfig) -> None:
+    """The patterns must be N x N for the scenario's N (caught here, not three stages later)."""
+    n = imp.counts.shape[-1]
+    if cfg.N is not None and n != cfg.N:
+        key = "diff3d" if cfg.format == "npz" else "patterns"
+        raise IngestError(f"{cfg.file}: {key}: expected {cfg.N}x{cfg.N} patterns (the scenario's N = {cfg.N}), "
+                          f"got {n}x{n}: set N: {n} for this scenario, or crop the patterns to {cfg.N}x{cfg.N}")
+
+
 # --------------------------------------------------------------------------- stage
 
 
@@ -531,7 +658,15 @@ def run(cfg: IngestConfig, scenario: str, out: str | Path) -> None:
     imp = load(cfg)
     for name, arr in (("counts", imp.counts), ("probe", imp.probe), ("positions", imp.positions)):
         check_finite(STAGE, name, arr)
+    check_shape(imp, cfg)
+    evidence, problem = convention_evidence(imp, cfg.format, cfg.diff3d)
+    if problem and cfg.check_conventions:
+        raise IngestError(f"{cfg.file}: {problem}, {OVERRIDE}")
+    if problem:
+        print(f"[{STAGE}] warning: {cfg.file}: {problem} (imported anyway: source.check_conventions is false)",
+              flush=True)
     ratios, extra = consistency(imp)
+    extra.update({f"convention_{k}": v for k, v in evidence.items() if k != "pattern_correlation"})
     n = imp.probe.shape[0]
     measured = float(imp.counts.sum(axis=(1, 2), dtype=np.float64).mean())
     sources = {"file": cfg.file, "sha256": file_sha256(cfg.file)}
@@ -556,11 +691,17 @@ def run(cfg: IngestConfig, scenario: str, out: str | Path) -> None:
     }
     write_artifact(out, stage=STAGE, scenario=scenario, config=cfg, arrays=arrays, attrs=attrs, ratios=ratios)
     said = ", ".join(f"{k} {v:.6g}" for k, v in ratios.items())
+    if "pattern_correlation" in extra:
+        said += f", pattern_correlation {extra['pattern_correlation']:.6g}"
     print(f"[{STAGE}] {scenario}: {cfg.format} {cfg.file}: {len(imp.counts)} patterns of {n}x{n}, frame "
           f"{imp.object_shape[0]}x{imp.object_shape[1]} px, object {'yes' if imp.object is not None else 'no'}; "
           f"mean counts/pattern {measured:.6g}; {said}; {time.perf_counter() - t0:.2f} s", flush=True)
     mo = ratios.get("measured_over_expected")
     if mo is not None and not 0.5 < mo < 2.0:
+        # a wrong probe FFT convention is off by N^2 (either way); anything else points at the counts
+        by_n2 = abs(abs(np.log(mo)) / np.log(float(n) ** 2) - 1) < 0.25
+        key = ("source.probe_normalization" if by_n2 else
+               "source.diff3d (amplitude or counts)" if cfg.format == "npz" else "the diffraction file's counts")
         print(f"[{STAGE}] warning: measured/expected counts = {mo:.4g} with the file's object and probe "
-              f"({imp.conversions['probe_normalization']} probe): is source.probe_normalization right? "
-              "(nothing was rescaled)", flush=True)
+              f"({imp.conversions['probe_normalization']} probe): is {key} right? (nothing was rescaled)",
+              flush=True)

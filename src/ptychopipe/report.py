@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .artifacts import (ArtifactError, read_attrs, read_comparison_json, read_telemetry, save_figure,
+from .artifacts import (ArtifactError, not_a_file, read_attrs, read_comparison_json, read_telemetry, save_figure,
                         write_text_atomic)
 from .telemetry import cpu_description
 
@@ -61,6 +61,32 @@ def _fmt(v: object) -> str:
     return "" if v is None else str(v)
 
 
+def _scenario_dirs(results: Path, scenarios: Sequence[str] | None) -> list[Path]:
+    """The scenario folders (with a simulated.h5) under ``results``, only ``scenarios`` when given.
+
+    Refused with one line (so that a typo never replaces the pipeline's table with an empty
+    one): ``results`` not a folder, a named scenario without results, no scenario at all."""
+    if not results.exists():
+        raise ArtifactError(f"{results}: results folder not found (--results); expected the pipeline's "
+                            "results/ folder; nothing written")
+    if not results.is_dir():
+        raise ArtifactError(f"{results}: not a folder (--results); expected the pipeline's results/ folder; "
+                            "nothing written")
+    found = sorted(p.name for p in results.iterdir() if p.is_dir() and (p / "simulated.h5").is_file())
+    if scenarios is not None:
+        missing = [s for s in scenarios if s not in found]
+        if missing:
+            raise ArtifactError(f"{results}: --scenarios: no results for {missing} (no {results / missing[0]}/"
+                                f"simulated.h5); expected scenarios from {found}; nothing written")
+        if not scenarios:
+            raise ArtifactError(f"{results}: --scenarios: expected at least one scenario name, got none; "
+                                "nothing written")
+    if not found:
+        raise ArtifactError(f"{results}: no scenario results (no */simulated.h5); expected the folder the "
+                            "pipeline wrote; nothing written")
+    return [results / name for name in found if scenarios is None or name in scenarios]
+
+
 def telemetry_rows(results: str | Path, scenarios: Sequence[str] | None = None) -> list[dict[str, object]]:
     """One row per (scenario, stage, array) found under ``results``, in pipeline order.
 
@@ -69,8 +95,7 @@ def telemetry_rows(results: str | Path, scenarios: Sequence[str] | None = None) 
     """
     results = Path(results)
     rows: list[dict[str, object]] = []
-    scen_dirs = sorted(p for p in results.iterdir() if p.is_dir() and (p / "simulated.h5").is_file()
-                       and (scenarios is None or p.name in scenarios)) if results.is_dir() else []
+    scen_dirs = _scenario_dirs(results, scenarios)
     for sdir in scen_dirs:
         prev_mean: float | None = None
         for fname, stage in STAGE_FILES:
@@ -127,6 +152,7 @@ SUMMARY_COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("amp_psnr_db", ("metrics", "amplitude", "psnr_db"), "dB"),
     ("amp_ls_scale", ("metrics", "amplitude", "ls_scale"), ""),
     ("amp_frc_resolution_px", ("metrics", "amplitude", "frc_resolution_px"), "px"),
+    ("amp_frc_crossed", ("metrics", "amplitude", "frc_crossed"), ""),
     ("phase_mae_rad", ("metrics", "phase", "mae"), "rad"),
     ("phase_rmse_rad", ("metrics", "phase", "rmse"), "rad"),
     ("phase_pearson_r", ("metrics", "phase", "pearson_r"), ""),
@@ -134,6 +160,7 @@ SUMMARY_COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("phase_psnr_db", ("metrics", "phase", "psnr_db"), "dB"),
     ("phase_ls_scale", ("metrics", "phase", "ls_scale"), ""),
     ("phase_frc_resolution_px", ("metrics", "phase", "frc_resolution_px"), "px"),
+    ("phase_frc_crossed", ("metrics", "phase", "frc_crossed"), ""),
     ("amplitude_bias", ("amplitude_bias",), "mean|Ô|/mean|O|"),
     ("phase_offset_rad", ("phase_offset_rad",), "rad"),
     ("n_pixels", ("n_pixels",), "px"),
@@ -144,9 +171,14 @@ SUMMARY_COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("first_broken", ("first_broken",), ""),
 )
 
-#: Columns of the Markdown table (a readable subset; the CSV has them all).
+#: Provenance of the run, the last columns of every summary.csv row and a line of summary.md.
+PROVENANCE_COLUMNS = ("preset", "config_hash", "ptychopipe_version", "created_utc")
+
+#: Columns of the Markdown table (a readable subset; the CSV has them all). The phase's
+#: least-squares scale stands beside the amplitude bias: a compressed phase (ls_scale well
+#: below 1) can keep a high Pearson r.
 SUMMARY_MD_COLUMNS = ("scenario", "amp_pearson_r", "amp_ssim", "amp_psnr_db", "amp_frc_resolution_px",
-                      "amplitude_bias", "phase_pearson_r", "phase_ssim", "phase_mae_rad",
+                      "amplitude_bias", "phase_ls_scale", "phase_pearson_r", "phase_ssim", "phase_mae_rad",
                       "phase_frc_resolution_px", "train_seconds", "samples_per_second", "nan_status",
                       "first_broken")
 
@@ -181,9 +213,27 @@ def _cell(v: Any) -> str:
     return str(v).replace("|", "\\|")
 
 
+def _summary_cell(row: dict[str, Any], column: str) -> str:
+    """A summary.md cell; an FRC resolution whose curve never crossed the threshold says so
+    (the number is then the band limit of the evaluation, not a measured resolution)."""
+    text = _cell(row[column])
+    crossed = {"amp_frc_resolution_px": "amp_frc_crossed", "phase_frc_resolution_px": "phase_frc_crossed"}
+    if column in crossed and row.get(crossed[column]) is False:
+        text = f"no crossing (≤ {text})"
+    return text
+
+
 def _signed(v: Any) -> str:
     """``v`` as ``+0.1234``; ``n/a`` for None (a non-finite number in the JSON)."""
     return "n/a" if v is None else f"{float(v):+.4f}"
+
+
+def ratio_axis_limits(values: Sequence[float], tolerance: float | None) -> tuple[float, float]:
+    """y limits of the bias panel: symmetric about the target 1, at least 0.9-1.1 (and 3x the
+    tolerance band), widened to show every finite value with a 10 % margin."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    half = max([0.1, 3.0 * (tolerance or 0.0)] + [abs(v - 1.0) * 1.1 for v in finite])
+    return 1.0 - half, 1.0 + half
 
 
 def overview_figure(rows: Sequence[dict[str, Any]], path: str | Path, tolerance: float | None = None) -> None:
@@ -210,7 +260,15 @@ def overview_figure(rows: Sequence[dict[str, Any]], path: str | Path, tolerance:
     )
     for ax, keys, label, ylim in panels:
         for i, (key, name) in enumerate(zip(keys, ("amplitude", "phase"))):
-            ax.bar(x + (i - 0.5) * 0.38, col(key), width=0.38, label=name)
+            bars = ax.bar(x + (i - 0.5) * 0.38, col(key), width=0.38, label=name)
+            crossed_key = key.replace("_resolution_px", "_crossed")
+            if crossed_key != key:  # FRC: a curve that never crossed the threshold is marked, not a resolution
+                for bar, r in zip(bars, rows):
+                    if r.get(crossed_key) is False:
+                        bar.set_hatch("//")
+                        bar.set_alpha(0.5)
+                        ax.annotate("no\ncrossing", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                                    ha="center", va="bottom", fontsize=7)
         ax.set_ylabel(label)
         if ylim:  # correlations can be negative: extend the axis below 0 when they are
             low = min([ylim[0]] + [float(np.nanmin(col(k))) - 0.05 for k in keys if np.any(np.isfinite(col(k)))])
@@ -219,12 +277,18 @@ def overview_figure(rows: Sequence[dict[str, Any]], path: str | Path, tolerance:
         ax.legend(fontsize=8)
     ax = axes[1, 0]
     bias = col("amplitude_bias")
-    ax.bar(x, bias, width=0.5, color=["C3" if r["first_broken"] != "none" else "C2" for r in rows])
+    ls = col("phase_ls_scale")
+    colours = ["C3" if r["first_broken"] != "none" else "C2" for r in rows]
+    # bars from the target 1 (not from 0), on an axis around 1: a ±5 % band is then visible
+    ax.bar(x - 0.19, bias - 1.0, bottom=1.0, width=0.38, color=colours, label="amplitude bias")
+    ax.bar(x + 0.19, ls - 1.0, bottom=1.0, width=0.38, color="C0", alpha=0.6, label="phase ls_scale")
     ax.axhline(1.0, color="k", lw=1)
     if tolerance is not None:
-        ax.axhspan(1 - tolerance, 1 + tolerance, color="0.85", zorder=0, label=f"±{tolerance:g}")
-        ax.legend(fontsize=8)
-    ax.set_ylabel("amplitude bias mean|Ô|/mean|O| (target 1)")
+        ax.axhspan(1 - tolerance, 1 + tolerance, color="0.85", zorder=0, label=f"1 ± {tolerance:g}")
+    ax.set_ylim(*ratio_axis_limits(np.concatenate([bias, ls]), tolerance))
+    ax.legend(fontsize=8)
+    ax.set_ylabel("ratio to truth (target 1)")
+    ax.set_title("amplitude bias mean|Ô|/mean|O|, phase least-squares scale", fontsize=9)
     for a in axes.ravel():
         a.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         a.grid(axis="y", alpha=0.3)
@@ -232,15 +296,35 @@ def overview_figure(rows: Sequence[dict[str, Any]], path: str | Path, tolerance:
     save_figure(fig, path)
 
 
+def provenance(preset: str | None = None, config_hash: str | None = None) -> dict[str, str]:
+    """The run's provenance: preset, config hash (None: "not recorded"), ptychopipe version and
+    the date (UTC) of the report."""
+    import datetime as dt
+
+    from . import __version__
+
+    return {"preset": preset or "not recorded", "config_hash": config_hash or "not recorded",
+            "ptychopipe_version": __version__,
+            "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
 def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_path: str | Path,
-                  overview_path: str | Path, baselines: Sequence[str | Path] = ()) -> tuple[Path, Path, Path]:
+                  overview_path: str | Path, baselines: Sequence[str | Path] = (),
+                  preset: str | None = None, config_hash: str | None = None,
+                  grid: tuple[str | Path, Sequence[str | Path], Sequence[str | Path]] | None = None
+                  ) -> tuple[Path, ...]:
     """Write summary.csv (all columns), summary.md (table, per-scenario chain and figure
     links) and the overview figure, from each scenario's comparison.json. Returns the paths.
     ``baselines``: baseline_comparison.json files (scenarios with the iterative reference),
-    tabulated in a "PINN vs iterative" section of summary.md."""
+    tabulated in a "PINN vs iterative" section of summary.md. ``preset`` and ``config_hash``
+    (of the run's scenarios, :func:`ptychopipe.config.scenarios_hash`) are recorded with the
+    ptychopipe version and the date (:data:`PROVENANCE_COLUMNS`). ``grid``: (PNG path, each
+    scenario's stitched.h5, simulated.h5, in the order of ``comparisons``): the all-scenarios
+    reconstruction grid (:func:`ptychopipe.figures.reconstruction_grid`), linked from summary.md."""
     if not comparisons:
         raise ValueError("report: expected at least one comparison.json, got none")
-    rows = summary_rows(comparisons)
+    prov = provenance(preset, config_hash)
+    rows = [{**r, **prov} for r in summary_rows(comparisons)]
     data: dict[str, dict[str, Any]] = {}
     for p in comparisons:
         d = read_comparison_json(p)
@@ -248,7 +332,7 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
             raise ValueError(f"{p}: scenario {d['scenario']!r} appears twice in the comparisons; "
                              "expected one comparison.json per scenario")
         data[str(d["scenario"])] = d
-    write_csv(csv_path, [n for n, _, _ in SUMMARY_COLUMNS], rows)
+    write_csv(csv_path, [n for n, _, _ in SUMMARY_COLUMNS] + list(PROVENANCE_COLUMNS), rows)
     tolerances = {float(d["config"]["ratio_tolerance"]) for d in data.values()}
     overview_figure(rows, overview_path, tolerances.pop() if len(tolerances) == 1 else None)
 
@@ -256,18 +340,23 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
     units = {n: u for n, _, u in SUMMARY_COLUMNS}
     lines = [
         "# ptychopipe summary", "",
+        f"Preset {prov['preset']}, config hash {prov['config_hash']}, ptychopipe {prov['ptychopipe_version']}, "
+        f"written {prov['created_utc']} (UTC).", "",
         f"{len(rows)} scenario(s). Metrics compare the stitched test-region reconstruction with the true "
         "object over its well-covered pixels, after removing the global phase offset only (no amplitude "
-        "rescaling, no registration unless configured). `amplitude_bias` = mean|Ô| / mean|O| (target 1). "
+        "rescaling, no registration unless configured). `amplitude_bias` = mean|Ô| / mean|O| (target 1); "
+        "`phase_ls_scale` = least-squares scale of the phase onto the truth (target 1; below 1: compressed "
+        "phase contrast, which a high phase Pearson r does not show). "
         "`first_broken` names the first stage of the ratio chain raw → grouped → normalized → prediction → "
         "stitched → truth that departs from its contract by more than `compare.ratio_tolerance`. "
         "All columns (with MAE, RMSE, PSNR, least-squares scalars) are in summary.csv.", "",
         f"![overview]({os.path.relpath(overview_path, md_dir)})", "",
+        *([f"![all scenarios: truth and reconstruction]({os.path.relpath(grid[0], md_dir)})", ""] if grid else []),
         "| " + " | ".join(_cell(f"{c} ({units[c]})" if units[c] else c) for c in SUMMARY_MD_COLUMNS) + " |",
         "|" + "---|" * len(SUMMARY_MD_COLUMNS),
     ]
     for r in rows:
-        lines.append("| " + " | ".join(_cell(r[c]) for c in SUMMARY_MD_COLUMNS) + " |")
+        lines.append("| " + " | ".join(_summary_cell(r, c) for c in SUMMARY_MD_COLUMNS) + " |")
     for r in rows:
         d = data[str(r["scenario"])]
         if d.get("has_truth", True) is False:
@@ -292,15 +381,22 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
             lines.append(f"| {link['stage']} | {_cell(link['ratio'])} | {_cell(link['contract'])} | "
                          f"{_cell(link['relative'])} | {_cell(link['cumulative'])} | "
                          f"{'**yes**' if link['broken'] else 'no'} |")
-        figs = d.get("figures") or {}
+        figs = dict(d.get("figures") or {})
+        data_png = md_dir / str(r["scenario"]) / "data.png"  # rule data_figure: probe, scan, a pattern
+        if data_png.is_file():
+            figs["inputs"] = str(data_png)
         if figs:
             lines += ["", " ".join(f"[{k}]({os.path.relpath(v, md_dir)})" for k, v in sorted(figs.items()))]
     if baselines:
         from .baseline import baseline_section
 
         lines += baseline_section(baselines, md_dir)
+    if grid:
+        from .figures import reconstruction_grid
+
+        reconstruction_grid(comparisons, grid[1], grid[2], grid[0])
     write_text_atomic(md_path, "\n".join(lines) + "\n")
-    return Path(md_path), Path(csv_path), Path(overview_path)
+    return (Path(md_path), Path(csv_path), Path(overview_path)) + ((Path(grid[0]),) if grid else ())
 
 
 # --------------------------------------------------------------------------- dose response
@@ -430,7 +526,7 @@ def quality_rows(results: str | Path, configfile: str | Path, preset: str,
         for fname in ("simulated.h5", "train.h5"):
             path = results / scen / fname
             if not path.is_file():
-                raise ArtifactError(f"{path}: file not found (expected the {fname[:-3]} artifact of {scen})")
+                raise ArtifactError(not_a_file(path, f"expected the {fname[:-3]} artifact of {scen}"))
             attrs[fname] = read_attrs(path)
             stage = str(attrs[fname].get("stage"))
             want = config_hash(stage_config(params[scen], stage))

@@ -128,7 +128,8 @@ def load_probe(path: str | Path, key: str, n: int) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise ProbeFileError(f"{path}: probe file not found")
+        raise ProbeFileError(f"{path}: is a directory; expected the probe file (probe.file)" if path.is_dir()
+                             else f"{path}: probe file not found")
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:

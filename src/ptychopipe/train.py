@@ -38,6 +38,7 @@ from .config import TrainConfig
 from .errors import PtychopipeError
 from .model import (PoissonLoss, build_model_from_config, estimate_is_learned, estimate_model, head_model,
                     merge_canvas, training_model)
+from .progress import duration, progress
 from .telemetry import array_stats, check_finite, check_nonnegative, cpu_description
 
 STAGE = "train"
@@ -266,9 +267,11 @@ class EpochLog(keras.callbacks.Callback):
                "learning_rate": lr, "seconds": seconds, "samples_per_second": self.n_train / train_s}
         for k, v in row.items():
             self.history[k].append(v)
+        left = self.epochs - epoch - 1  # at most: early stopping may end sooner
+        eta = float(np.mean(self.history["seconds"])) * left
         self.log(f"[train] {self.scenario} epoch {epoch + 1}/{self.epochs}: loss {row['loss']:.6g} "
                  f"val_loss {row['val_loss']:.6g} lr {lr:.3g} {seconds:.1f} s "
-                 f"{row['samples_per_second']:.1f} groups/s")
+                 f"{row['samples_per_second']:.1f} groups/s, ETA {duration(eta) if left else 'done'}")
 
 
 def weight_stats(model: keras.Model) -> dict[str, dict[str, Any]]:
@@ -341,7 +344,7 @@ class TrainResult:
 
 
 def _stdout(line: str) -> None:
-    print(line, flush=True)
+    progress(line)  # the log, and the terminal during `snakemake` (ptychopipe.progress)
 
 
 def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], None] = _stdout,

@@ -1,25 +1,11 @@
 # Shared helpers: config loading and validation, per-stage params, input functions.
-import os
 import re
 import sys
 from pathlib import Path
 
-# The workflow finds its own library even when the package is not installed.
-sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
+from ptychopipe.config import (ConfigError, default_scenarios, effective_preset, is_imported,
+                               resolve_with_overrides, scenarios_hash, stage_config, sweep_points, to_json)
 
-from ptychopipe.config import (ConfigError, default_scenarios, is_imported, resolve_scenarios,  # noqa: E402
-                               stage_config, sweep_points, to_json)
-
-PY = sys.executable
-# Rules run `python3 -m ptychopipe ...`, with no interpreter path in the shell command (so
-# `snakemake --lint` is clean and, under `--sdm conda`, the rule's environment supplies
-# python3). Otherwise the interpreter running Snakemake comes first on PATH and this
-# checkout's src/ on PYTHONPATH, so jobs run exactly this environment and this code.
-os.environ.update(
-    PATH=os.pathsep.join([str(Path(PY).parent), os.environ.get("PATH", "")]),
-    PYTHONPATH=os.pathsep.join(p for p in [str(Path(workflow.basedir).parent / "src"),
-                                           os.environ.get("PYTHONPATH", "")] if p),
-)
 CONDA_ENV = "../envs/ptychopipe.yaml"  # every rule's `conda:` (relative to workflow/rules/) but:
 BASELINE_CONDA_ENV = "../envs/baseline.yaml"  # rule baseline's, which also needs torch and pty-chi
 CONFIG_SOURCE = ", ".join(str(p) for p in workflow.configfiles) or "config"
@@ -37,9 +23,22 @@ def source_files(params):
     return files
 
 
+def shipped_path(path):
+    """A relative data path (probe.file, source.file) as given when it exists from the working
+    directory; else the workflow repository's own file of that name (the shipped data/probes/, for
+    a deployment whose working directory has no data/ folder); else as given (reported missing)."""
+    if not path or Path(path).is_absolute() or Path(path).exists():
+        return path
+    shipped = REPO_ROOT / path
+    return str(shipped) if shipped.exists() else path
+
+
 try:
     # One-line errors with the key path; same JSON schema file a user can read.
-    SCENARIOS = resolve_scenarios(config, config.get("preset"), source=CONFIG_SOURCE)
+    # (an error in a --config value names the command line, not the file)
+    SCENARIOS = resolve_with_overrides(FILE_CONFIG, config, dict(workflow.config_settings.config), CONFIG_SOURCE)
+    for _params in SCENARIOS.values():
+        _params["probe"]["file"] = shipped_path(_params["probe"]["file"])
     for _name, _params in SCENARIOS.items():  # a missing probe file: one line now, not a MissingInputException
         for _key, _path in source_files(_params).items():  # imported data: the same for its files
             if not Path(_path).is_file():
@@ -67,6 +66,9 @@ DEFAULT = default_scenarios(config, SCENARIOS)
 # The dose sweep(s): (scenario, nphotons) of every sweep over `nphotons`, as configured and selected;
 # a point with its base scenario's parameters is the base (dose_1e09 -> gs2_custom), built once.
 DOSE = [(n, float(v)) for n, v in sweep_points(config, SCENARIOS, "nphotons")]
+# Provenance recorded in the summary: the preset merged and one hash of the default scenarios' parameters.
+PRESET = effective_preset(config)
+RUN_CONFIG_HASH = scenarios_hash({n: SCENARIOS[n] for n in DEFAULT})
 
 
 def scenario_regex(names):
@@ -147,6 +149,18 @@ def all_targets():
     built unless named in `run`) and the telemetry table."""
     report_files = ["results/report/summary.md", "results/report/summary.csv", "results/report/overview.png"]
     return report_files + ["results/telemetry.md", "results/telemetry.csv"]
+
+
+def run_summary_message(outcome):
+    """What the run ends with on the terminal: where the summary, the report and the logs are."""
+    lines = [f"ptychopipe: workflow {outcome} (preset {PRESET}; {len(DEFAULT)} scenario(s) configured)."]
+    if outcome == "finished" and Path("results/report/summary.md").is_file():
+        lines.append("  summary:   results/report/summary.md (table: summary.csv, figure: overview.png)")
+    if Path("results/telemetry.md").is_file():
+        lines.append("  telemetry: results/telemetry.md")
+    lines.append("  logs:      results/<scenario>/logs/<stage>.log (e.g. tail -f results/*/logs/train.log)")
+    lines.append("  report:    snakemake --report results/report.html (an HTML report with every figure)")
+    return "\n".join(lines)
 
 
 def train_diagnostics(wildcards):

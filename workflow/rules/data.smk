@@ -21,7 +21,7 @@ rule simulate:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe simulate --scenario {wildcards.scenario} --config {params.cfg:q}"
-        " --out {output} --threads {threads} > {log} 2>&1"
+        " --out {output} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule split:
@@ -42,7 +42,7 @@ rule split:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe split --scenario {wildcards.scenario} --config {params.cfg:q}"
-        " --simulated {input.simulated} --out {output} --threads {threads} > {log} 2>&1"
+        " --simulated {input.simulated} --out {output} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule group:
@@ -64,7 +64,7 @@ rule group:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe group --scenario {wildcards.scenario} --config {params.cfg:q}"
-        " --simulated {input.simulated} --split {input.split} --out {output} --threads {threads} > {log} 2>&1"
+        " --simulated {input.simulated} --split {input.split} --out {output} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule normalize:
@@ -88,7 +88,7 @@ rule normalize:
     shell:
         "python3 -m ptychopipe normalize --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --simulated {input.simulated} --split {input.split} --grouped {input.grouped}"
-        " --out {output} --threads {threads} > {log} 2>&1"
+        " --out {output} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule telemetry:
@@ -110,4 +110,4 @@ rule telemetry:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe telemetry --results results --scenarios={params.scenarios}"
-        " --md {output.md} --csv {output.csv} > {log} 2>&1"
+        " --md {output.md} --csv {output.csv} 3>&2 > {log} 2>&1"

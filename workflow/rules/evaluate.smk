@@ -24,7 +24,7 @@ rule stitch:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe stitch --scenario {wildcards.scenario} --config {params.cfg:q}"
-        " --inferred {input.inferred} --out {output} --threads {threads} > {log} 2>&1"
+        " --inferred {input.inferred} --out {output} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule compare:
@@ -83,17 +83,51 @@ rule compare:
         " --inferred {input.inferred} --stitched {input.stitched} --train {input.train}"
         " --out {output.h5} --json {output.json} --amplitude-png {output.amplitude}"
         " --phase-png {output.phase} --frc-png {output.frc} --training-png {output.training}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} 3>&2 > {log} 2>&1"
+
+
+rule data_figure:
+    input:
+        simulated="results/{scenario}/simulated.h5",
+        split="results/{scenario}/split.h5",
+    output:
+        report(
+            "results/report/{scenario}/data.png",
+            caption="../report/data.rst",
+            category="Scenarios",
+            subcategory="{scenario}",
+            labels={"scenario": "{scenario}", "figure": "inputs"},
+        ),
+    log:
+        "results/{scenario}/logs/data_figure.log",
+    benchmark:
+        "results/{scenario}/benchmarks/data_figure.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        CONDA_ENV
+    shell:
+        "python3 -m ptychopipe data-figure --scenario {wildcards.scenario} --simulated {input.simulated}"
+        " --split {input.split} --out {output} 3>&2 > {log} 2>&1"
 
 
 rule summary:
     input:
         comparisons=per_scenario("results/{scenario}/comparison.json"),
+        stitched=per_scenario("results/{scenario}/stitched.h5"),  # the all-scenarios grid
+        simulated=per_scenario("results/{scenario}/simulated.h5"),
+        inputs_figures=per_scenario("results/report/{scenario}/data.png"),  # linked from summary.md
         baselines=baseline_comparisons(),  # scenarios with baseline.enabled (rules/baseline.smk); often none
     output:
         md=report("results/report/summary.md", caption="../report/summary.rst", category="Summary"),
         csv=report("results/report/summary.csv", caption="../report/summary_csv.rst", category="Summary"),
         overview=report("results/report/overview.png", caption="../report/overview.rst", category="Summary"),
+        grid=report("results/report/reconstructions.png", caption="../report/reconstructions.rst",
+                    category="Summary"),
+    params:
+        preset=PRESET,  # provenance recorded in the summary
+        config_hash=RUN_CONFIG_HASH,
     log:
         "results/logs/summary.log",
     benchmark:
@@ -105,8 +139,9 @@ rule summary:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe report --comparisons {input.comparisons} --baselines {input.baselines}"
-        " --md {output.md} --csv {output.csv}"
-        " --overview {output.overview} --threads {threads} > {log} 2>&1"
+        " --md {output.md} --csv {output.csv} --preset {params.preset} --config-hash {params.config_hash}"
+        " --overview {output.overview} --grid {output.grid} --stitched {input.stitched}"
+        " --simulated {input.simulated} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 # Dose response (not part of `rule all`): the dose-sweep scenarios (sweeps over `nphotons` in
@@ -136,4 +171,4 @@ rule dose_response:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe dose-response --comparisons {input.comparisons} --nphotons {params.nphotons}"
-        " --png {output.png} --csv {output.csv} --threads {threads} > {log} 2>&1"
+        " --png {output.png} --csv {output.csv} --threads {threads} 3>&2 > {log} 2>&1"

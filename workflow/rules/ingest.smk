@@ -30,7 +30,7 @@ rule ingest:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe ingest --scenario {wildcards.scenario} --config {params.cfg:q}"
-        " --out {output} --threads {threads} > {log} 2>&1"
+        " --out {output} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 # Data out (optional targets, not part of `rule all`): the stitched reconstruction with its
@@ -57,7 +57,7 @@ rule export_npz:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe export --format npz --stitched {input.stitched} --inferred {input.inferred}"
-        " --simulated {input.simulated} --train {input.train} --out {output} > {log} 2>&1"
+        " --simulated {input.simulated} --train {input.train} --out {output} 3>&2 > {log} 2>&1"
 
 
 rule export_ptychodus:
@@ -80,4 +80,4 @@ rule export_ptychodus:
         CONDA_ENV
     shell:
         "python3 -m ptychopipe export --format ptychodus --stitched {input.stitched} --inferred {input.inferred}"
-        " --simulated {input.simulated} --train {input.train} --out {output.product} > {log} 2>&1"
+        " --simulated {input.simulated} --train {input.train} --out {output.product} 3>&2 > {log} 2>&1"

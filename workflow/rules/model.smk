@@ -24,7 +24,7 @@ rule train:
     shell:
         "python3 -m ptychopipe train --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --normalized {input.normalized} --out {output.model} --history {output.history}"
-        " --diagnostics {params.diagnostics} --threads {threads} > {log} 2>&1"
+        " --diagnostics {params.diagnostics} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule infer:
@@ -48,4 +48,4 @@ rule infer:
     shell:
         "python3 -m ptychopipe infer --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --normalized {input.normalized} --model {input.model} --out {output}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} 3>&2 > {log} 2>&1"
