@@ -213,6 +213,50 @@ def test_workflow_adds_the_baseline_only_where_enabled(workdir):
     assert '\\"engine\\":\\"rpie\\"' in out or '"engine":"rpie"' in out
 
 
+def test_workflow_starts_the_baseline_from_the_stitched_reconstruction_when_asked(workdir):
+    """baseline.initial: reconstruction makes stitched.h5 an input of the baseline job (passed as
+    --stitched); the flat start reads only simulated.h5 and grouped.h5."""
+    import yaml
+
+    from pipeline_helpers import run_snakemake
+
+    path = workdir / "config" / "scenarios.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["scenarios"]["gs1_ideal"]["baseline"] = {"enabled": True, "initial": "reconstruction"}
+    cfg["scenarios"]["gs2_ideal"]["baseline"] = {"enabled": True}
+    cfg["run"] = ["gs1_ideal", "gs2_ideal"]
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = run_snakemake(workdir, "-n", "-p", "--config", "preset=ci", check=True, timeout=300).stdout
+    cmds = [ln for ln in out.splitlines() if "ptychopipe baseline --scenario" in ln]
+    assert len(cmds) == 2
+    (g1,) = [c for c in cmds if "--scenario gs1_ideal" in c]
+    (g2,) = [c for c in cmds if "--scenario gs2_ideal" in c]
+    assert "--stitched results/gs1_ideal/stitched.h5" in g1 and "--stitched" not in g2
+
+
+def test_initial_object_is_flat_or_the_stitched_reconstruction():
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    probe = np.ones((8, 8), np.complex64)
+    counts = np.full((3, 8, 8), 4.0)  # ā = sqrt(mean Σn / Σ|P|²) = 2
+    buf = B.Buffer(origin_x=10, origin_y=20, height=30, width=40)
+    flat = B.initial_object("flat", counts, probe, buf)
+    assert flat.shape == (30, 40) and np.all(flat == 2.0)
+    obj = rng.random((12, 16)) * np.exp(1j * rng.random((12, 16)))
+    cov = np.ones((12, 16))
+    cov[:, :4] = 0  # unlit columns keep the flat value
+    st = SimpleNamespace(object=obj, coverage=cov, origin_x=15, origin_y=25)
+    start = B.initial_object("reconstruction", counts, probe, buf, st)
+    np.testing.assert_array_equal(start[5:17, 9:21], obj[:, 4:])
+    np.testing.assert_array_equal(start[5:17, 5:9], 2.0)
+    assert np.all(start[:5] == 2.0) and np.all(start[17:] == 2.0)
+    with pytest.raises(B.BaselineError, match="baseline.initial: reconstruction needs the stitched reconstruction"):
+        B.initial_object("reconstruction", counts, probe, buf)
+    with pytest.raises(B.BaselineError, match=r"baseline.initial: expected one of \['flat', 'reconstruction'\]"):
+        B.initial_object("neighbours", counts, probe, buf)
+
+
 # --------------------------------------------------------------------------- with pty-chi
 
 
@@ -263,6 +307,31 @@ def test_gaussian_blur_stand_in_is_torchvisions_blur():
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="kernel_size"):
         B.GaussianBlur(kernel_size=4)
+
+
+@needs_ptychi
+def test_poisson_lsqml_from_the_stitched_start_begins_at_the_network(tmp_path, pinn):
+    """baseline.initial reconstruction with LSQML's Poisson noise model: its first epoch
+    starts from (and stays near) the network's stitched object, scored above the flat start."""
+    flat, recon = tmp_path / "flat.h5", tmp_path / "recon.h5"
+    for out, initial in ((flat, "flat"), (recon, "reconstruction")):
+        cfg = BaselineConfig(engine="lsqml", epochs=1, batch_size=4, snapshots=1, seed=3, noise_model="poisson",
+                             initial=initial)
+        B.run(cfg, "gs1_ideal", pinn["simulated"], pinn["grouped"], out,
+              stitched=pinn["stitched"] if initial == "reconstruction" else None)
+    from ptychopipe.compare import evaluate
+
+    st = read_stitched(pinn["stitched"])
+    truth = read_simulated(pinn["simulated"]).object
+    score = lambda p: evaluate(read_baseline(p).object, st.coverage, truth, st.origin_x, st.origin_y,  # noqa: E731
+                               compare_config()).metrics["amplitude"]["pearson_r"]
+    pinn_r = evaluate(st.object, st.coverage, truth, st.origin_x, st.origin_y, compare_config()).metrics[
+        "amplitude"]["pearson_r"]
+    assert score(recon) > score(flat)
+    assert score(recon) > pinn_r - 0.05
+    with h5py.File(recon) as f:
+        assert '"initial": "reconstruction"' in f.attrs["conventions"] or "reconstruction" in str(f.attrs["conventions"])
+        assert "poisson" in str(f.attrs["conventions"])
 
 
 @needs_ptychi
