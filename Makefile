@@ -13,9 +13,10 @@ PRESET_ARG = $(if $(PRESET),--config preset=$(PRESET))
 CORES  ?= 2
 
 # `snakemake --report` needs every report() file of its targets to exist: add the dose sweep's
-# (rule dose_response) once it has been built (`make quality`, or `snakemake dose_response`).
+# (rule dose_response) and the time-to-quality benchmark's (rule time_to_quality) once built.
 # Targets go before --config, which would take them for config entries.
-REPORT_TARGETS = all $(if $(wildcard results/report/dose_response.csv),dose_response)
+REPORT_TARGETS = all $(if $(wildcard results/report/dose_response.csv),dose_response) \
+	$(if $(wildcard results/bench/time_to_quality.csv),time_to_quality)
 
 .PHONY: demo test test-cluster venv dry-run quality results-doc rulegraph clean
 

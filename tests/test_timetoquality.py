@@ -115,3 +115,28 @@ def test_benchmark_on_the_ci_data(ci_results, tmp_path):
     md = (out / "time_to_quality.md").read_text()
     assert "| gs2_custom |" in md and "CPU s to r 0.99" in md
     assert (out / "time_to_quality.png").stat().st_size > 10_000
+
+
+def test_the_rule_reads_every_file_it_needs_and_runs_without_building(tmp_path):
+    """rule time_to_quality: the bench scenarios' data and models are declared inputs (a
+    scenario reconstructed with another's model reads that model), and the command it runs
+    builds nothing itself."""
+    import yaml
+
+    from pipeline_helpers import make_workdir, run_snakemake
+
+    def bench(cfg):
+        cfg["bench"] = {"scenarios": ["gs2_ideal", "unseen_lines"], "epochs": 3, "starts": ["flat"]}
+
+    wd = make_workdir(tmp_path / "wd", bench)
+    out = run_snakemake(wd, "-n", "-p", "time_to_quality", "--config", "preset=ci", check=True, timeout=300).stdout
+    (cmd,) = [ln for ln in out.splitlines() if "ptychopipe bench time-to-quality" in ln]
+    assert "--preset ci --scenarios gs2_ideal unseen_lines --epochs 3 --starts flat --out results/bench --no-build" in cmd
+    for f in ("results/gs2_ideal/model.keras", "results/gs2_custom/model.keras", "results/unseen_lines/normalized.h5"):
+        assert f in out
+    assert "results/unseen_lines/model.keras" not in out
+    cfg = yaml.safe_load((wd / "config" / "scenarios.yaml").read_text())
+    cfg["bench"]["scenarios"] = ["gs9"]
+    (wd / "config" / "scenarios.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    res = run_snakemake(wd, "-n", "time_to_quality", "--config", "preset=ci", timeout=300)
+    assert res.returncode != 0 and "bench.scenarios: 'gs9' is not a scenario of this run" in res.stderr + res.stdout

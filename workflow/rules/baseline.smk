@@ -30,7 +30,7 @@ rule baseline:
     shell:
         "python3 -m ptychopipe baseline --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --simulated {input.simulated} --grouped {input.grouped} {params.start} --out {output}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule baseline_compare:
@@ -69,4 +69,4 @@ rule baseline_compare:
         " --baseline {input.baseline} --simulated {input.simulated} --stitched {input.stitched}"
         " --inferred {input.inferred} --comparison {input.comparison}"
         " --infer-benchmark {params.infer_benchmark} --out {output.json} --figure {output.figure}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} 3>&2 > {log} 2>&1"

@@ -122,6 +122,26 @@ def train_history_input(wildcards):
     return f"results/{model_scenario(wildcards)}/train.h5"
 
 
+# The time-to-quality benchmark's settings (rules/bench.smk); validated with the rest of the config.
+BENCH = config.get("bench") or {"scenarios": [], "epochs": 20, "starts": ["flat"]}
+
+
+def bench_inputs(wildcards):
+    """Every file `ptychopipe bench time-to-quality` reads for bench.scenarios: each one's data
+    and the model (and its train.h5) that reconstructs it."""
+    files = {}
+    for name in BENCH["scenarios"]:
+        if name not in SCENARIOS:
+            raise ValueError(f"{CONFIG_SOURCE}: bench.scenarios: {name!r} is not a scenario of this run; expected "
+                             f"one of {sorted(SCENARIOS)}")
+        src = SCENARIOS[name]["infer"]["model_from"] or name
+        for art in ("simulated.h5", "grouped.h5", "normalized.h5"):
+            files[f"{name}_{art.split('.')[0]}"] = f"results/{name}/{art}"
+        files[f"{name}_model"] = f"results/{src}/model.keras"
+        files[f"{name}_train"] = f"results/{src}/train.h5"
+    return files
+
+
 def probe_input(wildcards):
     """The custom probe file is an input of simulate (editing it re-runs simulate)."""
     probe = SCENARIOS[wildcards.scenario]["probe"]
