@@ -153,6 +153,24 @@ def test_summary_links_the_grid_and_the_input_figures(two_scenarios, ci_data, tm
                              grid=(out / "g.png", stitched[:1], simulated))
 
 
+def test_a_compressed_phase_is_flagged_in_the_summary(two_scenarios, tmp_path):
+    """phase ls_scale 0.74 with phase r 0.97: the scenario's section says the phase contrast is
+    compressed (the amplitude chain cannot see it); a scale within the tolerance says nothing."""
+    data = json.loads(two_scenarios["json"][1].read_text())
+    data["metrics"]["phase"]["ls_scale"] = 0.74
+    data["metrics"]["phase"]["pearson_r"] = 0.97
+    one = tmp_path / "gs2_custom" / "comparison.json"
+    one.parent.mkdir()
+    one.write_text(json.dumps(data))
+    md, _, _ = report.write_summary([two_scenarios["json"][0], one], tmp_path / "s.md", tmp_path / "s.csv",
+                                    tmp_path / "o.png")
+    text = md.read_text()
+    section = text[text.index("## gs2_custom"):]
+    assert ("**Phase contrast compressed**: the phase's least-squares scale onto the truth is 0.740 "
+            "(target 1 ± 0.05; phase r 0.97 does not show it).") in section
+    assert "Phase contrast" not in text[text.index("## gs1_ideal"):text.index("## gs2_custom")]
+
+
 def test_run_config_hash_follows_the_parameters(raw_config):
     from ptychopipe.config import resolve_scenarios, scenarios_hash
 

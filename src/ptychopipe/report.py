@@ -223,6 +223,17 @@ def _summary_cell(row: dict[str, Any], column: str) -> str:
     return text
 
 
+def phase_scale_note(row: dict[str, Any], tolerance: float) -> list[str]:
+    """Lines flagging a compressed (or stretched) phase: the amplitude chain does not see the
+    phase, and a phase shrunk to 0.74 of the truth can keep a Pearson r of 0.97."""
+    ls = row.get("phase_ls_scale")
+    if ls is None or not math.isfinite(float(ls)) or abs(float(ls) - 1.0) <= tolerance:
+        return []
+    what = "compressed" if float(ls) < 1.0 else "stretched"
+    return [f"**Phase contrast {what}**: the phase's least-squares scale onto the truth is {float(ls):.3f} "
+            f"(target 1 ± {tolerance:g}; phase r {_cell(row.get('phase_pearson_r'))} does not show it).", ""]
+
+
 def _signed(v: Any) -> str:
     """``v`` as ``+0.1234``; ``n/a`` for None (a non-finite number in the JSON)."""
     return "n/a" if v is None else f"{float(v):+.4f}"
@@ -375,6 +386,7 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
                       f"Evaluated {d['n_pixels']} px; global phase offset removed {_signed(d['phase_offset_rad'])} rad; "
                       f"registration {'shift ' + str(d['registration']['shift_px']) + ' px' if d['registration']['enabled'] else 'off'}; "
                       f"NaN status: {d['nan_status']}.", "",
+                      *phase_scale_note(r, float(d["config"]["ratio_tolerance"])),
                       "| stage | ratio | contract | ratio / contract | cumulative ratio | broken |",
                       "|---|---|---|---|---|---|"]
         for link in d["chain"]:
