@@ -78,7 +78,8 @@ def test_missing_extra_is_one_line_with_the_install_command(tmp_path, monkeypatc
             "u.find_spec = lambda n, *a: None if n in ('ptychi', 'torch') else f(n, *a); "
             "from ptychopipe.cli import main; raise SystemExit(main(sys.argv[1:]))")
     res = subprocess.run([sys.executable, "-c", "import sys; " + code, "baseline", "--scenario", "s", "--config",
-                          json.dumps({"engine": "lsqml", "epochs": 1, "batch_size": 4, "snapshots": 1, "seed": 0}),
+                          json.dumps({"engine": "lsqml", "epochs": 1, "batch_size": 4, "snapshots": 1, "seed": 0,
+                                      "noise_model": "gaussian", "initial": "flat"}),
                           "--simulated", "x.h5", "--grouped", "y.h5", "--out", str(tmp_path / "b.h5")],
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
@@ -337,17 +338,17 @@ def test_poisson_lsqml_from_the_stitched_start_begins_at_the_network(tmp_path, p
 @needs_ptychi
 def test_tiny_reconstruction_converges_and_is_compared(tmp_path, pinn):
     out = tmp_path / "baseline.h5"
-    cfg = BaselineConfig(engine="rpie", epochs=12, batch_size=4, snapshots=3, seed=3)
+    cfg = BaselineConfig(engine="rpie", epochs=48, batch_size=4, snapshots=3, seed=3)
     B.run(cfg, "gs1_ideal", pinn["simulated"], pinn["grouped"], out)
     b = read_baseline(out)
     st = read_stitched(pinn["stitched"])
     assert b.object.shape == st.object.shape and b.origin == (st.origin_x, st.origin_y)
-    assert list(b.epochs) == [4, 8, 12] and np.all(np.diff(b.seconds) > 0)
+    assert list(b.epochs) == [16, 32, 48] and np.all(np.diff(b.seconds) > 0)
     assert b.deviance.mean(axis=1)[-1] < b.deviance.mean(axis=1)[0]
     res = B.compare_run(compare_config(), "gs1_ideal", baseline=out, simulated=pinn["simulated"],
                         stitched=pinn["stitched"], inferred=pinn["inferred"], comparison=pinn["json"],
                         out=tmp_path / "baseline_comparison.json")
     q = [s["quality"] for s in res["snapshots"]]
-    assert q[-1] > q[0] and q[-1] > 0.8  # rPIE with the known probe converges on the ci data
+    assert q[-1] > q[0] and q[-1] > 0.8  # rPIE with the known probe converges on the ci data (measured 0.64 after 12 epochs)
     assert res["iterative"]["amplitude_bias"] == pytest.approx(1.0, abs=0.05)  # the probe's scale is kept
     assert res["iterative"]["predicted_over_measured_counts"] == pytest.approx(1.0, abs=0.02)

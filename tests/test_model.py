@@ -634,7 +634,7 @@ def test_model_from_config_gets_the_tolerance_in_input_units_and_saves_it(tmp_pa
     from ptychopipe.infer import load_model
     from ptychopipe.train import save_model_atomic
 
-    cfg = stage_config(load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs2_custom"], "train")
+    cfg = stage_config(load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["mode_dm10_unet"], "train")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate_noise_tolerance=1.5))
     probe = load_probe(CUSTOM_PROBE, "probeGuess", N)
     m = M.build_model_from_config(cfg, probe, 0.8, M.merge_canvas(N, 8.0), input_scale=0.02)
@@ -647,6 +647,13 @@ def test_model_from_config_gets_the_tolerance_in_input_units_and_saves_it(tmp_pa
     assert g.get_layer("group_estimate").tolerance == 0.0
     old = {k: v for k, v in m.get_layer("group_estimate").get_config().items() if k != "tolerance"}
     assert M.GroupEstimate.from_config(old).tolerance == 0.0
+    unrolled = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate_algorithm="unrolled",
+                                                                  prior_filters=4))
+    u = M.build_model_from_config(unrolled, probe, 0.8, M.merge_canvas(N, 8.0), input_scale=0.02)
+    assert u.get_layer("group_estimate").algorithm == "unrolled"
+    assert u.get_layer("group_estimate").tolerance == pytest.approx(0.015)  # the unrolled model gets δ too
+    save_model_atomic(u, tmp_path / "unrolled.keras")
+    assert load_model(tmp_path / "unrolled.keras").get_layer("group_estimate").tolerance == pytest.approx(0.015)
 
 
 def test_group_estimate_rejects_bad_settings():

@@ -331,19 +331,20 @@ def _rule_conda_envs() -> dict[str, Path]:
 def test_rule_conda_env_matches_pyproject():
     """Each rule's `conda:` environment (under --sdm conda) carries the runtime dependencies
     of pyproject.toml, less Snakemake and its executor plugin, which run the workflow and
-    are not needed inside a job; rule baseline's also carries the `baselines` extra (torch,
-    pty-chi) with pyproject's exact pins, and no other rule's does."""
+    are not needed inside a job; rules baseline's and time_to_quality's also carry the
+    `baselines` extra (torch, pty-chi) with pyproject's exact pins, and no other rule's does."""
     project = _pyproject()
     runtime = {_name(r) for r in project["dependencies"]} - {"snakemake", "snakemake-executor-plugin-slurm"}
     extra = project["optional-dependencies"]["baselines"]
     envs = _rule_conda_envs()
     assert {"train", "infer", "baseline", "baseline_compare"} <= set(envs)
     for rule, path in envs.items():
-        wanted = runtime | ({_name(r) for r in extra} if rule == "baseline" else set())
+        with_ptychi = rule in ("baseline", "time_to_quality")  # the rules that run pty-chi
+        wanted = runtime | ({_name(r) for r in extra} if with_ptychi else set())
         _, have, pip = _conda_env(path)
         assert have == wanted, (f"rule {rule} ({path.name}) only: {sorted(have - wanted)}; "
                                 f"pyproject only: {sorted(wanted - have)}")
-        if rule == "baseline":
+        if with_ptychi:
             assert set(extra) <= set(pip), f"{path.name}: expected pyproject's pins {extra}"
             # PyPI's default Linux torch wheel is the multi-GB CUDA build
             assert "--extra-index-url https://download.pytorch.org/whl/cpu" in pip, path.name

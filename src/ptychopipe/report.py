@@ -516,7 +516,9 @@ def quality_rows(results: str | Path, configfile: str | Path, preset: str,
                  scenarios: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One row per scenario for the results table of ``make quality``: the compare-stage metrics
     (comparison.json), nphotons (simulated.h5), training time, epochs and backend (train.h5).
-    ``scenarios``: default every scenario of ``configfile`` (the default ones, then the sweeps).
+    ``scenarios``: default the scenarios ``make quality`` builds: the default ones, then the
+    dose sweep's points (the sweeps over nphotons; the reconstruction-mode and model-reuse
+    sweeps are benchmark scenarios, built on request).
     Each scenario's simulate/ingest and train artifacts must carry the config hash of that
     scenario under ``preset`` (else the table would mislabel them): one-line ValueError if not."""
     from .config import config_hash, default_scenarios, load_scenarios, load_yaml, stage_config, sweep_points
@@ -526,7 +528,7 @@ def quality_rows(results: str | Path, configfile: str | Path, preset: str,
     if scenarios is None:
         first = default_scenarios(raw, params)
         # then the sweeps' points; dose_1e09 is gs2_custom, listed once
-        scenarios = first + [s for s, _ in sweep_points(raw, params) if s not in first]
+        scenarios = first + [s for s, _ in sweep_points(raw, params, "nphotons") if s not in first]
     unknown = [s for s in scenarios if s not in params]
     if unknown:
         raise ValueError(f"quality-table: scenario(s) {unknown} not in {configfile}; expected names from {sorted(params)}")
