@@ -286,7 +286,7 @@ def test_params_diff_unknown_scenario_is_one_line(capsys):
     assert rc == 1
     assert err.strip() == (f"ptychopipe params-diff: error: {CONFIG}: scenario 'gs7' not found; expected one of "
                            "['dose_10000', 'dose_100000', 'dose_1e06', 'dose_1e07', 'dose_1e09', 'gs1_custom', "
-                           "'gs1_ideal', 'gs2_custom', 'gs2_ideal', 'mode_dm10_unet', 'mode_dm200_unet', 'unseen_blobs', "
+                           "'gs1_ideal', 'gs2_custom', 'gs2_ideal', 'mode_dm200_unet', 'mode_unrolled10', 'unseen_blobs', "
                            "'unseen_lines']")  # the dose sweep's scenarios too
 
 

@@ -202,7 +202,7 @@ def test_shipped_config_is_valid_for_every_preset(preset):
     # model on scans it was not trained on
     swept = ("dose_", "mode_", "unseen_")
     assert sorted(s for s in scen if not s.startswith(swept)) == SCENARIOS
-    assert sorted(s for s in scen if s.startswith(swept[1:])) == ["mode_dm10_unet", "mode_dm200_unet",
+    assert sorted(s for s in scen if s.startswith(swept[1:])) == ["mode_dm200_unet", "mode_unrolled10",
                                                                    "unseen_blobs", "unseen_lines"]
     assert {s: p["infer"]["model_from"] for s, p in scen.items() if p["infer"]["model_from"]} == {
         "unseen_blobs": "gs2_custom", "unseen_lines": "gs2_custom"}
@@ -370,17 +370,17 @@ def _stage_jsons(params):
     ("infer.batch_size", 3, {"infer"}),
     ("stitch.weight", "uniform", {"stitch"}),
     ("stitch.resolve_twin", True, {"stitch"}),
-    # the shipped model is the learned unrolled difference map: the gradient's momentum is not a parameter of it
+    # the shipped estimate is the difference map: the gradient's momentum is not a parameter of it
     ("model.estimate_momentum", 0.5, set()),
     ("model.estimate_noise_tolerance", 2.0, {"train"}),
     ("model.estimate_algorithm", "gradient", {"train"}),
-    ("model.prior_filters", 4, {"train"}),
-    ("model.filters", 4, set()),  # the U-Net's width: not a parameter of the unrolled model
+    ("model.prior_filters", 4, set()),  # the unrolled model's prior: not a parameter of the U-Net model
+    ("model.filters", 4, {"train"}),
 ])
 def test_each_stage_config_carries_exactly_its_own_parameters(dotted, value, changed):
     """A parameter change alters the params (hence re-runs) of exactly the stages that use it;
     downstream stages re-run because their inputs change, not their params."""
-    p = load_scenarios(REPO / "config" / "scenarios.yaml", "full")["gs2_custom"]  # the unrolled default
+    p = load_scenarios(REPO / "config" / "scenarios.yaml", "full")["gs2_custom"]
     q = yaml.safe_load(yaml.safe_dump(p))
     _set(q, dotted, value)
     a, b = _stage_jsons(p), _stage_jsons(q)

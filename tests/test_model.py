@@ -634,7 +634,7 @@ def test_model_from_config_gets_the_tolerance_in_input_units_and_saves_it(tmp_pa
     from ptychopipe.infer import load_model
     from ptychopipe.train import save_model_atomic
 
-    cfg = stage_config(load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["mode_dm10_unet"], "train")
+    cfg = stage_config(load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs2_custom"], "train")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate_noise_tolerance=1.5))
     probe = load_probe(CUSTOM_PROBE, "probeGuess", N)
     m = M.build_model_from_config(cfg, probe, 0.8, M.merge_canvas(N, 8.0), input_scale=0.02)

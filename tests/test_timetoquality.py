@@ -93,9 +93,10 @@ def test_benchmark_on_the_ci_data(ci_results, tmp_path):
     for s in ("gs2_custom", "gs1_ideal"):
         mine = [r for r in rows if r["scenario"] == s]
         pipe = [r for r in mine if r["method"] == "pipeline"]
-        # the unrolled model (gs2_custom) has one mode; a U-Net model (gs1_ideal) also its estimate alone
-        want = {"unrolled x5 (learned) + network"} if s == "gs2_custom" else {
-            "difference_map x200 + U-Net + network", "difference_map x200, no network"}
+        # a U-Net model has two modes: the network, and its estimate alone (an unrolled model has one:
+        # tests/test_unrolled.py)
+        k = 5 if s == "gs2_custom" else 200  # the ci preset's iterations; gs1_ideal's own
+        want = {f"difference_map x{k} + U-Net + network", f"difference_map x{k}, no network"}
         assert {r["mode"] for r in pipe} == want
         for start in ("flat", "reconstruction"):
             for nm in ("gaussian", "poisson"):

@@ -139,6 +139,15 @@ def test_model_shapes_and_gradients_reach_every_learned_parameter():
             assert float(tf.reduce_max(tf.abs(g))) > 0, w.name
 
 
+def test_an_unrolled_model_has_one_reconstruction_mode():
+    from ptychopipe.timetoquality import mode_label, pipeline_modes
+
+    m = _model()
+    assert list(pipeline_modes(m)) == ["network"]  # its learning is all in the estimate
+    p = {"model": {"estimate_algorithm": "unrolled", "estimate_iterations": 3}}
+    assert mode_label(p, "network") == "unrolled x3 (learned) + network"
+
+
 def test_save_load_gives_identical_predictions(tmp_path):
     from ptychopipe.infer import load_model
     from ptychopipe.train import save_model_atomic

@@ -407,9 +407,15 @@ def plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import NullFormatter
+
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(4.2 * len(scenarios), 3.6), squeeze=False)
-    for ax, s in zip(axes[0], scenarios):
+    cols = min(3, len(scenarios))
+    nrows = math.ceil(len(scenarios) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.2 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(scenarios):]:
+        ax.set_visible(False)
+    for ax, s in zip(axes.ravel(), scenarios):
         mine = [r for r in rows if r["scenario"] == s]
         for key in sorted({(r["mode"], r["start"]) for r in mine if r["method"] == "pty-chi"}):
             run = [r for r in mine if r["method"] == "pty-chi" and (r["mode"], r["start"]) == key]
@@ -419,11 +425,12 @@ def plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
             if r["method"] == "pipeline":
                 ax.plot([r["cpu_seconds"]], [r["amp_r"]], "*", ms=11, label=f"pipeline: {r['mode']}")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("CPU seconds")
         ax.set_ylabel("amplitude Pearson r")
         ax.set_title(s)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6.5, loc="lower right")
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
