@@ -18,7 +18,7 @@ CORES  ?= 2
 REPORT_TARGETS = all $(if $(wildcard results/report/dose_response.csv),dose_response) \
 	$(if $(wildcard results/bench/time_to_quality.csv),time_to_quality)
 
-.PHONY: demo test test-cluster venv dry-run quality results-doc rulegraph clean
+.PHONY: demo test test-slow test-cluster venv dry-run quality results-doc rulegraph clean
 
 # Debian/Ubuntu ship `venv` without `ensurepip` unless python3-venv is installed: then the
 # venv is created --without-pip and pip is bootstrapped with get-pip.py (needs the network,
@@ -48,8 +48,14 @@ demo: $(STAMP)
 	@echo "Summary (CSV):      $(CURDIR)/results/report/summary.csv"
 	@echo "HTML report:        $(CURDIR)/results/report.html  (self-contained: every figure and table)"
 
+# The suite in two tiers: `make test` (everything but the longest end-to-end runs, ~6 min on
+# 2 cores) and `make test-slow` (those runs: the whole ci DAG, determinism, kill and re-run,
+# module deployment, ~5 min); .ci/run runs both.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow" --durations=10
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow --durations=10
 
 # Real SLURM run of the ci DAG on a single-node cluster on localhost (needs root: installs
 # slurm-wlm + munge with apt-get if missing, starts and stops the daemons by PID); see

@@ -82,6 +82,7 @@ use rule * from ptychopipe
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_deployed_as_a_module_runs_to_the_report(tmp_path):
     """What `snakedeploy deploy-workflow <local clone> DEST` writes -- DEST/config (a copy of the
     repository's config/, read as config/config.yaml) and a Snakefile using this workflow as a

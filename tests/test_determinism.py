@@ -19,7 +19,7 @@ from pipeline_helpers import (DATA_FILES, PROFILES, REPO, SCENARIOS, _same_value
                               assert_h5_identical, h5_contents, make_workdir, run_snakemake, run_stage)
 from ptychopipe.config import load_scenarios, stage_config, to_json
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # make test-slow
 
 DATA_TARGETS = [f"results/{s}/normalized.h5" for s in SCENARIOS]
 

@@ -276,6 +276,7 @@ def test_ctrl_c_is_one_line_and_leaves_nothing(tmp_path):
 SCEN = "gs2_ideal"
 
 
+@pytest.mark.slow
 def test_sigkill_train_job_then_rerun(tmp_path):
     wd = make_workdir(tmp_path / "wd", run=[SCEN])
     target = f"results/{SCEN}/inferred.h5"

@@ -576,6 +576,7 @@ def test_ptychodus_product_without_object_builds_a_frame(tmp_path, sim):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_imported_scenario_end_to_end_with_report(workdir, ci_data):
     """A user points a scenario at an NPZ without an object: the whole DAG runs (ingest instead
     of simulate), and the report says the metrics are data-space only; with the baselines

@@ -21,7 +21,7 @@ import yaml
 
 from ptychopipe.artifacts import read_comparison_json, read_stitched
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # make test-slow
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"

@@ -6,8 +6,6 @@
 
 
 rule baseline:
-    wildcard_constraints:
-        scenario=scenario_regex(BASELINE),
     input:
         simulated="results/{scenario}/simulated.h5",
         grouped="results/{scenario}/grouped.h5",
@@ -15,18 +13,22 @@ rule baseline:
         stitched=baseline_start,
     output:
         "results/{scenario}/baseline.h5",
-    params:
-        cfg=stage_params("baseline"),
-        start=lambda wildcards, input: f"--stitched {input.stitched}" if input.stitched else "",
     log:
         "results/{scenario}/logs/baseline.log",
     benchmark:
         "results/{scenario}/benchmarks/baseline.tsv"
+    wildcard_constraints:
+        scenario=scenario_regex(BASELINE),
+    conda:
+        BASELINE_CONDA_ENV
     threads: 2
     resources:
         mem_mb=4000,
-    conda:
-        BASELINE_CONDA_ENV
+    params:
+        cfg=stage_params("baseline"),
+        start=lambda wildcards, input: (
+            f"--stitched {input.stitched}" if input.stitched else ""
+        ),
     shell:
         "python3 -m ptychopipe baseline --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --simulated {input.simulated} --grouped {input.grouped} {params.start} --out {output}"
@@ -34,8 +36,6 @@ rule baseline:
 
 
 rule baseline_compare:
-    wildcard_constraints:
-        scenario=scenario_regex(BASELINE),
     input:
         baseline="results/{scenario}/baseline.h5",
         simulated="results/{scenario}/simulated.h5",
@@ -51,19 +51,21 @@ rule baseline_compare:
             subcategory="{scenario}",
             labels={"scenario": "{scenario}", "figure": "PINN vs iterative"},
         ),
-    params:
-        cfg=stage_params("compare"),
-        # written by Snakemake when infer finished (the PINN inference job's wall time)
-        infer_benchmark="results/{scenario}/benchmarks/infer.tsv",
     log:
         "results/{scenario}/logs/baseline_compare.log",
     benchmark:
         "results/{scenario}/benchmarks/baseline_compare.tsv"
+    wildcard_constraints:
+        scenario=scenario_regex(BASELINE),
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        CONDA_ENV
+    params:
+        cfg=stage_params("compare"),
+        # written by Snakemake when infer finished (the PINN inference job's wall time)
+        infer_benchmark="results/{scenario}/benchmarks/infer.tsv",
     shell:
         "python3 -m ptychopipe baseline-compare --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --baseline {input.baseline} --simulated {input.simulated} --stitched {input.stitched}"

@@ -19,20 +19,20 @@ rule time_to_quality:
             caption="../report/time_to_quality.rst",
             category="Time to quality",
         ),
+    log:
+        "results/logs/time_to_quality.log",
+    benchmark:
+        "results/benchmarks/time_to_quality.tsv"
+    conda:
+        BASELINE_CONDA_ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
     params:
         preset=PRESET,
         scenarios=" ".join(BENCH["scenarios"]),
         epochs=BENCH["epochs"],
         starts=" ".join(BENCH["starts"]),
-    log:
-        "results/logs/time_to_quality.log",
-    benchmark:
-        "results/benchmarks/time_to_quality.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-    conda:
-        BASELINE_CONDA_ENV
     shell:
         "python3 -m ptychopipe bench time-to-quality --preset {params.preset} --scenarios {params.scenarios}"
         " --epochs {params.epochs} --starts {params.starts} --out results/bench --no-build"

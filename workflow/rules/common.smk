@@ -3,30 +3,45 @@ import re
 import sys
 from pathlib import Path
 
-from ptychopipe.config import (ConfigError, default_scenarios, effective_preset, is_imported,
-                               resolve_with_overrides, scenarios_hash, stage_config, sweep_points, to_json)
+from ptychopipe.config import (
+    ConfigError,
+    default_scenarios,
+    effective_preset,
+    is_imported,
+    resolve_with_overrides,
+    scenarios_hash,
+    stage_config,
+    sweep_points,
+    to_json,
+)
 
-CONDA_ENV = "../envs/ptychopipe.yaml"  # every rule's `conda:` (relative to workflow/rules/) but:
-BASELINE_CONDA_ENV = "../envs/baseline.yaml"  # rule baseline's, which also needs torch and pty-chi
+# every rule's `conda:` (relative to workflow/rules/) but those that run pty-chi (baseline,
+# time_to_quality), which also need torch and pty-chi
+CONDA_ENV = "../envs/ptychopipe.yaml"
+BASELINE_CONDA_ENV = "../envs/baseline.yaml"
 CONFIG_SOURCE = ", ".join(str(p) for p in workflow.configfiles) or "config"
 
 
 def source_files(params):
     """{config key: path} of the files an imported scenario reads (empty when simulated): the
-    source file and, for ptychodus, its diffraction file (default: diffraction.h5 beside it)."""
+    source file and, for ptychodus, its diffraction file (default: diffraction.h5 beside it).
+    """
     src = params["source"]
     if not src["file"]:
         return {}
     files = {"source.file": src["file"]}
     if src["format"] == "ptychodus":
-        files["source.diffraction"] = src["diffraction"] or str(Path(src["file"]).with_name("diffraction.h5"))
+        files["source.diffraction"] = src["diffraction"] or str(
+            Path(src["file"]).with_name("diffraction.h5")
+        )
     return files
 
 
 def shipped_path(path):
     """A relative data path (probe.file, source.file) as given when it exists from the working
     directory; else the workflow repository's own file of that name (the shipped data/probes/, for
-    a deployment whose working directory has no data/ folder); else as given (reported missing)."""
+    a deployment whose working directory has no data/ folder); else as given (reported missing).
+    """
     if not path or Path(path).is_absolute() or Path(path).exists():
         return path
     shipped = REPO_ROOT / path
@@ -36,19 +51,35 @@ def shipped_path(path):
 try:
     # One-line errors with the key path; same JSON schema file a user can read.
     # (an error in a --config value names the command line, not the file)
-    SCENARIOS = resolve_with_overrides(FILE_CONFIG, config, dict(workflow.config_settings.config), CONFIG_SOURCE)
+    SCENARIOS = resolve_with_overrides(
+        FILE_CONFIG, config, dict(workflow.config_settings.config), CONFIG_SOURCE
+    )
     for _params in SCENARIOS.values():
         _params["probe"]["file"] = shipped_path(_params["probe"]["file"])
-    for _name, _params in SCENARIOS.items():  # a missing probe file: one line now, not a MissingInputException
-        for _key, _path in source_files(_params).items():  # imported data: the same for its files
+    for (
+        _name,
+        _params,
+    ) in (
+        SCENARIOS.items()
+    ):  # a missing probe file: one line now, not a MissingInputException
+        for _key, _path in source_files(
+            _params
+        ).items():  # imported data: the same for its files
             if not Path(_path).is_file():
-                raise ConfigError(f"{CONFIG_SOURCE}: scenario {_name}: {_key}: {_path} not found; expected an "
-                                  f"existing {_params['source']['format']} file (docs/real_data.md)")
+                raise ConfigError(
+                    f"{CONFIG_SOURCE}: scenario {_name}: {_key}: {_path} not found; expected an "
+                    f"existing {_params['source']['format']} file (docs/real_data.md)"
+                )
         if is_imported(_params):
             continue  # imported data: probe.* play no part
-        if _params["probe"]["kind"] == "custom" and not Path(_params["probe"]["file"]).is_file():
-            raise ConfigError(f"{CONFIG_SOURCE}: scenario {_name}: probe.file: {_params['probe']['file']} "
-                              "not found; expected an existing .npz or .h5 file")
+        if (
+            _params["probe"]["kind"] == "custom"
+            and not Path(_params["probe"]["file"]).is_file()
+        ):
+            raise ConfigError(
+                f"{CONFIG_SOURCE}: scenario {_name}: probe.file: {_params['probe']['file']} "
+                "not found; expected an existing .npz or .h5 file"
+            )
 except ConfigError as exc:
     sys.exit(f"ptychopipe: config error: {exc}")
 
@@ -76,7 +107,6 @@ def scenario_regex(names):
     return "|".join(re.escape(n) for n in names) or "(?!x)x"
 
 
-
 wildcard_constraints:
     scenario="|".join(sorted(SCENARIOS)),
 
@@ -98,13 +128,20 @@ def source_input(wildcards):
 
 def baseline_comparisons():
     """baseline_comparison.json of every default scenario with baseline.enabled (inputs of the report)."""
-    return expand("results/{scenario}/baseline_comparison.json", scenario=[n for n in BASELINE if n in DEFAULT])
+    return expand(
+        "results/{scenario}/baseline_comparison.json",
+        scenario=[n for n in BASELINE if n in DEFAULT],
+    )
 
 
 def baseline_start(wildcards):
     """The network's stitched.h5 where pty-chi starts from it (baseline.initial: reconstruction)."""
     p = SCENARIOS[wildcards.scenario]["baseline"]
-    return f"results/{wildcards.scenario}/stitched.h5" if p["initial"] == "reconstruction" else []
+    return (
+        f"results/{wildcards.scenario}/stitched.h5"
+        if p["initial"] == "reconstruction"
+        else []
+    )
 
 
 def model_scenario(wildcards):
@@ -132,8 +169,10 @@ def bench_inputs(wildcards):
     files = {}
     for name in BENCH["scenarios"]:
         if name not in SCENARIOS:
-            raise ValueError(f"{CONFIG_SOURCE}: bench.scenarios: {name!r} is not a scenario of this run; expected "
-                             f"one of {sorted(SCENARIOS)}")
+            raise ValueError(
+                f"{CONFIG_SOURCE}: bench.scenarios: {name!r} is not a scenario of this run; expected "
+                f"one of {sorted(SCENARIOS)}"
+            )
         src = SCENARIOS[name]["infer"]["model_from"] or name
         for art in ("simulated.h5", "grouped.h5", "normalized.h5"):
             files[f"{name}_{art.split('.')[0]}"] = f"results/{name}/{art}"
@@ -155,7 +194,8 @@ def per_scenario(pattern):
 
 def dose_comparisons():
     """comparison.json of every dose-sweep scenario (inputs of rule dose_response); a point that
-    repeats its base scenario's parameters reads the base's (results/gs2_custom/ for dose_1e09)."""
+    repeats its base scenario's parameters reads the base's (results/gs2_custom/ for dose_1e09).
+    """
     return expand("results/{scenario}/comparison.json", scenario=[n for n, _ in DOSE])
 
 
@@ -167,23 +207,36 @@ def dose_nphotons():
 def all_targets():
     """rule all ends at the report (which needs every stage of every DEFAULT scenario; sweeps are not
     built unless named in `run`) and the telemetry table."""
-    report_files = ["results/report/summary.md", "results/report/summary.csv", "results/report/overview.png"]
+    report_files = [
+        "results/report/summary.md",
+        "results/report/summary.csv",
+        "results/report/overview.png",
+    ]
     return report_files + ["results/telemetry.md", "results/telemetry.csv"]
 
 
 def run_summary_message(outcome):
     """What the run ends with on the terminal: where the summary, the report and the logs are."""
-    lines = [f"ptychopipe: workflow {outcome} (preset {PRESET}; {len(DEFAULT)} scenario(s) configured)."]
+    lines = [
+        f"ptychopipe: workflow {outcome} (preset {PRESET}; {len(DEFAULT)} scenario(s) configured)."
+    ]
     if outcome == "finished" and Path("results/report/summary.md").is_file():
-        lines.append("  summary:   results/report/summary.md (table: summary.csv, figure: overview.png)")
+        lines.append(
+            "  summary:   results/report/summary.md (table: summary.csv, figure: overview.png)"
+        )
     if Path("results/telemetry.md").is_file():
         lines.append("  telemetry: results/telemetry.md")
-    lines.append("  logs:      results/<scenario>/logs/<stage>.log (e.g. tail -f results/*/logs/train.log)")
-    lines.append("  report:    snakemake --report results/report.html (an HTML report with every figure)")
+    lines.append(
+        "  logs:      results/<scenario>/logs/<stage>.log (e.g. tail -f results/*/logs/train.log)"
+    )
+    lines.append(
+        "  report:    snakemake --report results/report.html (an HTML report with every figure)"
+    )
     return "\n".join(lines)
 
 
 def train_diagnostics(wildcards):
     """Where the train stage's NaN guard keeps its diagnostic JSON: the train log directory.
-    (Used by rules/model.smk; functions live here, not next to the rules, for `snakemake --lint`.)"""
+    (Used by rules/model.smk; functions live here, not next to the rules, for `snakemake --lint`.)
+    """
     return f"results/{wildcards.scenario}/logs/train_nonfinite.json"

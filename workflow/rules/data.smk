@@ -2,23 +2,23 @@
 
 
 rule simulate:
-    wildcard_constraints:  # imported scenarios get simulated.h5 from rule ingest (rules/ingest.smk)
-        scenario=scenario_regex(SIMULATED),
     input:
         probe=probe_input,
     output:
         "results/{scenario}/simulated.h5",
-    params:
-        cfg=stage_params("simulate"),
     log:
         "results/{scenario}/logs/simulate.log",
     benchmark:
         "results/{scenario}/benchmarks/simulate.tsv"
+    wildcard_constraints:  # imported scenarios get simulated.h5 from rule ingest (rules/ingest.smk)
+        scenario=scenario_regex(SIMULATED),
+    conda:
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=4000,
-    conda:
-        CONDA_ENV
+    params:
+        cfg=stage_params("simulate"),
     shell:
         "python3 -m ptychopipe simulate --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --out {output} --threads {threads} 3>&2 > {log} 2>&1"
@@ -29,17 +29,17 @@ rule split:
         simulated="results/{scenario}/simulated.h5",
     output:
         "results/{scenario}/split.h5",
-    params:
-        cfg=stage_params("split"),
     log:
         "results/{scenario}/logs/split.log",
     benchmark:
         "results/{scenario}/benchmarks/split.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        CONDA_ENV
+    params:
+        cfg=stage_params("split"),
     shell:
         "python3 -m ptychopipe split --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --simulated {input.simulated} --out {output} --threads {threads} 3>&2 > {log} 2>&1"
@@ -51,17 +51,17 @@ rule group:
         split="results/{scenario}/split.h5",
     output:
         "results/{scenario}/grouped.h5",
-    params:
-        cfg=stage_params("group"),
     log:
         "results/{scenario}/logs/group.log",
     benchmark:
         "results/{scenario}/benchmarks/group.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        CONDA_ENV
+    params:
+        cfg=stage_params("group"),
     shell:
         "python3 -m ptychopipe group --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --simulated {input.simulated} --split {input.split} --out {output} --threads {threads} 3>&2 > {log} 2>&1"
@@ -74,17 +74,17 @@ rule normalize:
         grouped="results/{scenario}/grouped.h5",
     output:
         "results/{scenario}/normalized.h5",
-    params:
-        cfg=stage_params("normalize"),
     log:
         "results/{scenario}/logs/normalize.log",
     benchmark:
         "results/{scenario}/benchmarks/normalize.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        CONDA_ENV
+    params:
+        cfg=stage_params("normalize"),
     shell:
         "python3 -m ptychopipe normalize --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --simulated {input.simulated} --split {input.split} --grouped {input.grouped}"
@@ -96,18 +96,22 @@ rule telemetry:
         per_scenario("results/{scenario}/comparison.h5"),
     output:
         md="results/telemetry.md",
-        csv=report("results/telemetry.csv", caption="../report/telemetry.rst", category="Telemetry"),
-    params:
-        scenarios=",".join(DEFAULT),
+        csv=report(
+            "results/telemetry.csv",
+            caption="../report/telemetry.rst",
+            category="Telemetry",
+        ),
     log:
         "results/logs/telemetry.log",
     benchmark:
         "results/benchmarks/telemetry.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
-    conda:
-        CONDA_ENV
+    params:
+        scenarios=",".join(DEFAULT),
     shell:
         "python3 -m ptychopipe telemetry --results results --scenarios={params.scenarios}"
         " --md {output.md} --csv {output.csv} 3>&2 > {log} 2>&1"

@@ -11,17 +11,17 @@ rule stitch:
         inferred="results/{scenario}/inferred.h5",
     output:
         "results/{scenario}/stitched.h5",
-    params:
-        cfg=stage_params("stitch"),
     log:
         "results/{scenario}/logs/stitch.log",
     benchmark:
         "results/{scenario}/benchmarks/stitch.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        CONDA_ENV
+    params:
+        cfg=stage_params("stitch"),
     shell:
         "python3 -m ptychopipe stitch --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --inferred {input.inferred} --out {output} --threads {threads} 3>&2 > {log} 2>&1"
@@ -66,17 +66,17 @@ rule compare:
             subcategory="{scenario}",
             labels={"scenario": "{scenario}", "figure": "training curves"},
         ),
-    params:
-        cfg=stage_params("compare"),
     log:
         "results/{scenario}/logs/compare.log",
     benchmark:
         "results/{scenario}/benchmarks/compare.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        CONDA_ENV
+    params:
+        cfg=stage_params("compare"),
     shell:
         "python3 -m ptychopipe compare --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --simulated {input.simulated} --grouped {input.grouped} --normalized {input.normalized}"
@@ -102,11 +102,11 @@ rule data_figure:
         "results/{scenario}/logs/data_figure.log",
     benchmark:
         "results/{scenario}/benchmarks/data_figure.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        CONDA_ENV
     shell:
         "python3 -m ptychopipe data-figure --scenario {wildcards.scenario} --simulated {input.simulated}"
         " --split {input.split} --out {output} 3>&2 > {log} 2>&1"
@@ -120,23 +120,38 @@ rule summary:
         inputs_figures=per_scenario("results/report/{scenario}/data.png"),  # linked from summary.md
         baselines=baseline_comparisons(),  # scenarios with baseline.enabled (rules/baseline.smk); often none
     output:
-        md=report("results/report/summary.md", caption="../report/summary.rst", category="Summary"),
-        csv=report("results/report/summary.csv", caption="../report/summary_csv.rst", category="Summary"),
-        overview=report("results/report/overview.png", caption="../report/overview.rst", category="Summary"),
-        grid=report("results/report/reconstructions.png", caption="../report/reconstructions.rst",
-                    category="Summary"),
-    params:
-        preset=PRESET,  # provenance recorded in the summary
-        config_hash=RUN_CONFIG_HASH,
+        md=report(
+            "results/report/summary.md",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+        csv=report(
+            "results/report/summary.csv",
+            caption="../report/summary_csv.rst",
+            category="Summary",
+        ),
+        overview=report(
+            "results/report/overview.png",
+            caption="../report/overview.rst",
+            category="Summary",
+        ),
+        grid=report(
+            "results/report/reconstructions.png",
+            caption="../report/reconstructions.rst",
+            category="Summary",
+        ),
     log:
         "results/logs/summary.log",
     benchmark:
         "results/benchmarks/summary.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        CONDA_ENV
+    params:
+        preset=PRESET,  # provenance recorded in the summary
+        config_hash=RUN_CONFIG_HASH,
     shell:
         "python3 -m ptychopipe report --comparisons {input.comparisons} --baselines {input.baselines}"
         " --md {output.md} --csv {output.csv} --preset {params.preset} --config-hash {params.config_hash}"
@@ -154,21 +169,27 @@ rule dose_response:
     input:
         comparisons=dose_comparisons(),
     output:
-        png=report("results/report/dose_response.png", caption="../report/dose_response.rst",
-                   category="Dose response"),
-        csv=report("results/report/dose_response.csv", caption="../report/dose_response_csv.rst",
-                   category="Dose response"),
-    params:
-        nphotons=dose_nphotons(),
+        png=report(
+            "results/report/dose_response.png",
+            caption="../report/dose_response.rst",
+            category="Dose response",
+        ),
+        csv=report(
+            "results/report/dose_response.csv",
+            caption="../report/dose_response_csv.rst",
+            category="Dose response",
+        ),
     log:
         "results/logs/dose_response.log",
     benchmark:
         "results/benchmarks/dose_response.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        CONDA_ENV
+    params:
+        nphotons=dose_nphotons(),
     shell:
         "python3 -m ptychopipe dose-response --comparisons {input.comparisons} --nphotons {params.nphotons}"
         " --png {output.png} --csv {output.csv} --threads {threads} 3>&2 > {log} 2>&1"

@@ -11,23 +11,23 @@
 
 
 rule ingest:
-    wildcard_constraints:
-        scenario=scenario_regex(IMPORTED),
     input:
         source_input,
     output:
         "results/{scenario}/simulated.h5",
-    params:
-        cfg=stage_params("ingest"),
     log:
         "results/{scenario}/logs/ingest.log",
     benchmark:
         "results/{scenario}/benchmarks/ingest.tsv"
+    wildcard_constraints:
+        scenario=scenario_regex(IMPORTED),
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        CONDA_ENV
+    params:
+        cfg=stage_params("ingest"),
     shell:
         "python3 -m ptychopipe ingest --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --out {output} --threads {threads} 3>&2 > {log} 2>&1"
@@ -50,11 +50,11 @@ rule export_npz:
         "results/{scenario}/logs/export_npz.log",
     benchmark:
         "results/{scenario}/benchmarks/export_npz.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        CONDA_ENV
     shell:
         "python3 -m ptychopipe export --format npz --stitched {input.stitched} --inferred {input.inferred}"
         " --simulated {input.simulated} --train {input.train} --out {output} 3>&2 > {log} 2>&1"
@@ -73,11 +73,11 @@ rule export_ptychodus:
         "results/{scenario}/logs/export_ptychodus.log",
     benchmark:
         "results/{scenario}/benchmarks/export_ptychodus.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        CONDA_ENV
     shell:
         "python3 -m ptychopipe export --format ptychodus --stitched {input.stitched} --inferred {input.inferred}"
         " --simulated {input.simulated} --train {input.train} --out {output.product} 3>&2 > {log} 2>&1"

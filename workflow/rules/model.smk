@@ -9,18 +9,18 @@ rule train:
     output:
         model="results/{scenario}/model.keras",
         history="results/{scenario}/train.h5",
-    params:
-        cfg=stage_params("train"),
-        diagnostics=train_diagnostics,
     log:
         "results/{scenario}/logs/train.log",
     benchmark:
         "results/{scenario}/benchmarks/train.tsv"
+    conda:
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=6000,
-    conda:
-        CONDA_ENV
+    params:
+        cfg=stage_params("train"),
+        diagnostics=train_diagnostics,
     shell:
         "python3 -m ptychopipe train --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --normalized {input.normalized} --out {output.model} --history {output.history}"
@@ -34,17 +34,17 @@ rule infer:
         model=model_input,
     output:
         "results/{scenario}/inferred.h5",
-    params:
-        cfg=stage_params("infer"),
     log:
         "results/{scenario}/logs/infer.log",
     benchmark:
         "results/{scenario}/benchmarks/infer.tsv"
+    conda:
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=8000,
-    conda:
-        CONDA_ENV
+    params:
+        cfg=stage_params("infer"),
     shell:
         "python3 -m ptychopipe infer --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --normalized {input.normalized} --model {input.model} --out {output}"

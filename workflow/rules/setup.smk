@@ -11,7 +11,9 @@ from pathlib import Path
 # remote repository) needs the package installed (pip install ptychopipe's repository).
 # (workflow.basedir is the *deploying* workflow's folder when this one is a module: this file's own
 # folder, workflow/rules/, is the reliable anchor.)
-REPO_ROOT = Path(str(workflow.current_basedir.get_path_or_uri(secret_free=True))).parents[1]
+REPO_ROOT = Path(
+    str(workflow.current_basedir.get_path_or_uri(secret_free=True))
+).parents[1]
 LOCAL_SRC = REPO_ROOT / "src"
 if (LOCAL_SRC / "ptychopipe").is_dir():
     sys.path.insert(0, str(LOCAL_SRC))  # exactly this checkout's code, installed or not
@@ -20,8 +22,10 @@ else:
 try:
     from ptychopipe.config import ConfigError, deep_merge, load_yaml  # noqa: E402
 except ImportError as exc:
-    sys.exit(f"ptychopipe: the ptychopipe package is not importable ({exc}) and {REPO_ROOT}/src is not a "
-             "checkout: install it (pip install the workflow's repository) into the environment running snakemake")
+    sys.exit(
+        f"ptychopipe: the ptychopipe package is not importable ({exc}) and {REPO_ROOT}/src is not a "
+        "checkout: install it (pip install the workflow's repository) into the environment running snakemake"
+    )
 
 PY = sys.executable
 # Rules run `python3 -m ptychopipe ...`, with no interpreter path in the shell command (so
@@ -30,8 +34,11 @@ PY = sys.executable
 # checkout, its src/ on PYTHONPATH, so jobs run exactly this environment and this code.
 os.environ.update(
     PATH=os.pathsep.join([str(Path(PY).parent), os.environ.get("PATH", "")]),
-    PYTHONPATH=os.pathsep.join(p for p in [str(LOCAL_SRC) if LOCAL_SRC else "",
-                                           os.environ.get("PYTHONPATH", "")] if p),
+    PYTHONPATH=os.pathsep.join(
+        p
+        for p in [str(LOCAL_SRC) if LOCAL_SRC else "", os.environ.get("PYTHONPATH", "")]
+        if p
+    ),
 )
 # TensorFlow's start-up notices (oneDNN, cuInit on a machine without a GPU) stay out of the logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
