@@ -225,6 +225,16 @@ def test_ratio_chain_flags_the_first_stage_off_its_contract():
     assert compare.ratio_chain([("raw", "", 0.949, 1.0)], 0.05)[1] == "raw"
 
 
+def test_the_phase_link_flags_a_compressed_phase_and_keeps_its_own_product():
+    """A phase shrunk by a quarter (least-squares scale 0.74): the amplitude links hold, the
+    phase link is the first broken; its cumulative values do not mix with the amplitude's."""
+    links, first = compare.ratio_chain([("raw", "", 1.0, 1.0), ("truth", "", 0.9, 1.0), ("phase", "", 0.74, 1.0)],
+                                       tolerance=0.15)
+    assert first == "phase" and [link.broken for link in links] == [False, False, True]
+    assert links[1].cumulative == pytest.approx(0.9) and links[2].cumulative == pytest.approx(0.74)
+    assert [s for s, *_ in compare.CHAIN_CONTRACTS][-2:] == ["truth", "phase"]
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -240,7 +250,8 @@ def test_stage_on_exact_patches(tmp_path, ci_data):
     assert js["amplitude_bias"] == pytest.approx(1.0, abs=2e-3)
     assert js["first_broken"] is None and js["nan_status"] == "ok"
     chain = _chain(js)
-    assert list(chain) == ["raw", "grouped", "normalized", "prediction", "stitched", "truth"]
+    assert list(chain) == ["raw", "grouped", "normalized", "prediction", "stitched", "truth", "phase"]
+    assert chain["phase"]["ratio"] == js["metrics"]["phase"]["ls_scale"] and not chain["phase"]["broken"]
     assert chain["grouped"]["ratio"] == pytest.approx(1.0, abs=1e-6)  # same patterns, exactly
     assert chain["normalized"]["relative"] == pytest.approx(1.0, abs=1e-5)  # = input scale a
     assert chain["prediction"]["ratio"] == pytest.approx(1.0, abs=1e-3)  # Poisson noise at 1e9 photons

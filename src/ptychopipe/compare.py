@@ -20,7 +20,9 @@ the truth's range over the mask), the least-squares scalar β = Σ x̂x / Σ x²
 
 The stage-ratio chain (:func:`chain_entries`, then :func:`ratio_chain`) follows the mean amplitude
 from the raw data to the truth through the artifacts' telemetry and names the
-first stage that departs from its contract.
+first stage that departs from its contract; its last link, ``phase``, is the phase
+contrast kept (the phase's least-squares scale against the truth), so a reconstruction
+whose phase is compressed is flagged even where its phase r is high.
 """
 
 from __future__ import annotations
@@ -380,7 +382,11 @@ CHAIN_CONTRACTS: tuple[tuple[str, str, str], ...] = (
     ("stitched", "Σ coverage·|stitched| / Σ_j Σ w_j·|Ô_j|: amplitude kept by the overlap average (stitched.h5)",
      "1"),
     ("truth", "mean|Ô| / mean|O| over the evaluation mask (amplitude bias)", "1"),
+    ("phase", "least-squares scale of the reconstructed phase against the true phase over the evaluation mask "
+              "(phase contrast kept)", "1"),
 )
+#: Links that follow the phase rather than the amplitude: their cumulative values are their own.
+PHASE_LINKS = frozenset({"phase"})
 
 
 @dataclass(frozen=True)
@@ -403,12 +409,15 @@ def ratio_chain(entries: Sequence[tuple[str, str, float, float]], tolerance: flo
                 ) -> tuple[list[ChainLink], str | None]:
     """Build the chain from (stage, quantity, ratio, contract) entries in pipeline order.
 
-    Returns (links, name of the first broken stage or None).
+    A link of :data:`PHASE_LINKS` measures the phase, not the amplitude: its cumulative
+    values start afresh. Returns (links, name of the first broken stage or None).
     """
     links: list[ChainLink] = []
     cum, cum_rel = 1.0, 1.0
     first: str | None = None
     for stage, quantity, ratio, contract in entries:
+        if stage in PHASE_LINKS:
+            cum, cum_rel = 1.0, 1.0
         rel = ratio / contract if contract else float("nan")
         cum *= ratio
         cum_rel *= rel
@@ -449,12 +458,14 @@ def raw_mean_amplitude(simulated: str | Path, grouped: str | Path) -> float:
 
 
 def chain_entries(simulated: str | Path, grouped: str | Path, normalized: str | Path, inferred: str | Path,
-                  stitched: str | Path, amplitude_bias: float | None) -> list[tuple[str, str, float, float]]:
+                  stitched: str | Path, amplitude_bias: float | None,
+                  phase_scale: float | None = None) -> list[tuple[str, str, float, float]]:
     """The chain's (stage, quantity, ratio, contract) entries in pipeline order, from the
     artifacts' telemetry (and, for the grouped link's reference, :func:`raw_mean_amplitude`).
 
     ``amplitude_bias`` None (imported data, no true object) keeps only the links that need
     neither the simulated dose nor the truth: grouped, normalized, prediction, stitched.
+    ``phase_scale`` (the phase's least-squares scale against the truth) adds the phase link.
     """
     grp_amp = _mean(grouped, "test/amplitude")
     links = {
@@ -466,6 +477,8 @@ def chain_entries(simulated: str | Path, grouped: str | Path, normalized: str | 
     if amplitude_bias is not None:
         links["raw"] = (_ratio_or_attr(simulated, "measured_over_expected"), 1.0)
         links["truth"] = (amplitude_bias, 1.0)
+    if phase_scale is not None:
+        links["phase"] = (phase_scale, 1.0)
     return [(stage, quantity, *links[stage]) for stage, quantity, _ in CHAIN_CONTRACTS if stage in links]
 
 
@@ -629,7 +642,8 @@ def run(cfg: CompareConfig, scenario: str, *, simulated: str | Path, grouped: st
                             f"x={st.origin_x}, y={st.origin_y}) against {simulated} (object "
                             f"{truth.shape[0]}x{truth.shape[1]}): {exc}") from None
     links, first = ratio_chain(chain_entries(simulated, grouped, normalized, inferred, stitched,
-                                             ev.amplitude_bias), cfg.ratio_tolerance)
+                                             ev.amplitude_bias, ev.metrics["phase"]["ls_scale"]),
+                               cfg.ratio_tolerance)
     training = training_summary(hist)
     status = nan_status(training["nan_status"], {"inferred": inferred, "stitched": stitched})
     figures = {"amplitude": amplitude_png, "phase": phase_png, "frc": frc_png, "training": training_png}

@@ -359,7 +359,8 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
         "`phase_ls_scale` = least-squares scale of the phase onto the truth (target 1; below 1: compressed "
         "phase contrast, which a high phase Pearson r does not show). "
         "`first_broken` names the first stage of the ratio chain raw → grouped → normalized → prediction → "
-        "stitched → truth that departs from its contract by more than `compare.ratio_tolerance`. "
+        "stitched → truth → phase (the phase contrast kept) that departs from its contract by more than "
+        "`compare.ratio_tolerance`. "
         "All columns (with MAE, RMSE, PSNR, least-squares scalars) are in summary.csv.", "",
         f"![overview]({os.path.relpath(overview_path, md_dir)})", "",
         *([f"![all scenarios: truth and reconstruction]({os.path.relpath(grid[0], md_dir)})", ""] if grid else []),
