@@ -101,7 +101,8 @@ def test_summary_has_one_finite_row_per_scenario(dag):
         assert r["nan_status"] == "ok"
         broken = [link["stage"] for link in js["chain"] if link["broken"]]
         assert r["first_broken"] == (broken[0] if broken else "none")
-        assert [link["stage"] for link in js["chain"]] == ["raw", "grouped", "normalized", "prediction", "stitched", "truth"]
+        assert [link["stage"] for link in js["chain"]] == ["raw", "grouped", "normalized", "prediction", "stitched",
+                                                           "truth", "phase"]
         # the data stages keep their contracts whatever the (2-epoch) model does
         assert not set(broken) & {"raw", "grouped", "normalized"}
     md = (res / "report" / "summary.md").read_text()
