@@ -290,6 +290,19 @@ def estimate_probe(probe: np.ndarray) -> np.ndarray:
     return p * (p.shape[-1] / (2.0 * norm))
 
 
+def add_estimate_probe(layer: layers.Layer, n: int) -> None:
+    """Give an estimate layer its probe in input units (:func:`estimate_probe` of the P_abs it
+    was built with, ``layer._probe_init``, or zeros to be loaded) as the non-trainable
+    (N, N) weights ``probe_re``, ``probe_im``."""
+    p = layer._probe_init
+    if p is not None and p.shape != (n, n):
+        raise ValueError(f"probe: expected shape ({n}, {n}), got {p.shape}")
+    layer.probe_re = layer.add_weight(name="probe_re", shape=(n, n), trainable=False,
+                                      initializer=_array_initializer(None if p is None else p.real))
+    layer.probe_im = layer.add_weight(name="probe_im", shape=(n, n), trainable=False,
+                                      initializer=_array_initializer(None if p is None else p.imag))
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class GroupEstimate(layers.Layer):
     """The network's first layer, fixed physics: diffraction X (B, N, N, C) and offsets
@@ -338,14 +351,7 @@ class GroupEstimate(layers.Layer):
         self._probe_init = None if probe is None else estimate_probe(probe)
 
     def build(self, x_shape: tuple, offsets_shape: tuple | None = None) -> None:
-        n = int(x_shape[1])
-        p = self._probe_init
-        if p is not None and p.shape != (n, n):
-            raise ValueError(f"probe: expected shape ({n}, {n}), got {p.shape}")
-        self.probe_re = self.add_weight(name="probe_re", shape=(n, n), trainable=False,
-                                        initializer=_array_initializer(None if p is None else p.real))
-        self.probe_im = self.add_weight(name="probe_im", shape=(n, n), trainable=False,
-                                        initializer=_array_initializer(None if p is None else p.imag))
+        add_estimate_probe(self, int(x_shape[1]))
 
     def call(self, x: Any, offsets: Any) -> Any:
         x = ops.stop_gradient(x)
@@ -402,14 +408,7 @@ class UnrolledEstimate(layers.Layer):
         self._probe_init = None if probe is None else estimate_probe(probe)
 
     def build(self, x_shape: tuple, offsets_shape: tuple | None = None) -> None:
-        n = int(x_shape[1])
-        p = self._probe_init
-        if p is not None and p.shape != (n, n):
-            raise ValueError(f"probe: expected shape ({n}, {n}), got {p.shape}")
-        self.probe_re = self.add_weight(name="probe_re", shape=(n, n), trainable=False,
-                                        initializer=_array_initializer(None if p is None else p.real))
-        self.probe_im = self.add_weight(name="probe_im", shape=(n, n), trainable=False,
-                                        initializer=_array_initializer(None if p is None else p.imag))
+        add_estimate_probe(self, int(x_shape[1]))
         k, f = self.iterations, self.filters
         self.relaxation = self.add_weight(name="relaxation", shape=(k,), initializer="zeros")
         self.log_tolerance = self.add_weight(name="log_tolerance", shape=(k,), initializer="zeros")
