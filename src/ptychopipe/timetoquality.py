@@ -262,6 +262,7 @@ def run_pipeline(inp: Inputs, batch_size: int | None = None) -> tuple[list[dict[
     if truth is None:
         raise BenchError(f"{inp.simulated}: object: missing; time to quality needs the true object (simulated data)")
     rows, scorer, network_canvas = [], None, None
+    params = {**inp.params, "model": model_params(inp)} if foreign else inp.params  # the model's own settings
     for mode, fn in pipeline_modes(model).items():
         fn(x[:batch], off[:batch], batch)  # tracing / compilation, once per process
         with Clock() as clock:
@@ -273,9 +274,8 @@ def run_pipeline(inp: Inputs, batch_size: int | None = None) -> tuple[list[dict[
         if mode == "network":
             network_canvas = SimpleNamespace(object=st.object, coverage=st.coverage, origin_x=st.geometry.origin_x,
                                              origin_y=st.geometry.origin_y)
-        label = mode_label(inp.params if not foreign else {**inp.params, "model": model_params(inp)}, mode)
         rows.append({"scenario": inp.scenario, "method": "pipeline",
-                     "mode": label + (f" (model of {inp.model_from})" if foreign else ""),
+                     "mode": mode_label(params, mode) + (f" (model of {inp.model_from})" if foreign else ""),
                      "start": "", "epoch": "", "cpu_seconds": clock.cpu, "wall_seconds": clock.wall,
                      **scorer.score(st.object)})
     return rows, scorer, network_canvas
@@ -330,17 +330,23 @@ def first_time(rows: Iterable[Mapping[str, Any]], r: float) -> float:
     return float(min(hits)) if hits else math.inf
 
 
+def reference_time(rows: Sequence[Mapping[str, Any]], scenario: str, r: float) -> float:
+    """pty-chi's CPU seconds (flat start, the faster noise model) to first reach amplitude r
+    ``r`` on ``scenario``'s patterns; inf if never, NaN if pty-chi did not run for it."""
+    ref = [q for q in rows if q["method"] == "pty-chi" and q["scenario"] == scenario and q["start"] == "flat"]
+    return min((first_time([q for q in ref if q["mode"] == m], r) for m in {q["mode"] for q in ref}),
+               default=math.nan)
+
+
 def add_speedups(rows: list[dict[str, Any]]) -> None:
     """Set ``speedup`` on every pipeline row (module docstring); "" on the others."""
     for row in rows:
         row["speedup"] = ""
         if row["method"] != "pipeline":
             continue
-        ref = [r for r in rows if r["method"] == "pty-chi" and r["scenario"] == row["scenario"] and r["start"] == "flat"]
-        if not ref:
-            continue
-        times = [first_time([r for r in ref if r["mode"] == m], row["amp_r"]) for m in {r["mode"] for r in ref}]
-        row["speedup"] = min(times) / row["cpu_seconds"] if row["cpu_seconds"] > 0 else math.inf
+        t = reference_time(rows, row["scenario"], row["amp_r"])
+        if not math.isnan(t):
+            row["speedup"] = t / row["cpu_seconds"] if row["cpu_seconds"] > 0 else math.inf
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -378,9 +384,7 @@ def markdown(rows: Sequence[Mapping[str, Any]], header: Mapping[str, str]) -> st
     for row in rows:
         if row["method"] != "pipeline":
             continue
-        ref = [r for r in rows if r["method"] == "pty-chi" and r["scenario"] == row["scenario"] and r["start"] == "flat"]
-        t = min((first_time([r for r in ref if r["mode"] == m], row["amp_r"]) for m in {r["mode"] for r in ref}),
-                default=math.nan)
+        t = reference_time(rows, row["scenario"], row["amp_r"])
         out.append(f"| {row['scenario']} | {_fmt(row['nphotons'], 3)} | {row['mode']} | {_fmt(row['cpu_seconds'], 3)} "
                    f"| {_fmt(row['wall_seconds'], 3)} | {row['amp_r']:.4f} | {row['phase_r']:.4f} "
                    f"| {row['amp_ssim']:.4f} | {row['bias']:.4f} | {row['phase_scale']:.3f} | {_fmt(t, 3)} "
