@@ -352,6 +352,27 @@ def read_simulated(path: str | Path) -> Simulated:
     return Simulated(obj, probe, positions, counts, amplitude, attrs)
 
 
+def write_simulated(path: str | Path, *, stage: str, scenario: str, config: Any, probe: np.ndarray,
+                    positions: np.ndarray, counts: np.ndarray, object: np.ndarray | None,
+                    attrs: Mapping[str, Any], ratios: Mapping[str, float]) -> None:
+    """Write simulated.h5, the one layout both the simulate and the ingest stage produce
+    (:class:`Simulated`, read by :func:`read_simulated`): probe (N, N) complex [photons^0.5],
+    positions (M, 2) [x, y] px, counts (M, N, N) [counts], amplitude = sqrt(counts)
+    [photons^0.5], and the true object (H, W) [object amplitude] when there is one
+    (``object`` None: imported data without one; ``attrs`` then carries ``has_truth`` 0 and
+    ``object_shape``). ``stage`` is "simulate" or "ingest"."""
+    if stage not in SIMULATED_STAGES:
+        raise ValueError(f"stage: expected one of {list(SIMULATED_STAGES)}, got {stage!r}")
+    arrays = {} if object is None else {"object": Array(object, "object amplitude")}
+    arrays.update({
+        "probe": Array(probe, "photons^0.5"),
+        "positions": Array(positions, "px"),
+        "counts": Array(counts, "counts"),
+        "amplitude": Array(np.sqrt(counts), "photons^0.5"),
+    })
+    write_artifact(path, stage=stage, scenario=scenario, config=config, arrays=arrays, attrs=attrs, ratios=ratios)
+
+
 @dataclass(frozen=True)
 class Split:
     """split stage output: indices into the simulated arrays (int64) of the train and test

@@ -55,7 +55,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .artifacts import Array, not_a_file, write_artifact
+from .artifacts import not_a_file, write_simulated
 from .config import IngestConfig
 from .errors import PtychopipeError
 from .physics import expected_counts, extract_patches
@@ -673,14 +673,6 @@ def run(cfg: IngestConfig, scenario: str, out: str | Path) -> None:
     if cfg.format == "ptychodus":
         diff = cfg.diffraction or str(Path(cfg.file).with_name(PTYCHODUS_DIFFRACTION))
         sources.update(diffraction_file=diff, diffraction_sha256=file_sha256(diff))
-    arrays = {
-        "probe": Array(imp.probe, "photons^0.5"),
-        "positions": Array(imp.positions, "px"),
-        "counts": Array(imp.counts, "counts"),
-        "amplitude": Array(np.sqrt(imp.counts), "photons^0.5"),
-    }
-    if imp.object is not None:
-        arrays["object"] = Array(imp.object, "object amplitude")
     attrs = {
         "has_truth": int(imp.object is not None), "object_shape": np.array(imp.object_shape, dtype=np.int64),
         "source_file": cfg.file, "source_sha256": sources["sha256"], "source_format": cfg.format,
@@ -689,7 +681,8 @@ def run(cfg: IngestConfig, scenario: str, out: str | Path) -> None:
         "conversions": imp.conversions, "source_metadata": imp.metadata,
         "N": n, "mean_measured_counts": measured, **extra,
     }
-    write_artifact(out, stage=STAGE, scenario=scenario, config=cfg, arrays=arrays, attrs=attrs, ratios=ratios)
+    write_simulated(out, stage=STAGE, scenario=scenario, config=cfg, probe=imp.probe, positions=imp.positions,
+                    counts=imp.counts, object=imp.object, attrs=attrs, ratios=ratios)
     said = ", ".join(f"{k} {v:.6g}" for k, v in ratios.items())
     if "pattern_correlation" in extra:
         said += f", pattern_correlation {extra['pattern_correlation']:.6g}"

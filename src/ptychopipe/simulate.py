@@ -25,7 +25,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage.draw import line_aa
 
-from .artifacts import Array, write_artifact
+from .artifacts import write_simulated
 from .config import ObjectConfig, ProbeConfig, SimulateConfig
 from .errors import PtychopipeError
 from .physics import expected_counts, extract_patches
@@ -270,16 +270,7 @@ def run(cfg: SimulateConfig, scenario: str, out: str | Path) -> None:
         "mean_measured_counts": float(measured),
         "N": cfg.N,
     }
-    write_artifact(
-        out, stage=STAGE, scenario=scenario, config=cfg,
-        arrays={
-            "object": Array(sim["object"], "object amplitude"),
-            "probe": Array(sim["probe"], "photons^0.5"),
-            "positions": Array(sim["positions"], "px"),
-            "counts": Array(sim["counts"], "counts"),
-            "amplitude": Array(sim["amplitude"], "photons^0.5"),
-        },
-        attrs=attrs,
-        ratios={"parseval": inv["parseval"], "dose": inv["dose"],
-                "measured_over_expected": float(measured / cfg.nphotons)},
-    )
+    write_simulated(out, stage=STAGE, scenario=scenario, config=cfg, probe=sim["probe"],
+                    positions=sim["positions"], counts=sim["counts"], object=sim["object"], attrs=attrs,
+                    ratios={"parseval": inv["parseval"], "dose": inv["dose"],
+                            "measured_over_expected": float(measured / cfg.nphotons)})
