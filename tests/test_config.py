@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptychopipe.config import (STAGES, ConfigError, config_hash, from_json, load_scenarios, load_yaml,
+from ptychopipe.config import (ConfigError, config_hash, from_json, load_scenarios, load_yaml,
                                params_diff, resolve_scenarios, resolve_with_overrides, stage_config, to_dict,
                                to_json)
+from ptychopipe.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = ["gs1_custom", "gs1_ideal", "gs2_custom", "gs2_ideal"]
@@ -407,5 +408,5 @@ def test_params_diff_is_stage_by_stage():
     assert ("simulate", "probe.kind", "ideal", "custom") in rows
     assert ("group", "gridsize", 1, 2) in rows
     order = [r[0] for r in rows]
-    assert order == sorted(order, key=STAGES.index)
+    assert order == sorted(order, key=list(STAGES).index)
     assert params_diff(scen["gs1_ideal"], scen["gs1_ideal"]) == []

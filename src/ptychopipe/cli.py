@@ -18,34 +18,8 @@ import errno
 import os
 import sys
 import time
-from typing import Callable
-
 from .errors import PtychopipeError
-
-#: stage -> (module:function, input names). Every stage also takes --out.
-STAGE_COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "simulate": ("ptychopipe.simulate:run", ()),
-    "split": ("ptychopipe.grouping:run_split", ("simulated",)),
-    "group": ("ptychopipe.grouping:run_group", ("simulated", "split")),
-    "normalize": ("ptychopipe.normalize:run", ("simulated", "split", "grouped")),
-    "train": ("ptychopipe.train:run", ("normalized",)),
-    "infer": ("ptychopipe.infer:run", ("normalized", "model")),
-    "stitch": ("ptychopipe.stitch:run", ("inferred",)),
-    "compare": ("ptychopipe.compare:run", ("simulated", "grouped", "normalized", "inferred", "stitched", "train")),
-    "ingest": ("ptychopipe.ingest:run", ()),  # the source file is in the config (source.file)
-    "baseline": ("ptychopipe.baseline:run", ("simulated", "grouped")),  # --stitched: optional (below)
-}
-
-#: stage -> extra outputs besides --out (option --name-with-dashes, keyword name_with_underscores).
-STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "train": ("history", "diagnostics"),  # train.h5; NaN-guard JSON (written only on failure)
-    "compare": ("json", "amplitude_png", "phase_png", "frc_png", "training_png"),
-}
-
-#: stage -> optional inputs (option --name, keyword name; None when not given).
-STAGE_OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {
-    "baseline": ("stitched",),  # the starting object when baseline.initial is "reconstruction"
-}
+from .stages import STAGES
 
 #: Exceptions that mean "bad input or broken invariant" are reported as one line: every
 #: PtychopipeError (subclasses included), these built-in classes exactly (a library's own
@@ -90,27 +64,18 @@ def _name_list(text: str) -> list[str]:
     return [x for x in text.split(",") if x]
 
 
-def _load(target: str) -> Callable:
-    from .quiet import import_quietly
-
-    mod, func = target.split(":")
-    return getattr(import_quietly(mod), func)
-
-
 def _run_stage(args: argparse.Namespace) -> int:
     from .config import from_json
-
     from .progress import duration, progress
-
-    target, inputs = STAGE_COMMANDS[args.command]
-    cfg = from_json(args.command, args.config)
-    names = inputs + STAGE_OPTIONAL_INPUTS.get(args.command, ()) + STAGE_OUTPUTS.get(args.command, ())
-    kwargs = {name: getattr(args, name) for name in names}
     from .quiet import filtered_stderr
+    from .stages import run_stage, stage
 
+    s = stage(args.command)
+    cfg = from_json(args.command, args.config)
+    files = {name: getattr(args, name) for name in s.inputs + s.optional_inputs + s.outputs}
     t0 = time.perf_counter()
     with filtered_stderr():  # TensorFlow's notices out of the log, while the stage runs
-        _load(target)(cfg, args.scenario, out=args.out, **kwargs)
+        run_stage(args.command, cfg, args.scenario, args.out, **files)
     figures = key_figures(args.command, args)
     progress(f"[{args.command}] {args.scenario}: done in {duration(time.perf_counter() - t0)}"
              + (f"; {figures}" if figures else ""))
@@ -214,18 +179,23 @@ def _config_doc(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .artifacts import write_text_atomic
-    from .configdoc import generate
+    from .configdoc import generate, generate_stages
 
-    text = generate(args.out, args.schema, args.configfile)
-    if Path(args.out).read_text() == text:
-        print(f"{args.out} is up to date with the schema")
-        return 0
-    if args.check:
-        print(f"{args.out} is not what the schema gives: run python -m ptychopipe config-doc --out {args.out}",
-              file=sys.stderr)
+    stale = []
+    for path, text, what in ((args.out, generate(args.out, args.schema, args.configfile), "the schema"),
+                             *(((args.stages, generate_stages(args.stages), "the stage registry"),)
+                               if args.stages else ())):
+        if Path(path).read_text() == text:
+            print(f"{path} is up to date with {what}")
+        elif args.check:
+            stale.append(f"{path} is not what {what} gives")
+        else:
+            write_text_atomic(path, text)
+            print(f"wrote {what}'s tables into {path}")
+    if stale:
+        print(f"{'; '.join(stale)}: run python -m ptychopipe config-doc --out {args.out}"
+              + (f" --stages {args.stages}" if args.stages else ""), file=sys.stderr)
         return 1
-    write_text_atomic(args.out, text)
-    print(f"wrote the configuration reference into {args.out}")
     return 0
 
 
@@ -336,16 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptychopipe", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"ptychopipe {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    for stage, (_, inputs) in STAGE_COMMANDS.items():
-        sp = sub.add_parser(stage, help=f"run the {stage} stage")
+    for st in STAGES.values():
+        sp = sub.add_parser(st.name, help=f"stage: {st.summary}")
         sp.add_argument("--scenario", required=True)
         sp.add_argument("--config", required=True, help="the stage's config as JSON")
-        for name in inputs:
+        for name in st.inputs:
             sp.add_argument(f"--{name}", required=True, help=f"input: {name} artifact")
-        for name in STAGE_OPTIONAL_INPUTS.get(stage, ()):
+        for name in st.optional_inputs:
             sp.add_argument(f"--{name}", default=None, help=f"input (optional): {name} artifact")
-        sp.add_argument("--out", required=True, help="output artifact path")
-        for name in STAGE_OUTPUTS.get(stage, ()):
+        sp.add_argument("--out", required=True, help=f"output: {st.out}")
+        for name in st.outputs:
             sp.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True, help=f"output: {name}")
         sp.add_argument("--threads", type=int, default=1)
         sp.set_defaults(func=_run_stage)
@@ -417,7 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     cd.add_argument("--out", default="docs/configuration.md", help="Markdown file holding the two marker lines")
     cd.add_argument("--schema", default=None, help="JSON schema (default workflow/schemas/config.schema.yaml)")
     cd.add_argument("--configfile", default="config/scenarios.yaml", help="config whose defaults and presets are shown")
-    cd.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out is out of date")
+    cd.add_argument("--stages", default="docs/artifacts.md",
+                    help="also write the stage table (from the stage registry) between the stages markers of this "
+                         "file; '' = not")
+    cd.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file is out of date")
     cd.add_argument("--threads", type=int, default=1)
     cd.set_defaults(func=_config_doc)
     bench = sub.add_parser("bench", help="benchmarks (docs/performance.md): `bench model` (throughput), "

@@ -5,7 +5,7 @@ dictionary between stages; it went stale and produced NaN training. Here every
 stage receives its own frozen dataclass, built once from the validated YAML and
 passed explicitly; the stage records it (``config_json``, ``config_hash``) in
 its output. No code in this package changes module-level state after import (the
-module-level tables, such as :data:`STAGE_CLASSES`, are constants).
+module-level tables are constants).
 
 Flow: ``config/scenarios.yaml`` --load_yaml--> raw dict --validate_raw--> (schema
 checked) --resolve_scenarios--> {scenario: merged params} --stage_config-->
@@ -37,7 +37,6 @@ SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 #: A scenario name starts with a letter or digit (a leading "-" would read as an option on the
 #: stage's command line) and is a safe file name (no "/", no "..").
 SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-STAGES = ("simulate", "ingest", "split", "group", "normalize", "train", "infer", "stitch", "compare", "baseline")
 
 
 class ConfigError(PtychopipeError, ValueError):
@@ -184,20 +183,6 @@ class BaselineConfig:
     initial: str = "flat"  # "flat": constant ā | "reconstruction": the network's stitched test object
 
 
-STAGE_CLASSES: dict[str, type] = {
-    "simulate": SimulateConfig,
-    "split": SplitConfig,
-    "group": GroupConfig,
-    "normalize": NormalizeConfig,
-    "train": TrainConfig,
-    "infer": InferConfig,
-    "stitch": StitchConfig,
-    "compare": CompareConfig,
-    "ingest": IngestConfig,
-    "baseline": BaselineConfig,
-}
-
-
 def _tuple(v: Any) -> tuple[float, float]:
     return (float(v[0]), float(v[1]))
 
@@ -295,7 +280,10 @@ def stage_config(params: Mapping[str, Any], stage: str):
                               snapshots=int(b["snapshots"]), seed=int(b["seed"]),
                               noise_model=b["noise_model"] if b["engine"] == "lsqml" else "gaussian",
                               initial=b["initial"])
-    raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    from .stages import stage as registered
+
+    registered(stage)  # an unknown stage: one line naming the known ones
+    raise ConfigError(f"stage {stage!r}: no stage_config branch")  # a registered stage without one: a programming error
 
 
 def is_imported(params: Mapping[str, Any]) -> bool:
@@ -364,13 +352,14 @@ def _build(cls: Any, data: Any, where: str) -> Any:
 
 def from_json(stage: str, text: str):
     """Rebuild a stage's frozen config from :func:`to_json` output (what a rule passes)."""
-    if stage not in STAGE_CLASSES:
-        raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    from .stages import stage as registered
+
+    options = registered(stage).options
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"stage config for {stage}: not valid JSON ({exc.msg} at char {exc.pos})") from None
-    return _build(STAGE_CLASSES[stage], data, f"stage config for {stage}")
+    return _build(options, data, f"stage config for {stage}")
 
 
 # --------------------------------------------------------------------------- loading and validation
@@ -776,6 +765,8 @@ def params_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, s
 
     Returns rows (stage, dotted key, value in a, value in b), in pipeline order.
     """
+    from .stages import STAGES
+
     rows = []
     for stage in STAGES:
         fa = _flatten(to_dict(stage_config(a, stage)))

@@ -16,19 +16,11 @@ from typing import Any, Sequence
 
 from .artifacts import (ArtifactError, not_a_file, read_attrs, read_comparison_json, read_telemetry, save_figure,
                         write_text_atomic)
+from .stages import telemetry_files
 from .telemetry import cpu_description
 
 #: Stage artifacts in pipeline order (file name under results/{scenario}/, stage name).
-STAGE_FILES: tuple[tuple[str, str], ...] = (
-    ("simulated.h5", "simulate"),
-    ("split.h5", "split"),
-    ("grouped.h5", "group"),
-    ("normalized.h5", "normalize"),
-    ("train.h5", "train"),
-    ("inferred.h5", "infer"),
-    ("stitched.h5", "stitch"),
-    ("comparison.h5", "compare"),
-)
+STAGE_FILES: tuple[tuple[str, str], ...] = telemetry_files()
 
 #: The main array of each stage in the amplitude chain; a row's ratio_to_previous is
 #: its mean over the mean of the previous chain entry present for the scenario.
