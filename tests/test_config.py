@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptychopipe.config import (ConfigError, config_hash, from_json, load_scenarios, load_yaml,
+from ptychopipe.config import (ConfigError, DifferenceMapOptions, GradientOptions, config_hash, from_json, load_scenarios, load_yaml,
                                params_diff, resolve_scenarios, resolve_with_overrides, stage_config, to_dict,
                                to_json)
 from ptychopipe.stages import STAGES
@@ -308,9 +308,11 @@ def test_from_json_refuses_wrong_keys_and_bad_json():
     (("batch_size",), "16", 'stage config for train.batch_size: expected int, got "16"'),
     (("batch_size",), 16.5, "stage config for train.batch_size: expected int, got 16.5"),
     (("batch_size",), None, "stage config for train.batch_size: expected int, got null"),
-    (("model", "filters"), True, "stage config for train.model.filters: expected int, got true"),
+    (("model", "unet", "filters"), True, "stage config for train.model.unet.filters: expected int, got true"),
     (("learning_rate",), "fast", 'stage config for train.learning_rate: expected a finite float, got "fast"'),
-    (("model", "estimate_algorithm"), 3, "stage config for train.model.estimate_algorithm: expected str, got 3"),
+    (("model", "estimate", "algorithm"), 3,
+     "stage config for train.model.estimate.algorithm: expected one of ['difference_map', 'gradient', 'unrolled'], got 3"),
+    (("model", "estimate", "iterations"), 0, "model.estimate_iterations: expected >= 1, got 0"),
     (("loss",), [0, 0], "stage config for train.loss: expected an object, got list"),
     (("learning_rate",), 10 ** 400, "stage config for train.learning_rate: expected a finite float, got 1" + "0" * 79),
     (("learning_rate",), float("nan"), "stage config for train.learning_rate: expected a finite float, got NaN"),
@@ -393,12 +395,20 @@ def test_each_estimate_algorithm_carries_only_its_own_knob():
     grad = yaml.safe_load(yaml.safe_dump(p))
     grad["model"]["estimate_algorithm"] = "gradient"
     m = stage_config(grad, "train").model
-    assert m.estimate_momentum == p["model"]["estimate_momentum"] > 0 and m.estimate_noise_tolerance == 0.0
+    assert m.estimate == GradientOptions(p["model"]["estimate_iterations"], p["model"]["estimate_momentum"])
     m = stage_config(p, "train").model
-    assert m.estimate_noise_tolerance == p["model"]["estimate_noise_tolerance"] > 0 and m.estimate_momentum == 0.0
+    assert m.estimate == DifferenceMapOptions(p["model"]["estimate_iterations"],
+                                              p["model"]["estimate_noise_tolerance"])
+    assert not hasattr(m.estimate, "momentum")
     q = yaml.safe_load(yaml.safe_dump(grad))
     q["model"]["estimate_noise_tolerance"] = 3.0  # unused by the gradient estimate
     assert to_json(stage_config(q, "train")) == to_json(stage_config(grad, "train"))
+    for params in (p, grad):  # each algorithm's options survive the rule's JSON
+        cfg = stage_config(params, "train")
+        assert from_json("train", to_json(cfg)) == cfg
+    with pytest.raises(ConfigError, match=r"stage config for train\.model\.estimate\.algorithm: expected one of "
+                                          r"\['difference_map', 'gradient', 'unrolled'\], got \"hio\""):
+        from_json("train", to_json(stage_config(p, "train")).replace('"difference_map"', '"hio"'))
 
 
 def test_params_diff_is_stage_by_stage():

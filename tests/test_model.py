@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 
 from ptychopipe import model as M
-from ptychopipe.config import ObjectConfig, ProbeConfig, SimulateConfig
+from ptychopipe.config import (ConfigError, DifferenceMapOptions, GradientOptions, ObjectConfig, ProbeConfig,
+                               SimulateConfig, UNetOptions, UnrolledOptions)
 from ptychopipe.physics import NUMPY_OPS, expected_counts, extract_patches, merge_and_reextract
 from ptychopipe.simulate import ideal_probe, load_probe, simulate
 
@@ -78,8 +79,8 @@ def _numpy_counts(probe, patches, offs, canvas, weight):
 def _small_model(gridsize: int = 1, tv_weight: float = 0.0, probe=None) -> keras.Model:
     probe = ideal_probe(N, 32) * 1e3 if probe is None else probe
     keras.utils.set_random_seed(0)
-    return M.build_model(N, gridsize, 8, 2, np.pi, probe, 0.8, M.merge_canvas(N, 14.0), estimate_iterations=3,
-                         estimate_momentum=0.5, tv_weight=tv_weight, estimate_algorithm="gradient")
+    return M.build_model(N, gridsize, probe, 0.8, M.merge_canvas(N, 14.0), GradientOptions(3, 0.5),
+                         UNetOptions(8, 2, np.pi), tv_weight=tv_weight)
 
 
 def _inputs(rng, b, c, max_off=10.0):
@@ -125,8 +126,7 @@ def test_untrained_model_of_flat_object_data_starts_at_abar():
     counts = (fr ** 2 + fi ** 2) * 0.8 ** 2
     a = np.sqrt((N / 2) ** 2 / counts.sum())
     abar = np.sqrt(counts.sum() / (np.abs(probe) ** 2).sum())
-    m = M.build_model(N, 1, 8, 2, np.pi, probe, abar, N, estimate_iterations=10, estimate_momentum=0.9,
-                      estimate_algorithm="gradient")
+    m = M.build_model(N, 1, probe, abar, N, GradientOptions(10, 0.9), UNetOptions(8, 2, np.pi))
     out = m.predict({"diffraction": (a * np.sqrt(counts)).astype(np.float32)[None, :, :, None],
                      "offsets": np.zeros((1, 1, 2), np.float32)}, verbose=0)
     assert abar == pytest.approx(0.8, rel=1e-6)
@@ -135,11 +135,17 @@ def test_untrained_model_of_flat_object_data_starts_at_abar():
 
 def test_model_rejects_inconsistent_sizes():
     with pytest.raises(ValueError, match="divisible by 2\\^depth"):
-        M.build_model(N, 1, 8, 7, np.pi, ideal_probe(N, 32), 1.0, N, estimate_algorithm="gradient")
+        M.build_model(48, 1, ideal_probe(48, 24), 1.0, 48, GradientOptions(), UNetOptions(8, 5, np.pi))
+    with pytest.raises(ConfigError, match=r"model\.depth: expected <= 5, got 7"):
+        UNetOptions(8, 7, np.pi)
+    with pytest.raises(ValueError, match="expected its options"):
+        M.build_model(N, 1, ideal_probe(N, 32), 1.0, N, DifferenceMapOptions())
+    with pytest.raises(ValueError, match="has no U-Net"):
+        M.build_model(N, 1, ideal_probe(N, 32), 1.0, N, UnrolledOptions(), UNetOptions())
     with pytest.raises(ValueError, match="probe: expected shape \\(64, 64\\)"):
-        M.build_model(N, 1, 8, 2, np.pi, ideal_probe(32, 16), 1.0, N, estimate_algorithm="gradient")
+        M.build_model(N, 1, ideal_probe(32, 16), 1.0, N, GradientOptions(), UNetOptions(8, 2, np.pi))
     with pytest.raises(ValueError, match="amplitude_estimate"):
-        M.build_model(N, 1, 8, 2, np.pi, ideal_probe(N, 32), float("nan"), N, estimate_algorithm="gradient")
+        M.build_model(N, 1, ideal_probe(N, 32), float("nan"), N, GradientOptions(), UNetOptions(8, 2, np.pi))
 
 
 def test_fft_friendly_canvas_is_never_smaller():
@@ -422,6 +428,7 @@ JAX_SCRIPT = textwrap.dedent("""
     from ptychopipe import model as M
     from ptychopipe.physics import NUMPY_OPS, expected_counts, extract_patches, merge_and_reextract
     from ptychopipe.simulate import ideal_probe
+    from ptychopipe.config import GradientOptions, UNetOptions
     from ptychopipe.train import GroupArrays, GroupBatches, NonFiniteGuard
     N = 64
     rng = np.random.default_rng(0)
@@ -453,8 +460,8 @@ JAX_SCRIPT = textwrap.dedent("""
     rel_dm = np.linalg.norm(got - ref_dm) / np.linalg.norm(ref_dm)
     assert rel_dm < 1e-4, rel_dm
     keras.utils.set_random_seed(0)
-    m = M.build_model(N, 2, 4, 1, np.pi, probe, 0.8, canvas, estimate_iterations=3, estimate_momentum=0.5,
-                      estimate_algorithm="gradient")  # few kernel shapes: JAX compiles each initializer
+    m = M.build_model(N, 2, probe, 0.8, canvas, GradientOptions(3, 0.5),
+                      UNetOptions(4, 1, np.pi))  # few kernel shapes: JAX compiles each initializer
     t = M.training_model(m)
     x = {"diffraction": rng.random((2, N, N, 4)).astype(np.float32), "offsets": offs[:2].astype(np.float32)}
     y = rng.poisson(300.0, (2, N, N, 4)).astype(np.float32)
@@ -635,20 +642,20 @@ def test_model_from_config_gets_the_tolerance_in_input_units_and_saves_it(tmp_pa
     from ptychopipe.train import save_model_atomic
 
     cfg = stage_config(load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs2_custom"], "train")
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate_noise_tolerance=1.5))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate=DifferenceMapOptions(10, 1.5)))
     probe = load_probe(CUSTOM_PROBE, "probeGuess", N)
     m = M.build_model_from_config(cfg, probe, 0.8, M.merge_canvas(N, 8.0), input_scale=0.02)
     assert m.get_layer("group_estimate").algorithm == "difference_map"
     assert m.get_layer("group_estimate").tolerance == pytest.approx(1.5 * 0.02 / 2)
     save_model_atomic(m, tmp_path / "model.keras")
     assert load_model(tmp_path / "model.keras").get_layer("group_estimate").tolerance == pytest.approx(0.015)
-    gradient = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate_algorithm="gradient"))
+    gradient = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate=GradientOptions()))
     g = M.build_model_from_config(gradient, probe, 0.8, M.merge_canvas(N, 8.0), input_scale=0.02)
     assert g.get_layer("group_estimate").tolerance == 0.0
     old = {k: v for k, v in m.get_layer("group_estimate").get_config().items() if k != "tolerance"}
     assert M.GroupEstimate.from_config(old).tolerance == 0.0
-    unrolled = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate_algorithm="unrolled",
-                                                                  prior_filters=4))
+    unrolled = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate=UnrolledOptions(10, 1.5, 4),
+                                                                  unet=None))
     u = M.build_model_from_config(unrolled, probe, 0.8, M.merge_canvas(N, 8.0), input_scale=0.02)
     assert u.get_layer("group_estimate").algorithm == "unrolled"
     assert u.get_layer("group_estimate").tolerance == pytest.approx(0.015)  # the unrolled model gets δ too

@@ -21,7 +21,7 @@ from ptychopipe import grouping, normalize, simulate
 from ptychopipe import model as M
 from ptychopipe import train as T
 from ptychopipe.artifacts import read_normalized, read_train_history, read_telemetry
-from ptychopipe.config import ObjectConfig, load_scenarios, stage_config, to_json
+from ptychopipe.config import GradientOptions, ObjectConfig, UNetOptions, load_scenarios, stage_config, to_json
 from ptychopipe.physics import expected_counts, extract_patches
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,7 +210,8 @@ def test_nan_guard_absurd_learning_rate_fails_with_one_line_and_diagnostics(ci_g
     # the 5-iteration estimate and U-Net of the ci preset (gs1_ideal itself ships the 200-iteration estimate,
     # whose U-Net stays finite, if useless, at this learning rate)
     cfg = dataclasses.replace(cfg, learning_rate=1e3, min_learning_rate=1e3,
-                              model=dataclasses.replace(cfg.model, estimate_iterations=5))
+                              model=dataclasses.replace(cfg.model, estimate=dataclasses.replace(cfg.model.estimate,
+                                                                                           iterations=5)))
     out, hist, diag = tmp_path / "model.keras", tmp_path / "train.h5", tmp_path / "logs" / "train_nonfinite.json"
     proc = subprocess.run(
         [sys.executable, "-m", "ptychopipe", "train", "--scenario", "gs1_ideal", "--config", to_json(cfg),
@@ -295,7 +296,7 @@ def test_nan_guard_names_the_layer_whose_weights_became_non_finite():
     reported as such, naming the layer."""
     from ptychopipe.simulate import ideal_probe
 
-    m = M.build_model(64, 1, 4, 1, np.pi, ideal_probe(64, 32), 1.0, 64, estimate_algorithm="gradient")
+    m = M.build_model(64, 1, ideal_probe(64, 32), 1.0, 64, GradientOptions(1, 0.0), UNetOptions(4, 1, np.pi))
     guard = T.NonFiniteGuard()
     guard.set_model(m)
     guard.on_epoch_begin(2)
@@ -341,8 +342,8 @@ def test_overfit_one_group_reaches_the_poisson_floor():
     a = np.sqrt((n / 2) ** 2 / mean_counts)
     abar = float(np.sqrt(mean_counts / np.sum(np.abs(probe) ** 2)))
     keras.utils.set_random_seed(0)
-    m = M.build_model(n, 2, 8, 3, np.pi, probe, abar, M.merge_canvas(n, float(np.abs(offs).max())),
-                      estimate_algorithm="gradient")
+    m = M.build_model(n, 2, probe, abar, M.merge_canvas(n, float(np.abs(offs).max())), GradientOptions(1, 0.0),
+                      UNetOptions(8, 3, np.pi))
     t = M.training_model(m)
     t.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, steps, alpha=0.01)),
               loss=M.PoissonLoss(mean_counts, a))

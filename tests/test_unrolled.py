@@ -14,7 +14,7 @@ from scipy.signal import correlate2d
 
 from ptychopipe import model as M
 from ptychopipe import physics
-from ptychopipe.config import ConfigError, resolve_scenarios, stage_config
+from ptychopipe.config import ConfigError, UnrolledOptions, resolve_scenarios, stage_config
 from ptychopipe.simulate import ideal_probe
 
 N = 64
@@ -111,8 +111,8 @@ def test_learned_iterations_keras_equal_numpy(gridsize):
 def _model(gridsize: int = 2, seed: int = 0) -> keras.Model:
     probe = ideal_probe(N, 24) * 1e3
     keras.utils.set_random_seed(seed)
-    return M.build_model(N, gridsize, 0, 0, 0.0, probe, 0.8, M.merge_canvas(N, 6.0), estimate_iterations=3,
-                         estimate_algorithm="unrolled", estimate_tolerance=0.02, prior_filters=4)
+    # noise tolerance 0.04 standard deviations at input scale 1: δ = 0.02 in input units
+    return M.build_model(N, gridsize, probe, 0.8, M.merge_canvas(N, 6.0), UnrolledOptions(3, 0.04, 4))
 
 
 def test_model_shapes_and_gradients_reach_every_learned_parameter():
@@ -144,8 +144,12 @@ def test_an_unrolled_model_has_one_reconstruction_mode():
 
     m = _model()
     assert list(pipeline_modes(m)) == ["network"]  # its learning is all in the estimate
-    p = {"model": {"estimate_algorithm": "unrolled", "estimate_iterations": 3}}
-    assert mode_label(p, "network") == "unrolled x3 (learned) + network"
+    from ptychopipe.config import DifferenceMapOptions, ModelConfig, UNetOptions
+
+    assert mode_label(ModelConfig(64, 2, UnrolledOptions(3), None), "network") == "unrolled x3 (learned) + network"
+    dm = ModelConfig(64, 2, DifferenceMapOptions(10), UNetOptions())
+    assert mode_label(dm, "network") == "difference_map x10 + U-Net + network"
+    assert mode_label(dm, "estimate_only") == "difference_map x10, no network"
 
 
 def test_save_load_gives_identical_predictions(tmp_path):
@@ -196,6 +200,7 @@ def test_config_bounds_the_unrolled_iterations_and_leaves_unet_knobs_out(raw_con
     raw["scenarios"]["gs2_custom"]["model"]["estimate_iterations"] = 10
     p = resolve_scenarios(raw, "ci")["gs2_custom"]
     m = stage_config(p, "train").model
-    assert (m.filters, m.depth, m.phase_max_rad, m.prior_filters) == (0, 0, 0.0, p["model"]["prior_filters"])
+    assert m.unet is None and m.estimate == UnrolledOptions(10, p["model"]["estimate_noise_tolerance"],
+                                                            p["model"]["prior_filters"])
     p["model"]["filters"] = 99  # a U-Net knob: the unrolled model's stage config does not change
     assert stage_config(p, "train").model == m

@@ -39,6 +39,7 @@ import keras
 import numpy as np
 
 from . import physics
+from .config import DifferenceMapOptions, GradientOptions, UNetOptions
 from .model import PoissonLoss, build_cnn, build_model, head_model, merge_canvas
 from .simulate import ideal_probe
 from .telemetry import cpu_model
@@ -180,12 +181,13 @@ class _CnnBatches(keras.utils.PyDataset):
         return x, {"amplitude": np.ones_like(x), "phase": np.zeros_like(x)}
 
 
-def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple[int, ...] = (1, 2),
+def bench_model(n: int = 64, estimate: DifferenceMapOptions | GradientOptions = DifferenceMapOptions(),
+                unet: UNetOptions = UNetOptions(), gridsizes: tuple[int, ...] = (1, 2),
                 batch_size: int = 16, infer_batch_size: int = 64, steps: int = 10, repeats: int = 3,
-                max_offset: float = 14.0, deterministic: bool = True, seed: int = 0,
-                estimate_iterations: int = 200, estimate_momentum: float = 0.9,
-                estimate_algorithm: str = "difference_map", estimate_noise_tolerance: float = 1.0) -> list[BenchRow]:
-    """Benchmark the PINN and the bare CNN for each gridsize (see module docstring).
+                max_offset: float = 14.0, deterministic: bool = True, seed: int = 0) -> list[BenchRow]:
+    """Benchmark the PINN (a fixed group estimate of ``estimate``'s algorithm and iterations,
+    corrected by the U-Net of ``unet``) and the bare CNN of the same U-Net for each gridsize
+    (see module docstring).
 
     After a warm-up (tracing/compilation) of every model, PINN and CNN epochs of ``steps``
     steps, and their predictions, are timed alternately ``repeats`` times and the best
@@ -205,9 +207,7 @@ def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple
         input_scale = 0.05
         data = GroupArrays(np.sqrt(counts) * input_scale, offsets.astype(np.float32), counts)
         keras.utils.set_random_seed(seed)
-        pinn = build_model(n, gs, filters, depth, np.pi, probe, 1.0, canvas, estimate_iterations, estimate_momentum,
-                           estimate_algorithm=estimate_algorithm,
-                           estimate_tolerance=physics.noise_tolerance(estimate_noise_tolerance, input_scale))
+        pinn = build_model(n, gs, probe, 1.0, canvas, estimate, unet, input_scale=input_scale)
         trainer = head_model(pinn)  # as the train stage: steps on precomputed group estimates
         trainer.compile(optimizer=keras.optimizers.Adam(1e-4), loss=PoissonLoss(50.0 * n * n))
         train_set = GroupArrays(data.inputs[:batch_size * steps], data.offsets[:batch_size * steps],
@@ -219,7 +219,7 @@ def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple
         pinn_batches = GroupBatches(train_set, batch_size, seed=0)
         pinn_cb = [NonFiniteGuard(pinn_batches)]
         keras.utils.set_random_seed(seed)
-        cnn = build_cnn(n, gs, filters, depth, np.pi, 1.0)
+        cnn = build_cnn(n, gs, unet.filters, unet.depth, unet.phase_max_rad, 1.0)
         cnn.compile(optimizer=keras.optimizers.Adam(1e-4), loss={"amplitude": "mse", "phase": "mse"})
         cnn_batches = _CnnBatches(data.inputs, batch_size, steps)
         cnn_cb = [NonFiniteGuard()]
@@ -237,8 +237,8 @@ def bench_model(n: int = 64, filters: int = 32, depth: int = 3, gridsizes: tuple
                 wall, cpu = fn()
                 best[key] = (min(best[key][0], wall), min(best[key][1], cpu))
         cc = conv_flops(cnn, c)
-        cf, pf = conv_flops(pinn, c), physics_flops(n, gs, canvas, estimate_iterations, estimate_algorithm)
-        ef = estimate_flops(n, gs, canvas, estimate_iterations, estimate_algorithm)
+        cf, pf = conv_flops(pinn, c), physics_flops(n, gs, canvas, estimate.iterations, estimate.algorithm)
+        ef = estimate_flops(n, gs, canvas, estimate.iterations, estimate.algorithm)
         rows.append(BenchRow("pinn", gs, batch_size / best["pt"][0], 1.0 / best["pi"][0], cf + pf,
                              3 * (cf + pf - ef), cf, pf, _trainable(pinn), best["pt"][1] / batch_size, best["pi"][1],
                              est_wall, est_cpu))
@@ -297,23 +297,20 @@ def run_cli(configfile: str, preset: str, gridsizes: tuple[int, ...], steps: int
     """``ptychopipe bench model``: model sizes from ``configfile``'s preset (first scenario's
     N, model.*, train.batch_size, infer.batch_size; ``infer_batch_size`` overrides the last).
     Returns the markdown; writes JSON if asked."""
-    from .config import load_scenarios
+    from .config import load_scenarios, stage_config, to_dict
 
     params = next(iter(load_scenarios(configfile, preset).values()))
-    settings = {"preset": preset, "N": params["N"], "filters": params["model"]["filters"],
-                "depth": params["model"]["depth"], "batch_size": params["train"]["batch_size"],
+    train = stage_config(params, "train")
+    if train.model.unet is None:
+        raise ValueError(f"{configfile}: preset {preset}: the first scenario's model has no U-Net "
+                         f"(estimate_algorithm {train.model.estimate.algorithm}); expected difference_map or gradient")
+    settings = {"preset": preset, "N": train.model.N, "batch_size": train.batch_size,
                 "infer_batch_size": infer_batch_size or params["infer"]["batch_size"], "steps": steps,
-                "estimate_iterations": params["model"]["estimate_iterations"],
-                "estimate_momentum": params["model"]["estimate_momentum"],
-                "estimate_algorithm": params["model"]["estimate_algorithm"],
-                "estimate_noise_tolerance": params["model"]["estimate_noise_tolerance"], "deterministic": deterministic}
-    rows = bench_model(n=params["N"], filters=params["model"]["filters"], depth=params["model"]["depth"],
-                       gridsizes=gridsizes, batch_size=params["train"]["batch_size"],
-                       infer_batch_size=settings["infer_batch_size"], steps=steps, deterministic=deterministic,
-                       estimate_iterations=params["model"]["estimate_iterations"],
-                       estimate_momentum=params["model"]["estimate_momentum"],
-                       estimate_algorithm=params["model"]["estimate_algorithm"],
-                       estimate_noise_tolerance=params["model"]["estimate_noise_tolerance"])
+                "unet": to_dict(train.model.unet), "estimate": to_dict(train.model.estimate),
+                "deterministic": deterministic}
+    rows = bench_model(n=train.model.N, estimate=train.model.estimate, unet=train.model.unet, gridsizes=gridsizes,
+                       batch_size=train.batch_size, infer_batch_size=settings["infer_batch_size"], steps=steps,
+                       deterministic=deterministic)
     info = machine_info()
     text = markdown(rows, settings, info)
     if json_out:

@@ -100,18 +100,134 @@ class NormalizeConfig:
     N: int  # input scale targets (N/2)^2 total power per pattern (docs/design.md, 'Dose and normalisation')
 
 
+def option(description: str, *, key: str, default: Any = dataclasses.MISSING, unit: str = "",
+           minimum: float | None = None, maximum: float | None = None,
+           exclusive_minimum: float | None = None, exclusive_maximum: float | None = None) -> Any:
+    """A typed option's field: its default, its bounds, its unit and its description, in one
+    place. ``key``: the dotted key of config/scenarios.yaml it is read from (the schema's
+    property there states the same bounds, unit and description: tests/test_options.py).
+    The options class checks the bounds when built (:func:`check_options`)."""
+    bounds = {k: v for k, v in (("minimum", minimum), ("maximum", maximum), ("exclusiveMinimum", exclusive_minimum),
+                                ("exclusiveMaximum", exclusive_maximum)) if v is not None}
+    return dataclasses.field(default=default, metadata={"description": description, "key": key, "unit": unit,
+                                                        "bounds": bounds})
+
+
+def check_options(options: Any) -> None:
+    """ConfigError (one line: key, bound, value) when a field of an options instance is out of
+    the bounds its :func:`option` declares."""
+    tests = {"minimum": (lambda v, b: v >= b, ">="), "maximum": (lambda v, b: v <= b, "<="),
+             "exclusiveMinimum": (lambda v, b: v > b, ">"), "exclusiveMaximum": (lambda v, b: v < b, "<")}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        for kind, bound in f.metadata.get("bounds", {}).items():
+            ok, sign = tests[kind]
+            if not ok(value, bound):
+                raise ConfigError(f"{f.metadata['key']}: expected {sign} {bound:g}, got {value!r}")
+
+
+def _iterations() -> Any:
+    return option("Physics iterations per group (unrolled: at most 10, each with learned parameters; "
+                  "difference_map, gradient: fixed, model.GroupEstimate).",
+                  key="model.estimate_iterations", default=10, minimum=1, maximum=1000)
+
+
+def _noise_tolerance() -> Any:
+    return option("Half-width of the modulus constraint (difference_map, unrolled); 0 = exact modulus, which loses "
+                  "the amplitude below ~1e6 photons.", key="model.estimate_noise_tolerance", default=1.0,
+                  unit="standard deviations of the measured amplitude", minimum=0)
+
+
+@dataclass(frozen=True)
+class DifferenceMapOptions:
+    """A fixed number of exit-wave difference-map iterations per group, at training and at
+    inference (:class:`ptychopipe.model.GroupEstimate`), then the U-Net correction."""
+
+    iterations: int = _iterations()
+    noise_tolerance: float = _noise_tolerance()
+    algorithm: str = "difference_map"
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+@dataclass(frozen=True)
+class GradientOptions:
+    """A fixed number of preconditioned gradient-descent iterations with Nesterov momentum per
+    group (:class:`ptychopipe.model.GroupEstimate`), then the U-Net correction."""
+
+    iterations: int = _iterations()
+    momentum: float = option("Nesterov momentum of those iterations (gradient algorithm only).",
+                             key="model.estimate_momentum", default=0.9, minimum=0, exclusive_maximum=1)
+    algorithm: str = "gradient"
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+#: Most iterations of the unrolled estimate (its parameters are learned per iteration).
+MAX_UNROLLED_ITERATIONS = 10
+
+
+@dataclass(frozen=True)
+class UnrolledOptions:
+    """Learned unrolled difference-map iterations (:class:`ptychopipe.model.UnrolledEstimate`):
+    relaxation, tolerance and a small prior CNN learned per iteration; no U-Net."""
+
+    iterations: int = _iterations()
+    noise_tolerance: float = _noise_tolerance()
+    prior_filters: int = option("unrolled only: channels of the small CNN (two 3x3 layers) applied to the object "
+                                "between the learned iterations.", key="model.prior_filters", default=8,
+                                minimum=1, maximum=64)
+    algorithm: str = "unrolled"
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        if self.iterations > MAX_UNROLLED_ITERATIONS:
+            raise ConfigError(f"model.estimate_iterations: expected <= {MAX_UNROLLED_ITERATIONS} for estimate_algorithm "
+                              f"unrolled (learned iterations, a small fixed number), got {self.iterations}")
+
+
+@dataclass(frozen=True)
+class UNetOptions:
+    """The U-Net that corrects a fixed physics estimate (:func:`ptychopipe.model.unet_heads`)."""
+
+    filters: int = option("U-Net filters of the first encoder level; doubled per level.", key="model.filters",
+                          default=32, minimum=1)
+    depth: int = option("U-Net encoder levels (each halves the patch size).", key="model.depth", default=3,
+                        minimum=1, maximum=5)
+    phase_max_rad: float = option("Largest phase correction of the estimate: phase = arg(estimate) + "
+                                  "phase_max_rad·tanh(u).", key="model.phase_max_rad", default=3.14159, unit="rad",
+                                  exclusive_minimum=0)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+#: The group-estimate algorithms (``model.estimate_algorithm``) and their options classes.
+ESTIMATE_OPTIONS: dict[str, type] = {"difference_map": DifferenceMapOptions, "gradient": GradientOptions,
+                                     "unrolled": UnrolledOptions}
+EstimateOptions = DifferenceMapOptions | GradientOptions | UnrolledOptions
+
+
 @dataclass(frozen=True)
 class ModelConfig:
+    """The network: pattern size N, gridsize, its group estimate (one options class per
+    algorithm, each with only its own knobs) and, for the fixed estimates, the U-Net."""
+
     N: int
     gridsize: int
-    filters: int
-    depth: int
-    phase_max_rad: float
-    estimate_iterations: int
-    estimate_momentum: float
-    estimate_algorithm: str  # "unrolled" (learned), "difference_map" or "gradient"
-    estimate_noise_tolerance: float  # standard deviations of the measured amplitude (difference map, unrolled)
-    prior_filters: int = 0  # unrolled only: channels of the prior CNN between iterations (0 for the others)
+    estimate: EstimateOptions
+    unet: UNetOptions | None  # None: the unrolled estimate has no U-Net
+
+
+def estimate_options(m: Mapping[str, Any]) -> EstimateOptions:
+    """The estimate's options from a scenario's ``model:`` parameters (flat YAML keys)."""
+    algorithm = str(m["estimate_algorithm"])
+    cls = ESTIMATE_OPTIONS[algorithm]
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: hints[f.name](m[f.metadata["key"].split(".", 1)[1]])
+                  for f in dataclasses.fields(cls) if f.metadata})
 
 
 @dataclass(frozen=True)
@@ -237,22 +353,13 @@ def stage_config(params: Mapping[str, Any], stage: str):
         return NormalizeConfig(N=int(p["N"]))
     if stage == "train":
         m, t = p["model"], p["train"]
-        unrolled = m["estimate_algorithm"] == "unrolled"
+        estimate = estimate_options(m)
         return TrainConfig(
-            # each estimate algorithm's own knob only (momentum: gradient; tolerance: difference
-            # map), 0 for the other, so editing the unused one re-runs nothing
-            # (the U-Net's filters, depth and phase_max_rad: not the unrolled model's; prior_filters: its only)
-            model=ModelConfig(N=int(p["N"]), gridsize=int(p["gridsize"]),
-                              filters=int(m["filters"]) if not unrolled else 0,
-                              depth=int(m["depth"]) if not unrolled else 0,
-                              phase_max_rad=float(m["phase_max_rad"]) if not unrolled else 0.0,
-                              estimate_iterations=int(m["estimate_iterations"]),
-                              estimate_momentum=float(m["estimate_momentum"])
-                              if m["estimate_algorithm"] == "gradient" else 0.0,
-                              estimate_algorithm=str(m["estimate_algorithm"]),
-                              estimate_noise_tolerance=float(m["estimate_noise_tolerance"])
-                              if m["estimate_algorithm"] != "gradient" else 0.0,
-                              prior_filters=int(m["prior_filters"]) if unrolled else 0),
+            # each estimate algorithm's own options class, so editing another's knob re-runs nothing
+            model=ModelConfig(N=int(p["N"]), gridsize=int(p["gridsize"]), estimate=estimate,
+                              unet=None if isinstance(estimate, UnrolledOptions) else
+                              UNetOptions(filters=int(m["filters"]), depth=int(m["depth"]),
+                                          phase_max_rad=float(m["phase_max_rad"]))),
             batch_size=int(t["batch_size"]), epochs=int(t["epochs"]),
             learning_rate=float(t["learning_rate"]), min_learning_rate=float(t["min_learning_rate"]),
             validation_fraction=float(t["validation_fraction"]),
@@ -330,11 +437,17 @@ def _build(cls: Any, data: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected keys {sorted(names)}, got {sorted(data)}")
         return cls(**{k: _build(hints[k], data[k], f"{where}.{k}") for k in names})
     args = typing.get_args(cls)
-    if typing.get_origin(cls) in (typing.Union, types.UnionType):  # X | None
+    if typing.get_origin(cls) in (typing.Union, types.UnionType):  # X | None, or options classes by "algorithm"
         if data is None and type(None) in args:
             return None
-        (cls,) = [a for a in args if a is not type(None)]
-        return _build(cls, data, where)
+        choices = [a for a in args if a is not type(None)]
+        if len(choices) > 1:
+            by_name = {a.algorithm: a for a in choices}  # the options classes' own default
+            got = data.get("algorithm") if isinstance(data, dict) else None
+            if got not in by_name:
+                raise ConfigError(f"{where}.algorithm: expected one of {sorted(by_name)}, got {json.dumps(got)}")
+            choices = [by_name[got]]
+        return _build(choices[0], data, where)
     if typing.get_origin(cls) is tuple:
         if not isinstance(data, (list, tuple)) or len(data) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {json.dumps(data)}")
@@ -612,10 +725,10 @@ def _semantic_checks(name: str, p: Mapping[str, Any], source: str) -> None:
     if p["probe"]["kind"] == "ideal" and not ideal_footprint_px(p) < int(p["N"]):
         raise ConfigError(f"{where}: probe.footprint_px: expected < N = {p['N']} (the central lobe inside the "
                           f"window; a wider one lights it flat), got {p['probe']['footprint_px']}")
-    m = p["model"]
-    if m["estimate_algorithm"] == "unrolled" and not int(m["estimate_iterations"]) <= 10:
-        raise ConfigError(f"{where}: model.estimate_iterations: expected <= 10 for estimate_algorithm unrolled "
-                          f"(learned iterations, a small fixed number), got {m['estimate_iterations']}")
+    try:
+        estimate_options(p["model"])  # bounds the schema cannot state (one algorithm's own)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     if p["stitch"]["resolve_twin"] and int(p["gridsize"]) != 1:
         raise ConfigError(f"{where}: stitch.resolve_twin: expected gridsize 1 (one pattern per patch; a group's "
                           f"patches share one twin), got gridsize {p['gridsize']}")

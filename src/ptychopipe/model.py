@@ -51,15 +51,14 @@ import numpy as np
 from keras import layers, ops
 
 from . import physics
+from .config import (MAX_UNROLLED_ITERATIONS, DifferenceMapOptions, EstimateOptions, GradientOptions,
+                     UNetOptions, UnrolledOptions)
 
 PACKAGE = "ptychopipe"
 
 #: log-amplitude bounds of the amplitude head: amp ∈ [ā·e^-20, ā·e^10]. They only guard
 #: float32 overflow of exp(); a trained model sits far inside (|z| ≲ 2).
 LOG_AMPLITUDE_BOUNDS = (-20.0, 10.0)
-
-#: Most iterations of the learned unrolled estimate (a fixed, small number by design).
-MAX_UNROLLED_ITERATIONS = 10
 
 #: Below this, λ̂ is clamped before the log of the Poisson loss (docs/design.md, 'Loss') [counts].
 LAMBDA_FLOOR = 1e-8
@@ -710,69 +709,71 @@ def model_inputs(n: int, c: int) -> dict[str, Any]:
             "offsets": keras.Input((c, 2), name="offsets")}
 
 
-def build_model(n: int, gridsize: int, filters: int, depth: int, phase_max_rad: float,
-                probe: np.ndarray, amplitude_estimate: float, canvas: int,
-                estimate_iterations: int = 1, estimate_momentum: float = 0.0,
-                tv_weight: float = 0.0, *, estimate_algorithm: str,
-                estimate_tolerance: float = 0.0, prior_filters: int = 8) -> keras.Model:
+def build_model(n: int, gridsize: int, probe: np.ndarray, amplitude_estimate: float, canvas: int,
+                estimate: EstimateOptions, unet: UNetOptions | None = None, *, tv_weight: float = 0.0,
+                input_scale: float = 1.0) -> keras.Model:
     """The PINN: inputs {"diffraction" (B,N,N,C), "offsets" (B,C,2)} → outputs {"counts"
     λ̂ [counts], "amplitude" [object amplitude], "phase" [rad]}, each (B, N, N, C) float32.
 
-    n: pattern side N [px], divisible by 2^depth; gridsize: √C; filters, depth: the U-Net's
-    first-level width and number of down-samplings; phase_max_rad: φmax, the largest phase
-    correction the U-Net may add [rad]; tv_weight: > 0 adds the "total_variation" layer
-    (:class:`TotalVariation`, a loss term; identity on its inputs) after "refine_estimate".
-    probe: P_abs (N, N) complex; amplitude_estimate: ā; canvas: group canvas side
-    (:func:`merge_canvas`; unused for C = 1); estimate_iterations, estimate_momentum,
-    estimate_algorithm ("difference_map", the pipeline's default, or "gradient"; no default
-    here, so a caller states it), estimate_tolerance (δ of the modulus projection, input
-    units: :func:`physics.noise_tolerance`): the physics input layer
-    (:class:`GroupEstimate`). Layers: "group_estimate" (its output is
-    the input of :func:`head_model`), "member_features", the U-Net, "refine_estimate",
-    then the physics layers. With ``estimate_algorithm`` "unrolled" the model is the learned
-    unrolled difference map instead (:class:`UnrolledEstimate` as "group_estimate", its
-    prior CNNs ``prior_filters`` wide, K = ``estimate_iterations`` ≤ 10), then
-    :class:`EstimateObject` ("estimate_object") and the physics layers: no U-Net, so
-    ``filters``, ``depth`` and ``phase_max_rad`` are not used. Raises ValueError on
-    inconsistent sizes.
+    n: pattern side N [px]; gridsize: √C; probe: P_abs (N, N) complex; amplitude_estimate:
+    ā; canvas: group canvas side (:func:`merge_canvas`; unused for C = 1); input_scale: a
+    (normalize stage), which turns the estimate's noise tolerance (standard deviations of
+    the measured amplitude) into input units (:func:`physics.noise_tolerance`); tv_weight
+    > 0 adds the "total_variation" layer (:class:`TotalVariation`, a loss term; identity
+    on its inputs) before the physics layers.
+
+    ``estimate`` chooses the model:
+
+    - :class:`~ptychopipe.config.DifferenceMapOptions` or
+      :class:`~ptychopipe.config.GradientOptions`: the fixed physics input layer
+      (:class:`GroupEstimate`, "group_estimate": its output is the input of
+      :func:`head_model`), "member_features", the U-Net of ``unet`` (required; its depth
+      must divide N: N % 2^depth == 0), "refine_estimate", then the physics layers;
+    - :class:`~ptychopipe.config.UnrolledOptions`: the learned unrolled difference map
+      (:class:`UnrolledEstimate` as "group_estimate"), :class:`EstimateObject`
+      ("estimate_object") and the physics layers; no U-Net (``unet`` must be None).
+
+    Raises ValueError on inconsistent sizes or options.
     """
     c = gridsize * gridsize
-    if n % (2 ** depth):
-        raise ValueError(f"model.depth: N = {n} must be divisible by 2^depth = {2 ** depth}")
     if np.shape(probe) != (n, n):
         raise ValueError(f"probe: expected shape ({n}, {n}), got {np.shape(probe)}")
     inputs = model_inputs(n, c)
-    if estimate_algorithm == "unrolled":
-        estimate = UnrolledEstimate(probe, canvas, estimate_iterations, estimate_tolerance, prior_filters,
-                                    name="group_estimate")(inputs["diffraction"], inputs["offsets"])
-        amp, phase = EstimateObject(amplitude_estimate, name="estimate_object")(estimate)
-        if tv_weight > 0:
-            amp, phase = TotalVariation(tv_weight, amplitude_estimate, name="total_variation")(amp, phase)
-        return keras.Model(inputs, physics_layers(amp, phase, inputs["offsets"], probe, canvas), name="ptycho_pinn")
-    estimate = GroupEstimate(probe, canvas, estimate_iterations, estimate_momentum, estimate_algorithm,
-                             estimate_tolerance, name="group_estimate")(inputs["diffraction"], inputs["offsets"])
-    features = FoldMembers(overlap_weight(probe), name="member_features")(estimate)
-    z, u = unet_heads(features, c, filters, depth)
-    amp, phase = RefineEstimate(amplitude_estimate, phase_max_rad, name="refine_estimate")(z, u, estimate)
+    if isinstance(estimate, UnrolledOptions):
+        if unet is not None:
+            raise ValueError("model: the unrolled estimate has no U-Net; expected unet None")
+        tolerance = physics.noise_tolerance(estimate.noise_tolerance, input_scale)
+        est = UnrolledEstimate(probe, canvas, estimate.iterations, tolerance, estimate.prior_filters,
+                               name="group_estimate")(inputs["diffraction"], inputs["offsets"])
+        amp, phase = EstimateObject(amplitude_estimate, name="estimate_object")(est)
+    elif isinstance(estimate, (DifferenceMapOptions, GradientOptions)):
+        if unet is None:
+            raise ValueError(f"model: the {estimate.algorithm} estimate is corrected by a U-Net; expected its options")
+        if n % (2 ** unet.depth):
+            raise ValueError(f"model.depth: N = {n} must be divisible by 2^depth = {2 ** unet.depth}")
+        momentum = estimate.momentum if isinstance(estimate, GradientOptions) else 0.0
+        tolerance = (physics.noise_tolerance(estimate.noise_tolerance, input_scale)
+                     if isinstance(estimate, DifferenceMapOptions) else 0.0)
+        est = GroupEstimate(probe, canvas, estimate.iterations, momentum, estimate.algorithm, tolerance,
+                            name="group_estimate")(inputs["diffraction"], inputs["offsets"])
+        features = FoldMembers(overlap_weight(probe), name="member_features")(est)
+        z, u = unet_heads(features, c, unet.filters, unet.depth)
+        amp, phase = RefineEstimate(amplitude_estimate, unet.phase_max_rad, name="refine_estimate")(z, u, est)
+    else:
+        raise ValueError(f"model.estimate_algorithm: expected difference_map, gradient or unrolled options, "
+                         f"got {type(estimate).__name__}")
     if tv_weight > 0:
         amp, phase = TotalVariation(tv_weight, amplitude_estimate, name="total_variation")(amp, phase)
-    outputs = physics_layers(amp, phase, inputs["offsets"], probe, canvas)
-    return keras.Model(inputs, outputs, name="ptycho_pinn")
+    return keras.Model(inputs, physics_layers(amp, phase, inputs["offsets"], probe, canvas), name="ptycho_pinn")
 
 
 def build_model_from_config(cfg: Any, probe: np.ndarray, amplitude_estimate: float, canvas: int,
                             input_scale: float) -> keras.Model:
-    """:func:`build_model` from a :class:`ptychopipe.config.TrainConfig`; ``input_scale`` a
-    (normalize stage) turns ``model.estimate_noise_tolerance`` (standard deviations of the
-    measured amplitude) into input units; the gradient algorithm, which does not use it,
-    gets 0."""
+    """:func:`build_model` from a :class:`ptychopipe.config.TrainConfig` (its model options and
+    loss.tv_weight) and the normalize stage's ``input_scale``."""
     m = cfg.model
-    sigmas = m.estimate_noise_tolerance if m.estimate_algorithm != "gradient" else 0.0
-    return build_model(m.N, m.gridsize, m.filters, m.depth, m.phase_max_rad, probe, amplitude_estimate,
-                       canvas, estimate_iterations=m.estimate_iterations, estimate_momentum=m.estimate_momentum,
-                       tv_weight=cfg.loss.tv_weight, estimate_algorithm=m.estimate_algorithm,
-                       estimate_tolerance=physics.noise_tolerance(sigmas, input_scale),
-                       prior_filters=m.prior_filters or 1)
+    return build_model(m.N, m.gridsize, probe, amplitude_estimate, canvas, m.estimate, m.unet,
+                       tv_weight=cfg.loss.tv_weight, input_scale=input_scale)
 
 
 def estimate_model(model: keras.Model) -> keras.Model:

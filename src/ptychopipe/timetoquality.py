@@ -48,7 +48,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .artifacts import ArtifactError, read_attrs, read_normalized, read_truth_object, save_figure, write_text_atomic
-from .config import BaselineConfig, CompareConfig, config_hash, load_scenarios, stage_config
+from .config import BaselineConfig, CompareConfig, ModelConfig, config_hash, from_json, load_scenarios, stage_config
 from .errors import PtychopipeError
 
 #: Columns of time_to_quality.csv, in order.
@@ -227,19 +227,17 @@ def pipeline_modes(model: Any) -> dict[str, Any]:
     return {"network": network, "estimate_only": estimate_only} if learned_correction else {"network": network}
 
 
-def model_params(inp: Inputs) -> Mapping[str, Any]:
-    """The model parameters of the scenario that trained ``inp``'s model (train.h5's config)."""
-    import json
-
-    return json.loads(read_attrs(inp.train)["config_json"])["model"]
+def model_options(inp: Inputs) -> ModelConfig:
+    """The model options of the scenario that trained ``inp``'s model (train.h5's config)."""
+    return from_json("train", read_attrs(inp.train)["config_json"]).model
 
 
-def mode_label(params: Mapping[str, Any], mode: str) -> str:
-    """Human label of a pipeline mode, e.g. "difference_map x10 + network"."""
-    m = params["model"]
-    if m["estimate_algorithm"] == "unrolled":
-        return f"unrolled x{m['estimate_iterations']} (learned) + network"
-    base = f"{m['estimate_algorithm']} x{m['estimate_iterations']}"
+def mode_label(model: ModelConfig, mode: str) -> str:
+    """Human label of a pipeline mode, e.g. "difference_map x10 + U-Net + network"."""
+    e = model.estimate
+    if model.unet is None:
+        return f"{e.algorithm} x{e.iterations} (learned) + network"
+    base = f"{e.algorithm} x{e.iterations}"
     return f"{base} + U-Net + network" if mode == "network" else f"{base}, no network"
 
 
@@ -262,7 +260,7 @@ def run_pipeline(inp: Inputs, batch_size: int | None = None) -> tuple[list[dict[
     if truth is None:
         raise BenchError(f"{inp.simulated}: object: missing; time to quality needs the true object (simulated data)")
     rows, scorer, network_canvas = [], None, None
-    params = {**inp.params, "model": model_params(inp)} if foreign else inp.params  # the model's own settings
+    options = model_options(inp)  # the model's own settings (another scenario's with infer.model_from)
     for mode, fn in pipeline_modes(model).items():
         fn(x[:batch], off[:batch], batch)  # tracing / compilation, once per process
         with Clock() as clock:
@@ -275,7 +273,7 @@ def run_pipeline(inp: Inputs, batch_size: int | None = None) -> tuple[list[dict[
             network_canvas = SimpleNamespace(object=st.object, coverage=st.coverage, origin_x=st.geometry.origin_x,
                                              origin_y=st.geometry.origin_y)
         rows.append({"scenario": inp.scenario, "method": "pipeline",
-                     "mode": mode_label(params, mode) + (f" (model of {inp.model_from})" if foreign else ""),
+                     "mode": mode_label(options, mode) + (f" (model of {inp.model_from})" if foreign else ""),
                      "start": "", "epoch": "", "cpu_seconds": clock.cpu, "wall_seconds": clock.wall,
                      **scorer.score(st.object)})
     return rows, scorer, network_canvas

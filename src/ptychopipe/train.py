@@ -408,7 +408,7 @@ def fit(cfg: TrainConfig, norm: Normalized, scenario: str, log: Callable[[str], 
         f"backend {backend_info['backend']} ({backend_info.get('backend_version', '?')}) on "
         f"{backend_info.get('device', '?')}, "
         f"threads {backend_info['intra_op_threads'] or 'default'}, deterministic {deterministic}; "
-        f"group estimate ({cfg.model.estimate_algorithm}, {cfg.model.estimate_iterations} iterations, modulus "
+        f"group estimate ({cfg.model.estimate.algorithm}, {cfg.model.estimate.iterations} iterations, modulus "
         f"tolerance {model.get_layer('group_estimate').tolerance:.3g}) "
         + ("learned end to end" if learned else f"of all groups in {estimate_seconds:.1f} s"))
     t0 = time.perf_counter()
