@@ -22,7 +22,7 @@ from ptychopipe.artifacts import Array, ArtifactError, read_baseline, read_simul
 from ptychopipe.compare import truth_on_canvas
 from ptychopipe.config import BaselineConfig
 
-from conftest import REPO
+from pipeline_helpers import REPO
 
 AVAILABLE, WHY = B.available()
 needs_ptychi = pytest.mark.skipif(not AVAILABLE, reason=f"iterative baseline not available: {WHY}")
@@ -197,6 +197,7 @@ def test_test_patterns_of_another_scenario_are_refused(tmp_path, ci_data):
         B.read_test_patterns(ci_data["gs1_ideal"]["simulated"], grouped)
 
 
+@pytest.mark.workflow
 def test_workflow_adds_the_baseline_only_where_enabled(workdir):
     import yaml
 
@@ -214,6 +215,7 @@ def test_workflow_adds_the_baseline_only_where_enabled(workdir):
     assert '\\"engine\\":\\"rpie\\"' in out or '"engine":"rpie"' in out
 
 
+@pytest.mark.workflow
 def test_workflow_starts_the_baseline_from_the_stitched_reconstruction_when_asked(workdir):
     """baseline.initial: reconstruction makes stitched.h5 an input of the baseline job (passed as
     --stitched); the flat start reads only simulated.h5 and grouped.h5."""

@@ -16,8 +16,7 @@ from ptychopipe import grouping, ingest, normalize
 from ptychopipe.artifacts import ArtifactError, read_attrs, read_normalized, read_simulated, read_telemetry
 from ptychopipe.config import IngestConfig, load_scenarios, stage_config
 from ptychopipe.ingest import IngestError
-
-from conftest import CONFIG_FILE, REPO
+from pipeline_helpers import CONFIG_FILE, REPO
 
 
 def npz_cfg(path, **kw) -> IngestConfig:
@@ -460,6 +459,7 @@ def test_source_config_validates_and_only_its_format_fields_count(raw_config):
         resolve_scenarios(raw_config, "ci")
 
 
+@pytest.mark.workflow
 def test_workflow_picks_ingest_for_imported_and_simulate_for_the_others(workdir, ci_data):
     import yaml
 
@@ -575,7 +575,7 @@ def test_ptychodus_product_without_object_builds_a_frame(tmp_path, sim):
     assert np.array_equal(imp.counts, sim.counts) and np.array_equal(imp.probe, sim.probe)
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 @pytest.mark.slow
 def test_imported_scenario_end_to_end_with_report(workdir, ci_data):
     """A user points a scenario at an NPZ without an object: the whole DAG runs (ingest instead
