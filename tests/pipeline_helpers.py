@@ -81,16 +81,28 @@ def make_workdir(root: Path, mutate: Callable[[dict], Any] | None = None, *,
     shutil.copytree(REPO / "data", root / "data", dirs_exist_ok=True)
     if preset is None and mutate is None and run is None:
         return root
-    path = root / "config" / "scenarios.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    if preset is not None:
-        cfg["preset"] = preset
-    if run is not None:
-        cfg["run"] = list(run)
-    if mutate is not None:
-        mutate(cfg)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    def edit(cfg: dict) -> None:
+        if preset is not None:
+            cfg["preset"] = preset
+        if run is not None:
+            cfg["run"] = list(run)
+        if mutate is not None:
+            mutate(cfg)
+
+    edit_config(root, edit)
     return root
+
+
+def edit_config(workdir: Path, edit: Callable[[dict], Any]) -> str:
+    """``edit(cfg)`` on the parsed config/scenarios.yaml of ``workdir``, written back.
+    Returns the file's former text (for a test that restores it)."""
+    path = Path(workdir) / "config" / "scenarios.yaml"
+    original = path.read_text()
+    cfg = yaml.safe_load(original)
+    edit(cfg)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return original
 
 
 def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
@@ -246,6 +258,18 @@ def planned(proc) -> set[tuple[str, str | None]]:
     """(rule, scenario) of every job a ``snakemake -n`` run lists, except the ``all`` target
     (scenario None for rules without the wildcard)."""
     return {(j["rule"], j["scenario"]) for j in dry_run_jobs(proc) if j["rule"] != "all"}
+
+
+def planned_after_edit(workdir: Path, edit: Callable[[dict], Any], *targets: str) -> set[tuple[str, str | None]]:
+    """:func:`planned` of ``snakemake -n [targets] --config preset=ci`` in ``workdir`` after
+    ``edit`` of its config; the config file is restored (the working directory may be shared)."""
+    original = edit_config(workdir, edit)
+    try:
+        proc = run_snakemake(workdir, "-n", *targets, "--config", "preset=ci")
+        assert proc.returncode == 0, outcome(proc)
+        return planned(proc)
+    finally:
+        (Path(workdir) / "config" / "scenarios.yaml").write_text(original)
 
 
 #: docs/design.md, 'Artifact contract': the root attributes of every HDF5 artifact, and each array's telemetry.

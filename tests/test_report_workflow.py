@@ -9,12 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 
 import h5py
 import pytest
-from pipeline_helpers import SCENARIOS, check_artifact_contract, outcome, planned, run_snakemake
-import yaml
+from pipeline_helpers import SCENARIOS, check_artifact_contract, outcome, planned, planned_after_edit, run_snakemake
 
 from ptychopipe.artifacts import read_comparison_json, read_stitched
 
@@ -130,26 +128,13 @@ def test_rerun_with_nothing_changed_schedules_nothing(dag):
     assert planned(proc) == set() and "Nothing to be done" in proc.stdout + proc.stderr, outcome(proc)
 
 
-def _edit_and_plan(wd: Path, edit) -> set[tuple[str, str | None]]:
-    path = wd / "config" / "scenarios.yaml"
-    original = path.read_text()
-    try:
-        cfg = yaml.safe_load(original)
-        edit(cfg)
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        proc = run_snakemake(wd, "-n", "--config", "preset=ci")
-        assert proc.returncode == 0, outcome(proc)
-        return planned(proc)
-    finally:
-        path.write_text(original)
-
-
 def test_editing_compare_parameters_reruns_compare_and_the_report_only(dag):
-    jobs = _edit_and_plan(dag["workdir"],
-                          lambda c: c["scenarios"]["gs1_ideal"].update(compare={"coverage_threshold": 0.3}))
+    jobs = planned_after_edit(dag["workdir"],
+                              lambda c: c["scenarios"]["gs1_ideal"].update(compare={"coverage_threshold": 0.3}))
     assert jobs == {("compare", "gs1_ideal"), ("summary", None), ("telemetry", None)}
 
 
 def test_editing_the_stitch_weight_reruns_stitch_onwards_for_that_scenario(dag):
-    jobs = _edit_and_plan(dag["workdir"], lambda c: c["scenarios"]["gs2_ideal"].update(stitch={"weight": "uniform"}))
+    jobs = planned_after_edit(dag["workdir"],
+                              lambda c: c["scenarios"]["gs2_ideal"].update(stitch={"weight": "uniform"}))
     assert jobs == {("stitch", "gs2_ideal"), ("compare", "gs2_ideal"), ("summary", None), ("telemetry", None)}

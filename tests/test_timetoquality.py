@@ -11,7 +11,7 @@ import pytest
 
 from ptychopipe import timetoquality as T
 from ptychopipe.baseline import available
-from pipeline_helpers import CONFIG_FILE
+from pipeline_helpers import CONFIG_FILE, edit_config, make_workdir, run_snakemake
 
 needs_ptychi = pytest.mark.skipif(not available()[0], reason="pty-chi extra not installed (pip install -e .[baselines])")
 
@@ -123,9 +123,6 @@ def test_the_rule_reads_every_file_it_needs_and_runs_without_building(tmp_path):
     """rule time_to_quality: the bench scenarios' data and models are declared inputs (a
     scenario reconstructed with another's model reads that model), and the command it runs
     builds nothing itself."""
-    import yaml
-
-    from pipeline_helpers import make_workdir, run_snakemake
 
     def bench(cfg):
         cfg["bench"] = {"scenarios": ["gs2_ideal", "unseen_lines"], "epochs": 3, "starts": ["flat"]}
@@ -137,8 +134,6 @@ def test_the_rule_reads_every_file_it_needs_and_runs_without_building(tmp_path):
     for f in ("results/gs2_ideal/model.keras", "results/gs2_custom/model.keras", "results/unseen_lines/normalized.h5"):
         assert f in out
     assert "results/unseen_lines/model.keras" not in out
-    cfg = yaml.safe_load((wd / "config" / "scenarios.yaml").read_text())
-    cfg["bench"]["scenarios"] = ["gs9"]
-    (wd / "config" / "scenarios.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    edit_config(wd, lambda cfg: cfg["bench"].update(scenarios=["gs9"]))
     res = run_snakemake(wd, "-n", "time_to_quality", "--config", "preset=ci", timeout=300)
     assert res.returncode != 0 and "bench.scenarios: 'gs9' is not a scenario of this run" in res.stderr + res.stdout

@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 import pytest
 from pipeline_helpers import DATA_TARGETS as TARGETS
-from pipeline_helpers import (REPO, SCENARIOS, check_artifact_contract, dry_run_jobs, outcome, planned,
-                              run_snakemake)
+from pipeline_helpers import (REPO, SCENARIOS, check_artifact_contract, dry_run_jobs, edit_config, outcome,
+                              planned, planned_after_edit, run_snakemake)
 import yaml
 
 from ptychopipe.config import load_scenarios, stage_config
@@ -56,14 +56,12 @@ def test_dry_run_lists_the_data_stages_of_every_scenario(workdir, preset):
 def test_every_job_reads_only_files_it_declares(workdir):
     """Each job's command names no results/ file (and no results folder to scan) that is not one
     of its declared inputs, outputs, log or benchmark (a diagnostic it writes beside its log
-    excepted): Snakemake orders and re-runs a job on what it declares. The telemetry table declares every stage artifact of every scenario (it
-    reads exactly those), and the PINN-vs-iterative comparison infer's benchmark TSV."""
+    excepted): Snakemake orders and re-runs a job on what it declares. The telemetry table
+    declares every stage artifact of every scenario (it reads exactly those), and the
+    PINN-vs-iterative comparison infer's benchmark TSV."""
     from ptychopipe.report import STAGE_FILES
 
-    path = workdir / "config" / "scenarios.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    cfg["scenarios"]["gs1_ideal"]["baseline"] = {"enabled": True}
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    edit_config(workdir, lambda c: c["scenarios"]["gs1_ideal"].update(baseline={"enabled": True}))
     proc = run_snakemake(workdir, "-n", "-p", "--config", "preset=ci")
     assert proc.returncode == 0, outcome(proc)
     jobs = [j for j in dry_run_jobs(proc) if j["rule"] != "all"]
@@ -137,10 +135,7 @@ def test_the_terminal_shows_one_line_per_stage_and_where_the_results_are(workdir
      "['ci', 'full', 'quick']"),
 ])
 def test_bad_config_stops_snakemake_with_one_line(workdir, edit, args, line):
-    path = workdir / "config" / "scenarios.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    edit(cfg)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    edit_config(workdir, edit)
     proc = run_snakemake(workdir, "-n", *args)
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
@@ -232,28 +227,14 @@ def test_rerun_with_nothing_changed_schedules_nothing(ran):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def _edit_and_plan(ran, edit):
-    path = ran["workdir"] / "config" / "scenarios.yaml"
-    original = path.read_text()
-    try:
-        cfg = yaml.safe_load(original)
-        edit(cfg)
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        proc = run_snakemake(ran["workdir"], "-n", *TARGETS, "--config", "preset=ci")
-        assert proc.returncode == 0, outcome(proc)
-        print(outcome(proc))
-        return planned(proc)
-    finally:
-        path.write_text(original)
-
-
 def test_editing_one_scenarios_nphotons_reruns_only_that_scenario(ran):
-    jobs = _edit_and_plan(ran, lambda c: c["scenarios"]["gs1_ideal"].update(nphotons=1.0e+6))
+    jobs = planned_after_edit(ran["workdir"], lambda c: c["scenarios"]["gs1_ideal"].update(nphotons=1.0e+6), *TARGETS)
     assert jobs == {(r, "gs1_ideal") for r in DATA_RULES}
 
 
 def test_editing_grouping_reruns_group_and_normalize_only(ran):
-    jobs = _edit_and_plan(ran, lambda c: c["scenarios"]["gs2_ideal"].update(group={"n_groups": 20}))
+    jobs = planned_after_edit(ran["workdir"], lambda c: c["scenarios"]["gs2_ideal"].update(group={"n_groups": 20}),
+                              *TARGETS)
     assert jobs == {("group", "gs2_ideal"), ("normalize", "gs2_ideal")}
 
 
