@@ -1,9 +1,10 @@
 """Shared pytest fixtures and the test tiers (add fixtures below; keep this file small).
 
 Tiers (markers, registered in pyproject.toml): ``unit`` (no TensorFlow training, no Snakemake
-run: ``make test-fast``), ``stage`` (trains a model, or runs a TensorFlow stage as a process),
-``workflow`` (runs Snakemake), ``cluster`` (a real SLURM cluster) and ``slow`` (the longest
-runs, ``make test-slow``). A test without a tier marker is a ``unit`` test.
+run, no stage process: ``make test-fast``), ``stage`` (trains a model, or runs a stage as a
+process, ``python -m ptychopipe <stage>``), ``workflow`` (runs Snakemake), ``cluster`` (a real
+SLURM cluster) and ``slow`` (the longest runs, ``make test-slow``). A test without a tier
+marker is a ``unit`` test.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from pipeline_helpers import CONFIG_FILE, DATA_TARGETS, PROFILES, build_data, make_workdir, run_snakemake
+from ptychopipe.config import STAGES
 
 TIERS = ("unit", "stage", "workflow", "cluster")
 
@@ -34,20 +36,22 @@ def pytest_collection_modifyitems(items):
 
 
 def _heavy(argv) -> str | None:
-    """What a command would do that no unit test may: run Snakemake, or train through the stage CLI."""
+    """What a command would do that no unit test may: run Snakemake, or run a stage as a process."""
     words = [str(a) for a in argv] if isinstance(argv, (list, tuple)) else str(argv).split()
     names = [Path(w).name for w in words]
     if "snakemake" in names:
         return "runs Snakemake"
-    if "ptychopipe" in names and "train" in names[names.index("ptychopipe"):]:
-        return "trains a model (ptychopipe train)"
+    command = names[names.index("ptychopipe") + 1:][:1] if "ptychopipe" in names else []
+    if command and command[0] in STAGES:
+        return f"runs a stage as a process (python -m ptychopipe {command[0]})"
     return None
 
 
 @contextlib.contextmanager
 def _unit_tier_guard(item):
-    """While a ``unit`` test is set up and run (its fixtures included), training a model or running
-    Snakemake fails it with a line that names the tier to mark it with (``stage`` or ``workflow``)."""
+    """While a ``unit`` test is set up and run (its fixtures included), training a model, running
+    Snakemake or a stage process fails it with a line that names the tier to mark it with
+    (``stage`` or ``workflow``)."""
     if item.get_closest_marker("unit") is None:
         yield
         return

@@ -339,6 +339,7 @@ ARTIFACT_CASES = [
 
 
 @pytest.mark.parametrize("key", ["input_scale", "amplitude_estimate", "mean_counts", "gridsize"])
+@pytest.mark.stage
 def test_normalized_attribute_missing_names_file_and_key(tmp_path, good, key):
     """read_normalized (the train and infer stages' reader): a missing root attribute is one
     ArtifactError line naming the file and the attribute, not a bare KeyError."""
@@ -352,6 +353,7 @@ def test_normalized_attribute_missing_names_file_and_key(tmp_path, good, key):
 
 @pytest.mark.parametrize("case,stage,inputs,target,craft,expected", ARTIFACT_CASES,
                          ids=[c[0] for c in ARTIFACT_CASES])
+@pytest.mark.stage
 def test_bad_artifact_is_one_line(tmp_path, good, params, case, stage, inputs, target, craft, expected):
     d = tmp_path / "case"
     for _, name in inputs:
@@ -409,6 +411,7 @@ PROBE_CASES = [
 
 
 @pytest.mark.parametrize("case,make,expected", PROBE_CASES, ids=[c[0] for c in PROBE_CASES])
+@pytest.mark.stage
 def test_bad_probe_file_is_one_line(tmp_path, params, case, make, expected):
     probe_file = make(tmp_path)
     cfg = stage_config(params["gs1_custom"], "simulate")
@@ -420,8 +423,9 @@ def test_bad_probe_file_is_one_line(tmp_path, params, case, make, expected):
 
 @pytest.mark.parametrize("stage,flag,what", [
     ("split", "--simulated", "expected the simulate stage's output"),
-    pytest.param("infer", "--model", "expected the train stage's model.keras", marks=pytest.mark.stage),
+    ("infer", "--model", "expected the train stage's model.keras"),
 ])
+@pytest.mark.stage
 def test_an_input_path_that_is_a_directory_says_so(tmp_path, params, good, stage, flag, what):
     """A folder where an input file is expected: "is a directory", not "file not found"."""
     folder = tmp_path / "in.h5"
@@ -437,6 +441,7 @@ def test_an_input_path_that_is_a_directory_says_so(tmp_path, params, good, stage
     assert not out.exists()
 
 
+@pytest.mark.stage
 def test_bad_stage_config_json(tmp_path):
     out = tmp_path / "simulated.h5"
     res = run_stage("simulate", "--scenario", SCEN, "--config", "{not json", "--out", str(out))

@@ -65,6 +65,7 @@ def test_stage_errors_are_one_line_with_exit_1(tmp_path, capsys, argv, pattern):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.stage
 def test_missing_custom_probe_fails_in_a_real_process(tmp_path):
     """The command a rule runs: exit status 1, one stderr line naming the file, no output."""
     cfg = _json("gs1_custom", "simulate", probe={"kind": "custom", "file": str(tmp_path / "gone.npz")})

@@ -291,6 +291,7 @@ def test_corrupted_compressed_npz_member_is_one_line(tmp_path, sim):
     assert not out.exists()
 
 
+@pytest.mark.stage
 def test_cli_reports_a_bad_file_in_one_line(tmp_path, sim):
     from ptychopipe.config import to_json
 
