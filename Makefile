@@ -50,9 +50,9 @@ demo: $(STAMP)
 	@echo "HTML report:        $(CURDIR)/results/report.html  (self-contained: every figure and table)"
 
 # The suite in tiers (markers: tests/conftest.py, pyproject.toml): `make test-fast` (the unit
-# tests: no TensorFlow training, no Snakemake run, no stage process; under 2 min on 2 cores),
-# `make test` (everything but the longest end-to-end runs, ~6 min) and `make test-slow` (those
-# runs: the whole ci DAG, determinism, kill and re-run, module deployment, ~5 min); .ci/run
+# tests: no TensorFlow training, no Snakemake run, no stage process; ~1.5 min on 2 cores),
+# `make test` (everything but the longest end-to-end runs, ~8 min) and `make test-slow` (those
+# runs: the whole ci DAG, determinism, kill and re-run, module deployment, ~6.5 min); .ci/run
 # runs all three.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "unit and not slow" --durations=15
