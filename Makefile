@@ -1,4 +1,5 @@
-# ptychopipe — two entry points: `make demo` (main job) and `make test` (test suite);
+# ptychopipe — two entry points: `make demo` (main job) and `make test` (test suite; its tiers:
+# test-fast, test, test-slow, test-cluster, below);
 # `make quality` (long: the full preset, dose sweep included) writes results/report/quality_table.md;
 # `make results-doc` copies that table into docs/results.md.
 # Both create .venv on first use with only Python 3 (3.11-3.13) and make on the machine.
@@ -18,7 +19,7 @@ CORES  ?= 2
 REPORT_TARGETS = all $(if $(wildcard results/report/dose_response.csv),dose_response) \
 	$(if $(wildcard results/bench/time_to_quality.csv),time_to_quality)
 
-.PHONY: demo test test-slow test-cluster venv dry-run quality results-doc rulegraph clean
+.PHONY: demo test test-fast test-slow test-cluster venv dry-run quality results-doc rulegraph clean
 
 # Debian/Ubuntu ship `venv` without `ensurepip` unless python3-venv is installed: then the
 # venv is created --without-pip and pip is bootstrapped with get-pip.py (needs the network,
@@ -48,9 +49,14 @@ demo: $(STAMP)
 	@echo "Summary (CSV):      $(CURDIR)/results/report/summary.csv"
 	@echo "HTML report:        $(CURDIR)/results/report.html  (self-contained: every figure and table)"
 
-# The suite in two tiers: `make test` (everything but the longest end-to-end runs, ~6 min on
-# 2 cores) and `make test-slow` (those runs: the whole ci DAG, determinism, kill and re-run,
-# module deployment, ~5 min); .ci/run runs both.
+# The suite in tiers (markers: tests/conftest.py, pyproject.toml): `make test-fast` (the unit
+# tests: no TensorFlow training, no Snakemake run, no stage process; ~1.5 min on 2 cores),
+# `make test` (everything but the longest end-to-end runs, ~8 min) and `make test-slow` (those
+# runs: the whole ci DAG, determinism, kill and re-run, module deployment, ~6.5 min); .ci/run
+# runs all three.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "unit and not slow" --durations=15
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10
 

@@ -18,19 +18,9 @@ import numpy as np
 
 from ptychopipe import compare, stitch
 from ptychopipe.artifacts import Array, read_comparison_json, read_normalized, read_simulated, write_artifact
-from ptychopipe.config import CompareConfig, InferConfig, load_scenarios, stage_config
+from ptychopipe.config import CompareConfig, InferConfig, stage_config
 from ptychopipe.physics import expected_counts, extract_patches
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "config" / "scenarios.yaml"
-
-
-def ci_params(scenario: str = "gs2_ideal", preset: str = "ci") -> dict:
-    """Merged parameters of one scenario of the shipped config (probe file made absolute)."""
-    p = load_scenarios(CONFIG, preset)[scenario]
-    if p["probe"].get("file"):
-        p["probe"]["file"] = str(ROOT / p["probe"]["file"])
-    return p
+from pipeline_helpers import ci_params
 
 
 def true_patches(obj: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:

@@ -1,4 +1,7 @@
-"""Helpers for the end-to-end tests (cluster, faults, bad input, determinism, safety).
+"""The tests' shared code, one place for each: the repository's paths (REPO, CONFIG_FILE,
+SNAKEFILE), the ci parameters of a scenario, the data stages run through their own ``run``,
+a Snakemake working directory, the Snakemake and stage command runners, and the HDF5
+comparisons and artifact-contract checks of the end-to-end tests.
 
 Every Snakemake run happens in a temporary working directory holding copies of
 config/ and data/, never in the repository itself: results/ and .snakemake/ of
@@ -21,10 +24,13 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIG_FILE = REPO / "config" / "scenarios.yaml"
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 PROFILES = REPO / "profiles"
 PY = sys.executable
 SCENARIOS = ("gs1_custom", "gs1_ideal", "gs2_custom", "gs2_ideal")
+#: The data stages' last artifact of every scenario (the targets of a data-stage run).
+DATA_TARGETS = tuple(f"results/{s}/normalized.h5" for s in SCENARIOS)
 #: Data stages: outputs must be bit-identical between runs (docs/design.md, 'Artifact contract').
 DATA_FILES = ("simulated.h5", "split.h5", "grouped.h5", "normalized.h5")
 #: Attributes that legitimately differ between runs.
@@ -32,25 +38,71 @@ VOLATILE_ATTRS = {"created_utc", "train_seconds", "samples_per_second", "seconds
                   "elapsed_s", "elapsed_seconds"}
 
 
+def ci_params(scenario: str = "gs2_ideal", preset: str = "ci") -> dict:
+    """Merged parameters of one scenario of the shipped config (probe file made absolute)."""
+    from ptychopipe.config import load_scenarios
+
+    p = load_scenarios(CONFIG_FILE, preset)[scenario]
+    if p["probe"].get("file"):
+        p["probe"]["file"] = str(REPO / p["probe"]["file"])
+    return p
+
+
+def build_data(root: Path, scenario: str, preset: str = "ci") -> dict[str, Any]:
+    """simulate -> split -> group -> normalize for one scenario of the shipped config, each
+    stage's own ``run`` (no Snakemake), under ``root/scenario``.
+
+    Returns {"params": merged params, "simulated"|"split"|"grouped"|"normalized": Path}.
+    """
+    from ptychopipe import grouping, normalize, simulate
+    from ptychopipe.config import stage_config
+
+    p = ci_params(scenario, preset)
+    d = Path(root) / scenario
+    paths = {k: d / f"{k}.h5" for k in ("simulated", "split", "grouped", "normalized")}
+    simulate.run(stage_config(p, "simulate"), scenario, paths["simulated"])
+    grouping.run_split(stage_config(p, "split"), scenario, paths["simulated"], paths["split"])
+    grouping.run_group(stage_config(p, "group"), scenario, paths["simulated"], paths["split"], paths["grouped"])
+    normalize.run(stage_config(p, "normalize"), scenario, paths["simulated"], paths["split"], paths["grouped"],
+                  paths["normalized"])
+    return {"params": p, **paths}
+
+
 def make_workdir(root: Path, mutate: Callable[[dict], Any] | None = None, *,
-                 preset: str = "ci", run: Iterable[str] | None = None) -> Path:
+                 preset: str | None = "ci", run: Iterable[str] | None = None) -> Path:
     """A Snakemake working directory with copies of config/ and data/.
 
     ``mutate(cfg)`` edits the parsed config/scenarios.yaml in place (it is written
     back); ``preset`` is written as the file's preset; ``run`` restricts scenarios.
+    With ``preset=None`` and neither ``mutate`` nor ``run``, the copy is the shipped file as is.
     """
     root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "config", root / "config", dirs_exist_ok=True)
     shutil.copytree(REPO / "data", root / "data", dirs_exist_ok=True)
-    path = root / "config" / "scenarios.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    cfg["preset"] = preset
-    if run is not None:
-        cfg["run"] = list(run)
-    if mutate is not None:
-        mutate(cfg)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    if preset is None and mutate is None and run is None:
+        return root
+
+    def edit(cfg: dict) -> None:
+        if preset is not None:
+            cfg["preset"] = preset
+        if run is not None:
+            cfg["run"] = list(run)
+        if mutate is not None:
+            mutate(cfg)
+
+    edit_config(root, edit)
     return root
+
+
+def edit_config(workdir: Path, edit: Callable[[dict], Any]) -> str:
+    """``edit(cfg)`` on the parsed config/scenarios.yaml of ``workdir``, written back.
+    Returns the file's former text (for a test that restores it)."""
+    path = Path(workdir) / "config" / "scenarios.yaml"
+    original = path.read_text()
+    cfg = yaml.safe_load(original)
+    edit(cfg)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return original
 
 
 def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
@@ -75,6 +127,11 @@ def run_snakemake(workdir: Path, *args: str, timeout: float = 600, env: dict | N
         raise AssertionError(f"snakemake failed ({res.returncode}): {' '.join(cmd)}\n"
                              f"--- stderr tail ---\n{res.stderr[-6000:]}")
     return res
+
+
+def outcome(proc: subprocess.CompletedProcess) -> str:
+    """A finished command's return code and the tails of its stdout and stderr (assertion messages)."""
+    return f"rc={proc.returncode}\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
 
 
 def run_stage(stage: str, *args: str, threads: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -173,18 +230,46 @@ def rewrite_dataset(path: Path, name: str, data: np.ndarray) -> None:
             ds.attrs[k] = v
 
 
-def planned(proc) -> set[tuple[str, str | None]]:
-    """(rule, scenario) of every job a ``snakemake -n`` run lists, except the ``all`` target
-    (scenario None for rules without the wildcard)."""
-    jobs: list[list] = []
+def dry_run_jobs(proc) -> list[dict[str, Any]]:
+    """The jobs a ``snakemake -n`` run lists, in its order: {"rule", "scenario" (None for rules
+    without the wildcard), "input", "output", "log", "benchmark" (lists of paths), "shell" (the
+    command, with ``-p``; else "")}."""
+    jobs: list[dict[str, Any]] = []
     for line in (proc.stdout + proc.stderr).splitlines():
         m = re.match(r"^(?:local)?rule (\w+):$", line)
         if m:
-            jobs.append([m.group(1), None])
+            jobs.append({"rule": m.group(1), "scenario": None, "input": [], "output": [], "log": [],
+                         "benchmark": [], "shell": ""})
+            continue
+        if not jobs:
+            continue
         m = re.match(r"^\s+wildcards: .*\bscenario=([A-Za-z0-9_-]+)", line)
-        if m and jobs:
-            jobs[-1][1] = m.group(1)
-    return {tuple(j) for j in jobs if j[0] != "all"}
+        if m:
+            jobs[-1]["scenario"] = m.group(1)
+        m = re.match(r"^\s+(input|output|log|benchmark): (.*)$", line)
+        if m:
+            jobs[-1][m.group(1)] = m.group(2).split(", ")
+        if line.startswith("Shell command: "):
+            jobs[-1]["shell"] = line[len("Shell command: "):]
+    return jobs
+
+
+def planned(proc) -> set[tuple[str, str | None]]:
+    """(rule, scenario) of every job a ``snakemake -n`` run lists, except the ``all`` target
+    (scenario None for rules without the wildcard)."""
+    return {(j["rule"], j["scenario"]) for j in dry_run_jobs(proc) if j["rule"] != "all"}
+
+
+def planned_after_edit(workdir: Path, edit: Callable[[dict], Any], *targets: str) -> set[tuple[str, str | None]]:
+    """:func:`planned` of ``snakemake -n [targets] --config preset=ci`` in ``workdir`` after
+    ``edit`` of its config; the config file is restored (the working directory may be shared)."""
+    original = edit_config(workdir, edit)
+    try:
+        proc = run_snakemake(workdir, "-n", *targets, "--config", "preset=ci")
+        assert proc.returncode == 0, outcome(proc)
+        return planned(proc)
+    finally:
+        (Path(workdir) / "config" / "scenarios.yaml").write_text(original)
 
 
 #: docs/design.md, 'Artifact contract': the root attributes of every HDF5 artifact, and each array's telemetry.

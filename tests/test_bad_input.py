@@ -24,7 +24,8 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline_helpers import REPO, make_workdir, nonempty_lines, rewrite_dataset, run_snakemake, run_stage
+from pipeline_helpers import (CONFIG_FILE, REPO, make_workdir, nonempty_lines, rewrite_dataset, run_snakemake,
+                              run_stage)
 from ptychopipe.artifacts import ArtifactError, read_normalized
 from ptychopipe.config import load_scenarios, stage_config, to_json
 
@@ -105,7 +106,7 @@ CONFIG_CASES: list[tuple[str, Callable | None, tuple[str, ...], str]] = [
 ]
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 @pytest.mark.parametrize("case,mutate,extra,expected", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
 def test_config_error_is_one_line(tmp_path, case, mutate, extra, expected):
     wd = make_workdir(tmp_path / "wd", mutate)
@@ -137,7 +138,7 @@ YAML_TEXT_CASES = [
 ]
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 @pytest.mark.parametrize("case,edit,pattern", YAML_TEXT_CASES, ids=[c[0] for c in YAML_TEXT_CASES])
 def test_bad_yaml_text_is_one_line_with_its_line(tmp_path, case, edit, pattern):
     """A syntax error or a repeated key in config/scenarios.yaml: one line naming the file and the
@@ -160,7 +161,7 @@ def test_bad_yaml_text_is_one_line_with_its_line(tmp_path, case, edit, pattern):
     assert not (wd / "results").exists()
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 def test_missing_configfile_snakemake(tmp_path):
     """--configfile that does not exist: Snakemake itself fails (before our code), non-zero,
     the last line names the file; nothing is written."""
@@ -187,7 +188,7 @@ N = 64
 
 @pytest.fixture(scope="module")
 def params():
-    return load_scenarios(REPO / "config" / "scenarios.yaml", "ci")
+    return load_scenarios(CONFIG_FILE, "ci")
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +339,7 @@ ARTIFACT_CASES = [
 
 
 @pytest.mark.parametrize("key", ["input_scale", "amplitude_estimate", "mean_counts", "gridsize"])
+@pytest.mark.stage
 def test_normalized_attribute_missing_names_file_and_key(tmp_path, good, key):
     """read_normalized (the train and infer stages' reader): a missing root attribute is one
     ArtifactError line naming the file and the attribute, not a bare KeyError."""
@@ -351,6 +353,7 @@ def test_normalized_attribute_missing_names_file_and_key(tmp_path, good, key):
 
 @pytest.mark.parametrize("case,stage,inputs,target,craft,expected", ARTIFACT_CASES,
                          ids=[c[0] for c in ARTIFACT_CASES])
+@pytest.mark.stage
 def test_bad_artifact_is_one_line(tmp_path, good, params, case, stage, inputs, target, craft, expected):
     d = tmp_path / "case"
     for _, name in inputs:
@@ -408,6 +411,7 @@ PROBE_CASES = [
 
 
 @pytest.mark.parametrize("case,make,expected", PROBE_CASES, ids=[c[0] for c in PROBE_CASES])
+@pytest.mark.stage
 def test_bad_probe_file_is_one_line(tmp_path, params, case, make, expected):
     probe_file = make(tmp_path)
     cfg = stage_config(params["gs1_custom"], "simulate")
@@ -421,6 +425,7 @@ def test_bad_probe_file_is_one_line(tmp_path, params, case, make, expected):
     ("split", "--simulated", "expected the simulate stage's output"),
     ("infer", "--model", "expected the train stage's model.keras"),
 ])
+@pytest.mark.stage
 def test_an_input_path_that_is_a_directory_says_so(tmp_path, params, good, stage, flag, what):
     """A folder where an input file is expected: "is a directory", not "file not found"."""
     folder = tmp_path / "in.h5"
@@ -436,13 +441,14 @@ def test_an_input_path_that_is_a_directory_says_so(tmp_path, params, good, stage
     assert not out.exists()
 
 
+@pytest.mark.stage
 def test_bad_stage_config_json(tmp_path):
     out = tmp_path / "simulated.h5"
     res = run_stage("simulate", "--scenario", SCEN, "--config", "{not json", "--out", str(out))
     _assert_one_line_failure(res, "simulate", "not valid JSON", out)
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 def test_gridsize3_too_few_positions(tmp_path, params):
     """gridsize 3 (C = 9) with neighbour_count 9 but only 9 positions: the train half has
     fewer than 9 patterns; the group stage says so in one line (also through Snakemake)."""

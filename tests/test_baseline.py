@@ -22,7 +22,7 @@ from ptychopipe.artifacts import Array, ArtifactError, read_baseline, read_simul
 from ptychopipe.compare import truth_on_canvas
 from ptychopipe.config import BaselineConfig
 
-from conftest import REPO
+from pipeline_helpers import REPO
 
 AVAILABLE, WHY = B.available()
 needs_ptychi = pytest.mark.skipif(not AVAILABLE, reason=f"iterative baseline not available: {WHY}")
@@ -197,16 +197,15 @@ def test_test_patterns_of_another_scenario_are_refused(tmp_path, ci_data):
         B.read_test_patterns(ci_data["gs1_ideal"]["simulated"], grouped)
 
 
+@pytest.mark.workflow
 def test_workflow_adds_the_baseline_only_where_enabled(workdir):
-    import yaml
+    from pipeline_helpers import edit_config, run_snakemake
 
-    from pipeline_helpers import run_snakemake
+    def edit(cfg):
+        cfg["scenarios"]["gs1_ideal"]["baseline"] = {"enabled": True, "engine": "rpie"}
+        cfg["run"] = ["gs1_ideal", "gs2_ideal"]
 
-    path = workdir / "config" / "scenarios.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    cfg["scenarios"]["gs1_ideal"]["baseline"] = {"enabled": True, "engine": "rpie"}
-    cfg["run"] = ["gs1_ideal", "gs2_ideal"]
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    edit_config(workdir, edit)
     res = run_snakemake(workdir, "-n", "-p", "--config", "preset=ci", check=True, timeout=300)
     out = res.stdout
     assert "results/gs1_ideal/baseline.h5" in out and "results/gs2_ideal/baseline.h5" not in out
@@ -214,19 +213,18 @@ def test_workflow_adds_the_baseline_only_where_enabled(workdir):
     assert '\\"engine\\":\\"rpie\\"' in out or '"engine":"rpie"' in out
 
 
+@pytest.mark.workflow
 def test_workflow_starts_the_baseline_from_the_stitched_reconstruction_when_asked(workdir):
     """baseline.initial: reconstruction makes stitched.h5 an input of the baseline job (passed as
     --stitched); the flat start reads only simulated.h5 and grouped.h5."""
-    import yaml
+    from pipeline_helpers import edit_config, run_snakemake
 
-    from pipeline_helpers import run_snakemake
+    def edit(cfg):
+        cfg["scenarios"]["gs1_ideal"]["baseline"] = {"enabled": True, "initial": "reconstruction"}
+        cfg["scenarios"]["gs2_ideal"]["baseline"] = {"enabled": True}
+        cfg["run"] = ["gs1_ideal", "gs2_ideal"]
 
-    path = workdir / "config" / "scenarios.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    cfg["scenarios"]["gs1_ideal"]["baseline"] = {"enabled": True, "initial": "reconstruction"}
-    cfg["scenarios"]["gs2_ideal"]["baseline"] = {"enabled": True}
-    cfg["run"] = ["gs1_ideal", "gs2_ideal"]
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    edit_config(workdir, edit)
     out = run_snakemake(workdir, "-n", "-p", "--config", "preset=ci", check=True, timeout=300).stdout
     cmds = [ln for ln in out.splitlines() if "ptychopipe baseline --scenario" in ln]
     assert len(cmds) == 2

@@ -4,14 +4,13 @@ sizes, reports the rows and settings it measured, and honours --infer-batch-size
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from pipeline_helpers import CONFIG_FILE
 
-REPO = Path(__file__).resolve().parents[1]
 
-
+@pytest.mark.stage
 def test_bench_model_reports_pinn_and_cnn_rows_with_the_requested_batch(tmp_path, monkeypatch, capsys):
     """Through the CLI: --infer-batch-size reaches every timed prediction (not only the
     settings it reports)."""
@@ -27,7 +26,7 @@ def test_bench_model_reports_pinn_and_cnn_rows_with_the_requested_batch(tmp_path
     monkeypatch.setattr(bench, "_predict", recording_predict)
     monkeypatch.setattr(cli, "set_thread_limits", lambda threads: None)  # keep this process's environment
     out = tmp_path / "bench.json"
-    assert cli.main(["bench", "model", "--configfile", str(REPO / "config" / "scenarios.yaml"), "--preset", "ci",
+    assert cli.main(["bench", "model", "--configfile", str(CONFIG_FILE), "--preset", "ci",
                      "--gridsize", "1", "--steps", "2", "--json", str(out), "--infer-batch-size", "8"]) == 0
     text = capsys.readouterr().out
     assert batch_sizes and set(batch_sizes) == {8}, batch_sizes

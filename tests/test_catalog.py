@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from ptychopipe.config import deep_merge, load_schema, load_yaml, resolve_scenarios
+from pipeline_helpers import CONFIG_FILE, REPO, run_snakemake
 
-REPO = Path(__file__).resolve().parents[1]
 TEST_DIR = REPO / ".test"
 
 
@@ -24,7 +24,7 @@ def _test_config() -> dict:
 def test_the_test_configuration_is_the_shipped_one_on_the_ci_preset():
     """.test/config/scenarios.yaml is the shipped file (a link: it cannot drift); test.yaml selects
     the ci preset and scenarios that need no data files."""
-    assert (TEST_DIR / "config" / "scenarios.yaml").resolve() == (REPO / "config" / "scenarios.yaml").resolve()
+    assert (TEST_DIR / "config" / "scenarios.yaml").resolve() == (CONFIG_FILE).resolve()
     raw = _test_config()
     scen = resolve_scenarios(raw, source=".test/config")
     assert raw["preset"] == "ci" and sorted(scen) == ["gs1_ideal", "gs2_ideal"]
@@ -44,19 +44,18 @@ def test_catalog_file_describes_usage():
     assert cat["usage"]["software-stack-deployment"]["conda"] is True
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 def test_the_test_configuration_runs(tmp_path):
     """`snakemake --directory .test --configfile .test/config/test.yaml` (in a copy): the whole DAG
     plans, and the data stages and the inputs figure of a scenario run."""
     wd = tmp_path / "test"
     shutil.copytree(TEST_DIR, wd)  # follows the link: a plain copy of the shipped config
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(wd),
-           "--configfile", str(wd / "config" / "test.yaml"), "--cores", "2"]
-    dry = subprocess.run([*cmd, "-n"], cwd=wd, capture_output=True, text=True, timeout=300)
+    args = ("--configfile", str(wd / "config" / "test.yaml"), "--cores", "2")
+    dry = run_snakemake(wd, *args, "-n", timeout=300)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "summary" in dry.stdout and "gs2_ideal" in dry.stdout
-    run = subprocess.run([*cmd, "results/report/gs1_ideal/data.png", "results/gs1_ideal/normalized.h5"], cwd=wd,
-                         capture_output=True, text=True, timeout=600)
+    run = run_snakemake(wd, *args, "results/report/gs1_ideal/data.png", "results/gs1_ideal/normalized.h5",
+                        timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (wd / "results" / "report" / "gs1_ideal" / "data.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -81,7 +80,7 @@ use rule * from ptychopipe
 """
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 @pytest.mark.slow
 def test_deployed_as_a_module_runs_to_the_report(tmp_path):
     """What `snakedeploy deploy-workflow <local clone> DEST` writes -- DEST/config (a copy of the
@@ -90,7 +89,7 @@ def test_deployed_as_a_module_runs_to_the_report(tmp_path):
     to the workflow's shipped file, the library comes from the clone."""
     dest = tmp_path / "deployed"
     shutil.copytree(REPO / "config", dest / "config")  # snakedeploy copies config/ (links as files)
-    assert (dest / "config" / "config.yaml").read_text() == (REPO / "config" / "scenarios.yaml").read_text()
+    assert (dest / "config" / "config.yaml").read_text() == (CONFIG_FILE).read_text()
     (dest / "workflow").mkdir()
     (dest / "workflow" / "Snakefile").write_text(
         DEPLOYED_SNAKEFILE.format(snakefile=REPO / "workflow" / "Snakefile"))

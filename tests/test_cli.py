@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,9 +15,7 @@ import yaml
 import ptychopipe
 from ptychopipe import cli
 from ptychopipe.config import load_scenarios, stage_config, to_json
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "config" / "scenarios.yaml"
+from pipeline_helpers import CONFIG_FILE
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +31,7 @@ def _main(capsys, *argv):
 
 
 def _json(scenario, stage, **override):
-    p = load_scenarios(CONFIG, "ci")[scenario]
+    p = load_scenarios(CONFIG_FILE, "ci")[scenario]
     for k, v in override.items():
         p[k] = {**p[k], **v} if isinstance(v, dict) else v
     return to_json(stage_config(p, stage))
@@ -68,6 +65,7 @@ def test_stage_errors_are_one_line_with_exit_1(tmp_path, capsys, argv, pattern):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.stage
 def test_missing_custom_probe_fails_in_a_real_process(tmp_path):
     """The command a rule runs: exit status 1, one stderr line naming the file, no output."""
     cfg = _json("gs1_custom", "simulate", probe={"kind": "custom", "file": str(tmp_path / "gone.npz")})
@@ -221,6 +219,20 @@ def test_telemetry_table(results_tree, capsys):
     assert {r["scenario"] for r in csv.DictReader(csv_path.open())} == {"gs1_ideal", "gs2_custom", "old_scenario"}
 
 
+def test_telemetry_of_named_artifacts_reads_exactly_those(results_tree, capsys):
+    """The workflow names every artifact the table covers: only those are read (the other
+    scenarios and stages under the same folder are not), scenarios in name order, stages in
+    pipeline order whatever the order given."""
+    md, csv_path = results_tree / "telemetry.md", results_tree / "telemetry.csv"
+    files = [results_tree / "gs2_custom" / "normalized.h5", results_tree / "old_scenario" / "split.h5",
+             results_tree / "gs2_custom" / "simulated.h5"]
+    rc, out, err = _main(capsys, "telemetry", "--md", str(md), "--csv", str(csv_path), *map(str, files))
+    assert rc == 0, err
+    rows = list(csv.DictReader(csv_path.open()))
+    assert list(dict.fromkeys((r["scenario"], r["stage"]) for r in rows)) == [
+        ("gs2_custom", "simulate"), ("gs2_custom", "normalize"), ("old_scenario", "split")]
+
+
 @pytest.mark.parametrize("args,pattern", [
     (("--scenarios=typo",), r"--scenarios: no results for \['typo'\] .*expected scenarios from \['gs1_ideal', "
                             r"'gs2_custom', 'old_scenario'\]; nothing written"),
@@ -228,15 +240,19 @@ def test_telemetry_table(results_tree, capsys):
     (("--scenarios=",), r"--scenarios: expected at least one scenario name, got none"),
     (("--results", "/nonexistent/results"), r"/nonexistent/results: results folder not found \(--results\)"),
     (("--results", "EMPTY"), r"no scenario results \(no \*/simulated\.h5\)"),
+    (("RES/gs1_ideal/notes.h5",), r"gs1_ideal/notes\.h5: not a stage artifact; expected one of \['simulated\.h5', "),
+    (("RES/gs1_ideal/simulated.h5", "RES/gs1_ideal/train.h5"), r"gs1_ideal/train\.h5: file not found"),
+    (("--scenarios=gs1_ideal", "RES/gs1_ideal/simulated.h5"), r"--scenarios goes with --results, not with named"),
 ])
 def test_telemetry_never_replaces_the_table_with_an_empty_one(results_tree, tmp_path, capsys, args, pattern):
-    """An unknown scenario, a missing or empty results folder: one line, exit 1, the existing table untouched."""
+    """An unknown scenario, a missing or empty results folder, a named file that is no stage artifact
+    or is missing: one line, exit 1, the existing table untouched."""
     md, csv_path = results_tree / "telemetry.md", results_tree / "telemetry.csv"
     rc, _, err = _main(capsys, "telemetry", "--results", str(results_tree), "--md", str(md), "--csv", str(csv_path))
     assert rc == 0, err
     before = (md.read_bytes(), csv_path.read_bytes())
     (tmp_path / "EMPTY").mkdir()
-    args = tuple(str(tmp_path / "EMPTY") if a == "EMPTY" else a for a in args)
+    args = tuple(str(tmp_path / "EMPTY") if a == "EMPTY" else a.replace("RES", str(results_tree)) for a in args)
     rc, out, err = _main(capsys, "telemetry", "--results", str(results_tree), "--md", str(md), "--csv", str(csv_path),
                          *args)
     lines = err.strip().splitlines()
@@ -250,12 +266,13 @@ def test_telemetry_never_replaces_the_table_with_an_empty_one(results_tree, tmp_
 
 
 def test_params_diff_between_scenarios(capsys):
-    rc, out, _ = _main(capsys, "params-diff", "gs1_ideal", "gs2_custom", "--configfile", str(CONFIG),
+    rc, out, _ = _main(capsys, "params-diff", "gs1_ideal", "gs2_custom", "--configfile", str(CONFIG_FILE),
                        "--preset", "full")
     assert rc == 0
     lines = out.splitlines()
     # which file and preset were merged (and the version) come first
-    assert lines[0] == f"# merged: both from {CONFIG}, preset full (--preset); ptychopipe {ptychopipe.__version__}"
+    assert lines[0] == (f"# merged: both from {CONFIG_FILE}, preset full (--preset); "
+                        f"ptychopipe {ptychopipe.__version__}")
     lines = lines[1:]
     assert lines[0].split() == ["stage.parameter", "gs1_ideal", "|", "gs2_custom"]
     assert "[simulate]" in lines and "[group]" in lines
@@ -265,30 +282,29 @@ def test_params_diff_between_scenarios(capsys):
 
 
 def test_params_diff_against_another_file(tmp_path, capsys):
-    raw = yaml.safe_load(CONFIG.read_text())
+    raw = yaml.safe_load(CONFIG_FILE.read_text())
     raw["scenarios"]["gs2_custom"]["nphotons"] = 1.0e+4
     other = tmp_path / "edited.yaml"
     other.write_text(yaml.safe_dump(raw))
-    rc, out, _ = _main(capsys, "params-diff", "gs2_custom", f"{other}:gs2_custom", "--configfile", str(CONFIG))
+    rc, out, _ = _main(capsys, "params-diff", "gs2_custom", f"{other}:gs2_custom", "--configfile", str(CONFIG_FILE))
     assert rc == 0
-    preset = yaml.safe_load(CONFIG.read_text())["preset"]
-    assert out.splitlines()[0] == (f"# merged: gs2_custom from {CONFIG}, preset {preset} (the file); "
+    preset = yaml.safe_load(CONFIG_FILE.read_text())["preset"]
+    assert out.splitlines()[0] == (f"# merged: gs2_custom from {CONFIG_FILE}, preset {preset} (the file); "
                                    f"{other}:gs2_custom from {other}, preset {preset} (the file); "
                                    f"ptychopipe {ptychopipe.__version__}")
     body = [ln.split() for ln in out.splitlines()[2:]]
     assert body == [["[simulate]"], ["simulate.nphotons", "1000000000.0", "|", "10000.0"]]
-    rc, out, _ = _main(capsys, "params-diff", "gs1_ideal", "gs1_ideal", "--configfile", str(CONFIG))
+    rc, out, _ = _main(capsys, "params-diff", "gs1_ideal", "gs1_ideal", "--configfile", str(CONFIG_FILE))
     assert out.splitlines()[1:] == ["no differences between gs1_ideal and gs1_ideal"]
 
 
 def test_params_diff_unknown_scenario_is_one_line(capsys):
-    rc, out, err = _main(capsys, "params-diff", "gs1_ideal", "gs7", "--configfile", str(CONFIG))
+    rc, out, err = _main(capsys, "params-diff", "gs1_ideal", "gs7", "--configfile", str(CONFIG_FILE))
     assert rc == 1
-    assert err.strip() == (f"ptychopipe params-diff: error: {CONFIG}: scenario 'gs7' not found; expected one of "
+    assert err.strip() == (f"ptychopipe params-diff: error: {CONFIG_FILE}: scenario 'gs7' not found; expected one of "
                            "['dose_10000', 'dose_100000', 'dose_1e06', 'dose_1e07', 'dose_1e09', 'gs1_custom', "
                            "'gs1_ideal', 'gs2_custom', 'gs2_ideal', 'mode_dm200_unet', 'mode_unrolled10', 'unseen_blobs', "
                            "'unseen_lines']")  # the dose sweep's scenarios too
-
 
 
 # --------------------------------------------------------------------------- TensorFlow start-up notices
@@ -308,6 +324,7 @@ def test_tensorflow_start_up_notices_are_filtered_from_stderr(capfd):
     assert capfd.readouterr().err == "a real warning\nand another\n"
 
 
+@pytest.mark.stage
 def test_a_keras_stage_prints_no_start_up_notices(tmp_path):
     """`ptychopipe infer` (imports Keras and TensorFlow) on a missing model: its one error line only."""
     res = subprocess.run([sys.executable, "-m", "ptychopipe", "infer", "--scenario", "s", "--config",

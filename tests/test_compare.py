@@ -12,7 +12,8 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
-from evaluate_helpers import FIGURES, ci_params, compare_config, run_evaluation
+from evaluate_helpers import FIGURES, compare_config, run_evaluation
+from pipeline_helpers import ci_params
 from ptychopipe import cli, compare
 from ptychopipe.artifacts import read_normalized, read_telemetry
 from ptychopipe.config import stage_config

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,7 +15,8 @@ from ptychopipe.config import (ConfigError, DifferenceMapOptions, GradientOption
                                to_json)
 from ptychopipe.stages import STAGES
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline_helpers import CONFIG_FILE
+
 SCENARIOS = ["gs1_custom", "gs1_ideal", "gs2_custom", "gs2_ideal"]
 
 
@@ -198,7 +198,7 @@ def test_command_line_errors_name_the_command_line(raw_config):
 
 @pytest.mark.parametrize("preset", ["ci", "quick", "full"])
 def test_shipped_config_is_valid_for_every_preset(preset):
-    scen = load_scenarios(REPO / "config" / "scenarios.yaml", preset)
+    scen = load_scenarios(CONFIG_FILE, preset)
     # + the dose sweep (test_dose_sweep.py), the other reconstruction modes of gs2_custom and its
     # model on scans it was not trained on
     swept = ("dose_", "mode_", "unseen_")
@@ -215,7 +215,7 @@ def test_shipped_config_is_valid_for_every_preset(preset):
 
 
 def test_full_preset_is_the_reference_parameters():
-    p = load_scenarios(REPO / "config" / "scenarios.yaml", "full")["gs2_custom"]
+    p = load_scenarios(CONFIG_FILE, "full")["gs2_custom"]
     sim = stage_config(p, "simulate")
     assert (sim.N, sim.object.size, sim.object.seed, sim.buffer_px, sim.n_positions, sim.nphotons) == \
         (64, 392, 42, 10.0, 8000, 1e9)
@@ -275,7 +275,7 @@ def test_sweeps_expand_to_named_scenarios(raw_config):
 
 
 def test_stage_configs_are_frozen_and_round_trip_through_json():
-    p = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs2_custom"]
+    p = load_scenarios(CONFIG_FILE, "ci")["gs2_custom"]
     for stage in STAGES:
         cfg = stage_config(p, stage)
         assert dataclasses.is_dataclass(cfg)
@@ -293,7 +293,7 @@ def test_stage_configs_are_frozen_and_round_trip_through_json():
 
 
 def test_from_json_refuses_wrong_keys_and_bad_json():
-    p = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs1_ideal"]
+    p = load_scenarios(CONFIG_FILE, "ci")["gs1_ideal"]
     d = to_dict(stage_config(p, "group"))
     d["extra"] = 1
     with pytest.raises(ConfigError, match=r"stage config for group: expected keys \[.*\], got \[.*'extra'.*\]"):
@@ -320,7 +320,7 @@ def test_from_json_refuses_wrong_keys_and_bad_json():
 def test_from_json_refuses_wrong_value_types_with_their_path(path, value, message):
     """A hand-written --config is type-checked field by field (the YAML already passed the
     schema): one ConfigError naming the key, not a TypeError deep in the stage."""
-    p = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs1_ideal"]
+    p = load_scenarios(CONFIG_FILE, "ci")["gs1_ideal"]
     d = to_dict(stage_config(p, "train"))
     node = d
     for k in path[:-1]:
@@ -332,7 +332,7 @@ def test_from_json_refuses_wrong_value_types_with_their_path(path, value, messag
 
 
 def test_from_json_checks_tuples_and_optional_fields_and_stores_floats():
-    p = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs1_ideal"]
+    p = load_scenarios(CONFIG_FILE, "ci")["gs1_ideal"]
     d = to_dict(stage_config(p, "simulate"))
     where = "stage config for simulate.object.line_length_px"
     for value, message in ((5, f"{where}: expected a list of 2 values, got 5"),
@@ -383,7 +383,7 @@ def _stage_jsons(params):
 def test_each_stage_config_carries_exactly_its_own_parameters(dotted, value, changed):
     """A parameter change alters the params (hence re-runs) of exactly the stages that use it;
     downstream stages re-run because their inputs change, not their params."""
-    p = load_scenarios(REPO / "config" / "scenarios.yaml", "full")["gs2_custom"]
+    p = load_scenarios(CONFIG_FILE, "full")["gs2_custom"]
     q = yaml.safe_load(yaml.safe_dump(p))
     _set(q, dotted, value)
     a, b = _stage_jsons(p), _stage_jsons(q)
@@ -391,7 +391,7 @@ def test_each_stage_config_carries_exactly_its_own_parameters(dotted, value, cha
 
 
 def test_each_estimate_algorithm_carries_only_its_own_knob():
-    p = load_scenarios(REPO / "config" / "scenarios.yaml", "full")["gs2_ideal"]
+    p = load_scenarios(CONFIG_FILE, "full")["gs2_ideal"]
     grad = yaml.safe_load(yaml.safe_dump(p))
     grad["model"]["estimate_algorithm"] = "gradient"
     m = stage_config(grad, "train").model
@@ -412,7 +412,7 @@ def test_each_estimate_algorithm_carries_only_its_own_knob():
 
 
 def test_params_diff_is_stage_by_stage():
-    scen = load_scenarios(REPO / "config" / "scenarios.yaml", "full")
+    scen = load_scenarios(CONFIG_FILE, "full")
     rows = params_diff(scen["gs1_ideal"], scen["gs2_custom"])
     assert ("simulate", "n_positions", 2000, 8000) in rows
     assert ("simulate", "probe.kind", "ideal", "custom") in rows

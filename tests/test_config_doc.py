@@ -5,16 +5,14 @@ description, and the document says what the schema and the shipped config say.""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 
 from ptychopipe import cli, configdoc
 from ptychopipe.config import load_schema, load_yaml
+from pipeline_helpers import CONFIG_FILE, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "configuration.md"
-CONFIG = REPO / "config" / "scenarios.yaml"
 
 
 def test_every_schema_property_has_a_description():
@@ -24,7 +22,7 @@ def test_every_schema_property_has_a_description():
 
 
 def test_docs_configuration_md_is_what_the_schema_gives():
-    expected = configdoc.generate(DOC, configfile=CONFIG)
+    expected = configdoc.generate(DOC, configfile=CONFIG_FILE)
     assert DOC.read_text() == expected, ("docs/configuration.md disagrees with workflow/schemas/config.schema.yaml "
                                          "or config/scenarios.yaml: run python -m ptychopipe config-doc "
                                          "--out docs/configuration.md")
@@ -32,7 +30,7 @@ def test_docs_configuration_md_is_what_the_schema_gives():
 
 def test_every_key_of_the_shipped_defaults_is_documented_with_its_default():
     text = DOC.read_text()
-    defaults = load_yaml(CONFIG)["defaults"]
+    defaults = load_yaml(CONFIG_FILE)["defaults"]
 
     def leaves(tree, prefix=""):
         for k, v in tree.items():
@@ -59,7 +57,7 @@ def test_a_property_without_a_description_is_named():
 
 
 def test_render_shows_type_default_presets_allowed_unit_and_description():
-    schema, config = load_schema(), load_yaml(CONFIG)
+    schema, config = load_schema(), load_yaml(CONFIG_FILE)
     rows = {ln.split(" | ")[0]: ln for ln in configdoc.render(schema, config) if ln.startswith("| `")}
     assert rows["| `object.size`"] == ("| `object.size` | integer | `392` | ci: `128`; quick: `256` | ≥ 32, ≤ 8192 | px | "
                                       "Object height = width; at least N + 2·scan.buffer_px + 1. |")
@@ -70,7 +68,7 @@ def test_render_shows_type_default_presets_allowed_unit_and_description():
 def test_config_doc_command_writes_checks_and_keeps_the_hand_written_text(tmp_path, capsys):
     doc = tmp_path / "configuration.md"
     doc.write_text(f"# Title\n\nProse above.\n\n{configdoc.START}\nstale\n{configdoc.END}\n\nProse below.\n")
-    args = ["config-doc", "--out", str(doc), "--configfile", str(CONFIG)]
+    args = ["config-doc", "--out", str(doc), "--configfile", str(CONFIG_FILE)]
     assert cli.main([*args, "--check"]) == 1
     assert "stale" in doc.read_text()
     assert cli.main(args) == 0
@@ -84,7 +82,7 @@ def test_config_doc_command_writes_checks_and_keeps_the_hand_written_text(tmp_pa
 def test_config_doc_refuses_a_document_without_markers(tmp_path, capsys):
     doc = tmp_path / "configuration.md"
     doc.write_text("# Title\n")
-    assert cli.main(["config-doc", "--out", str(doc), "--configfile", str(CONFIG)]) == 1
+    assert cli.main(["config-doc", "--out", str(doc), "--configfile", str(CONFIG_FILE)]) == 1
     err = capsys.readouterr().err
     assert "expected one line <!-- config-doc:start -->" in err
 

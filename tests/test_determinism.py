@@ -15,21 +15,20 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline_helpers import (DATA_FILES, PROFILES, REPO, SCENARIOS, _same_value, assert_h5_close,
-                              assert_h5_identical, h5_contents, make_workdir, run_snakemake, run_stage)
-from ptychopipe.config import load_scenarios, stage_config, to_json
+from pipeline_helpers import (DATA_FILES, DATA_TARGETS, PROFILES, SCENARIOS, _same_value, assert_h5_close,
+                              assert_h5_identical, ci_params, h5_contents, make_workdir, run_snakemake, run_stage)
+from ptychopipe.config import stage_config, to_json
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # make test-slow
-
-DATA_TARGETS = [f"results/{s}/normalized.h5" for s in SCENARIOS]
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]  # make test-slow
 
 
 @pytest.fixture(scope="module")
-def data_runs(tmp_path_factory):
-    """Three runs of the data stages of every scenario: --cores 1, --cores 2, --cores 2."""
+def data_runs(ci_run, tmp_path_factory):
+    """Three runs of the data stages of every scenario: --cores 1, --cores 2, --cores 2 (the
+    session's shared data run, ``ci_run``, is the first --cores 2 one)."""
     root = tmp_path_factory.mktemp("determinism")
-    runs = {}
-    for name, cores in (("cores1_a", 1), ("cores2_b", 2), ("cores2_c", 2)):
+    runs = {"cores2_b": ci_run["workdir"]}
+    for name, cores in (("cores1_a", 1), ("cores2_c", 2)):
         wd = make_workdir(root / name)
         run_snakemake(wd, "--workflow-profile", str(PROFILES / "local"), "--cores", str(cores), *DATA_TARGETS,
                       check=True, timeout=600)
@@ -70,7 +69,7 @@ def trained(data_runs, tmp_path_factory):
     """gs2_custom (ci preset) trained three times on the CPU from the same normalized.h5:
     twice with the config's seed, once with another seed; each model then run by infer."""
     root = tmp_path_factory.mktemp("train")
-    params = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs2_custom"]
+    params = ci_params("gs2_custom")
     normalized = root / "normalized.h5"
     shutil.copy(data_runs["cores1_a"] / "results/gs2_custom/normalized.h5", normalized)
     base = stage_config(params, "train")

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SCANNED = ["README.md", "docs", "src", "workflow", "config", "tests"]
 #: (pattern, flags): development-process wording that must not appear in the product.
 FORBIDDEN = [

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from pipeline_helpers import REPO, SCENARIOS, make_workdir, planned, run_snakemake
+from pipeline_helpers import CONFIG_FILE, REPO, SCENARIOS, make_workdir, planned, run_snakemake
 import yaml
 
 from ptychopipe import cli, report
@@ -23,7 +23,6 @@ from ptychopipe.artifacts import METRIC_KEYS, ArtifactError
 from ptychopipe.config import (config_hash, default_scenarios, load_scenarios, load_yaml, params_diff,
                                resolve_scenarios, stage_config, sweep_duplicates, sweep_points, swept_scenarios)
 
-CONFIG = REPO / "config" / "scenarios.yaml"
 #: The shipped dose sweep: scenario name -> nphotons.
 DOSE = {"dose_10000": 1e4, "dose_100000": 1e5, "dose_1e06": 1e6, "dose_1e07": 1e7, "dose_1e09": 1e9}
 STAGE_RULES = ("simulate", "split", "group", "normalize", "train", "infer", "stitch", "compare")
@@ -59,11 +58,11 @@ def write_comparisons(results: Path, points: dict[str, tuple[float, float, float
 
 
 def test_shipped_dose_sweep_expands_to_five_gs2_custom_scenarios():
-    raw = load_yaml(CONFIG)
+    raw = load_yaml(CONFIG_FILE)
     assert raw["sweeps"]["dose"]["base"] == "gs2_custom" and raw["sweeps"]["dose"]["param"] == "nphotons"
     assert dict(swept_scenarios(raw, "nphotons")) == DOSE
     for preset in ("ci", "full"):
-        scen = load_scenarios(CONFIG, preset)
+        scen = load_scenarios(CONFIG_FILE, preset)
         # (+ the reconstruction-mode and model-reuse sweeps of gs2_custom: tests/test_config.py)
         assert sorted(s for s in scen if not s.startswith(("mode_", "unseen_"))) == sorted([*SCENARIOS, *DOSE])
         for name, n in DOSE.items():
@@ -76,12 +75,12 @@ def test_shipped_dose_sweep_expands_to_five_gs2_custom_scenarios():
 @pytest.mark.parametrize("preset", ["ci", "quick", "full"])
 def test_the_sweep_point_at_the_base_dose_is_the_base_scenario(preset):
     """dose_1e09 has gs2_custom's parameters: built once, as gs2_custom."""
-    raw = load_yaml(CONFIG)
-    assert sweep_duplicates(raw, load_scenarios(CONFIG, preset)) == {"dose_1e09": "gs2_custom"}
+    raw = load_yaml(CONFIG_FILE)
+    assert sweep_duplicates(raw, load_scenarios(CONFIG_FILE, preset)) == {"dose_1e09": "gs2_custom"}
 
 
 def test_a_sweep_point_is_its_own_scenario_unless_every_parameter_matches():
-    raw = load_yaml(CONFIG)
+    raw = load_yaml(CONFIG_FILE)
     # the base not selected by run: dose_1e09 is built as itself
     alone = {**raw, "run": ["dose_1e09", "dose_1e06"]}
     assert sweep_duplicates(alone, resolve_scenarios(alone, "ci")) == {}
@@ -95,8 +94,8 @@ def test_a_sweep_point_is_its_own_scenario_unless_every_parameter_matches():
 
 
 def test_sweep_points_build_each_scenario_once():
-    raw = load_yaml(CONFIG)
-    params = load_scenarios(CONFIG, "ci")
+    raw = load_yaml(CONFIG_FILE)
+    params = load_scenarios(CONFIG_FILE, "ci")
     assert sweep_points(raw, params, "nphotons") == [(s, n) for s, n in DOSE.items() if s != "dose_1e09"] + [
         ("gs2_custom", 1e9)]
     # a second sweep over the same base with the base's dose again: still one gs2_custom point
@@ -114,7 +113,7 @@ def test_sweep_points_build_each_scenario_once():
 # --------------------------------------------------------------------------- targets (dry runs)
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 def test_default_target_builds_the_four_scenarios_only(tmp_path):
     proc = run_snakemake(make_workdir(tmp_path / "wd"), "-n", "--config", "preset=ci", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -124,7 +123,7 @@ def test_default_target_builds_the_four_scenarios_only(tmp_path):
                                                                                           ("telemetry", None)}
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 def test_a_sweep_scenario_named_in_run_is_built_by_the_default_target(tmp_path):
     wd = make_workdir(tmp_path / "wd", run=["gs1_ideal", "dose_1e06"])
     proc = run_snakemake(wd, "-n", "--config", "preset=ci", timeout=300)
@@ -132,7 +131,7 @@ def test_a_sweep_scenario_named_in_run_is_built_by_the_default_target(tmp_path):
     assert {s for _, s in planned(proc) if s} == {"gs1_ideal", "dose_1e06"}
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 def test_dose_response_target_plans_exactly_the_sweep_scenarios(tmp_path):
     proc = run_snakemake(make_workdir(tmp_path / "wd"), "-n", "dose_response", "--config", "preset=ci", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -141,7 +140,7 @@ def test_dose_response_target_plans_exactly_the_sweep_scenarios(tmp_path):
     assert planned(proc) == {(r, s) for r in STAGE_RULES for s in points} | {("dose_response", None)}
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 def test_dose_response_rule_and_html_report_on_synthetic_comparisons(tmp_path):
     """The rule itself (its shell command) on existing comparison.json files, then the HTML
     report with the dose_response target: it embeds the figure and the table."""
@@ -204,7 +203,7 @@ def test_dose_response_stops_with_one_line_on_a_missing_or_bad_file(tmp_path, ca
 def fake_results(results: Path, preset: str = "ci", scenarios=("gs1_ideal", "dose_1e06"), **train_attrs) -> None:
     """comparison.json, simulated.h5 and train.h5 (root attributes only) of ``scenarios``, with
     the config hashes of ``preset`` in the shipped config."""
-    params = load_scenarios(CONFIG, preset)
+    params = load_scenarios(CONFIG_FILE, preset)
     write_comparisons(results, {s: (0.612, 0.631, 0.994) for s in scenarios})
     for s in scenarios:
         with h5py.File(results / s / "simulated.h5", "w") as f:
@@ -227,8 +226,8 @@ def test_quality_table_replaces_the_block_between_the_markers_idempotently(tmp_p
     fake_results(tmp_path / "results")
     doc = tmp_path / "quality.md"
     before = quality_doc(doc)
-    args = ["quality-table", "--results", str(tmp_path / "results"), "--out", str(doc), "--configfile", str(CONFIG),
-            "--preset", "ci", "--scenarios", "gs1_ideal,dose_1e06"]
+    args = ["quality-table", "--results", str(tmp_path / "results"), "--out", str(doc),
+            "--configfile", str(CONFIG_FILE), "--preset", "ci", "--scenarios", "gs1_ideal,dose_1e06"]
     assert cli.main(args) == 0, capsys.readouterr().err
     once = doc.read_text()
     assert cli.main(args) == 0
@@ -254,7 +253,7 @@ def test_quality_table_lists_every_scenario_once_by_default(tmp_path):
     results/dose_1e09/ needed, none built by the workflow)."""
     points = [*SCENARIOS, *(s for s in DOSE if s != "dose_1e09")]
     fake_results(tmp_path / "results", scenarios=points)
-    rows = report.quality_rows(tmp_path / "results", CONFIG, "ci")
+    rows = report.quality_rows(tmp_path / "results", CONFIG_FILE, "ci")
     assert [r["scenario"] for r in rows] == sorted(SCENARIOS) + [s for s in DOSE if s != "dose_1e09"]
 
 
@@ -268,7 +267,7 @@ def test_quality_table_names_the_device_when_train_h5_records_one(tmp_path, attr
     fake_results(tmp_path / "results", scenarios=("gs1_ideal",), **attrs)
     doc = tmp_path / "quality.md"
     quality_doc(doc)
-    report.write_quality_table(tmp_path / "results", doc, CONFIG, "ci", ["gs1_ideal"], date="2026-01-01")
+    report.write_quality_table(tmp_path / "results", doc, CONFIG_FILE, "ci", ["gs1_ideal"], date="2026-01-01")
     text = doc.read_text()
     assert f"| {cell} |" in text
     assert "names no device" not in text and "on 2026-01-01" in text
@@ -284,7 +283,7 @@ def test_quality_table_refuses_malformed_markers(tmp_path, capsys, text, message
     doc = tmp_path / "quality.md"
     doc.write_text(text)
     assert cli.main(["quality-table", "--results", str(tmp_path / "nothing"), "--out", str(doc),
-                     "--configfile", str(CONFIG), "--preset", "ci"]) == 1
+                     "--configfile", str(CONFIG_FILE), "--preset", "ci"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"ptychopipe quality-table: error: {doc}: expected one line "
                                                f"{S} followed by one line {E}; ") and message in err[0], err
@@ -307,9 +306,9 @@ def test_quality_table_refuses_results_of_another_preset_or_missing_files(tmp_pa
     text = quality_doc(doc)
     with pytest.raises(ValueError, match=r"simulated\.h5: config_hash \w+ is not that of scenario gs1_ideal with "
                                          r"preset 'ci'"):
-        report.write_quality_table(tmp_path / "results", doc, CONFIG, "ci", ["gs1_ideal"])
+        report.write_quality_table(tmp_path / "results", doc, CONFIG_FILE, "ci", ["gs1_ideal"])
     with pytest.raises(ArtifactError, match=r"dose_1e06/comparison\.json: file not found"):
-        report.write_quality_table(tmp_path / "results", doc, CONFIG, "quick", ["gs1_ideal", "dose_1e06"])
+        report.write_quality_table(tmp_path / "results", doc, CONFIG_FILE, "quick", ["gs1_ideal", "dose_1e06"])
     assert doc.read_text() == text
 
 
@@ -343,7 +342,7 @@ def test_quality_table_creates_its_file_and_copies_it_into_a_document(tmp_path, 
     table = tmp_path / "results" / "report" / "quality_table.md"
     table.parent.mkdir(parents=True, exist_ok=True)
     args = ["quality-table", "--results", str(tmp_path / "results"), "--out", str(table), "--configfile",
-            str(CONFIG), "--preset", "ci", "--scenarios", "gs1_ideal"]
+            str(CONFIG_FILE), "--preset", "ci", "--scenarios", "gs1_ideal"]
     assert cli.main(args) == 0, capsys.readouterr().err
     written = table.read_text()
     assert written.startswith(report.QUALITY_TITLE + "\n") and "| gs1_ideal | ci |" in written
@@ -361,4 +360,4 @@ def test_quality_table_creates_its_file_and_copies_it_into_a_document(tmp_path, 
 def test_docs_results_md_has_the_markers():
     text = (REPO / "docs" / "results.md").read_text()
     report.replace_between_markers(text, [], "docs/results.md")  # exactly one well-formed pair
-    assert yaml.safe_load(CONFIG.read_text())["run"] == []  # shipped: the default target leaves sweeps out
+    assert yaml.safe_load(CONFIG_FILE.read_text())["run"] == []  # shipped: the default target leaves sweeps out

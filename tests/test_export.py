@@ -17,7 +17,7 @@ from ptychopipe.artifacts import ArtifactError, read_attrs, read_inferred, read_
 from ptychopipe.config import IngestConfig
 from ptychopipe.export import ExportError
 
-from conftest import REPO
+from pipeline_helpers import REPO
 
 
 @pytest.fixture(scope="module")

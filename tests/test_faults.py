@@ -25,11 +25,11 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline_helpers import PROFILES, make_workdir, nonempty_lines, run_snakemake, snakemake_cmd
+from pipeline_helpers import PROFILES, ci_params, make_workdir, nonempty_lines, run_snakemake, snakemake_cmd
 from ptychopipe.artifacts import (read_grouped, read_inferred, read_normalized, read_simulated, read_split,
                                   read_train_history)
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.workflow
 
 LOCAL = ("--workflow-profile", str(PROFILES / "local"))
 READERS = {"simulated.h5": read_simulated, "split.h5": read_split, "grouped.h5": read_grouped,
@@ -152,13 +152,10 @@ def test_writer_killed_mid_write_leaves_no_output(tmp_path):
 
 # --------------------------------------------------------------------------- write failures and Ctrl-C
 
-CI_CONFIG = Path(__file__).resolve().parents[1] / "config" / "scenarios.yaml"
-
-
 def _simulate_args(out: Path) -> list[str]:
-    from ptychopipe.config import load_scenarios, stage_config, to_json
+    from ptychopipe.config import stage_config, to_json
 
-    cfg = to_json(stage_config(load_scenarios(CI_CONFIG, "ci")["gs1_ideal"], "simulate"))
+    cfg = to_json(stage_config(ci_params("gs1_ideal"), "simulate"))
     return ["simulate", "--scenario", "gs1_ideal", "--config", cfg, "--out", str(out), "--threads", "1"]
 
 
@@ -332,10 +329,9 @@ def test_sigkill_train_job_then_rerun(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def data_run(tmp_path_factory):
-    wd = make_workdir(tmp_path_factory.mktemp("faults") / "wd", run=["gs1_ideal"])
-    run_snakemake(wd, *LOCAL, "--cores", "2", "results/gs1_ideal/normalized.h5", check=True, timeout=600)
-    return wd
+def data_run(ci_run):
+    """The session's data-stage run of the ci preset (copied by each test before it is damaged)."""
+    return ci_run["workdir"]
 
 
 def _truncate(path: Path) -> None:
@@ -361,7 +357,7 @@ def test_damaged_hdf5_input_stops_with_one_line(data_run, tmp_path, damage, expe
     damage(wd / "results/gs1_ideal/simulated.h5")  # newer than its consumers: they re-run
     # only the damaged file's mtime decides what re-runs (not edits to the code since the fixture ran)
     res = run_snakemake(wd, *LOCAL, "--cores", "1", "results/gs1_ideal/normalized.h5", "--rerun-triggers", "mtime",
-                        timeout=600)
+                        "--config", "preset=ci", timeout=600)
     assert res.returncode == 1, (res.stdout + res.stderr)[-3000:]
     assert "rule simulate:" not in res.stdout + res.stderr
     log = nonempty_lines((wd / "results/gs1_ideal/logs/split.log").read_text())

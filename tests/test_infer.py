@@ -9,28 +9,21 @@ import h5py
 import numpy as np
 import pytest
 
-from ptychopipe import grouping, normalize, simulate
 from ptychopipe import infer as I
 from ptychopipe import model as M
 from ptychopipe import train as T
 from ptychopipe.artifacts import ArtifactError, read_inferred, read_normalized, read_simulated, read_telemetry
-from ptychopipe.config import load_scenarios, stage_config, to_json
+from ptychopipe.config import stage_config, to_json
 from ptychopipe.model import poisson_deviance_np
-
-REPO = Path(__file__).resolve().parents[1]
+from pipeline_helpers import build_data
 
 
 @pytest.fixture(scope="module")
 def gs2_run(tmp_path_factory):
     """ci gs2_ideal: data stages, train, infer. Returns (folder, params)."""
     d = tmp_path_factory.mktemp("infer") / "gs2_ideal"
-    params = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs2_ideal"]
-    sim, split, grouped, norm = (d / f"{s}.h5" for s in ("simulated", "split", "grouped", "normalized"))
-    simulate.run(stage_config(params, "simulate"), "gs2_ideal", out=sim)
-    grouping.run_split(stage_config(params, "split"), "gs2_ideal", simulated=sim, out=split)
-    grouping.run_group(stage_config(params, "group"), "gs2_ideal", simulated=sim, split=split, out=grouped)
-    normalize.run(stage_config(params, "normalize"), "gs2_ideal", simulated=sim, split=split, grouped=grouped,
-                  out=norm)
+    data = build_data(d.parent, "gs2_ideal")
+    params, norm = data["params"], data["normalized"]
     T.run(stage_config(params, "train"), "gs2_ideal", normalized=norm, out=d / "model.keras",
           history=d / "train.h5")
     I.run(stage_config(params, "infer"), "gs2_ideal", normalized=norm, model=d / "model.keras",
@@ -38,6 +31,7 @@ def gs2_run(tmp_path_factory):
     return d, params
 
 
+@pytest.mark.stage
 def test_inferred_h5_contract(gs2_run):
     d, params = gs2_run
     inf = read_inferred(d / "inferred.h5")
@@ -93,6 +87,7 @@ def test_inferred_h5_contract(gs2_run):
     assert abs(ratios["amplitude_weighted_rms_over_estimate"] - 1) < 0.1, ratios
 
 
+@pytest.mark.stage
 def test_infer_refuses_a_model_trained_on_another_probe(gs2_run, tmp_path):
     d, params = gs2_run
     other = tmp_path / "normalized.h5"
@@ -105,6 +100,7 @@ def test_infer_refuses_a_model_trained_on_another_probe(gs2_run, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.stage
 def test_infer_refuses_a_missing_or_broken_model(gs2_run, tmp_path):
     d, params = gs2_run
     cfg = stage_config(params, "infer")
@@ -163,6 +159,7 @@ def test_a_directory_in_place_of_the_model_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["predicted_over_measured_counts", "poisson_nll", "mean_counts"])
+@pytest.mark.stage
 def test_inferred_attribute_missing_names_file_and_key(gs2_run, tmp_path, key):
     """compare and baseline read these attributes: without one, read_inferred stops with one
     line naming the file and the key (not a KeyError deep in compare)."""

@@ -16,8 +16,7 @@ from ptychopipe import grouping, ingest, normalize
 from ptychopipe.artifacts import ArtifactError, read_attrs, read_normalized, read_simulated, read_telemetry
 from ptychopipe.config import IngestConfig, load_scenarios, stage_config
 from ptychopipe.ingest import IngestError
-
-from conftest import CONFIG_FILE, REPO
+from pipeline_helpers import CONFIG_FILE, REPO, edit_config, run_snakemake
 
 
 def npz_cfg(path, **kw) -> IngestConfig:
@@ -292,6 +291,7 @@ def test_corrupted_compressed_npz_member_is_one_line(tmp_path, sim):
     assert not out.exists()
 
 
+@pytest.mark.stage
 def test_cli_reports_a_bad_file_in_one_line(tmp_path, sim):
     from ptychopipe.config import to_json
 
@@ -460,18 +460,13 @@ def test_source_config_validates_and_only_its_format_fields_count(raw_config):
         resolve_scenarios(raw_config, "ci")
 
 
+@pytest.mark.workflow
 def test_workflow_picks_ingest_for_imported_and_simulate_for_the_others(workdir, ci_data):
-    import yaml
-
-    from pipeline_helpers import run_snakemake
-
     src = workdir / "data" / "measured.npz"
     write_npz(src, read_simulated(ci_data["gs1_ideal"]["simulated"]), obj=False)
-    path = workdir / "config" / "scenarios.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    cfg["scenarios"]["real"] = {"source": {"file": "data/measured.npz", "format": "npz"}}
-    cfg["run"] = ["real", "gs1_ideal"]
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    edit_config(workdir, lambda cfg: cfg.update(
+        scenarios={**cfg["scenarios"], "real": {"source": {"file": "data/measured.npz", "format": "npz"}}},
+        run=["real", "gs1_ideal"]))
     res = run_snakemake(workdir, "-n", "results/real/normalized.h5", "results/gs1_ideal/simulated.h5",
                         "--config", "preset=ci", check=True, timeout=300)
     jobs = {}  # output -> rule, from the dry run's job blocks
@@ -575,25 +570,23 @@ def test_ptychodus_product_without_object_builds_a_frame(tmp_path, sim):
     assert np.array_equal(imp.counts, sim.counts) and np.array_equal(imp.probe, sim.probe)
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 @pytest.mark.slow
 def test_imported_scenario_end_to_end_with_report(workdir, ci_data):
     """A user points a scenario at an NPZ without an object: the whole DAG runs (ingest instead
     of simulate), and the report says the metrics are data-space only; with the baselines
     extra installed, the PINN-vs-iterative section is there too."""
-    import yaml
-
     from ptychopipe import baseline
-    from pipeline_helpers import run_snakemake
 
     write_npz(workdir / "data" / "measured.npz", read_simulated(ci_data["gs1_ideal"]["simulated"]), obj=False)
-    path = workdir / "config" / "scenarios.yaml"
-    cfg = yaml.safe_load(path.read_text())
     with_baseline = baseline.available()[0]
-    cfg["scenarios"]["real"] = {"source": {"file": "data/measured.npz", "format": "npz"},
-                                "baseline": {"enabled": with_baseline, "engine": "rpie", "epochs": 4}}
-    cfg["run"] = ["real"]
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    def edit(cfg):
+        cfg["scenarios"]["real"] = {"source": {"file": "data/measured.npz", "format": "npz"},
+                                    "baseline": {"enabled": with_baseline, "engine": "rpie", "epochs": 4}}
+        cfg["run"] = ["real"]
+
+    edit_config(workdir, edit)
     run_snakemake(workdir, "--cores", "2", "--config", "preset=ci", check=True, timeout=1200)
     res = workdir / "results"
     assert read_attrs(res / "real" / "simulated.h5")["stage"] == "ingest"

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import zipfile
 from importlib.util import find_spec
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -22,8 +21,8 @@ from ptychopipe.config import (ConfigError, DifferenceMapOptions, GradientOption
                                SimulateConfig, UNetOptions, UnrolledOptions)
 from ptychopipe.physics import NUMPY_OPS, expected_counts, extract_patches, merge_and_reextract
 from ptychopipe.simulate import ideal_probe, load_probe, simulate
+from pipeline_helpers import REPO, ci_params
 
-REPO = Path(__file__).resolve().parents[1]
 CUSTOM_PROBE = REPO / "data" / "probes" / "custom_probe_64.npz"
 N = 64
 
@@ -489,6 +488,7 @@ JAX_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(find_spec("jax") is None, reason="jax is not installed")
+@pytest.mark.stage
 def test_jax_backend_forward_gradient_and_training(request, tmp_path):
     """Same model code under KERAS_BACKEND=jax: forward model = NumPy (1e-5), gradients
     reach both heads, and two epochs of training through GroupBatches + NaN guard run.
@@ -637,11 +637,11 @@ def test_model_from_config_gets_the_tolerance_in_input_units_and_saves_it(tmp_pa
     saved before the key existed) loads with the exact modulus, δ = 0."""
     import dataclasses
 
-    from ptychopipe.config import load_scenarios, stage_config
+    from ptychopipe.config import stage_config
     from ptychopipe.infer import load_model
     from ptychopipe.train import save_model_atomic
 
-    cfg = stage_config(load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs2_custom"], "train")
+    cfg = stage_config(ci_params("gs2_custom"), "train")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate=DifferenceMapOptions(10, 1.5)))
     probe = load_probe(CUSTOM_PROBE, "probeGuess", N)
     m = M.build_model_from_config(cfg, probe, 0.8, M.merge_canvas(N, 8.0), input_scale=0.02)

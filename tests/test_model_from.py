@@ -48,6 +48,7 @@ def test_config_refuses_a_chain_and_keeps_the_source_of_a_run(raw_config):
     assert sorted(resolve_scenarios(raw, "ci")) == ["gs2_custom", "unseen_blobs"]
 
 
+@pytest.mark.workflow
 def test_the_dag_trains_only_the_source(tmp_path):
     wd = make_workdir(tmp_path / "wd")
     res = run_snakemake(wd, "-n", "--cores", "1", "results/unseen_blobs/comparison.json", "--config", "preset=ci",

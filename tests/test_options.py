@@ -6,15 +6,14 @@ same default. A field changed in one place and not the other fails here."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-
 import pytest
 import yaml
 
 from ptychopipe.config import (ESTIMATE_OPTIONS, SCHEMA_PATH, ConfigError, DifferenceMapOptions, GradientOptions,
                                UNetOptions, UnrolledOptions, check_options, estimate_options, load_schema)
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline_helpers import CONFIG_FILE
+
 OPTION_CLASSES = (DifferenceMapOptions, GradientOptions, UnrolledOptions, UNetOptions)
 BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
@@ -31,7 +30,7 @@ def _schema_property(key: str) -> dict:
 
 
 def _default(key: str):
-    node = yaml.safe_load((REPO / "config" / "scenarios.yaml").read_text())["defaults"]
+    node = yaml.safe_load((CONFIG_FILE).read_text())["defaults"]
     for part in key.split("."):
         node = node[part]
     return node

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -14,9 +13,9 @@ import pytest
 from ptychopipe.config import stage_config
 from ptychopipe.physics import expected_counts, extract_patches, far_field, fourier_shift
 from ptychopipe.simulate import ProbeFileError, ideal_probe, load_probe, simulate
+from pipeline_helpers import REPO, ci_params
 
 RNG = np.random.default_rng(20240601)
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _cplx(*shape):
@@ -167,8 +166,7 @@ def test_fourier_shift_is_exact_for_periodic_band_limited_fields():
 
 @pytest.fixture(scope="module")
 def sim_cfg():
-    from ptychopipe.config import load_scenarios
-    return stage_config(load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs1_ideal"], "simulate")
+    return stage_config(ci_params("gs1_ideal"), "simulate")
 
 
 def _with(cfg, **kw):

@@ -7,8 +7,6 @@ import csv
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +15,7 @@ import pytest
 from evaluate_helpers import run_evaluation
 from ptychopipe import cli, report
 from ptychopipe.artifacts import ArtifactError, read_simulated
-
-REPO = Path(__file__).resolve().parents[1]
+from pipeline_helpers import REPO, run_snakemake
 
 
 @pytest.fixture(scope="module")
@@ -320,10 +317,9 @@ def test_telemetry_table_includes_the_evaluation_stages(tmp_path, ci_data):
     assert float(counts["sumsq"]) == pytest.approx(float(np.sum(sim.counts.astype(np.float64) ** 2)), rel=1e-5)
 
 
+@pytest.mark.workflow
 def test_snakemake_lint_reports_nothing(workdir):
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
-                           "-d", str(workdir), "--lint"], cwd=workdir, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_snakemake(workdir, "--lint", timeout=300)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text
     assert "Lints for" not in text

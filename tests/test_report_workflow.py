@@ -1,54 +1,31 @@
 """The whole ci DAG, simulate -> split -> group -> normalize -> train -> infer -> stitch ->
-compare -> report (+ telemetry), for all four scenarios, run once by Snakemake in a
-temporary working directory; then the HTML report, a no-op re-run, and re-run scoping of
-the evaluation stages' parameters. (tests/test_workflow_data.py covers the data stages.)"""
+compare -> report (+ telemetry), for all four scenarios, run once per session by Snakemake in a
+temporary working directory (the ``ci_dag`` fixture of tests/conftest.py); then the HTML report,
+a no-op re-run, and re-run scoping of the evaluation stages' parameters.
+(tests/test_workflow_data.py covers the data stages.)"""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import h5py
 import pytest
-from pipeline_helpers import check_artifact_contract, planned
-import yaml
+from pipeline_helpers import SCENARIOS, check_artifact_contract, outcome, planned, planned_after_edit, run_snakemake
 
 from ptychopipe.artifacts import read_comparison_json, read_stitched
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # make test-slow
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]  # make test-slow
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "workflow" / "Snakefile"
-SCENARIOS = ("gs1_custom", "gs1_ideal", "gs2_custom", "gs2_ideal")
 STAGES = ("simulate", "split", "group", "normalize", "train", "infer", "stitch", "compare")
 FIGURES = ("amplitude", "phase", "frc", "training")
 
 
-def smk(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *args],
-                          cwd=workdir, capture_output=True, text=True, timeout=timeout)
-
-
-def _out(proc: subprocess.CompletedProcess) -> str:
-    return f"rc={proc.returncode}\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
-
-
 @pytest.fixture(scope="module")
-def dag(tmp_path_factory):
-    """`snakemake --cores 2 --config preset=ci` (rule all) in a fresh working directory."""
-    wd = tmp_path_factory.mktemp("wf_full")
-    shutil.copytree(REPO / "config", wd / "config")
-    shutil.copytree(REPO / "data", wd / "data")
-    t0 = time.perf_counter()
-    proc = smk(wd, "--cores", "2", "--config", "preset=ci")
-    assert proc.returncode == 0, _out(proc)
-    return {"workdir": wd, "seconds": time.perf_counter() - t0}
+def dag(ci_dag):
+    """`snakemake --cores 2 --config preset=ci` (rule all) in a working directory of its own."""
+    return ci_dag
 
 
 def test_every_stage_of_every_scenario_ran(dag):
@@ -134,8 +111,8 @@ def test_telemetry_covers_every_stage_of_every_scenario(dag):
 
 def test_html_report_embeds_every_figure(dag):
     wd = dag["workdir"]
-    proc = smk(wd, "--cores", "1", "--config", "preset=ci", "--report", "results/report.html", timeout=300)
-    assert proc.returncode == 0, _out(proc)
+    proc = run_snakemake(wd, "--cores", "1", "--config", "preset=ci", "--report", "results/report.html", timeout=300)
+    assert proc.returncode == 0, outcome(proc)
     assert "Undefined substitution" not in proc.stderr and "ERROR/" not in proc.stderr, proc.stderr[-3000:]
     html = (wd / "results" / "report.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html")
@@ -146,31 +123,18 @@ def test_html_report_embeds_every_figure(dag):
 
 
 def test_rerun_with_nothing_changed_schedules_nothing(dag):
-    proc = smk(dag["workdir"], "-n", "--config", "preset=ci")
-    assert proc.returncode == 0, _out(proc)
-    assert planned(proc) == set() and "Nothing to be done" in proc.stdout + proc.stderr, _out(proc)
-
-
-def _edit_and_plan(wd: Path, edit) -> set[tuple[str, str | None]]:
-    path = wd / "config" / "scenarios.yaml"
-    original = path.read_text()
-    try:
-        cfg = yaml.safe_load(original)
-        edit(cfg)
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        proc = smk(wd, "-n", "--config", "preset=ci")
-        assert proc.returncode == 0, _out(proc)
-        return planned(proc)
-    finally:
-        path.write_text(original)
+    proc = run_snakemake(dag["workdir"], "-n", "--config", "preset=ci")
+    assert proc.returncode == 0, outcome(proc)
+    assert planned(proc) == set() and "Nothing to be done" in proc.stdout + proc.stderr, outcome(proc)
 
 
 def test_editing_compare_parameters_reruns_compare_and_the_report_only(dag):
-    jobs = _edit_and_plan(dag["workdir"],
-                          lambda c: c["scenarios"]["gs1_ideal"].update(compare={"coverage_threshold": 0.3}))
+    jobs = planned_after_edit(dag["workdir"],
+                              lambda c: c["scenarios"]["gs1_ideal"].update(compare={"coverage_threshold": 0.3}))
     assert jobs == {("compare", "gs1_ideal"), ("summary", None), ("telemetry", None)}
 
 
 def test_editing_the_stitch_weight_reruns_stitch_onwards_for_that_scenario(dag):
-    jobs = _edit_and_plan(dag["workdir"], lambda c: c["scenarios"]["gs2_ideal"].update(stitch={"weight": "uniform"}))
+    jobs = planned_after_edit(dag["workdir"],
+                              lambda c: c["scenarios"]["gs2_ideal"].update(stitch={"weight": "uniform"}))
     assert jobs == {("stitch", "gs2_ideal"), ("compare", "gs2_ideal"), ("summary", None), ("telemetry", None)}

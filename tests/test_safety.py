@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline_helpers import REPO, make_workdir, nonempty_lines, rewrite_dataset, run_snakemake
+from pipeline_helpers import CONFIG_FILE, REPO, make_workdir, nonempty_lines, rewrite_dataset, run_snakemake
 from ptychopipe.artifacts import SCHEMA_VERSION, ArtifactError, read_simulated, write_artifact, Array
 from ptychopipe.config import ConfigError, load_yaml, resolve_scenarios
 
@@ -78,7 +78,7 @@ BAD_NAMES = ["..", ".", "../escape", "a/b", "/abs", "x/../../y", "", "name with 
 
 @pytest.fixture(scope="module")
 def raw():
-    return load_yaml(REPO / "config" / "scenarios.yaml")
+    return load_yaml(CONFIG_FILE)
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
@@ -109,7 +109,7 @@ def test_generated_scenario_paths_stay_in_results(raw, tmp_path):
         assert (results / name / "simulated.h5").resolve().is_relative_to(results)
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 def test_snakemake_refuses_targets_outside_the_scenarios(tmp_path):
     """The scenario wildcard is constrained to the configured names: a target that
     climbs out of results/ matches no rule, and nothing is written."""
@@ -192,7 +192,7 @@ def test_reader_rejects_wrong_shape(simulated):
         read_simulated(simulated)
 
 
-@pytest.mark.e2e
+@pytest.mark.workflow
 def test_wrong_schema_version_through_the_pipeline(tmp_path):
     """A stale artifact (another schema_version) found by Snakemake stops its consumer
     with one line in the log instead of being used."""

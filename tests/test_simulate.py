@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ptychopipe import simulate as sim_mod
 from ptychopipe.artifacts import read_simulated, read_telemetry
-from ptychopipe.config import ObjectConfig, load_scenarios, stage_config
+from ptychopipe.config import ObjectConfig, stage_config
 from ptychopipe.simulate import check_invariants, make_object, random_positions, simulate
 from ptychopipe.telemetry import InvariantError
-
-REPO = Path(__file__).resolve().parents[1]
+from pipeline_helpers import ci_params
 
 
 @pytest.fixture(scope="module")
 def cfg():
-    p = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs2_custom"]
-    p["probe"]["file"] = str(REPO / p["probe"]["file"])
-    return stage_config(p, "simulate")
+    return stage_config(ci_params("gs2_custom"), "simulate")
 
 
 @pytest.fixture(scope="module")

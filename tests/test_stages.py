@@ -6,8 +6,6 @@ telemetry table and docs/artifacts.md's stage table come from the registry."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
 import pytest
 
 from ptychopipe import cli, report
@@ -15,7 +13,8 @@ from ptychopipe.config import ConfigError, from_json, stage_config, to_json
 from ptychopipe.configdoc import generate_stages
 from ptychopipe.stages import STAGES, markdown_table, run_stage, stage, telemetry_files
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline_helpers import CONFIG_FILE, REPO
+
 COMMON_OPTIONS = {"scenario", "config", "out", "threads"}
 
 
@@ -96,7 +95,7 @@ def test_telemetry_table_and_docs_derive_from_the_registry():
 def test_options_round_trip_through_the_registry_class():
     from ptychopipe.config import load_scenarios
 
-    params = load_scenarios(REPO / "config" / "scenarios.yaml", "ci")["gs2_custom"]
+    params = load_scenarios(CONFIG_FILE, "ci")["gs2_custom"]
     for name in ("split", "group", "train", "stitch"):
         cfg = stage_config(params, name)
         assert isinstance(cfg, stage(name).options)

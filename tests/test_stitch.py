@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO
-from evaluate_helpers import ci_params, true_patches, write_synthetic_inferred
+from evaluate_helpers import true_patches, write_synthetic_inferred
+from pipeline_helpers import REPO, ci_params
 from ptychopipe import cli, stitch
 from ptychopipe.artifacts import read_simulated, read_stitched
 from ptychopipe.config import StitchConfig, stage_config

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ptychopipe import timetoquality as T
 from ptychopipe.baseline import available
+from pipeline_helpers import CONFIG_FILE, edit_config, make_workdir, run_snakemake
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "config" / "scenarios.yaml"
 needs_ptychi = pytest.mark.skipif(not available()[0], reason="pty-chi extra not installed (pip install -e .[baselines])")
 
 
@@ -38,9 +36,9 @@ def test_speedup_is_ptychis_time_to_the_rows_r_over_the_rows_time():
 
 def test_missing_or_stale_artifacts_are_one_line_errors(tmp_path, ci_data):
     with pytest.raises(T.BenchError, match=r"scenario 'nope': not defined"):
-        T.scenario_inputs(tmp_path, CONFIG, "ci", ["nope"])
+        T.scenario_inputs(tmp_path, CONFIG_FILE, "ci", ["nope"])
     with pytest.raises(T.BenchError, match=r"gs2_custom/simulated\.h5: not found; expected the ci pipeline's"):
-        T.scenario_inputs(tmp_path, CONFIG, "ci", ["gs2_custom"])
+        T.scenario_inputs(tmp_path, CONFIG_FILE, "ci", ["gs2_custom"])
     d = tmp_path / "gs2_custom"
     d.mkdir()
     for name in ("simulated", "grouped", "normalized"):
@@ -48,9 +46,9 @@ def test_missing_or_stale_artifacts_are_one_line_errors(tmp_path, ci_data):
     shutil.copy(ci_data["gs2_custom"]["grouped"], d / "train.h5")  # an artifact of another stage
     (d / "model.keras").write_bytes(b"")
     with pytest.raises(T.BenchError, match=r"grouped\.h5: config_hash: expected .* \(preset quick\)"):
-        T.scenario_inputs(tmp_path, CONFIG, "quick", ["gs2_custom"])  # made with ci, asked for quick
+        T.scenario_inputs(tmp_path, CONFIG_FILE, "quick", ["gs2_custom"])  # made with ci, asked for quick
     with pytest.raises(T.BenchError, match=r"train\.h5: config_hash: expected"):
-        T.scenario_inputs(tmp_path, CONFIG, "ci", ["gs2_custom"])
+        T.scenario_inputs(tmp_path, CONFIG_FILE, "ci", ["gs2_custom"])
 
 
 def test_without_ptychi_the_command_says_so_in_one_line(tmp_path, monkeypatch, capsys):
@@ -83,10 +81,12 @@ def ci_results(ci_data, tmp_path_factory):
 
 
 @needs_ptychi
+@pytest.mark.stage
 def test_benchmark_on_the_ci_data(ci_results, tmp_path):
     out = tmp_path / "ttq"
-    rows = T.run("ci", ["gs2_custom", "gs1_ideal"], out, threads=1, epochs=3, results=ci_results, configfile=CONFIG,
-                 build=False, starts=("flat", "reconstruction"), noise_models=("gaussian", "poisson"), log=lambda s: None)
+    rows = T.run("ci", ["gs2_custom", "gs1_ideal"], out, threads=1, epochs=3, results=ci_results,
+                 configfile=CONFIG_FILE, build=False, starts=("flat", "reconstruction"),
+                 noise_models=("gaussian", "poisson"), log=lambda s: None)
     csv_rows = T.read_csv(out / "time_to_quality.csv")
     assert len(csv_rows) == len(rows)
     assert list(csv_rows[0]) == list(T.COLUMNS)
@@ -118,13 +118,11 @@ def test_benchmark_on_the_ci_data(ci_results, tmp_path):
     assert (out / "time_to_quality.png").stat().st_size > 10_000
 
 
+@pytest.mark.workflow
 def test_the_rule_reads_every_file_it_needs_and_runs_without_building(tmp_path):
     """rule time_to_quality: the bench scenarios' data and models are declared inputs (a
     scenario reconstructed with another's model reads that model), and the command it runs
     builds nothing itself."""
-    import yaml
-
-    from pipeline_helpers import make_workdir, run_snakemake
 
     def bench(cfg):
         cfg["bench"] = {"scenarios": ["gs2_ideal", "unseen_lines"], "epochs": 3, "starts": ["flat"]}
@@ -136,8 +134,6 @@ def test_the_rule_reads_every_file_it_needs_and_runs_without_building(tmp_path):
     for f in ("results/gs2_ideal/model.keras", "results/gs2_custom/model.keras", "results/unseen_lines/normalized.h5"):
         assert f in out
     assert "results/unseen_lines/model.keras" not in out
-    cfg = yaml.safe_load((wd / "config" / "scenarios.yaml").read_text())
-    cfg["bench"]["scenarios"] = ["gs9"]
-    (wd / "config" / "scenarios.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    edit_config(wd, lambda cfg: cfg["bench"].update(scenarios=["gs9"]))
     res = run_snakemake(wd, "-n", "time_to_quality", "--config", "preset=ci", timeout=300)
     assert res.returncode != 0 and "bench.scenarios: 'gs9' is not a scenario of this run" in res.stderr + res.stdout

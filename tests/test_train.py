@@ -17,34 +17,20 @@ import keras
 import numpy as np
 import pytest
 
-from ptychopipe import grouping, normalize, simulate
 from ptychopipe import model as M
 from ptychopipe import train as T
 from ptychopipe.artifacts import read_normalized, read_train_history, read_telemetry
-from ptychopipe.config import GradientOptions, ObjectConfig, UNetOptions, load_scenarios, stage_config, to_json
+from ptychopipe.config import GradientOptions, ObjectConfig, UNetOptions, stage_config, to_json
 from ptychopipe.physics import expected_counts, extract_patches
+from pipeline_helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CUSTOM_PROBE = REPO / "data" / "probes" / "custom_probe_64.npz"
 
 
-def build_dataset(root: Path, scenario: str, preset: str = "ci") -> tuple[Path, dict]:
-    """Run simulate → split → group → normalize for one scenario of config/scenarios.yaml
-    (stage functions, no Snakemake). Returns (normalized.h5 path, merged params)."""
-    params = load_scenarios(REPO / "config" / "scenarios.yaml", preset)[scenario]
-    d = root / scenario
-    sim, split, grouped, norm = (d / f"{s}.h5" for s in ("simulated", "split", "grouped", "normalized"))
-    simulate.run(stage_config(params, "simulate"), scenario, out=sim)
-    grouping.run_split(stage_config(params, "split"), scenario, simulated=sim, out=split)
-    grouping.run_group(stage_config(params, "group"), scenario, simulated=sim, split=split, out=grouped)
-    normalize.run(stage_config(params, "normalize"), scenario, simulated=sim, split=split, grouped=grouped,
-                  out=norm)
-    return norm, params
-
-
 @pytest.fixture(scope="module")
-def ci_gs1(tmp_path_factory):
-    return build_dataset(tmp_path_factory.mktemp("ci"), "gs1_ideal")
+def ci_gs1(ci_data):
+    """(normalized.h5, merged params) of the session's ci gs1_ideal data (read-only)."""
+    return ci_data["gs1_ideal"]["normalized"], ci_data["gs1_ideal"]["params"]
 
 
 def _quiet(_line: str) -> None:
@@ -106,6 +92,7 @@ def test_group_batches_reshuffle_per_epoch_and_name_their_groups():
 # --------------------------------------------------------------------------- training
 
 
+@pytest.mark.stage
 def test_training_is_deterministic(ci_gs1):
     """Two trainings with one seed on the ci dataset: same loss history within 1e-6 (CPU)."""
     path, params = ci_gs1
@@ -122,6 +109,7 @@ def test_training_is_deterministic(ci_gs1):
                                rtol=1e-6)
 
 
+@pytest.mark.stage
 def test_run_writes_model_and_history(ci_gs1, tmp_path, capsys):
     path, params = ci_gs1
     cfg = stage_config(params, "train")
@@ -160,6 +148,7 @@ def test_run_writes_model_and_history(ci_gs1, tmp_path, capsys):
     np.testing.assert_allclose(M.model_amplitude_estimate(m), read_normalized(path).amplitude_estimate)
 
 
+@pytest.mark.stage
 def test_early_stopping_restores_the_best_weights(ci_gs1):
     """After fit, the model's validation loss is the best epoch's, not the last one's. A
     constant learning rate of 3e-2 overshoots after epoch 2 on the ci data (val_loss 5.1e8,
@@ -201,6 +190,7 @@ def test_poisoned_inputs_are_refused_before_training(ci_gs1, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["normalized.h5"]
 
 
+@pytest.mark.stage
 def test_nan_guard_absurd_learning_rate_fails_with_one_line_and_diagnostics(ci_gs1, tmp_path):
     """learning_rate 1e3: training blows up in epoch 1. The CLI exits 1 with one line naming
     scenario, epoch, batch and quantity; the diagnostic JSON (history so far, per-weight
@@ -239,6 +229,7 @@ def test_nan_guard_absurd_learning_rate_fails_with_one_line_and_diagnostics(ci_g
     assert d["batch"]["inputs"]["nan"] == 0 and d["batch"]["inputs"]["shape"][0] == len(d["batch"]["train_group_indices"])
 
 
+@pytest.mark.stage
 def test_model_and_history_are_written_as_a_pair(ci_gs1, tmp_path, monkeypatch):
     """If train.h5 cannot be written, no model.keras appears either (and no temporary file)."""
     path, params = ci_gs1
@@ -265,6 +256,7 @@ def test_model_and_history_are_written_as_a_pair(ci_gs1, tmp_path, monkeypatch):
     assert [name for name in order if not name.startswith(".")] == ["model.keras", "train.h5"]
 
 
+@pytest.mark.stage
 def test_nan_guard_diagnostics_hold_the_weights_of_the_failure_not_the_restored_ones(ci_gs1, tmp_path, monkeypatch):
     """A NaN count in batch 2 of epoch 2: early stopping restores epoch 1's (finite) weights
     when training ends, but the diagnostic file shows the weights as the failing update left
@@ -318,6 +310,7 @@ def test_nan_guard_names_the_layer_whose_weights_became_non_finite():
 # --------------------------------------------------------------------------- overfit
 
 
+@pytest.mark.stage
 def test_overfit_one_group_reaches_the_poisson_floor():
     """One gridsize-2 group (custom probe, 1e5 photons/pattern), 800 Adam steps with a
     cosine learning rate, the quick preset's U-Net width (8 filters): the loss falls to

@@ -175,6 +175,7 @@ def _unrolled_train_config(params):
     return stage_config(p, "train")
 
 
+@pytest.mark.stage
 def test_training_is_deterministic_for_a_seed(ci_data):
     """Same config and data → the same loss history and weights (train.fit, twice)."""
     from ptychopipe.artifacts import read_normalized

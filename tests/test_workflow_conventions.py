@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pipeline_helpers import REPO
 
-from conftest import REPO
 
 WORKFLOW = REPO / "workflow"
 #: Target-only rules: no job, so no log, benchmark or resources.

@@ -9,25 +9,22 @@ and the one-line config error a user sees from the snakemake command line.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from pipeline_helpers import check_artifact_contract, planned
+from pipeline_helpers import DATA_TARGETS as TARGETS
+from pipeline_helpers import (REPO, SCENARIOS, check_artifact_contract, dry_run_jobs, edit_config, outcome,
+                              planned, planned_after_edit, run_snakemake)
 import yaml
 
 from ptychopipe.config import load_scenarios, stage_config
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.workflow
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "workflow" / "Snakefile"
-SCENARIOS = ("gs1_custom", "gs1_ideal", "gs2_custom", "gs2_ideal")
 DATA_RULES = ("simulate", "split", "group", "normalize")
 FILES = {"simulate": "simulated.h5", "split": "split.h5", "group": "grouped.h5", "normalize": "normalized.h5"}
 UNITS = {"counts", "photons^0.5", "object amplitude", "rad", "px", "index", "a*photons^0.5"}
@@ -38,19 +35,8 @@ RATIOS = {
     "normalize": {"train_normalized_over_raw", "test_normalized_over_raw", "input_scale",
                   "amplitude_estimate_over_true_rms"},
 }
-#: The data stages' outputs. (rule telemetry follows the whole pipeline; these tests run the
-#: `ptychopipe telemetry` command on the data-stage artifacts themselves.)
-TARGETS = [f"results/{s}/normalized.h5" for s in SCENARIOS]
-
-
-def smk(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """snakemake (this venv's) in ``workdir``; never in the repository itself."""
-    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *args],
-                          cwd=workdir, capture_output=True, text=True, timeout=timeout)
-
-
-def _out(proc):
-    return f"rc={proc.returncode}\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-5000:]}"
+# TARGETS: the data stages' outputs. (rule telemetry follows the whole pipeline; these tests run
+# the `ptychopipe telemetry` command on the data-stage artifacts themselves.)
 
 
 # --------------------------------------------------------------------------- dry runs
@@ -58,13 +44,42 @@ def _out(proc):
 
 @pytest.mark.parametrize("preset", ["ci", "full"])
 def test_dry_run_lists_the_data_stages_of_every_scenario(workdir, preset):
-    proc = smk(workdir, "-n", "--config", f"preset={preset}")
-    assert proc.returncode == 0, _out(proc)
+    proc = run_snakemake(workdir, "-n", "--config", f"preset={preset}")
+    assert proc.returncode == 0, outcome(proc)
     jobs = planned(proc)
     data = {(r, s) for r, s in jobs if r in DATA_RULES}
     assert data == {(r, s) for r in DATA_RULES for s in SCENARIOS}
     assert ("telemetry", None) in jobs
     assert not (workdir / "results").exists()  # a dry run writes nothing
+
+
+def test_every_job_reads_only_files_it_declares(workdir):
+    """Each job's command names no results/ file (and no results folder to scan) that is not one
+    of its declared inputs, outputs, log or benchmark (a diagnostic it writes beside its log
+    excepted): Snakemake orders and re-runs a job on what it declares. The telemetry table
+    declares every stage artifact of every scenario (it reads exactly those), and the
+    PINN-vs-iterative comparison infer's benchmark TSV."""
+    from ptychopipe.report import STAGE_FILES
+
+    edit_config(workdir, lambda c: c["scenarios"]["gs1_ideal"].update(baseline={"enabled": True}))
+    proc = run_snakemake(workdir, "-n", "-p", "--config", "preset=ci")
+    assert proc.returncode == 0, outcome(proc)
+    jobs = [j for j in dry_run_jobs(proc) if j["rule"] != "all"]
+    assert {j["rule"] for j in jobs} >= {"simulate", "train", "compare", "baseline_compare", "summary", "telemetry"}
+    for j in jobs:
+        assert j["shell"], f"rule {j['rule']}: no command in the dry run"
+        declared = set(j["input"] + j["output"] + j["log"] + j["benchmark"])
+        log_dirs = {str(Path(f).parent) for f in j["log"]}  # a diagnostic written beside the log (train's)
+        named = {f for f in re.findall(r"(?<![\w/.-])results/[\w./-]*\w", j["shell"])
+                 if str(Path(f).parent) not in log_dirs}
+        assert named <= declared, f"rule {j['rule']} ({j['scenario']}): undeclared {sorted(named - declared)}"
+        assert not re.search(r"(?<![\w/.-])results/?(?=[\s'\"]|$)", j["shell"]), \
+            f"rule {j['rule']}: names the results folder: {j['shell'][:300]}"
+    (tel,) = [j for j in jobs if j["rule"] == "telemetry"]
+    assert tel["input"] == [f"results/{s}/{f}" for s in SCENARIOS for f, _ in STAGE_FILES]
+    (bc,) = [j for j in jobs if j["rule"] == "baseline_compare"]
+    assert "--infer-benchmark results/gs1_ideal/benchmarks/infer.tsv" in bc["shell"]
+    assert "results/gs1_ideal/benchmarks/infer.tsv" in bc["input"]
 
 
 def test_plain_snakemake_in_a_checkout_uses_the_local_profile(workdir):
@@ -76,10 +91,10 @@ def test_plain_snakemake_in_a_checkout_uses_the_local_profile(workdir):
     (workdir / "profiles").symlink_to(REPO / "profiles")
     proc = subprocess.run([sys.executable, "-m", "snakemake", "results/gs1_ideal/simulated.h5",
                            "--config", "preset=ci"], cwd=workdir, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, _out(proc)
+    assert proc.returncode == 0, outcome(proc)
     log = proc.stdout + proc.stderr
-    assert "Using workflow specific profile profiles/default" in log, _out(proc)
-    assert "Provided cores: 2" in log, _out(proc)  # profiles/local's cores
+    assert "Using workflow specific profile profiles/default" in log, outcome(proc)
+    assert "Provided cores: 2" in log, outcome(proc)  # profiles/local's cores
     assert (workdir / "results" / "gs1_ideal" / "simulated.h5").is_file()
 
 
@@ -87,13 +102,13 @@ def test_the_terminal_shows_one_line_per_stage_and_where_the_results_are(workdir
     """With the shipped profile: each finished stage prints one line with its key figure on the
     terminal (its log keeps the details), no command with its JSON config is printed, the logs
     hold no TensorFlow start-up notices, and the run ends by saying where things are."""
-    proc = smk(workdir, "results/gs1_ideal/normalized.h5", "--workflow-profile", str(REPO / "profiles" / "local"),
-               "--config", "preset=ci")
-    assert proc.returncode == 0, _out(proc)
+    proc = run_snakemake(workdir, "results/gs1_ideal/normalized.h5", "--workflow-profile",
+                         str(REPO / "profiles" / "local"), "--config", "preset=ci")
+    assert proc.returncode == 0, outcome(proc)
     text = proc.stdout + proc.stderr
     for stage in DATA_RULES:
-        assert re.search(rf"^\[{stage}\] gs1_ideal: done in [\d.]+s", text, re.M), _out(proc)
-    assert re.search(r"^\[simulate\] gs1_ideal: done in [\d.]+s; dose 1, parseval 1$", text, re.M), _out(proc)
+        assert re.search(rf"^\[{stage}\] gs1_ideal: done in [\d.]+s", text, re.M), outcome(proc)
+    assert re.search(r"^\[simulate\] gs1_ideal: done in [\d.]+s; dose 1, parseval 1$", text, re.M), outcome(proc)
     assert "--config '{" not in text and '"nphotons"' not in text, "no command with its JSON config by default"
     assert "ptychopipe: workflow finished (preset ci" in text
     assert "logs:      results/<scenario>/logs/<stage>.log (e.g. tail -f results/*/logs/train.log)" in text
@@ -120,18 +135,15 @@ def test_the_terminal_shows_one_line_per_stage_and_where_the_results_are(workdir
      "['ci', 'full', 'quick']"),
 ])
 def test_bad_config_stops_snakemake_with_one_line(workdir, edit, args, line):
-    path = workdir / "config" / "scenarios.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    edit(cfg)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    proc = smk(workdir, "-n", *args)
+    edit_config(workdir, edit)
+    proc = run_snakemake(workdir, "-n", *args)
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert "Traceback" not in text
     lines = [ln for ln in text.splitlines() if ln.strip()]
     # Snakemake itself adds one notice when --config is given; nothing else is printed
     lines = [ln for ln in lines if not ln.startswith("Config file config/scenarios.yaml is extended")]
-    assert lines == [line], _out(proc)
+    assert lines == [line], outcome(proc)
     assert not (workdir / "results").exists()
 
 
@@ -139,20 +151,19 @@ def test_bad_config_stops_snakemake_with_one_line(workdir, edit, args, line):
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory):
-    """The data stages of all four scenarios, run once (ci preset, 2 cores)."""
-    wd = tmp_path_factory.mktemp("wf_data")
-    shutil.copytree(REPO / "config", wd / "config")
-    shutil.copytree(REPO / "data", wd / "data")
-    t0 = time.perf_counter()
-    proc = smk(wd, "--cores", "2", *TARGETS, "--config", "preset=ci", timeout=600)
-    assert proc.returncode == 0, _out(proc)
-    seconds = time.perf_counter() - t0
-    tel = subprocess.run([sys.executable, "-m", "ptychopipe", "telemetry", "--results", "results",
-                          f"--scenarios={','.join(SCENARIOS)}", "--md", "results/telemetry.md",
-                          "--csv", "results/telemetry.csv"], cwd=wd, capture_output=True, text=True, timeout=120)
+def ran(ci_run, tmp_path_factory):
+    """The data stages of all four scenarios, run once per session (ci preset, 2 cores: the
+    ``ci_run`` fixture of tests/conftest.py), and the telemetry table of their artifacts, written
+    beside this module's other files (the shared working directory is only read)."""
+    wd = ci_run["workdir"]
+    out = tmp_path_factory.mktemp("wf_data_telemetry")
+    files = [f"results/{s}/{f}" for s in SCENARIOS for f in FILES.values()]
+    tel = subprocess.run([sys.executable, "-m", "ptychopipe", "telemetry", "--md", str(out / "telemetry.md"),
+                          "--csv", str(out / "telemetry.csv"), *files], cwd=wd, capture_output=True, text=True,
+                         timeout=120)
     assert tel.returncode == 0, tel.stderr
-    return {"workdir": wd, "seconds": seconds, "params": load_scenarios(wd / "config" / "scenarios.yaml", "ci")}
+    return {"workdir": wd, "seconds": ci_run["seconds"], "telemetry": out,
+            "params": load_scenarios(wd / "config" / "scenarios.yaml", "ci")}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -198,7 +209,7 @@ def test_logs_and_benchmarks_exist(ran):
 
 
 def test_telemetry_table_covers_every_scenario_and_stage(ran):
-    res = ran["workdir"] / "results"
+    res = ran["telemetry"]
     md = (res / "telemetry.md").read_text()
     rows = [ln.split("|")[1:-1] for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| scenario")]
     seen = {(r[0].strip(), r[1].strip()) for r in rows}
@@ -210,34 +221,20 @@ def test_telemetry_table_covers_every_scenario_and_stage(ran):
 
 
 def test_rerun_with_nothing_changed_schedules_nothing(ran):
-    proc = smk(ran["workdir"], "-n", *TARGETS, "--config", "preset=ci")
-    assert proc.returncode == 0, _out(proc)
-    assert planned(proc) == set(), _out(proc)
+    proc = run_snakemake(ran["workdir"], "-n", *TARGETS, "--config", "preset=ci")
+    assert proc.returncode == 0, outcome(proc)
+    assert planned(proc) == set(), outcome(proc)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def _edit_and_plan(ran, edit):
-    path = ran["workdir"] / "config" / "scenarios.yaml"
-    original = path.read_text()
-    try:
-        cfg = yaml.safe_load(original)
-        edit(cfg)
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        proc = smk(ran["workdir"], "-n", *TARGETS, "--config", "preset=ci")
-        assert proc.returncode == 0, _out(proc)
-        print(_out(proc))
-        return planned(proc)
-    finally:
-        path.write_text(original)
-
-
 def test_editing_one_scenarios_nphotons_reruns_only_that_scenario(ran):
-    jobs = _edit_and_plan(ran, lambda c: c["scenarios"]["gs1_ideal"].update(nphotons=1.0e+6))
+    jobs = planned_after_edit(ran["workdir"], lambda c: c["scenarios"]["gs1_ideal"].update(nphotons=1.0e+6), *TARGETS)
     assert jobs == {(r, "gs1_ideal") for r in DATA_RULES}
 
 
 def test_editing_grouping_reruns_group_and_normalize_only(ran):
-    jobs = _edit_and_plan(ran, lambda c: c["scenarios"]["gs2_ideal"].update(group={"n_groups": 20}))
+    jobs = planned_after_edit(ran["workdir"], lambda c: c["scenarios"]["gs2_ideal"].update(group={"n_groups": 20}),
+                              *TARGETS)
     assert jobs == {("group", "gs2_ideal"), ("normalize", "gs2_ideal")}
 
 
@@ -249,8 +246,8 @@ def test_editing_the_custom_probe_file_reruns_the_custom_scenarios(ran):
     try:
         p = np.load(probe)["probeGuess"]
         np.savez(probe, probeGuess=p * np.complex64(1.01))
-        proc = smk(ran["workdir"], "-n", *TARGETS, "--config", "preset=ci")
-        assert proc.returncode == 0, _out(proc)
+        proc = run_snakemake(ran["workdir"], "-n", *TARGETS, "--config", "preset=ci")
+        assert proc.returncode == 0, outcome(proc)
         assert planned(proc) == {(r, s) for r in DATA_RULES for s in ("gs1_custom", "gs2_custom")}
     finally:
         probe.write_bytes(original)

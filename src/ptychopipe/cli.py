@@ -123,9 +123,12 @@ def key_figures(stage: str, args: argparse.Namespace) -> str:
 
 
 def _telemetry(args: argparse.Namespace) -> int:
+    from .artifacts import ArtifactError
     from .report import write_telemetry_table
 
-    md, csv = write_telemetry_table(args.results, args.md, args.csv, args.scenarios)
+    if args.artifacts and args.scenarios is not None:
+        raise ArtifactError("--scenarios goes with --results, not with named artifact files; nothing written")
+    md, csv = write_telemetry_table(args.results, args.md, args.csv, args.scenarios, files=args.artifacts)
     print(f"wrote {md} and {csv}")
     return 0
 
@@ -326,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--scenarios", default=None, metavar="A,B,...", type=_name_list,
                    help="only these scenarios, comma-separated (default: every folder under --results "
                         "with a simulated.h5)")
+    t.add_argument("artifacts", nargs="*", metavar="ARTIFACT",
+                   help="stage artifacts to tabulate, results/<scenario>/<file> (what the workflow passes: "
+                        "exactly these are read); default: every one under --results")
     t.add_argument("--threads", type=int, default=1)
     t.set_defaults(func=_telemetry)
     r = sub.add_parser("report", help="summary of all scenarios (markdown + CSV + overview figure) "

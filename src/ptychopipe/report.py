@@ -79,23 +79,40 @@ def _scenario_dirs(results: Path, scenarios: Sequence[str] | None) -> list[Path]
     return [results / name for name in found if scenarios is None or name in scenarios]
 
 
-def telemetry_rows(results: str | Path, scenarios: Sequence[str] | None = None) -> list[dict[str, object]]:
-    """One row per (scenario, stage, array) found under ``results``, in pipeline order.
+def stage_artifacts(results: str | Path, scenarios: Sequence[str] | None = None) -> list[Path]:
+    """Every stage artifact (:data:`STAGE_FILES`) under ``results/<scenario>/``, only ``scenarios``
+    when given: what ``ptychopipe telemetry --results`` tabulates when no files are named."""
+    return [sdir / fname for sdir in _scenario_dirs(Path(results), scenarios) for fname, _ in STAGE_FILES
+            if (sdir / fname).is_file()]
 
-    ``scenarios``: only these scenario folders (the workflow passes the configured ones, so
-    folders left over from scenarios since removed or renamed are not reported); None = all.
-    """
-    results = Path(results)
+
+def _by_scenario(files: Sequence[str | Path]) -> dict[str, list[Path]]:
+    """{scenario: its artifacts in pipeline order}, scenarios in name order; the scenario of
+    ``results/<scenario>/<file>`` is its folder. A file that is no stage artifact, or missing,
+    is refused with one line."""
+    order = [fname for fname, _ in STAGE_FILES]
+    groups: dict[str, list[Path]] = {}
+    for f in map(Path, files):
+        if f.name not in order:
+            raise ArtifactError(f"{f}: not a stage artifact; expected one of {order} under results/<scenario>/; "
+                                "nothing written")
+        if not f.is_file():
+            raise ArtifactError(f"{not_a_file(f, 'a stage artifact')}; nothing written")
+        groups.setdefault(f.parent.name, []).append(f)
+    return {s: sorted(groups[s], key=lambda p: order.index(p.name)) for s in sorted(groups)}
+
+
+def telemetry_rows(files: Sequence[str | Path]) -> list[dict[str, object]]:
+    """One row per (scenario, stage, array) of these stage artifacts (``results/<scenario>/<file>``),
+    in pipeline order: exactly these files are read (:func:`stage_artifacts` lists a folder's)."""
+    stages = dict(STAGE_FILES)
     rows: list[dict[str, object]] = []
-    scen_dirs = _scenario_dirs(results, scenarios)
-    for sdir in scen_dirs:
+    for scenario, paths in _by_scenario(files).items():
         prev_mean: float | None = None
-        for fname, stage in STAGE_FILES:
-            path = sdir / fname
-            if not path.is_file():
-                continue
+        for path in paths:
+            stage = stages[path.name]
             got = read_attrs(path).get("stage")
-            if got != stage and not (fname == "simulated.h5" and got == "ingest"):
+            if got != stage and not (path.name == "simulated.h5" and got == "ingest"):
                 continue
             stage = got  # simulated.h5 of an imported scenario is the ingest stage's
             stats, ratios = read_telemetry(path)
@@ -107,7 +124,7 @@ def telemetry_rows(results: str | Path, scenarios: Sequence[str] | None = None) 
                     ratio = mean / prev_mean if prev_mean else None
                     prev_mean = mean
                 rows.append({
-                    "scenario": sdir.name, "stage": stage, "array": name, "shape": st.get("shape"),
+                    "scenario": scenario, "stage": stage, "array": name, "shape": st.get("shape"),
                     "dtype": st.get("dtype"), "mean": st.get("mean"), "std": st.get("std"),
                     "min": st.get("min"), "max": st.get("max"), "sumsq": st.get("sumsq"), "nan": st.get("nan"),
                     "inf": st.get("inf"),
@@ -117,9 +134,13 @@ def telemetry_rows(results: str | Path, scenarios: Sequence[str] | None = None) 
 
 
 def write_telemetry_table(results: str | Path, md_path: str | Path, csv_path: str | Path,
-                          scenarios: Sequence[str] | None = None) -> tuple[Path, Path]:
-    """Write the telemetry table as Markdown and CSV (atomically). Returns the two paths."""
-    rows = telemetry_rows(results, scenarios)
+                          scenarios: Sequence[str] | None = None,
+                          files: Sequence[str | Path] | None = None) -> tuple[Path, Path]:
+    """Write the telemetry table as Markdown and CSV (atomically). Returns the two paths.
+
+    ``files``: exactly these stage artifacts (what the workflow's rule declares); else every
+    stage artifact under ``results`` (of ``scenarios`` when given)."""
+    rows = telemetry_rows(files if files else stage_artifacts(results, scenarios))
     write_csv(csv_path, COLUMNS, [{k: _fmt(r[k]) for k in COLUMNS} for r in rows])
     lines = ["# Telemetry", "",
              f"Per scenario, stage and array: statistics from each artifact's `telemetry/` group "

@@ -47,7 +47,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .artifacts import ArtifactError, read_attrs, read_normalized, read_truth_object, save_figure, write_text_atomic
+from .artifacts import read_attrs, read_normalized, read_truth_object, save_figure, write_text_atomic
 from .config import BaselineConfig, CompareConfig, ModelConfig, config_hash, from_json, load_scenarios, stage_config
 from .errors import PtychopipeError
 

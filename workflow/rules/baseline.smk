@@ -42,6 +42,8 @@ rule baseline_compare:
         stitched="results/{scenario}/stitched.h5",
         inferred="results/{scenario}/inferred.h5",
         comparison="results/{scenario}/comparison.json",
+        # the PINN inference job's wall time (Snakemake's benchmark of rule infer)
+        infer_benchmark="results/{scenario}/benchmarks/infer.tsv",
     output:
         json="results/{scenario}/baseline_comparison.json",
         figure=report(
@@ -64,11 +66,9 @@ rule baseline_compare:
         mem_mb=4000,
     params:
         cfg=stage_params("compare"),
-        # written by Snakemake when infer finished (the PINN inference job's wall time)
-        infer_benchmark="results/{scenario}/benchmarks/infer.tsv",
     shell:
         "python3 -m ptychopipe baseline-compare --scenario {wildcards.scenario} --config {params.cfg:q}"
         " --baseline {input.baseline} --simulated {input.simulated} --stitched {input.stitched}"
         " --inferred {input.inferred} --comparison {input.comparison}"
-        " --infer-benchmark {params.infer_benchmark} --out {output.json} --figure {output.figure}"
+        " --infer-benchmark {input.infer_benchmark} --out {output.json} --figure {output.figure}"
         " --threads {threads} 3>&2 > {log} 2>&1"

@@ -14,6 +14,7 @@ from ptychopipe.config import (
     sweep_points,
     to_json,
 )
+from ptychopipe.report import STAGE_FILES
 
 # every rule's `conda:` (relative to workflow/rules/) but those that run pty-chi (baseline,
 # time_to_quality), which also need torch and pty-chi
@@ -190,6 +191,18 @@ def probe_input(wildcards):
 def per_scenario(pattern):
     """`pattern` for every scenario of the default target (DEFAULT)."""
     return expand(pattern, scenario=DEFAULT)
+
+
+def telemetry_inputs(wildcards):
+    """Every stage artifact the telemetry table reads (ptychopipe.report.STAGE_FILES), of every
+    scenario of the default target; train.h5 only where the scenario trains its own model
+    (infer.model_from empty)."""
+    return [
+        f"results/{name}/{fname}"
+        for name in DEFAULT
+        for fname, stage in STAGE_FILES
+        if stage != "train" or not SCENARIOS[name]["infer"]["model_from"]
+    ]
 
 
 def dose_comparisons():

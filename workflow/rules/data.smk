@@ -92,8 +92,8 @@ rule normalize:
 
 
 rule telemetry:
-    input:  # after the last stage, so the table covers every artifact of every scenario
-        per_scenario("results/{scenario}/comparison.h5"),
+    input:  # every stage artifact of every scenario (the last stage's too): exactly what it reads
+        telemetry_inputs,
     output:
         md="results/telemetry.md",
         csv=report(
@@ -110,8 +110,6 @@ rule telemetry:
     threads: 1
     resources:
         mem_mb=1000,
-    params:
-        scenarios=",".join(DEFAULT),
     shell:
-        "python3 -m ptychopipe telemetry --results results --scenarios={params.scenarios}"
-        " --md {output.md} --csv {output.csv} 3>&2 > {log} 2>&1"
+        "python3 -m ptychopipe telemetry --md {output.md} --csv {output.csv} {input}"
+        " 3>&2 > {log} 2>&1"
