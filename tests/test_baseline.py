@@ -19,7 +19,7 @@ import pytest
 from evaluate_helpers import compare_config, run_evaluation
 from ptychopipe import baseline as B
 from ptychopipe.artifacts import Array, ArtifactError, read_baseline, read_simulated, read_stitched, write_artifact
-from ptychopipe.compare import truth_on_canvas
+from ptychopipe.evaluation import truth_on_canvas
 from ptychopipe.config import BaselineConfig
 
 from pipeline_helpers import REPO
@@ -318,7 +318,7 @@ def test_poisson_lsqml_from_the_stitched_start_begins_at_the_network(tmp_path, p
                              initial=initial)
         B.run(cfg, "gs1_ideal", pinn["simulated"], pinn["grouped"], out,
               stitched=pinn["stitched"] if initial == "reconstruction" else None)
-    from ptychopipe.compare import evaluate
+    from ptychopipe.evaluation import evaluate
 
     st = read_stitched(pinn["stitched"])
     truth = read_simulated(pinn["simulated"]).object

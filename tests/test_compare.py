@@ -14,7 +14,7 @@ from skimage.metrics import structural_similarity
 
 from evaluate_helpers import FIGURES, compare_config, run_evaluation
 from pipeline_helpers import ci_params
-from ptychopipe import cli, compare
+from ptychopipe import cli, compare, evaluation
 from ptychopipe.artifacts import read_normalized, read_telemetry
 from ptychopipe.config import stage_config
 from ptychopipe.simulate import make_object
@@ -28,37 +28,37 @@ MASK = np.array([[True, True, True, True, False]])  # the last pixel must never 
 
 
 def test_metrics_match_hand_computed_values():
-    assert compare.mae(EST, REF, MASK) == pytest.approx(0.5)  # |0|+|0|+|1|+|-1| / 4
-    assert compare.rmse(EST, REF, MASK) == pytest.approx(math.sqrt(0.5))
+    assert evaluation.mae(EST, REF, MASK) == pytest.approx(0.5)  # |0|+|0|+|1|+|-1| / 4
+    assert evaluation.rmse(EST, REF, MASK) == pytest.approx(math.sqrt(0.5))
     # deviations (-1.5, -.5, .5, 1.5) and (-1.5, -.5, -.5, 2.5): 6 / sqrt(5 * 9)
-    assert compare.pearson_r(EST, REF, MASK) == pytest.approx(6 / math.sqrt(45))
+    assert evaluation.pearson_r(EST, REF, MASK) == pytest.approx(6 / math.sqrt(45))
     # peak = range of the truth over the mask = 4; MSE = 0.5
-    assert compare.psnr(EST, REF, MASK, 4.0) == pytest.approx(10 * math.log10(16 / 0.5))
+    assert evaluation.psnr(EST, REF, MASK, 4.0) == pytest.approx(10 * math.log10(16 / 0.5))
     # beta = sum(est*ref) / sum(ref^2) = 31 / 34
-    assert compare.ls_scale(EST, REF, MASK) == pytest.approx(31 / 34)
-    assert compare.psnr(REF, REF, MASK, 4.0) == math.inf
-    assert math.isnan(compare.pearson_r(np.ones((1, 5)), REF, MASK))
+    assert evaluation.ls_scale(EST, REF, MASK) == pytest.approx(31 / 34)
+    assert evaluation.psnr(REF, REF, MASK, 4.0) == math.inf
+    assert math.isnan(evaluation.pearson_r(np.ones((1, 5)), REF, MASK))
 
 
 def test_half_bit_threshold_formula():
-    t = compare.frc_threshold_curve(np.array([1, 4, 10**12]), "half_bit")
+    t = evaluation.frc_threshold_curve(np.array([1, 4, 10**12]), "half_bit")
     assert t[0] == pytest.approx(1.0)  # (0.2071 + 1.9102) / (1.2071 + 0.9102)
     assert t[1] == pytest.approx((0.2071 + 1.9102 / 2) / (1.2071 + 0.9102 / 2))
     assert t[2] == pytest.approx(0.2071 / 1.2071, abs=1e-5)  # n -> infinity
-    np.testing.assert_array_equal(compare.frc_threshold_curve(np.array([3, 9]), "0.5"), [0.5, 0.5])
+    np.testing.assert_array_equal(evaluation.frc_threshold_curve(np.array([3, 9]), "0.5"), [0.5, 0.5])
     with pytest.raises(ValueError, match="frc_threshold"):
-        compare.frc_threshold_curve(np.array([3]), "1/7")
+        evaluation.frc_threshold_curve(np.array([3]), "1/7")
 
 
 def test_frc_cutoff_interpolates_the_first_crossing():
     freq = np.array([0.0, 0.1, 0.2, 0.3, 0.4])
     curve = np.array([1.0, 0.8, 0.4, 0.9, 0.1])  # crosses 0.5 between 0.1 and 0.2, first
-    cutoff, crossed = compare.frc_cutoff(freq, curve, np.full(5, 0.5))
+    cutoff, crossed = evaluation.frc_cutoff(freq, curve, np.full(5, 0.5))
     assert crossed and cutoff == pytest.approx(0.1 + 0.1 * 0.3 / 0.4)
-    cutoff, crossed = compare.frc_cutoff(freq, np.ones(5), np.full(5, 0.5))
+    cutoff, crossed = evaluation.frc_cutoff(freq, np.ones(5), np.full(5, 0.5))
     assert not crossed and cutoff == 0.4
     # below the threshold from ring 1 on (ring 0, the removed mean, is ignored): the box size
-    cutoff, crossed = compare.frc_cutoff(freq, np.array([-0.3, 0.1, 0.0, 0.2, 0.1]), np.full(5, 0.5))
+    cutoff, crossed = evaluation.frc_cutoff(freq, np.array([-0.3, 0.1, 0.0, 0.2, 0.1]), np.full(5, 0.5))
     assert crossed and cutoff == 0.1
 
 
@@ -66,18 +66,18 @@ def test_frc_is_one_for_identical_images_and_drops_with_noise():
     rng = np.random.default_rng(0)
     img = gaussian_filter(rng.standard_normal((96, 96)), 1.5)  # power falls with frequency
     mask = np.ones_like(img, bool)
-    same = compare.frc_curve(img, img, mask)
+    same = evaluation.frc_curve(img, img, mask)
     np.testing.assert_allclose(same.frc, 1.0, atol=1e-12)
     assert not same.crossed and same.resolution_px == pytest.approx(1 / same.frequency[-1])
     # a per-ring gain (here 2x) leaves the FRC at 1: it is a correlation, not an error
-    np.testing.assert_allclose(compare.frc_curve(2 * img, img, mask).frc, 1.0, atol=1e-12)
+    np.testing.assert_allclose(evaluation.frc_curve(2 * img, img, mask).frc, 1.0, atol=1e-12)
     # white noise buries the weak high frequencies first: more noise, lower cutoff
-    low = compare.frc_curve(img + 0.02 * rng.standard_normal(img.shape), img, mask)
-    high = compare.frc_curve(img + 0.2 * rng.standard_normal(img.shape), img, mask)
+    low = evaluation.frc_curve(img + 0.02 * rng.standard_normal(img.shape), img, mask)
+    high = evaluation.frc_curve(img + 0.2 * rng.standard_normal(img.shape), img, mask)
     assert low.crossed and high.crossed
     assert high.cutoff < low.cutoff < 0.5
     assert high.resolution_px > low.resolution_px
-    unrelated = compare.frc_curve(rng.standard_normal((96, 96)), img, mask)
+    unrelated = evaluation.frc_curve(rng.standard_normal((96, 96)), img, mask)
     assert unrelated.cutoff < 0.05
 
 
@@ -87,13 +87,13 @@ def test_masked_ssim_is_skimage_over_windows_inside_the_mask():
     est = ref + 0.05 * rng.standard_normal(ref.shape)
     full = np.ones_like(ref, bool)
     _, smap = structural_similarity(ref, est, win_size=7, data_range=1.0, full=True)
-    assert compare.masked_ssim(est, ref, full, 1.0) == pytest.approx(smap[3:-3, 3:-3].mean())
-    assert compare.masked_ssim(ref, ref, full, 1.0) == pytest.approx(1.0)
+    assert evaluation.masked_ssim(est, ref, full, 1.0) == pytest.approx(smap[3:-3, 3:-3].mean())
+    assert evaluation.masked_ssim(ref, ref, full, 1.0) == pytest.approx(1.0)
     mask = np.zeros_like(full)
     mask[5:30, 8:40] = True
     garbage = est.copy()
     garbage[~mask] = 1e6  # values outside the mask never enter a counted window
-    assert compare.masked_ssim(garbage, ref, mask, 1.0) == pytest.approx(compare.masked_ssim(est, ref, mask, 1.0))
+    assert evaluation.masked_ssim(garbage, ref, mask, 1.0) == pytest.approx(evaluation.masked_ssim(est, ref, mask, 1.0))
 
 
 # --------------------------------------------------------------------------- alignment
@@ -101,22 +101,22 @@ def test_masked_ssim_is_skimage_over_windows_inside_the_mask():
 
 def test_truth_on_canvas_handles_origins_outside_the_object():
     truth = np.arange(400, dtype=complex).reshape(20, 20)
-    t, inside = compare.truth_on_canvas(truth, -5, -3, (10, 10))
+    t, inside = evaluation.truth_on_canvas(truth, -5, -3, (10, 10))
     assert inside.sum() == 7 * 5 and not inside[:3].any() and not inside[:, :5].any()
     assert t[3, 5] == truth[0, 0] and t[9, 9] == truth[6, 4] and t[0, 0] == 0
-    t, inside = compare.truth_on_canvas(truth, 15, 18, (10, 10))
+    t, inside = evaluation.truth_on_canvas(truth, 15, 18, (10, 10))
     assert inside.sum() == 2 * 5 and t[0, 0] == truth[18, 15]
 
 
 def test_evaluation_mask_threshold_is_relative_to_the_median_coverage():
     coverage = np.array([[0.0, 1.0, 2.0, 3.0, 4.0]])
-    mask, med = compare.evaluation_mask(coverage, np.ones_like(coverage, bool), 0.5)
+    mask, med = evaluation.evaluation_mask(coverage, np.ones_like(coverage, bool), 0.5)
     assert med == 2.5
     np.testing.assert_array_equal(mask, [[False, False, True, True, True]])
     with pytest.raises(ValueError, match="no covered canvas pixel lies inside"):
-        compare.evaluation_mask(coverage, np.zeros_like(coverage, bool), 0.5)
+        evaluation.evaluation_mask(coverage, np.zeros_like(coverage, bool), 0.5)
     with pytest.raises(ValueError, match="coverage_threshold"):
-        compare.evaluation_mask(coverage, np.ones_like(coverage, bool), 10.0)
+        evaluation.evaluation_mask(coverage, np.ones_like(coverage, bool), 10.0)
 
 
 def test_evaluation_mask_needs_one_whole_ssim_window():
@@ -125,12 +125,12 @@ def test_evaluation_mask_needs_one_whole_ssim_window():
     coverage = np.zeros((40, 40))
     coverage[10:15, 5:35] = 1.0  # a 5-row band
     inside = np.ones_like(coverage, bool)
-    mask, _ = compare.evaluation_mask(coverage, inside, 0.5)  # no window asked for: fine
+    mask, _ = evaluation.evaluation_mask(coverage, inside, 0.5)  # no window asked for: fine
     with pytest.raises(ValueError, match=r"compare.coverage_threshold: 0.5 x median coverage 1 leaves 150 "
                                          r"pixels but no 7x7 block of them \(the SSIM window\)"):
-        compare.evaluation_mask(coverage, inside, 0.5, compare.SSIM_WIN)
+        evaluation.evaluation_mask(coverage, inside, 0.5, evaluation.SSIM_WIN)
     with pytest.raises(ValueError, match=r"SSIM: the mask \(150 pixels\) holds no whole 7x7 window"):
-        compare.masked_ssim(coverage, coverage, mask, 1.0)
+        evaluation.masked_ssim(coverage, coverage, mask, 1.0)
 
 
 def test_registration_does_not_turn_round_off_into_coverage():
@@ -141,8 +141,8 @@ def test_registration_does_not_turn_round_off_into_coverage():
         rng.standard_normal((80, 80)), 3))
     coverage = np.zeros((80, 80))
     coverage[20:50, 20:50] = 1.0
-    recon = compare.shift_image(truth, 3.0, 0.0)
-    ev = compare.evaluate(recon, coverage, truth, 0, 0, compare_config(register=True))
+    recon = evaluation.shift_image(truth, 3.0, 0.0)
+    ev = evaluation.evaluate(recon, coverage, truth, 0, 0, compare_config(register=True))
     assert ev.shift_px[0] == pytest.approx(-3.0, abs=0.6)  # registered (the canvas wraps, so not exactly)
     assert ev.coverage_median == pytest.approx(1.0, abs=0.02)
     assert 0.9 * 900 < ev.mask.sum() <= 900
@@ -164,7 +164,7 @@ def _canvas(obj: np.ndarray, dx: int = 0):
 
 def test_truth_against_itself_is_perfect(obj):
     recon, cov = _canvas(obj)
-    ev = compare.evaluate(recon, cov, obj, 20, 10, compare_config())
+    ev = evaluation.evaluate(recon, cov, obj, 20, 10, compare_config())
     for part in ("amplitude", "phase"):
         m = ev.metrics[part]
         assert m["pearson_r"] == pytest.approx(1.0, abs=1e-12)
@@ -178,7 +178,7 @@ def test_truth_against_itself_is_perfect(obj):
 
 def test_global_phase_offset_is_removed_and_nothing_else(obj):
     recon, cov = _canvas(obj)
-    ev = compare.evaluate(recon * np.exp(0.7j), cov, obj, 20, 10, compare_config())
+    ev = evaluation.evaluate(recon * np.exp(0.7j), cov, obj, 20, 10, compare_config())
     assert ev.phase_offset_rad == pytest.approx(0.7, abs=1e-12)
     assert ev.metrics["phase"]["pearson_r"] == pytest.approx(1.0, abs=1e-12)
     assert ev.metrics["phase"]["mae"] == pytest.approx(0.0, abs=1e-12)
@@ -187,7 +187,7 @@ def test_global_phase_offset_is_removed_and_nothing_else(obj):
 
 def test_amplitude_is_never_rescaled(obj):
     recon, cov = _canvas(obj)
-    ev = compare.evaluate(0.8 * recon, cov, obj, 20, 10, compare_config())
+    ev = evaluation.evaluate(0.8 * recon, cov, obj, 20, 10, compare_config())
     m = ev.metrics["amplitude"]
     assert ev.amplitude_bias == pytest.approx(0.8)
     assert m["ls_scale"] == pytest.approx(0.8)
@@ -197,15 +197,15 @@ def test_amplitude_is_never_rescaled(obj):
 
 
 def test_a_3px_shift_scores_clearly_worse_and_is_not_re_registered(obj):
-    good = compare.evaluate(*_canvas(obj), obj, 20, 10, compare_config())
-    shifted = compare.evaluate(*_canvas(obj, dx=3), obj, 20, 10, compare_config())
+    good = evaluation.evaluate(*_canvas(obj), obj, 20, 10, compare_config())
+    shifted = evaluation.evaluate(*_canvas(obj, dx=3), obj, 20, 10, compare_config())
     assert shifted.shift_px == (0.0, 0.0)
     for part in ("amplitude", "phase"):
         assert shifted.metrics[part]["pearson_r"] < 0.8 < good.metrics[part]["pearson_r"]
         assert shifted.metrics[part]["ssim"] < 0.7
         assert shifted.metrics[part]["rmse"] > 10 * good.metrics[part]["rmse"] + 1e-3
     # ... unless registration is configured: then the 3 px are found and undone
-    reg = compare.evaluate(*_canvas(obj, dx=3), obj, 20, 10, compare_config(register=True))
+    reg = evaluation.evaluate(*_canvas(obj, dx=3), obj, 20, 10, compare_config(register=True))
     assert reg.shift_px[0] == pytest.approx(3.0, abs=0.1) and reg.shift_px[1] == pytest.approx(0.0, abs=0.1)
     assert reg.metrics["amplitude"]["pearson_r"] > 0.99
 
@@ -214,7 +214,7 @@ def test_a_3px_shift_scores_clearly_worse_and_is_not_re_registered(obj):
 
 
 def test_ratio_chain_flags_the_first_stage_off_its_contract():
-    links, first = compare.ratio_chain(
+    links, first = evaluation.ratio_chain(
         [("raw", "", 1.0, 1.0), ("normalized", "", 2.0, 2.04), ("prediction", "", 1.3, 1.0),
          ("truth", "", float("nan"), 1.0)], tolerance=0.05)
     assert first == "prediction"
@@ -222,18 +222,18 @@ def test_ratio_chain_flags_the_first_stage_off_its_contract():
     assert [link.relative for link in links[:3]] == pytest.approx([1.0, 2.0 / 2.04, 1.3])
     assert [link.cumulative for link in links[:3]] == pytest.approx([1.0, 2.0, 2.6])
     assert links[2].cumulative_relative == pytest.approx(1.3 * 2.0 / 2.04)
-    assert compare.ratio_chain([("raw", "", 1.049, 1.0)], 0.05)[1] is None
-    assert compare.ratio_chain([("raw", "", 0.949, 1.0)], 0.05)[1] == "raw"
+    assert evaluation.ratio_chain([("raw", "", 1.049, 1.0)], 0.05)[1] is None
+    assert evaluation.ratio_chain([("raw", "", 0.949, 1.0)], 0.05)[1] == "raw"
 
 
 def test_the_phase_link_flags_a_compressed_phase_and_keeps_its_own_product():
     """A phase shrunk by a quarter (least-squares scale 0.74): the amplitude links hold, the
     phase link is the first broken; its cumulative values do not mix with the amplitude's."""
-    links, first = compare.ratio_chain([("raw", "", 1.0, 1.0), ("truth", "", 0.9, 1.0), ("phase", "", 0.74, 1.0)],
+    links, first = evaluation.ratio_chain([("raw", "", 1.0, 1.0), ("truth", "", 0.9, 1.0), ("phase", "", 0.74, 1.0)],
                                        tolerance=0.15)
     assert first == "phase" and [link.broken for link in links] == [False, False, True]
     assert links[1].cumulative == pytest.approx(0.9) and links[2].cumulative == pytest.approx(0.74)
-    assert [s for s, *_ in compare.CHAIN_CONTRACTS][-2:] == ["truth", "phase"]
+    assert [s for s, *_ in evaluation.CHAIN_CONTRACTS][-2:] == ["truth", "phase"]
 
 
 # --------------------------------------------------------------------------- the stage
@@ -368,7 +368,7 @@ def test_data_space_metrics_refuse_pattern_indices_outside_the_data(tmp_path, ci
         f["indices"][0, 0] = bad
     with pytest.raises(ArtifactError, match=rf"inferred.h5: indices: index {bad} outside the \d+ patterns of "
                                             r".*simulated.h5; expected artifacts of one scenario"):
-        compare.data_space_metrics(inferred, data["simulated"])
+        evaluation.data_space_metrics(inferred, data["simulated"])
 
 
 def test_a_canvas_outside_the_object_names_both_files_and_the_geometry(tmp_path, ci_data):
@@ -409,6 +409,6 @@ def test_chain_names_the_file_and_key_it_cannot_find(tmp_path, ci_data):
         del f["telemetry"].attrs["ratio_predicted_over_measured_counts"]
     with pytest.raises(ArtifactError, match=r"inferred.h5: predicted_over_measured_counts: expected a telemetry "
                                             r"ratio_predicted_over_measured_counts or a root attribute"):
-        compare.chain_entries(data["simulated"], data["grouped"], data["normalized"], inferred, inferred, 1.0)
+        evaluation.chain_entries(data["simulated"], data["grouped"], data["normalized"], inferred, inferred, 1.0)
     with pytest.raises(ArtifactError, match=r"nope.h5: file not found \(expected the group stage's output\)"):
-        compare.raw_mean_amplitude(data["simulated"], tmp_path / "nope.h5")
+        evaluation.raw_mean_amplitude(data["simulated"], tmp_path / "nope.h5")

@@ -272,11 +272,11 @@ def _ideal_twin_setup(obj, n_patches=150, seed=11):
 
 def _amplitude_r(st: stitch.Stitched, obj: np.ndarray) -> float:
     """The compare stage's amplitude Pearson r of a stitch against the true object (defaults)."""
-    from ptychopipe import compare
+    from ptychopipe import evaluation
     from ptychopipe.config import CompareConfig
 
     cfg = CompareConfig(coverage_threshold=0.5, frc_threshold="half_bit", ratio_tolerance=0.05, register=False)
-    ev = compare.evaluate(st.object, st.coverage, obj, st.geometry.origin_x, st.geometry.origin_y, cfg)
+    ev = evaluation.evaluate(st.object, st.coverage, obj, st.geometry.origin_x, st.geometry.origin_y, cfg)
     return ev.metrics["amplitude"]["pearson_r"]
 
 

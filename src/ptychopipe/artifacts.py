@@ -569,7 +569,7 @@ COMPARISON_KEYS = ("scenario", "config", "config_hash", "n_pixels", "phase_offse
                    "nan_status", "figures")
 METRIC_KEYS = ("mae", "rmse", "pearson_r", "ssim", "psnr_db", "ls_scale", "frc_cutoff_cycles_per_px",
                "frc_resolution_px", "frc_crossed")
-#: Keys of each ratio-chain link in comparison.json (``compare.ChainLink``; the report reads them).
+#: Keys of each ratio-chain link in comparison.json (``evaluation.ChainLink``; the report reads them).
 CHAIN_KEYS = ("stage", "ratio", "contract", "relative", "cumulative", "broken")
 
 

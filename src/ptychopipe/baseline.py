@@ -35,7 +35,7 @@ same functions, in object space against the truth and in data space without one.
 
 :func:`compare_run` (``ptychopipe baseline-compare``) scores the snapshots like the
 compare stage scores the PINN (same mask: the PINN's stitched coverage; same metrics:
-:func:`ptychopipe.compare.evaluate`) and writes ``baseline_comparison.json``: PINN vs
+:func:`ptychopipe.evaluation.evaluate`) and writes ``baseline_comparison.json``: PINN vs
 iterative amplitude/phase Pearson r, SSIM, amplitude bias, and wall times (PINN
 inference; iterative time to its final quality and to the PINN's quality).
 """
@@ -505,7 +505,7 @@ def compare_run(cfg: CompareConfig, scenario: str, *, baseline: str | Path, simu
     """``ptychopipe baseline-compare``: PINN vs iterative for one scenario -> ``baseline_comparison.json``.
 
     Object space (when simulated.h5 has a true object): each snapshot is scored with
-    :func:`ptychopipe.compare.evaluate` on the stitched canvas, with the PINN's coverage (the
+    :func:`ptychopipe.evaluation.evaluate` on the stitched canvas, with the PINN's coverage (the
     same mask as the PINN's scores). Quality q = mean of amplitude and phase Pearson r.
     Data space (always): Poisson deviance per pattern / the normalisation's mean training
     counts, averaged over the test group members (the PINN's ``poisson_nll`` definition),
@@ -516,7 +516,7 @@ def compare_run(cfg: CompareConfig, scenario: str, *, baseline: str | Path, simu
     PINN's q; data space: NLL ≤ the PINN's), None if never reached.
     """
     from .artifacts import read_comparison_json, read_inferred, read_stitched, read_truth_object
-    from .compare import evaluate
+    from .evaluation import evaluate
 
     base = read_baseline(baseline)
     st = read_stitched(stitched)

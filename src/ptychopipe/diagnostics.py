@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import compare, physics, stitch
+from . import evaluation, physics, stitch
 from .config import CompareConfig
 
 
@@ -67,7 +67,7 @@ def stitched_scores(patches: np.ndarray, positions: np.ndarray, probe: np.ndarra
     patches: (M, N, N) complex [object amplitude]; positions: (M, 2) [x, y] px; probe: (N, N)
     complex; truth: (H, W) complex. ``weight`` is a ``stitch.weight`` value and
     ``resolve_twin`` runs :func:`ptychopipe.stitch.resolve_twins` (one pattern per patch, a
-    probe that is its own twin). Scored by :func:`ptychopipe.compare.evaluate` with coverage
+    probe that is its own twin). Scored by :func:`ptychopipe.evaluation.evaluate` with coverage
     threshold 0.5, half-bit FRC and no registration. Returns a dict: ``amplitude_r``,
     ``amplitude_ssim``, ``amplitude_bias``, ``phase_r`` and ``twin_swaps`` (swaps per pass,
     empty without twin resolution).
@@ -79,7 +79,7 @@ def stitched_scores(patches: np.ndarray, positions: np.ndarray, probe: np.ndarra
         _, st, swaps = stitch.resolve_twins(patches, positions, w, probe)
     else:
         st = stitch.stitch_patches(patches, positions, w)
-    ev = compare.evaluate(st.object, st.coverage, truth, st.geometry.origin_x, st.geometry.origin_y,
+    ev = evaluation.evaluate(st.object, st.coverage, truth, st.geometry.origin_x, st.geometry.origin_y,
                           CompareConfig(coverage_threshold=0.5, frc_threshold="half_bit", ratio_tolerance=0.05,
                                         register=False))
     m = ev.metrics

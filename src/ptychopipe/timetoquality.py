@@ -15,7 +15,7 @@ scenario, in one process on one machine with the same thread count, with
   with ``--starts flat reconstruction``, also started from the network's stitched
   reconstruction (its time then includes the network's).
 
-Every reconstruction is scored by :func:`ptychopipe.compare.evaluate` on the same
+Every reconstruction is scored by :func:`ptychopipe.evaluation.evaluate` on the same
 pixels: the stitched canvas of the test positions and the network's coverage mask.
 Scoring is not timed. CPU seconds are the process's user + system time over all
 threads (``resource.getrusage``), wall seconds a monotonic clock.
@@ -176,7 +176,7 @@ class Scorer:
 
     def score(self, obj: np.ndarray) -> dict[str, float]:
         """{"amp_r", "phase_r", "amp_ssim", "bias", "phase_scale"} of ``obj`` (canvas-shaped)."""
-        from .compare import evaluate
+        from .evaluation import evaluate
 
         ev = evaluate(obj, self.coverage, self.truth, self.origin_x, self.origin_y, self.cfg)
         a, p = ev.metrics["amplitude"], ev.metrics["phase"]
