@@ -19,7 +19,8 @@ from pipeline_helpers import CONFIG_FILE, REPO, SCENARIOS, make_workdir, planned
 import yaml
 
 from ptychopipe import cli, report
-from ptychopipe.artifacts import METRIC_KEYS, ArtifactError
+from ptychopipe.artifacts import ArtifactError
+from ptychopipe.evaluation.metrics import METRIC_KEYS
 from ptychopipe.config import (config_hash, default_scenarios, load_scenarios, load_yaml, params_diff,
                                resolve_scenarios, stage_config, sweep_duplicates, sweep_points, swept_scenarios)
 

@@ -567,8 +567,6 @@ def read_stitched(path: str | Path) -> StitchedCanvas:
 COMPARISON_KEYS = ("scenario", "config", "config_hash", "n_pixels", "phase_offset_rad", "registration",
                    "amplitude_bias", "metrics", "frc_threshold", "chain", "first_broken", "training",
                    "nan_status", "figures")
-METRIC_KEYS = ("mae", "rmse", "pearson_r", "ssim", "psnr_db", "ls_scale", "frc_cutoff_cycles_per_px",
-               "frc_resolution_px", "frc_crossed")
 #: Keys of each ratio-chain link in comparison.json (``evaluation.ChainLink``; the report reads them).
 CHAIN_KEYS = ("stage", "ratio", "contract", "relative", "cumulative", "broken")
 
@@ -635,6 +633,8 @@ def read_json_object(path: str | Path, what: str, keys: tuple[str, ...]) -> dict
 def read_comparison_json(path: str | Path) -> dict[str, Any]:
     """Load a ``comparison.json`` and check its keys (non-finite numbers are stored as null)."""
     path = Path(path)
+    from .evaluation.metrics import METRIC_KEYS  # the metrics are declared with their functions
+
     data = read_json_object(path, "the compare stage's JSON", COMPARISON_KEYS)
     for part in ("amplitude", "phase"):
         got = data["metrics"].get(part) if isinstance(data["metrics"], dict) else None

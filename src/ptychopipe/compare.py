@@ -187,7 +187,7 @@ def run_data_only(cfg: CompareConfig, scenario: str, *, st: Any, simulated: str 
     plot_rings(arrays, frc_png, f"{scenario}: data space (no true object, so no FRC): measured vs predicted counts")
     plot_training(hist.history, training_png, f"{scenario}: training ({training['epochs_run']} epochs, "
                                               f"{training['train_seconds']:.1f} s)")
-    from .artifacts import METRIC_KEYS
+    from .evaluation.metrics import METRIC_KEYS
 
     summary = {
         "scenario": scenario, "config": to_dict(cfg), "config_hash": config_hash(cfg),

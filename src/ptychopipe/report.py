@@ -155,25 +155,24 @@ def write_telemetry_table(results: str | Path, md_path: str | Path, csv_path: st
 
 # --------------------------------------------------------------------------- summary report
 
+def _metric_columns() -> tuple[tuple[str, tuple[str, ...], str], ...]:
+    """summary.csv's image-metric columns, from :data:`ptychopipe.evaluation.metrics.METRICS`:
+    amp_<key> then phase_<key> (phase_<key>_rad for a metric in the image's own unit)."""
+    from .evaluation.metrics import METRICS
+
+    out = []
+    for part, prefix, image_unit in (("amplitude", "amp", "object amplitude"), ("phase", "phase", "rad")):
+        for m in METRICS:
+            if m.summary:
+                name = f"{prefix}_{m.key}" + ("_rad" if m.unit == "image" and part == "phase" else "")
+                out.append((name, ("metrics", part, m.key), image_unit if m.unit == "image" else m.unit))
+    return tuple(out)
+
+
 #: summary.csv columns: (column, where in comparison.json, units).
 SUMMARY_COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("scenario", ("scenario",), ""),
-    ("amp_mae", ("metrics", "amplitude", "mae"), "object amplitude"),
-    ("amp_rmse", ("metrics", "amplitude", "rmse"), "object amplitude"),
-    ("amp_pearson_r", ("metrics", "amplitude", "pearson_r"), ""),
-    ("amp_ssim", ("metrics", "amplitude", "ssim"), ""),
-    ("amp_psnr_db", ("metrics", "amplitude", "psnr_db"), "dB"),
-    ("amp_ls_scale", ("metrics", "amplitude", "ls_scale"), ""),
-    ("amp_frc_resolution_px", ("metrics", "amplitude", "frc_resolution_px"), "px"),
-    ("amp_frc_crossed", ("metrics", "amplitude", "frc_crossed"), ""),
-    ("phase_mae_rad", ("metrics", "phase", "mae"), "rad"),
-    ("phase_rmse_rad", ("metrics", "phase", "rmse"), "rad"),
-    ("phase_pearson_r", ("metrics", "phase", "pearson_r"), ""),
-    ("phase_ssim", ("metrics", "phase", "ssim"), ""),
-    ("phase_psnr_db", ("metrics", "phase", "psnr_db"), "dB"),
-    ("phase_ls_scale", ("metrics", "phase", "ls_scale"), ""),
-    ("phase_frc_resolution_px", ("metrics", "phase", "frc_resolution_px"), "px"),
-    ("phase_frc_crossed", ("metrics", "phase", "frc_crossed"), ""),
+    *_metric_columns(),
     ("amplitude_bias", ("amplitude_bias",), "mean|Ô|/mean|O|"),
     ("phase_offset_rad", ("phase_offset_rad",), "rad"),
     ("n_pixels", ("n_pixels",), "px"),

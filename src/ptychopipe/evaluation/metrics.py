@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -146,8 +147,39 @@ def frc_curve(est: np.ndarray, ref: np.ndarray, mask: np.ndarray, kind: str = "h
     res = 1.0 / cutoff if cutoff > 0 else float("inf")
     return FRC(freq, curve, thr, npx, cutoff, res, crossed)
 
+@dataclass(frozen=True)
+class Metric:
+    """One image metric of :func:`image_metrics`: ``key`` in comparison.json's
+    ``metrics.amplitude`` and ``metrics.phase``; ``unit``: "image" for the image's own unit
+    (object amplitude, or rad for the phase), else the metric's ("" dimensionless, "dB",
+    "px", "cycles/px"); ``compute(est, ref, mask, data_range, frc)``; ``summary``: a column
+    of summary.csv (``amp_<key>``, ``phase_<key>``, with ``_rad`` for the phase's image unit)."""
+
+    key: str
+    unit: str
+    compute: Callable[[np.ndarray, np.ndarray, np.ndarray, float, FRC], Any]
+    summary: bool = True
+
+
+#: Every image metric, in the order comparison.json and summary.csv list them. Adding a
+#: metric: its function above and one entry here.
+METRICS: tuple[Metric, ...] = (
+    Metric("mae", "image", lambda est, ref, mask, rng, frc: mae(est, ref, mask)),
+    Metric("rmse", "image", lambda est, ref, mask, rng, frc: rmse(est, ref, mask)),
+    Metric("pearson_r", "", lambda est, ref, mask, rng, frc: pearson_r(est, ref, mask)),
+    Metric("ssim", "", lambda est, ref, mask, rng, frc: masked_ssim(est, ref, mask, rng)),
+    Metric("psnr_db", "dB", lambda est, ref, mask, rng, frc: psnr(est, ref, mask, rng)),
+    Metric("ls_scale", "", lambda est, ref, mask, rng, frc: ls_scale(est, ref, mask)),
+    Metric("frc_cutoff_cycles_per_px", "cycles/px", lambda est, ref, mask, rng, frc: frc.cutoff, summary=False),
+    Metric("frc_resolution_px", "px", lambda est, ref, mask, rng, frc: frc.resolution_px),
+    Metric("frc_crossed", "", lambda est, ref, mask, rng, frc: frc.crossed),
+)
+#: The keys of :data:`METRICS` (comparison.json's per-image metrics).
+METRIC_KEYS: tuple[str, ...] = tuple(m.key for m in METRICS)
+
+
 def image_metrics(est: np.ndarray, ref: np.ndarray, mask: np.ndarray, frc_kind: str) -> tuple[dict[str, Any], FRC]:
-    """All metrics of one real image pair over the mask (keys :data:`ptychopipe.artifacts.METRIC_KEYS`).
+    """Every metric of :data:`METRICS` for one real image pair over the mask, and its FRC.
 
     data_range (SSIM, PSNR) = max − min of ``ref`` over the mask (the truth's range,
     so the reconstruction cannot move its own yardstick; 1.0 where the truth is constant
@@ -156,14 +188,4 @@ def image_metrics(est: np.ndarray, ref: np.ndarray, mask: np.ndarray, frc_kind: 
     vals = ref[mask]
     data_range = float(vals.max() - vals.min()) or 1.0
     f = frc_curve(est, ref, mask, frc_kind)
-    return {
-        "mae": mae(est, ref, mask),
-        "rmse": rmse(est, ref, mask),
-        "pearson_r": pearson_r(est, ref, mask),
-        "ssim": masked_ssim(est, ref, mask, data_range),
-        "psnr_db": psnr(est, ref, mask, data_range),
-        "ls_scale": ls_scale(est, ref, mask),
-        "frc_cutoff_cycles_per_px": f.cutoff,
-        "frc_resolution_px": f.resolution_px,
-        "frc_crossed": f.crossed,
-    }, f
+    return {m.key: m.compute(est, ref, mask, data_range, f) for m in METRICS}, f
