@@ -91,17 +91,17 @@ def test_group_command_names_the_split_and_numbers(ci_data, tmp_path, capsys):
 
 
 def _error_classes() -> list[type]:
-    """Every exception class defined in a ptychopipe module."""
+    """Every exception class defined in a ptychopipe module, the subpackages' included."""
     import importlib
     import inspect
     import pkgutil
 
     import ptychopipe
     found = []
-    for info in pkgutil.iter_modules(ptychopipe.__path__):
-        if info.name == "__main__":
+    for info in pkgutil.walk_packages(ptychopipe.__path__, "ptychopipe."):
+        if info.name == "ptychopipe.__main__":
             continue
-        mod = importlib.import_module(f"ptychopipe.{info.name}")
+        mod = importlib.import_module(info.name)
         found += [c for _, c in inspect.getmembers(mod, inspect.isclass)
                   if issubclass(c, BaseException) and c.__module__ == mod.__name__]
     return found

@@ -1,5 +1,6 @@
-"""Exporters (ptychopipe.export): the stitched reconstruction as NPZ and as a ptychodus
-product + diffraction file, round-tripped through the importers to the same arrays."""
+"""Exporters (ptychopipe.export and the writers in ptychopipe.formats): the stitched
+reconstruction as NPZ and as a ptychodus product + diffraction file, round-tripped through
+the readers to the same arrays."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import pytest
 
 from evaluate_helpers import run_evaluation
 from ptychopipe import export, ingest
+from ptychopipe.formats import npz, ptychodus
 from ptychopipe.artifacts import ArtifactError, read_attrs, read_inferred, read_simulated, read_stitched, read_telemetry
 from ptychopipe.config import IngestConfig
-from ptychopipe.export import ExportError
+from ptychopipe.formats.common import ExportError, Reconstruction
 
 from pipeline_helpers import REPO
 
@@ -52,7 +54,7 @@ def test_npz_round_trip(tmp_path, evaluated):
         prov = json.loads(str(f["ptychopipe_provenance"]))
         np.testing.assert_array_equal(f["xcoords_start"], f["xcoords"])
     assert prov["scenario"] == "gs2_custom" and prov["conventions"]["diff3d"].startswith("amplitude")
-    imp = ingest.read_npz(out)
+    imp = npz.read_npz(out)
     assert np.array_equal(imp.counts, sim.counts[idx])  # exact: float64 sqrt, squared, rounded
     assert np.array_equal(imp.probe, sim.probe)
     assert np.array_equal(imp.object, obj)
@@ -80,8 +82,8 @@ def test_ptychodus_round_trip_and_layout(tmp_path, evaluated):
         det = f["patterns"].attrs["detector_pixel_width_m"]
         assert not f["bad_pixels"][()].any()
     # self-consistent far-field geometry: detector pixel = λ z / (N dx)
-    assert det == pytest.approx(export.HC_EV_M / 8000.0 * dist / (n * dx), rel=1e-12)
-    imp = ingest.read_ptychodus(prod)
+    assert det == pytest.approx(ptychodus.HC_EV_M / 8000.0 * dist / (n * dx), rel=1e-12)
+    imp = ptychodus.read_ptychodus(prod)
     assert np.array_equal(imp.counts, sim.counts[idx])
     assert np.array_equal(imp.probe, sim.probe)
     assert np.array_equal(imp.object, obj)
@@ -105,9 +107,9 @@ def test_exported_files_run_through_the_ingest_stage(tmp_path, evaluated):
 
 def test_geometry_comes_from_an_imported_ptychodus_source(tmp_path, evaluated):
     rec = export.collect(evaluated["stitched"], evaluated["inferred"], evaluated["simulated"])
-    rec = export.Reconstruction(**{**rec.__dict__, "metadata": {"object_pixel_width_m": 2e-8,
+    rec = Reconstruction(**{**rec.__dict__, "metadata": {"object_pixel_width_m": 2e-8,
                                                                  "probe_energy_eV": 9000.0}})
-    geo, said = export.geometry(rec, detector_distance_m=3.0)
+    geo, said = ptychodus.geometry(rec, detector_distance_m=3.0)
     assert geo["pixel_size_m"] == 2e-8 and geo["photon_energy_eV"] == 9000.0 and geo["detector_distance_m"] == 3.0
     assert "from the imported source" in said and "(given)" in said
 
@@ -131,11 +133,11 @@ def test_ptychodus_pair_is_replaced_together_or_not_at_all(tmp_path, evaluated):
     import dataclasses
 
     rec = export.collect(evaluated["stitched"], evaluated["inferred"], evaluated["simulated"])
-    product, diffraction = export.write_ptychodus(rec, tmp_path / "product.h5")
+    product, diffraction = ptychodus.write_ptychodus(rec, tmp_path / "product.h5")
     before = {p.name: p.read_bytes() for p in (product, diffraction)}
     broken = dataclasses.replace(rec, counts=rec.counts[:, ::2, ::2].copy(), losses=None)  # fails in the product
     with pytest.raises(TypeError):
-        export.write_ptychodus(broken, tmp_path / "product.h5")
+        ptychodus.write_ptychodus(broken, tmp_path / "product.h5")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
@@ -151,7 +153,7 @@ def test_ptychodus_product_is_renamed_after_its_diffraction_file(tmp_path, evalu
         replace(src, dst)
 
     monkeypatch.setattr(os, "replace", recording)
-    export.write_ptychodus(rec, tmp_path / "product.h5")
+    ptychodus.write_ptychodus(rec, tmp_path / "product.h5")
     assert order == ["diffraction.h5", "product.h5"]
 
 

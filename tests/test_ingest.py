@@ -1,5 +1,6 @@
-"""Importers (ptychopipe.ingest): NPZ and ptychodus files -> simulated.h5 in the simulate
-stage's layout, conventions converted explicitly, bad input refused with one line."""
+"""Importers (ptychopipe.ingest and the readers in ptychopipe.formats): NPZ and ptychodus
+files -> simulated.h5 in the simulate stage's layout, conventions converted explicitly, bad
+input refused with one line."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 from ptychopipe import grouping, ingest, normalize
 from ptychopipe.artifacts import ArtifactError, read_attrs, read_normalized, read_simulated, read_telemetry
 from ptychopipe.config import IngestConfig, load_scenarios, stage_config
-from ptychopipe.ingest import IngestError
+from ptychopipe.formats import common, npz, ptychodus
+from ptychopipe.formats.common import IngestError
 from pipeline_helpers import CONFIG_FILE, REPO, edit_config, run_snakemake
 
 
@@ -177,7 +179,7 @@ def test_npz_without_object_gets_a_frame_and_runs_downstream(tmp_path, sim, ci_d
     np.testing.assert_allclose(got.positions, sim.positions + shift, atol=1e-12)
     n = 64
     h, w = got.object_shape
-    m = ingest.FRAME_MARGIN_PX
+    m = common.FRAME_MARGIN_PX
     assert got.positions[:, 0].min() - n / 2 >= m - 1 and got.positions[:, 1].min() - n / 2 >= m - 1
     assert got.positions[:, 0].max() + n / 2 <= w - m + 1 and got.positions[:, 1].max() + n / 2 <= h - m + 1
     _, ratios = read_telemetry(out)
@@ -218,7 +220,7 @@ def test_npz_diff3d_as_counts_and_non_integer_amplitudes(tmp_path, sim):
     assert np.array_equal(read_simulated(tmp_path / "c.h5").counts, sim.counts)
     # preprocessed (non-integer) intensities are kept as they are, not rounded
     amp = np.sqrt(sim.counts.astype(np.float64) + 0.37)
-    counts, info = ingest.counts_from_amplitude(amp)
+    counts, info = npz.counts_from_amplitude(amp)
     assert not info["counts_rounded_to_integers"]
     np.testing.assert_allclose(counts, sim.counts + np.float32(0.37), rtol=1e-6)
 
@@ -358,7 +360,7 @@ def write_ptychodus(tmp_path, sim, *, pixel=5e-8, centre=(1e-6, -2e-6), probe_nd
 @pytest.mark.parametrize("probe_ndim", [2, 4])
 def test_ptychodus_pair_converts_units_and_conventions(tmp_path, sim, probe_ndim):
     prod, diff = write_ptychodus(tmp_path, sim, probe_ndim=probe_ndim)
-    imp = ingest.read_ptychodus(prod)  # diffraction.h5 beside the product by default
+    imp = ptychodus.read_ptychodus(prod)  # diffraction.h5 beside the product by default
     assert np.array_equal(imp.counts, sim.counts)  # matched by index, not by file order
     np.testing.assert_allclose(imp.positions, sim.positions, rtol=0, atol=1e-9)
     assert np.array_equal(imp.probe, sim.probe)  # P_abs = N * P (exact: N is a power of two)
@@ -430,7 +432,7 @@ def _drop_pattern(prod, diff):
 def test_malformed_ptychodus_is_one_line_naming_file_and_key(tmp_path, sim, mutate, where, message):
     prod, diff = write_ptychodus(tmp_path, sim, mutate=mutate)
     with pytest.raises(IngestError) as err:
-        ingest.read_ptychodus(prod)
+        ptychodus.read_ptychodus(prod)
     text = str(err.value)
     assert "\n" not in text and message in text and str(prod if where == "product" else diff) in text
 
@@ -439,7 +441,7 @@ def test_missing_diffraction_file_names_it(tmp_path, sim):
     prod, diff = write_ptychodus(tmp_path, sim)
     diff.unlink()
     with pytest.raises(IngestError, match=r"diffraction.h5: file not found"):
-        ingest.read_ptychodus(prod)
+        ptychodus.read_ptychodus(prod)
 
 
 # --------------------------------------------------------------------------- config and workflow
@@ -563,7 +565,7 @@ def test_ptychodus_product_without_object_builds_a_frame(tmp_path, sim):
         with h5py.File(prod, "r+") as f:
             del f["object"]
     prod, _ = write_ptychodus(tmp_path, sim, mutate=drop_object)
-    imp = ingest.read_ptychodus(prod)
+    imp = ptychodus.read_ptychodus(prod)
     assert imp.object is None and "frame_shift_px" in imp.conversions
     d = imp.positions - sim.positions
     np.testing.assert_allclose(d, np.broadcast_to(d[0], d.shape), atol=1e-6)  # a rigid shift of the scan
