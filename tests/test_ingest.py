@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ptychopipe import grouping, ingest, normalize
+from ptychopipe import artifacts, grouping, ingest, normalize
 from ptychopipe.artifacts import ArtifactError, read_attrs, read_normalized, read_simulated, read_telemetry
 from ptychopipe.config import IngestConfig, load_scenarios, stage_config
 from ptychopipe.formats import common, npz, ptychodus
@@ -60,7 +60,7 @@ def test_npz_with_object_reproduces_the_simulation(tmp_path, sim):
     np.testing.assert_allclose(got.positions, sim.positions, rtol=0, atol=1e-12)
     attrs = read_attrs(out)
     assert attrs["stage"] == "ingest" and attrs["has_truth"] == 1 and attrs["source_format"] == "npz"
-    assert attrs["source_sha256"] == ingest.file_sha256(src)
+    assert attrs["source_sha256"] == artifacts.file_sha256(src)
     conv = json.loads(attrs["conversions"])
     assert conv["probe_normalization"] == "unitary" and conv["probe_scale"] == 1.0
     assert conv["counts_rounded_to_integers"] is True and "+ 0.5 px" in conv["positions"]
@@ -371,7 +371,7 @@ def test_ptychodus_pair_converts_units_and_conventions(tmp_path, sim, probe_ndim
     cfg = IngestConfig(file=str(prod), format="ptychodus", probe_normalization="native", diff3d=None, diffraction=None)
     ingest.run(cfg, "pty", out)
     attrs = read_attrs(out)
-    assert attrs["source_diffraction_sha256"] == ingest.file_sha256(diff)
+    assert attrs["source_diffraction_sha256"] == artifacts.file_sha256(diff)
     assert read_telemetry(out)[1]["measured_over_expected"] == pytest.approx(1.0, abs=1e-3)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -121,6 +122,16 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> None:
             fig.savefig(tmp, dpi=dpi)
     finally:
         plt.close(fig)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of an input file, read in 1 MiB blocks: recorded in the artifact made from it
+    (a probe file, an imported data file), so a changed file shows."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_artifact(path: str | Path, *, stage: str, scenario: str, config: Any,

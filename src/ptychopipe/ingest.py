@@ -23,14 +23,13 @@ the pipeline's forward model, ``measured_over_parseval`` = mean Σn / (Σ|P_abs|
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .artifacts import write_simulated
+from .artifacts import file_sha256, write_simulated
 from .config import IngestConfig
 from .formats import FORMATS
 from .formats.common import Imported, IngestError
@@ -40,15 +39,6 @@ from .physics import expected_counts, extract_patches
 from .telemetry import check_finite
 
 STAGE = "ingest"
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 (hex) of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- consistency

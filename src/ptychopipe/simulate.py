@@ -17,7 +17,6 @@ carry some line, the mean amplitude is 0.56 and the median 0.50.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import h5py
@@ -25,7 +24,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage.draw import line_aa
 
-from .artifacts import write_simulated
+from .artifacts import file_sha256, write_simulated
 from .config import ObjectConfig, ProbeConfig, SimulateConfig
 from .errors import PtychopipeError
 from .physics import expected_counts, extract_patches
@@ -250,11 +249,6 @@ def check_invariants(cfg: SimulateConfig, sim: dict) -> dict[str, float]:
         check_finite(STAGE, name, sim[name])
     check_nonnegative(STAGE, "counts", sim["counts"])
     return {"parseval": parseval, "dose": dose / cfg.nphotons}
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file's bytes (recorded for a probe file, so a changed file shows)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def run(cfg: SimulateConfig, scenario: str, out: str | Path) -> None:
