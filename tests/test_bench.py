@@ -64,7 +64,7 @@ def _counting_ops(counts: dict[int, int]):
 def test_estimate_transforms_are_the_ffts_group_estimate_runs_per_iteration(algorithm, gridsize):
     """The FLOP count's FFT term (bench.estimate_transforms) against the transforms the
     estimate really runs: the difference between 2 and 1 iterations of one group."""
-    from ptychopipe import bench, physics
+    from ptychopipe import bench, physics, solvers
 
     n, c = 16, gridsize * gridsize
     rng = np.random.default_rng(0)
@@ -77,7 +77,7 @@ def test_estimate_transforms_are_the_ffts_group_estimate_runs_per_iteration(algo
     per_run = []
     for iterations in (1, 2):
         counts: dict[int, int] = {}
-        physics.group_estimate(amplitude, offsets_x, offsets_y, probe, canvas, iterations, 0.5,
+        solvers.group_estimate(amplitude, offsets_x, offsets_y, probe, canvas, iterations, 0.5,
                                algorithm=algorithm, ops=_counting_ops(counts), tolerance=0.1)
         per_run.append(counts)
     per_iteration = {p: per_run[1].get(p, 0) - per_run[0].get(p, 0) for p in per_run[1]}

@@ -238,7 +238,7 @@ def test_group_estimate_never_mixes_groups(algorithm):
     x[1:] = rng.random(x[1:].shape) * x.max()  # the other groups: garbage
 
     def numpy_estimate(xs, o):
-        re, im = M.physics.group_estimate(xs, o[..., 0], o[..., 1], (pe.real, pe.imag), canvas, 5, 0.5,
+        re, im = M.solvers.group_estimate(xs, o[..., 0], o[..., 1], (pe.real, pe.imag), canvas, 5, 0.5,
                                           algorithm=algorithm)
         return re + 1j * im
 
@@ -453,7 +453,7 @@ JAX_SCRIPT = textwrap.dedent("""
     layer = M.GroupEstimate(probe, canvas, iterations=3, algorithm="difference_map", tolerance=0.02)
     got = np.asarray(layer(np.moveaxis(x_dm, 1, -1), offs.astype(np.float32)))
     pe = M.estimate_probe(probe).astype(np.complex64).astype(np.complex128)
-    er, ei = M.physics.group_estimate(x_dm.astype(np.float64), offs[..., 0], offs[..., 1], (pe.real, pe.imag),
+    er, ei = M.solvers.group_estimate(x_dm.astype(np.float64), offs[..., 0], offs[..., 1], (pe.real, pe.imag),
                                       canvas, 3, 0.0, algorithm="difference_map", tolerance=0.02)
     ref_dm = np.stack([np.moveaxis(er, 1, -1), np.moveaxis(ei, 1, -1)], -1)
     rel_dm = np.linalg.norm(got - ref_dm) / np.linalg.norm(ref_dm)
@@ -508,7 +508,7 @@ def test_jax_backend_forward_gradient_and_training(request, tmp_path):
 
 def test_one_estimate_step_is_the_back_projection_in_units_of_abar():
     """A constant object c seen through the custom probe, noiseless, for any dose: one step
-    from the flat start (β = 0) is 1 + h·(|c|/ā − 1)·|P|²/(|P|² + max|P|²), h = physics.STEP:
+    from the flat start (β = 0) is 1 + h·(|c|/ā − 1)·|P|²/(|P|² + max|P|²), h = solvers.STEP:
     the measured amplitude with the probe's far-field phase, back-propagated and divided by
     the probe (damped by h), in units of ā (docs/design.md, 'Dose and normalisation')."""
     for dose in (3e1, 3e3):
@@ -522,7 +522,7 @@ def test_one_estimate_step_is_the_back_projection_in_units_of_abar():
         layer = M.GroupEstimate(probe, N, iterations=1, momentum=0.0)
         e = keras.ops.convert_to_numpy(layer(x, np.zeros((1, 1, 2), np.float32)))[0, :, :, 0]
         i = np.abs(probe) ** 2
-        expected = 1 + M.physics.STEP * (abs(c0) / abar - 1) * i / (i + i.max())
+        expected = 1 + M.solvers.STEP * (abs(c0) / abar - 1) * i / (i + i.max())
         np.testing.assert_allclose(e[..., 0], expected, atol=2e-5)
         np.testing.assert_allclose(e[..., 1], 0.0, atol=2e-5)
 
@@ -530,7 +530,7 @@ def test_one_estimate_step_is_the_back_projection_in_units_of_abar():
 @pytest.mark.parametrize("algorithm", ["gradient", "difference_map"])
 @pytest.mark.parametrize("gridsize", [1, 2])
 def test_group_estimate_keras_equals_numpy_and_iterations_approach_the_truth(gridsize, algorithm):
-    """The GroupEstimate layer (float32, keras.ops) computes physics.group_estimate (NumPy,
+    """The GroupEstimate layer (float32, keras.ops) computes solvers.group_estimate (NumPy,
     float64) for random focused probes and sub-pixel offsets — to 1e-5 for one step, 1e-4
     after three (measured 2e-5: float32 round-off grows through the modulus projections
     where the far field is small) — and, for a group of 4 overlapping patterns of
@@ -553,7 +553,7 @@ def test_group_estimate_keras_equals_numpy_and_iterations_approach_the_truth(gri
         fr, fi = M.physics.far_field((pe * p / abar).real, (pe * p / abar).imag)
         x = np.sqrt(fr ** 2 + fi ** 2)  # exact data in input units
         got = keras.ops.convert_to_numpy(layer(np.moveaxis(x, 1, -1).astype(np.float32), offs.astype(np.float32)))
-        re, im = M.physics.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, k, beta,
+        re, im = M.solvers.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, k, beta,
                                           algorithm=algorithm)
         ref = np.stack([np.moveaxis(re, 1, -1), np.moveaxis(im, 1, -1)], -1)
         assert _rel(got, ref) < tol, (k, _rel(got, ref))
@@ -562,7 +562,7 @@ def test_group_estimate_keras_equals_numpy_and_iterations_approach_the_truth(gri
     lit = np.abs(probe) ** 2 > 0.1 * (np.abs(probe) ** 2).max()
     errors = []
     for k in (1, 30):
-        re, im = M.physics.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, k, 0.9,
+        re, im = M.solvers.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, k, 0.9,
                                           algorithm=algorithm)
         e = (re + 1j * im) * abar
         phase = np.angle(np.sum(e[..., lit] * np.conj(p[..., lit])))  # the global phase is not measurable
@@ -595,9 +595,9 @@ def test_difference_map_keeps_the_amplitude_at_low_dose_only_with_the_noise_tole
     lit = np.abs(probe) ** 2 > 0.1 * (np.abs(probe) ** 2).max()
     scores = {}
     for sigmas in (0.0, 1.0):
-        re, im = M.physics.group_estimate(a * np.sqrt(counts), offs[..., 0], offs[..., 1], (pe.real, pe.imag),
+        re, im = M.solvers.group_estimate(a * np.sqrt(counts), offs[..., 0], offs[..., 1], (pe.real, pe.imag),
                                           M.merge_canvas(N, 8.0), 100, 0.0, algorithm="difference_map",
-                                          tolerance=M.physics.noise_tolerance(sigmas, a))
+                                          tolerance=M.solvers.noise_tolerance(sigmas, a))
         e, t = (np.abs(re + 1j * im) * abar)[..., lit], np.abs(p)[..., lit]
         scores[sigmas] = (e.mean() / t.mean(), np.corrcoef(e.ravel(), t.ravel())[0, 1])
     assert scores[0.0][0] < 0.93, scores  # the exact modulus loses amplitude
@@ -607,7 +607,7 @@ def test_difference_map_keeps_the_amplitude_at_low_dose_only_with_the_noise_tole
 
 @pytest.mark.parametrize("gridsize", [1, 2])
 def test_group_estimate_with_noise_tolerance_keras_equals_numpy(gridsize):
-    """The tolerance reaches the Keras layer: GroupEstimate (float32) = physics.group_estimate
+    """The tolerance reaches the Keras layer: GroupEstimate (float32) = solvers.group_estimate
     (float64) for the difference map with δ > 0, three iterations, and δ changes the result."""
     rng = np.random.default_rng(4)
     c = gridsize * gridsize
@@ -622,7 +622,7 @@ def test_group_estimate_with_noise_tolerance_keras_equals_numpy(gridsize):
     got = keras.ops.convert_to_numpy(layer(np.moveaxis(x, 1, -1).astype(np.float32), offs.astype(np.float32)))
     refs = []
     for d in (delta, 0.0):
-        re, im = M.physics.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, 3, 0.0,
+        re, im = M.solvers.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, 3, 0.0,
                                           algorithm="difference_map", tolerance=d)
         refs.append(np.stack([np.moveaxis(re, 1, -1), np.moveaxis(im, 1, -1)], -1))
     assert _rel(got, refs[0]) < 1e-4, _rel(got, refs[0])

@@ -353,7 +353,7 @@ def test_ideal_probe_cannot_tell_a_patch_from_its_twin_but_the_custom_probe_can(
 
 @pytest.mark.parametrize("probe_kind", ["ideal", "custom"])
 def test_shifting_the_probe_instead_of_the_object_keeps_the_far_field_modulus_within_one_percent(probe_kind):
-    """The difference-map estimate (physics.difference_map_estimate) iterates on
+    """The difference-map estimate (solvers.difference_map_estimate) iterates on
     P(t − f)·O(q + t) (integer window, probe shifted by the offset's fraction f) instead of
     P(t)·O(q + f + t) (object resampled): the same wave shifted by f, up to the
     interpolation of a product. For the shipped probes and a blurred random object the far-field modulus
@@ -380,10 +380,11 @@ def test_shifting_the_probe_instead_of_the_object_keeps_the_far_field_modulus_wi
 
 
 def test_modulus_projection_moves_the_far_field_modulus_into_the_noise_ball_and_keeps_its_phase():
-    """physics.modulus_projection with tolerance δ: the far-field modulus m goes to the nearest
+    """solvers.modulus_projection with tolerance δ: the far-field modulus m goes to the nearest
     value of [max(A − δ, 0), A + δ] (δ = 0: exactly A), the far-field phase is kept, and
     pixels already inside the interval are left alone (the exit wave is then unchanged)."""
-    from ptychopipe.physics import inverse_far_field, modulus_projection
+    from ptychopipe.physics import inverse_far_field
+    from ptychopipe.solvers import modulus_projection
 
     n = 32
     field = _cplx(3, n, n)
@@ -403,7 +404,7 @@ def test_modulus_projection_moves_the_far_field_modulus_into_the_noise_ball_and_
     np.testing.assert_allclose(inside[0] + 1j * inside[1], field, atol=1e-12)
     # the gain limit: a measured amplitude 10·G times the model's raises that far-field pixel
     # by exactly G (= MODULUS_GAIN_MAX), phase kept; the other pixels still go to A
-    from ptychopipe.physics import MODULUS_GAIN_MAX
+    from ptychopipe.solvers import MODULUS_GAIN_MAX
 
     j, k = np.unravel_index(np.argmin(np.abs(m[1] - np.median(m[1]))), m[1].shape)  # a typical pixel
     loud = amplitude.copy()

@@ -13,7 +13,7 @@ import pytest
 from scipy.signal import correlate2d
 
 from ptychopipe import model as M
-from ptychopipe import physics
+from ptychopipe import physics, solvers
 from ptychopipe.config import ConfigError, UnrolledOptions, resolve_scenarios, stage_config
 from ptychopipe.simulate import ideal_probe
 
@@ -53,7 +53,7 @@ def _numpy_reference(layer: M.UnrolledEstimate, x: np.ndarray, offs: np.ndarray)
     get = lambda w: np.asarray(keras.ops.convert_to_numpy(w), dtype=np.float64)  # noqa: E731
     pr, pi = get(layer.probe_re), get(layer.probe_im)
     amp = np.moveaxis(x.astype(np.float64), -1, 1)
-    dm = physics.difference_map_operators(amp, offs[..., 0].astype(np.float64), offs[..., 1].astype(np.float64),
+    dm = solvers.difference_map_operators(amp, offs[..., 0].astype(np.float64), offs[..., 1].astype(np.float64),
                                           (pr, pi), layer.canvas, physics.NUMPY_OPS)
     light = dm.illumination / dm.illumination.max(axis=(1, 2), keepdims=True)
     w1, b1, w2, b2 = (get(v) for v in (layer.prior_w1, layer.prior_b1, layer.prior_w2, layer.prior_b2))
@@ -81,14 +81,14 @@ def _numpy_reference(layer: M.UnrolledEstimate, x: np.ndarray, offs: np.ndarray)
 @pytest.mark.parametrize("gridsize", [1, 2])
 def test_untrained_layer_is_the_difference_map(gridsize):
     """Relaxation 1, tolerance factor 1 and a zero prior: K iterations of the plain
-    difference map (physics.difference_map_estimate, NumPy float64), shape (B, N, N, C, 2)."""
+    difference map (solvers.difference_map_estimate, NumPy float64), shape (B, N, N, C, 2)."""
     c = gridsize ** 2
     layer, probe, canvas = _layer(gridsize)
     x, offs = _data(np.random.default_rng(1), 3, c, probe)
     got = keras.ops.convert_to_numpy(layer(x, offs))
     assert got.shape == (3, N, N, c, 2) and got.dtype == np.float32
     pe = M.estimate_probe(probe).astype(np.complex64).astype(np.complex128)
-    re, im = physics.difference_map_estimate(np.moveaxis(x, -1, 1).astype(np.float64), offs[..., 0], offs[..., 1],
+    re, im = solvers.difference_map_estimate(np.moveaxis(x, -1, 1).astype(np.float64), offs[..., 0], offs[..., 1],
                                              (pe.real, pe.imag), canvas, 3, tolerance=0.02)
     ref = np.stack([np.moveaxis(re, 1, -1), np.moveaxis(im, 1, -1)], -1)
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-4

@@ -38,7 +38,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from . import physics
+from . import solvers
 from .config import DifferenceMapOptions, GradientOptions, UNetOptions
 from .model import PoissonLoss, build_cnn, build_model, head_model, merge_canvas
 from .simulate import ideal_probe
@@ -103,7 +103,7 @@ def estimate_transforms(n: int, gridsize: int, canvas: int, algorithm: str) -> d
     {points per transform: number of transforms}. Both algorithms take the C members' far
     fields and back (2·C of N²); the gradient algorithm at C > 1 also crops the canvas into
     the members' frames (1 FFT + C inverse of S²) and places them back (C FFTs + 1 inverse).
-    tests/test_bench.py counts the transforms :func:`physics.group_estimate` runs."""
+    tests/test_bench.py counts the transforms :func:`solvers.group_estimate` runs."""
     c = gridsize * gridsize
     counts = {n * n: 2 * c}
     if algorithm == "gradient" and c > 1:
@@ -112,12 +112,12 @@ def estimate_transforms(n: int, gridsize: int, canvas: int, algorithm: str) -> d
 
 
 def estimate_flops(n: int, gridsize: int, canvas: int, iterations: int, algorithm: str) -> float:
-    """Forward FLOPs of the group estimate (:func:`physics.group_estimate`) per group, for
+    """Forward FLOPs of the group estimate (:func:`solvers.group_estimate`) per group, for
     ``algorithm`` "gradient" or "difference_map"."""
     c = gridsize * gridsize
     nn, ss = n * n, canvas * canvas
-    if algorithm not in physics.ESTIMATE_ALGORITHMS:
-        raise ValueError(f"algorithm: expected one of {list(physics.ESTIMATE_ALGORITHMS)}, got {algorithm!r}")
+    if algorithm not in solvers.ESTIMATE_ALGORITHMS:
+        raise ValueError(f"algorithm: expected one of {list(solvers.ESTIMATE_ALGORITHMS)}, got {algorithm!r}")
     per = sum(k * _fft(points) for points, k in estimate_transforms(n, gridsize, canvas, algorithm).items())
     if algorithm == "difference_map":  # no canvas FFTs in the loop: integer windows (gather, scatter-add)
         per += c * (12 * nn + 6 * nn * 2 + 8 * nn)  # projection, P·x and

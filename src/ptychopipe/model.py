@@ -20,7 +20,7 @@ the measured counts n::
 
 Why this shape. A group's C patterns and the known probe determine its patches as far as
 a small ptychography problem does; :class:`GroupEstimate` solves that problem with fixed
-physics (:func:`physics.group_estimate`), so the network does not have to learn phase
+physics (:func:`solvers.group_estimate`), so the network does not have to learn phase
 retrieval. Networks that must (an encoder–decoder from diffraction to object, or a U-Net
 on a one-step back-projection) reach a stitched amplitude r of only 0.61–0.75 on the
 quick preset, against 0.996–1.000 at gridsize 2 with the estimate (docs/results.md). The
@@ -50,7 +50,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from . import physics
+from . import physics, solvers
 from .config import (MAX_UNROLLED_ITERATIONS, DifferenceMapOptions, EstimateOptions, GradientOptions,
                      UNetOptions, UnrolledOptions)
 
@@ -308,10 +308,10 @@ class GroupEstimate(layers.Layer):
     (B, C, 2) → the group's object estimate (B, N, N, C, 2) float32 [Re, Im, units of ā].
 
     ``iterations`` steps of known-probe ptychography on the group's own canvas
-    (:func:`physics.group_estimate`, from the flat object 1: ``algorithm`` "gradient", with
-    Nesterov ``momentum``, or "difference_map", :func:`physics.difference_map_estimate`,
+    (:func:`solvers.group_estimate`, from the flat object 1: ``algorithm`` "gradient", with
+    Nesterov ``momentum``, or "difference_map", :func:`solvers.difference_map_estimate`,
     whose modulus projection accepts far-field amplitudes within ``tolerance`` of the
-    measured ones, input units: :func:`physics.noise_tolerance`),
+    measured ones, input units: :func:`solvers.noise_tolerance`),
     using the probe in input units (:func:`estimate_probe`, a non-trainable weight saved
     with the model). Parameter-free and data-independent of the weights, so the train
     stage computes it once per group (:func:`estimate_model`) instead of every step.
@@ -325,7 +325,7 @@ class GroupEstimate(layers.Layer):
     0.73 (1 iteration), 0.93 (20), 0.96 (100) with the gradient algorithm; the difference
     map brings gs2_ideal from 0.78 to 0.996 at 1e9 photons, and with a tolerance of one
     noise standard deviation it keeps the bias at 1e4 photons too (the pipeline's default;
-    :func:`physics.modulus_projection`).
+    :func:`solvers.modulus_projection`).
     """
 
     def __init__(self, probe: np.ndarray | None = None, canvas: int = 0, iterations: int = 1,
@@ -335,8 +335,8 @@ class GroupEstimate(layers.Layer):
         # existed has no "algorithm" in its config and was built with the gradient algorithm.
         # build_model always passes all of them.
         super().__init__(**kwargs)
-        if algorithm not in physics.ESTIMATE_ALGORITHMS:
-            raise ValueError(f"model.estimate_algorithm: expected one of {list(physics.ESTIMATE_ALGORITHMS)}, "
+        if algorithm not in solvers.ESTIMATE_ALGORITHMS:
+            raise ValueError(f"model.estimate_algorithm: expected one of {list(solvers.ESTIMATE_ALGORITHMS)}, "
                              f"got {algorithm!r}")
         self.algorithm = str(algorithm)
         if int(iterations) < 1:
@@ -356,7 +356,7 @@ class GroupEstimate(layers.Layer):
         x = ops.stop_gradient(x)
         offsets = ops.cast(offsets, x.dtype)
         probe = (ops.convert_to_tensor(self.probe_re), ops.convert_to_tensor(self.probe_im))
-        re, im = physics.group_estimate(_to_cf(x), offsets[..., 0], offsets[..., 1], probe, self.canvas,
+        re, im = solvers.group_estimate(_to_cf(x), offsets[..., 0], offsets[..., 1], probe, self.canvas,
                                         self.iterations, self.momentum, ops=ops, algorithm=self.algorithm,
                                         tolerance=self.tolerance)
         return ops.stack([_to_cl(re), _to_cl(im)], axis=-1)
@@ -380,7 +380,7 @@ class UnrolledEstimate(layers.Layer):
         O = overlap(ψ);  O ← O + prior_k(O);  φ_c = P_c·crop_c(O)
         ψ_c ← ψ_c + β_k·(Π_{τ_k·δ}(2φ_c − ψ_c) − φ_c)
 
-    (:func:`physics.difference_map_operators`). β_k = 2·sigmoid(b_k) is the relaxation
+    (:func:`solvers.difference_map_operators`). β_k = 2·sigmoid(b_k) is the relaxation
     (1 at the start: the difference map), τ_k = exp(t_k) scales the modulus tolerance δ
     (1 at the start), and prior_k is a two-layer 3×3 CNN on the canvas
     (features Re O − 1, Im O and the normalised illumination; ``filters`` channels, ReLU;
@@ -429,7 +429,7 @@ class UnrolledEstimate(layers.Layer):
         x = ops.stop_gradient(x)
         offsets = ops.cast(offsets, x.dtype)
         probe = (ops.convert_to_tensor(self.probe_re), ops.convert_to_tensor(self.probe_im))
-        dm = physics.difference_map_operators(_to_cf(x), offsets[..., 0], offsets[..., 1], probe, self.canvas, ops)
+        dm = solvers.difference_map_operators(_to_cf(x), offsets[..., 0], offsets[..., 1], probe, self.canvas, ops)
         light = dm.illumination / ops.max(dm.illumination, axis=(1, 2), keepdims=True)
         state = dm.start
         for k in range(self.iterations):
@@ -718,7 +718,7 @@ def build_model(n: int, gridsize: int, probe: np.ndarray, amplitude_estimate: fl
     n: pattern side N [px]; gridsize: √C; probe: P_abs (N, N) complex; amplitude_estimate:
     ā; canvas: group canvas side (:func:`merge_canvas`; unused for C = 1); input_scale: a
     (normalize stage), which turns the estimate's noise tolerance (standard deviations of
-    the measured amplitude) into input units (:func:`physics.noise_tolerance`); tv_weight
+    the measured amplitude) into input units (:func:`solvers.noise_tolerance`); tv_weight
     > 0 adds the "total_variation" layer (:class:`TotalVariation`, a loss term; identity
     on its inputs) before the physics layers.
 
@@ -742,7 +742,7 @@ def build_model(n: int, gridsize: int, probe: np.ndarray, amplitude_estimate: fl
     if isinstance(estimate, UnrolledOptions):
         if unet is not None:
             raise ValueError("model: the unrolled estimate has no U-Net; expected unet None")
-        tolerance = physics.noise_tolerance(estimate.noise_tolerance, input_scale)
+        tolerance = solvers.noise_tolerance(estimate.noise_tolerance, input_scale)
         est = UnrolledEstimate(probe, canvas, estimate.iterations, tolerance, estimate.prior_filters,
                                name="group_estimate")(inputs["diffraction"], inputs["offsets"])
         amp, phase = EstimateObject(amplitude_estimate, name="estimate_object")(est)
@@ -752,7 +752,7 @@ def build_model(n: int, gridsize: int, probe: np.ndarray, amplitude_estimate: fl
         if n % (2 ** unet.depth):
             raise ValueError(f"model.depth: N = {n} must be divisible by 2^depth = {2 ** unet.depth}")
         momentum = estimate.momentum if isinstance(estimate, GradientOptions) else 0.0
-        tolerance = (physics.noise_tolerance(estimate.noise_tolerance, input_scale)
+        tolerance = (solvers.noise_tolerance(estimate.noise_tolerance, input_scale)
                      if isinstance(estimate, DifferenceMapOptions) else 0.0)
         est = GroupEstimate(probe, canvas, estimate.iterations, momentum, estimate.algorithm, tolerance,
                             name="group_estimate")(inputs["diffraction"], inputs["offsets"])
