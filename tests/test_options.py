@@ -9,12 +9,17 @@ import dataclasses
 import pytest
 import yaml
 
-from ptychopipe.config import (ESTIMATE_OPTIONS, SCHEMA_PATH, ConfigError, DifferenceMapOptions, GradientOptions,
-                               UNetOptions, UnrolledOptions, check_options, estimate_options, load_schema)
+from ptychopipe.config import (ESTIMATE_OPTIONS, SCHEMA_PATH, BaselineConfig, CompareConfig, ConfigError,
+                               DifferenceMapOptions, GradientOptions, InferConfig, LossConfig, StitchConfig, TrainConfig,
+                               UNetOptions, UnrolledOptions, check_options, estimate_options, load_schema,
+                               options_from_params, stage_config)
 
 from pipeline_helpers import CONFIG_FILE
 
-OPTION_CLASSES = (DifferenceMapOptions, GradientOptions, UnrolledOptions, UNetOptions)
+OPTION_CLASSES = (DifferenceMapOptions, GradientOptions, UnrolledOptions, UNetOptions, LossConfig, TrainConfig,
+                  InferConfig, StitchConfig, CompareConfig, BaselineConfig)
+NESTED = {"algorithm", "model", "loss"}  # a class's discriminator and nested options: no key of their own
+SCHEMA_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean", "str | None": ["string", "null"]}
 BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 
@@ -39,7 +44,7 @@ def _default(key: str):
 def test_every_option_field_is_declared_with_a_key_and_a_description():
     for cls in OPTION_CLASSES:
         for f in dataclasses.fields(cls):
-            assert f.name == "algorithm" or (f.metadata.get("key") and f.metadata.get("description")), (cls, f.name)
+            assert f.name in NESTED or (f.metadata.get("key") and f.metadata.get("description")), (cls, f.name)
 
 
 @pytest.mark.parametrize("cls,field", _fields(), ids=lambda x: getattr(x, "__name__", getattr(x, "name", "")))
@@ -49,7 +54,8 @@ def test_option_agrees_with_the_schema_and_the_shipped_default(cls, field):
     assert prop["description"] == field.metadata["description"], key
     assert prop.get("units", "") == field.metadata["unit"], key
     assert {b: prop[b] for b in BOUNDS if b in prop} == field.metadata["bounds"], key
-    assert prop["type"] == {"int": "integer", "float": "number"}[field.type], key
+    assert prop["type"] == SCHEMA_TYPES[field.type], key
+    assert prop.get("enum") == (list(field.metadata["choices"]) if field.metadata["choices"] else None), key
     assert _default(key) == field.default, key
 
 
@@ -81,3 +87,28 @@ def test_estimate_options_read_only_their_algorithms_keys():
     assert estimate_options({**m, "estimate_algorithm": "unrolled"}) == UnrolledOptions(7, 2.0, 3)
     assert isinstance(estimate_options(m).iterations, int) and isinstance(estimate_options(m).momentum, float)
     check_options(UNetOptions())
+
+
+def test_stage_options_are_built_from_the_params_by_their_keys():
+    from pipeline_helpers import ci_params
+
+    p = ci_params("gs2_custom")
+    cfg = stage_config(p, "train")
+    assert (cfg.batch_size, cfg.epochs, cfg.seed) == (p["train"]["batch_size"], p["train"]["epochs"], p["seed"])
+    assert isinstance(cfg.learning_rate, float) and cfg.loss == LossConfig(**p["train"]["loss"])
+    assert stage_config(p, "stitch") == StitchConfig(**p["stitch"])
+    assert stage_config(p, "compare") == CompareConfig(**p["compare"])
+    rpie = {**p, "baseline": {**p["baseline"], "engine": "rpie", "noise_model": "poisson"}}
+    assert stage_config(rpie, "baseline").noise_model == "gaussian"  # rpie has none: editing it re-runs nothing
+    assert options_from_params(InferConfig, {"infer": {"batch_size": 8, "model_from": None}}) == InferConfig(8, None)
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: StitchConfig(weight="gaussian"), r"stitch\.weight: expected one of \['probe_intensity', 'uniform'\], "
+                                              r"got 'gaussian'"),
+    (lambda: TrainConfig(None, LossConfig(), learning_rate=0.0), r"train\.learning_rate: expected > 0, got 0\.0"),
+    (lambda: BaselineConfig(initial="warm"), r"baseline\.initial: expected one of"),
+])
+def test_stage_options_check_their_bounds_and_choices(build, message):
+    with pytest.raises(ConfigError, match=message):
+        build()

@@ -102,15 +102,17 @@ class NormalizeConfig:
 
 def option(description: str, *, key: str, default: Any = dataclasses.MISSING, unit: str = "",
            minimum: float | None = None, maximum: float | None = None,
-           exclusive_minimum: float | None = None, exclusive_maximum: float | None = None) -> Any:
+           exclusive_minimum: float | None = None, exclusive_maximum: float | None = None,
+           choices: tuple[str, ...] | None = None) -> Any:
     """A typed option's field: its default, its bounds, its unit and its description, in one
     place. ``key``: the dotted key of config/scenarios.yaml it is read from (the schema's
     property there states the same bounds, unit and description: tests/test_options.py).
-    The options class checks the bounds when built (:func:`check_options`)."""
+    ``choices``: the allowed values of a string option. The options class checks the bounds
+    and choices when built (:func:`check_options`)."""
     bounds = {k: v for k, v in (("minimum", minimum), ("maximum", maximum), ("exclusiveMinimum", exclusive_minimum),
                                 ("exclusiveMaximum", exclusive_maximum)) if v is not None}
     return dataclasses.field(default=default, metadata={"description": description, "key": key, "unit": unit,
-                                                        "bounds": bounds})
+                                                        "bounds": bounds, "choices": choices})
 
 
 def check_options(options: Any) -> None:
@@ -120,6 +122,9 @@ def check_options(options: Any) -> None:
              "exclusiveMinimum": (lambda v, b: v > b, ">"), "exclusiveMaximum": (lambda v, b: v < b, "<")}
     for f in dataclasses.fields(options):
         value = getattr(options, f.name)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{f.metadata['key']}: expected one of {list(choices)}, got {value!r}")
         for kind, bound in f.metadata.get("bounds", {}).items():
             ok, sign = tests[kind]
             if not ok(value, bound):
@@ -225,48 +230,112 @@ def estimate_options(m: Mapping[str, Any]) -> EstimateOptions:
     """The estimate's options from a scenario's ``model:`` parameters (flat YAML keys)."""
     algorithm = str(m["estimate_algorithm"])
     cls = ESTIMATE_OPTIONS[algorithm]
+    return options_from_params(cls, {"model": m})
+
+
+def options_from_params(cls: type, params: Mapping[str, Any], **fields: Any) -> Any:
+    """An options class built from one scenario's merged ``params``: each :func:`option` field
+    read at its dotted ``key`` and cast to its type (an int given for a float is stored as a
+    float, so the config hash does not depend on how a number was written; None stays None
+    for an optional field); ``fields`` give the others (nested options)."""
     hints = typing.get_type_hints(cls)
-    return cls(**{f.name: hints[f.name](m[f.metadata["key"].split(".", 1)[1]])
-                  for f in dataclasses.fields(cls) if f.metadata})
+    for f in dataclasses.fields(cls):
+        if not f.metadata:
+            continue
+        value: Any = params
+        for part in f.metadata["key"].split("."):
+            value = value[part]
+        kind = hints[f.name]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+            fields[f.name] = None if value is None else kind(value)
+        else:
+            fields[f.name] = kind(value)
+    return cls(**fields)
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    mae_weight: float
-    tv_weight: float
+    """Optional loss terms besides the Poisson deviance, off by default."""
+
+    mae_weight: float = option("Weight of an MAE term on normalised amplitudes sqrt(counts).",
+                               key="train.loss.mae_weight", default=0.0, minimum=0)
+    tv_weight: float = option("Weight of a total-variation term on the object patches.",
+                              key="train.loss.tv_weight", default=0.0, minimum=0)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Training (train stage): Adam on the Poisson likelihood, the model's options and the loss."""
+
     model: ModelConfig
-    batch_size: int
-    epochs: int
-    learning_rate: float
-    min_learning_rate: float
-    validation_fraction: float
-    early_stopping_patience: int
-    seed: int
     loss: LossConfig
+    batch_size: int = option("Groups per Adam step (gridsize 2: 16 groups = 64 patterns).", key="train.batch_size",
+                             default=16, minimum=1)
+    epochs: int = option("Most epochs (passes over the training groups); early stopping may end sooner.",
+                         key="train.epochs", default=60, minimum=1)
+    learning_rate: float = option("Adam's initial step size (the loss is divided by the mean count, so it is "
+                                  "dimensionless).", key="train.learning_rate", default=1e-3, exclusive_minimum=0)
+    min_learning_rate: float = option("Floor of the cosine decay of the learning rate; <= learning_rate.",
+                                      key="train.min_learning_rate", default=1e-5, minimum=0)
+    validation_fraction: float = option("Fraction of the training groups held out for val_loss: a band along y next "
+                                        "to the test region.", key="train.validation_fraction", default=0.1,
+                                        minimum=0, exclusive_maximum=1)
+    early_stopping_patience: int = option("Epochs without val_loss improvement before training stops.",
+                                          key="train.early_stopping_patience", default=10, unit="epochs", minimum=1)
+    seed: int = option("Seed of the scan positions, the Poisson noise, the grouping and the training.", key="seed",
+                       default=1, minimum=0)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
 class InferConfig:
-    batch_size: int
-    model_from: str | None = None  # the scenario whose trained model reconstructs this one (None: its own)
+    """Reconstruction of the test groups (infer stage)."""
+
+    batch_size: int = option("Groups per prediction batch (memory only: the result does not depend on it).",
+                             key="infer.batch_size", default=64, minimum=1)
+    model_from: str | None = option("null: reconstruct with this scenario's own trained model; a scenario name: with "
+                                    "the model that scenario trains (same N, gridsize and probe; no training runs for "
+                                    "this one).", key="infer.model_from", default=None)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
 class StitchConfig:
-    weight: str  # "probe_intensity" | "uniform"
-    resolve_twin: bool  # gridsize 1, a probe that is its own twin: swap patches for their twins by overlap
+    """Stitching the reconstructed patches into the test region (stitch stage)."""
+
+    weight: str = option("Overlap weight per patch pixel: probe_intensity (|P|²/max|P|²) or uniform (1).",
+                         key="stitch.weight", default="probe_intensity", choices=("probe_intensity", "uniform"))
+    resolve_twin: bool = option("Gridsize 1 with a probe that is its own twin: swap each patch for its twin "
+                                "conj(O(-r)) where that agrees better with its neighbours.", key="stitch.resolve_twin",
+                                default=False)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
 class CompareConfig:
-    coverage_threshold: float  # evaluate pixels with coverage >= this x median coverage (dimensionless)
-    frc_threshold: str  # "half_bit" | "0.5"
-    ratio_tolerance: float  # relative departure of a stage ratio from its contract that flags it
-    register: bool  # sub-pixel registration before scoring (off by default; docs/design.md)
+    """Scoring the stitched object (compare stage, ptychopipe.evaluation)."""
+
+    coverage_threshold: float = option("Score the pixels whose coverage (sum of stitch weights) is at least this × its "
+                                       "median.", key="compare.coverage_threshold", default=0.5, minimum=0)
+    frc_threshold: str = option('FRC threshold curve: half_bit, or "0.5" (a string: the fixed 0.5 threshold).',
+                                key="compare.frc_threshold", default="half_bit", choices=("half_bit", "0.5"))
+    ratio_tolerance: float = option("Stage-ratio chain: a link is broken when ratio/contract is off 1 by more than "
+                                    "this.", key="compare.ratio_tolerance", default=0.05, exclusive_minimum=0)
+    register: bool = option("Sub-pixel registration (phase cross-correlation) before scoring; off: only a global "
+                            "phase is removed.", key="compare.register", default=False)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -290,13 +359,23 @@ class BaselineConfig:
     """Iterative reference reconstruction with pty-chi (``baseline:``; ``enabled`` only decides
     whether the rule runs, so it is not part of the stage config)."""
 
-    engine: str  # "lsqml" | "rpie"
-    epochs: int
-    batch_size: int  # diffraction patterns per update
-    snapshots: int  # object snapshots kept along the run (quality vs time), the last at the final epoch
-    seed: int
-    noise_model: str = "gaussian"  # lsqml: "gaussian" | "poisson" (rpie: ignored, always "gaussian")
-    initial: str = "flat"  # "flat": constant ā | "reconstruction": the network's stitched test object
+    engine: str = option("lsqml (its noise model: noise_model) or rpie (alpha 0.1, step 1.0).", key="baseline.engine",
+                         default="lsqml", choices=("lsqml", "rpie"))
+    epochs: int = option("Iterative epochs (passes over the test patterns).", key="baseline.epochs", default=100,
+                         minimum=1)
+    batch_size: int = option("Diffraction patterns per update (rpie: <= 4).", key="baseline.batch_size", default=4,
+                             minimum=1)
+    snapshots: int = option("Object snapshots along the run (quality against time); the last is the final epoch.",
+                            key="baseline.snapshots", default=10, minimum=1)
+    seed: int = option("pty-chi random seed (batch order).", key="baseline.seed", default=7, minimum=0)
+    noise_model: str = option("lsqml's noise model (rpie: gaussian).", key="baseline.noise_model", default="gaussian",
+                              choices=("gaussian", "poisson"))
+    initial: str = option("pty-chi's starting object: flat (the constant amplitude estimate) or reconstruction (the "
+                          "network's stitched test object).", key="baseline.initial", default="flat",
+                          choices=("flat", "reconstruction"))
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def _tuple(v: Any) -> tuple[float, float]:
@@ -352,29 +431,16 @@ def stage_config(params: Mapping[str, Any], stage: str):
     if stage == "normalize":
         return NormalizeConfig(N=int(p["N"]))
     if stage == "train":
-        m, t = p["model"], p["train"]
-        estimate = estimate_options(m)
-        return TrainConfig(
+        estimate = estimate_options(p["model"])
+        return options_from_params(
+            TrainConfig, p, loss=options_from_params(LossConfig, p),
             # each estimate algorithm's own options class, so editing another's knob re-runs nothing
             model=ModelConfig(N=int(p["N"]), gridsize=int(p["gridsize"]), estimate=estimate,
-                              unet=None if isinstance(estimate, UnrolledOptions) else
-                              UNetOptions(filters=int(m["filters"]), depth=int(m["depth"]),
-                                          phase_max_rad=float(m["phase_max_rad"]))),
-            batch_size=int(t["batch_size"]), epochs=int(t["epochs"]),
-            learning_rate=float(t["learning_rate"]), min_learning_rate=float(t["min_learning_rate"]),
-            validation_fraction=float(t["validation_fraction"]),
-            early_stopping_patience=int(t["early_stopping_patience"]), seed=int(p["seed"]),
-            loss=LossConfig(mae_weight=float(t["loss"]["mae_weight"]), tv_weight=float(t["loss"]["tv_weight"])),
-        )
-    if stage == "infer":
-        return InferConfig(batch_size=int(p["infer"]["batch_size"]), model_from=p["infer"]["model_from"])
-    if stage == "stitch":
-        return StitchConfig(weight=p["stitch"]["weight"], resolve_twin=bool(p["stitch"]["resolve_twin"]))
-    if stage == "compare":
-        c = p["compare"]
-        return CompareConfig(coverage_threshold=float(c["coverage_threshold"]),
-                             frc_threshold=str(c["frc_threshold"]), ratio_tolerance=float(c["ratio_tolerance"]),
-                             register=bool(c["register"]))
+                              unet=None if isinstance(estimate, UnrolledOptions) else options_from_params(UNetOptions, p)))
+    if stage in ("infer", "stitch", "compare"):
+        from .stages import stage as registered
+
+        return options_from_params(registered(stage).options, p)
     if stage == "ingest":
         s = p["source"]  # file None: a simulated scenario (the ingest rule never runs for it)
         return IngestConfig(file=str(s["file"]) if s["file"] else None, format=s["format"], probe_normalization=s["probe_normalization"],
@@ -382,11 +448,9 @@ def stage_config(params: Mapping[str, Any], stage: str):
                             diffraction=s["diffraction"] if s["format"] == "ptychodus" else None,
                             N=int(p["N"]) if s["file"] else None, check_conventions=bool(s["check_conventions"]))
     if stage == "baseline":
-        b = p["baseline"]
-        return BaselineConfig(engine=b["engine"], epochs=int(b["epochs"]), batch_size=int(b["batch_size"]),
-                              snapshots=int(b["snapshots"]), seed=int(b["seed"]),
-                              noise_model=b["noise_model"] if b["engine"] == "lsqml" else "gaussian",
-                              initial=b["initial"])
+        cfg = options_from_params(BaselineConfig, p)
+        # rpie has no noise model: always "gaussian", so editing noise_model re-runs nothing
+        return cfg if cfg.engine == "lsqml" else dataclasses.replace(cfg, noise_model="gaussian")
     from .stages import stage as registered
 
     registered(stage)  # an unknown stage: one line naming the known ones
