@@ -10,15 +10,17 @@ import pytest
 import yaml
 
 from ptychopipe.config import (ESTIMATE_OPTIONS, SCHEMA_PATH, BaselineConfig, CompareConfig, ConfigError,
-                               DifferenceMapOptions, GradientOptions, InferConfig, LossConfig, StitchConfig, TrainConfig,
+                               DifferenceMapOptions, GradientOptions, GroupConfig, InferConfig, LossConfig, ModelConfig,
+                               NormalizeConfig, SplitConfig, StitchConfig, TrainConfig,
                                UNetOptions, UnrolledOptions, check_options, estimate_options, load_schema,
                                options_from_params, stage_config)
 
 from pipeline_helpers import CONFIG_FILE
 
-OPTION_CLASSES = (DifferenceMapOptions, GradientOptions, UnrolledOptions, UNetOptions, LossConfig, TrainConfig,
-                  InferConfig, StitchConfig, CompareConfig, BaselineConfig)
-NESTED = {"algorithm", "model", "loss"}  # a class's discriminator and nested options: no key of their own
+OPTION_CLASSES = (SplitConfig, GroupConfig, NormalizeConfig, DifferenceMapOptions, GradientOptions, UnrolledOptions,
+                  UNetOptions, ModelConfig, LossConfig, TrainConfig, InferConfig, StitchConfig, CompareConfig,
+                  BaselineConfig)
+NESTED = {"algorithm", "model", "loss", "estimate", "unet"}  # a class's discriminator and nested options: no key of their own
 SCHEMA_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean", "str | None": ["string", "null"]}
 BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 

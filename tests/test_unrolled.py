@@ -146,8 +146,8 @@ def test_an_unrolled_model_has_one_reconstruction_mode():
     assert list(pipeline_modes(m)) == ["network"]  # its learning is all in the estimate
     from ptychopipe.config import DifferenceMapOptions, ModelConfig, UNetOptions
 
-    assert mode_label(ModelConfig(64, 2, UnrolledOptions(3), None), "network") == "unrolled x3 (learned) + network"
-    dm = ModelConfig(64, 2, DifferenceMapOptions(10), UNetOptions())
+    assert mode_label(ModelConfig(UnrolledOptions(3), None, N=64, gridsize=2), "network") == "unrolled x3 (learned) + network"
+    dm = ModelConfig(DifferenceMapOptions(10), UNetOptions(), N=64, gridsize=2)
     assert mode_label(dm, "network") == "difference_map x10 + U-Net + network"
     assert mode_label(dm, "estimate_only") == "difference_map x10, no network"
 

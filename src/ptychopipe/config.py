@@ -46,6 +46,52 @@ class ConfigError(PtychopipeError, ValueError):
 # --------------------------------------------------------------------------- stage configs
 
 
+def option(description: str, *, key: str, default: Any = dataclasses.MISSING, unit: str = "",
+           minimum: float | None = None, maximum: float | None = None,
+           exclusive_minimum: float | None = None, exclusive_maximum: float | None = None,
+           choices: tuple[Any, ...] | None = None) -> Any:
+    """A typed option's field: its default, its bounds, its unit and its description, in one
+    place. ``key``: the dotted key of config/scenarios.yaml it is read from (the schema's
+    property there states the same bounds, unit and description: tests/test_options.py).
+    ``choices``: the allowed values, where only a few are. The options class checks the bounds
+    and choices when built (:func:`check_options`)."""
+    bounds = {k: v for k, v in (("minimum", minimum), ("maximum", maximum), ("exclusiveMinimum", exclusive_minimum),
+                                ("exclusiveMaximum", exclusive_maximum)) if v is not None}
+    return dataclasses.field(default=default, metadata={"description": description, "key": key, "unit": unit,
+                                                        "bounds": bounds, "choices": choices})
+
+
+def check_options(options: Any) -> None:
+    """ConfigError (one line: key, bound, value) when a field of an options instance is out of
+    the bounds its :func:`option` declares."""
+    tests = {"minimum": (lambda v, b: v >= b, ">="), "maximum": (lambda v, b: v <= b, "<="),
+             "exclusiveMinimum": (lambda v, b: v > b, ">"), "exclusiveMaximum": (lambda v, b: v < b, "<")}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{f.metadata['key']}: expected one of {list(choices)}, got {value!r}")
+        for kind, bound in f.metadata.get("bounds", {}).items():
+            ok, sign = tests[kind]
+            if not ok(value, bound):
+                raise ConfigError(f"{f.metadata['key']}: expected {sign} {bound:g}, got {value!r}")
+
+
+def _seed() -> Any:
+    return option("Seed of the scan positions, the Poisson noise, the grouping and the training.", key="seed",
+                  default=1, minimum=0)
+
+
+def _pattern_size() -> Any:
+    return option("Diffraction pattern and object patch size (N x N).", key="N", default=64, unit="px",
+                  choices=(32, 64, 128, 256))
+
+
+def _gridsize() -> Any:
+    return option("Group side: C = gridsize² overlapping patterns are reconstructed together (1 or 2 typical).",
+                  key="gridsize", default=1, minimum=1, maximum=4)
+
+
 @dataclass(frozen=True)
 class ObjectConfig:
     """The simulated object; only the fields of its ``kind`` are set (the others are None),
@@ -84,51 +130,38 @@ class SimulateConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    fraction: float  # train = lower fraction of the scan's y range
+    """The train/test split of the scan (split stage)."""
+
+    fraction: float = option("Train = the lower `fraction` of the scan's y range; test = the rest (contiguous halves "
+                             "at 0.5).", key="split.fraction", default=0.5, exclusive_minimum=0, exclusive_maximum=1)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
 class GroupConfig:
-    gridsize: int
-    n_groups: int  # per split
-    neighbour_count: int  # K
-    seed: int
+    """Grouping overlapping neighbours (group stage)."""
+
+    gridsize: int = _gridsize()
+    n_groups: int = option("Groups per split (train and test).", key="group.n_groups", default=1000, minimum=1)
+    neighbour_count: int = option("K: group members are drawn from a seed pattern's K nearest neighbours; "
+                                  "K >= gridsize².", key="group.neighbour_count", default=4, minimum=1)
+    seed: int = _seed()
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
 class NormalizeConfig:
-    N: int  # input scale targets (N/2)^2 total power per pattern (docs/design.md, 'Dose and normalisation')
+    """Input scaling (normalize stage): the scale targets (N/2)² total power per pattern
+    (docs/design.md, 'Dose and normalisation')."""
 
+    N: int = _pattern_size()
 
-def option(description: str, *, key: str, default: Any = dataclasses.MISSING, unit: str = "",
-           minimum: float | None = None, maximum: float | None = None,
-           exclusive_minimum: float | None = None, exclusive_maximum: float | None = None,
-           choices: tuple[str, ...] | None = None) -> Any:
-    """A typed option's field: its default, its bounds, its unit and its description, in one
-    place. ``key``: the dotted key of config/scenarios.yaml it is read from (the schema's
-    property there states the same bounds, unit and description: tests/test_options.py).
-    ``choices``: the allowed values of a string option. The options class checks the bounds
-    and choices when built (:func:`check_options`)."""
-    bounds = {k: v for k, v in (("minimum", minimum), ("maximum", maximum), ("exclusiveMinimum", exclusive_minimum),
-                                ("exclusiveMaximum", exclusive_maximum)) if v is not None}
-    return dataclasses.field(default=default, metadata={"description": description, "key": key, "unit": unit,
-                                                        "bounds": bounds, "choices": choices})
-
-
-def check_options(options: Any) -> None:
-    """ConfigError (one line: key, bound, value) when a field of an options instance is out of
-    the bounds its :func:`option` declares."""
-    tests = {"minimum": (lambda v, b: v >= b, ">="), "maximum": (lambda v, b: v <= b, "<="),
-             "exclusiveMinimum": (lambda v, b: v > b, ">"), "exclusiveMaximum": (lambda v, b: v < b, "<")}
-    for f in dataclasses.fields(options):
-        value = getattr(options, f.name)
-        choices = f.metadata.get("choices")
-        if choices and value not in choices:
-            raise ConfigError(f"{f.metadata['key']}: expected one of {list(choices)}, got {value!r}")
-        for kind, bound in f.metadata.get("bounds", {}).items():
-            ok, sign = tests[kind]
-            if not ok(value, bound):
-                raise ConfigError(f"{f.metadata['key']}: expected {sign} {bound:g}, got {value!r}")
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def _iterations() -> Any:
@@ -220,10 +253,13 @@ class ModelConfig:
     """The network: pattern size N, gridsize, its group estimate (one options class per
     algorithm, each with only its own knobs) and, for the fixed estimates, the U-Net."""
 
-    N: int
-    gridsize: int
     estimate: EstimateOptions
     unet: UNetOptions | None  # None: the unrolled estimate has no U-Net
+    N: int = _pattern_size()
+    gridsize: int = _gridsize()
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def estimate_options(m: Mapping[str, Any]) -> EstimateOptions:
@@ -286,8 +322,7 @@ class TrainConfig:
                                         minimum=0, exclusive_maximum=1)
     early_stopping_patience: int = option("Epochs without val_loss improvement before training stops.",
                                           key="train.early_stopping_patience", default=10, unit="epochs", minimum=1)
-    seed: int = option("Seed of the scan positions, the Poisson noise, the grouping and the training.", key="seed",
-                       default=1, minimum=0)
+    seed: int = _seed()
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -421,23 +456,14 @@ def stage_config(params: Mapping[str, Any], stage: str):
                 key=pr["key"] if pr["kind"] == "custom" else None,
             ),
         )
-    if stage == "split":
-        return SplitConfig(fraction=float(p["split"]["fraction"]))
-    if stage == "group":
-        return GroupConfig(
-            gridsize=int(p["gridsize"]), n_groups=int(p["group"]["n_groups"]),
-            neighbour_count=int(p["group"]["neighbour_count"]), seed=int(p["seed"]),
-        )
-    if stage == "normalize":
-        return NormalizeConfig(N=int(p["N"]))
     if stage == "train":
         estimate = estimate_options(p["model"])
         return options_from_params(
             TrainConfig, p, loss=options_from_params(LossConfig, p),
             # each estimate algorithm's own options class, so editing another's knob re-runs nothing
-            model=ModelConfig(N=int(p["N"]), gridsize=int(p["gridsize"]), estimate=estimate,
-                              unet=None if isinstance(estimate, UnrolledOptions) else options_from_params(UNetOptions, p)))
-    if stage in ("infer", "stitch", "compare"):
+            model=options_from_params(ModelConfig, p, estimate=estimate, unet=None if isinstance(estimate, UnrolledOptions)
+                                      else options_from_params(UNetOptions, p)))
+    if stage in ("split", "group", "normalize", "infer", "stitch", "compare"):
         from .stages import stage as registered
 
         return options_from_params(registered(stage).options, p)
