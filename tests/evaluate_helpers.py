@@ -4,8 +4,7 @@ Until (and independently of) the model's infer stage, the evaluation stages are
 tested on SYNTHETIC ``inferred.h5`` files built from the truth: the true object
 patches at the test groups' positions (:func:`ptychopipe.physics.extract_patches`,
 the simulator's own extraction), perturbed as a test needs (scale, constant phase,
-shift, noise), written with ``artifacts.write_artifact(stage="infer", ...)`` in
-exactly the :class:`ptychopipe.artifacts.Inferred` format, with an honest
+shift, noise), written by :class:`ptychopipe.artifacts.Inferred`, with an honest
 ``predicted_over_measured_counts`` computed through the shared forward model.
 """
 
@@ -17,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from ptychopipe import compare, stitch
-from ptychopipe.artifacts import Array, read_comparison_json, read_normalized, read_simulated, write_artifact
+from ptychopipe.artifacts import ComparisonSummary, Inferred, Normalized, Simulated, TrainHistory
 from ptychopipe.config import CompareConfig, InferConfig, stage_config
 from ptychopipe.physics import expected_counts, extract_patches
 from pipeline_helpers import ci_params
@@ -44,8 +43,8 @@ def write_synthetic_inferred(path: Path, data: Mapping, scenario: str, *, scale:
     λ̂ from the shared forward model with the simulated P_abs. Returns the patches
     (B, C, N, N) complex128.
     """
-    sim = read_simulated(data["simulated"])
-    norm = read_normalized(data["normalized"])
+    sim = Simulated.read(data["simulated"])
+    norm = Normalized.read(data["normalized"])
     idx = norm.sets["test"].indices  # (B, C)
     b, c = idx.shape
     n = sim.probe.shape[0]
@@ -63,16 +62,10 @@ def write_synthetic_inferred(path: Path, data: Mapping, scenario: str, *, scale:
     ratio = float(lam.sum(axis=(1, 2)).mean() / measured.sum(axis=(1, 2)).mean())
     nll = float(np.mean(lam - measured * np.log(np.maximum(lam, 1e-8))) / measured.mean())
     patches = patches.reshape(b, c, n, n)
-    write_artifact(
-        path, stage="infer", scenario=scenario, config=InferConfig(batch_size=8),
-        arrays={"amplitude": Array(np.abs(patches).astype(np.float32), "object amplitude"),
-                "phase": Array(np.angle(patches).astype(np.float32), "rad"),
-                "positions": Array(pos, "px"),
-                "indices": Array(idx, "index"),
-                "probe": Array(sim.probe, "photons^0.5")},
-        attrs={"predicted_over_measured_counts": ratio, "poisson_nll": nll, "mean_counts": norm.mean_counts},
-        ratios={"predicted_over_measured_counts": ratio},
-    )
+    Inferred(np.abs(patches).astype(np.float32), np.angle(patches).astype(np.float32), pos, idx, sim.probe,
+             lam.sum(axis=(1, 2)).reshape(b, c), measured.sum(axis=(1, 2)).reshape(b, c),
+             {"predicted_over_measured_counts": ratio, "poisson_nll": nll, "mean_counts": norm.mean_counts}).write(
+        path, scenario=scenario, config=InferConfig(batch_size=8), ratios={"predicted_over_measured_counts": ratio})
     return patches
 
 
@@ -82,12 +75,9 @@ def write_synthetic_train(path: Path, data: Mapping, scenario: str, *, epochs: i
     e = np.arange(1, epochs + 1, dtype=np.float64)
     hist = {"loss": 1.0 / e, "val_loss": 1.2 / e, "learning_rate": 1e-3 * 0.5 ** (e - 1),
             "seconds": np.full(epochs, 0.5), "samples_per_second": np.full(epochs, 48.0)}
-    write_artifact(
-        path, stage="train", scenario=scenario, config=stage_config(data["params"], "train"),
-        arrays={f"history/{k}": Array(v, "1") for k, v in hist.items()},
-        attrs={"train_seconds": 0.5 * epochs, "samples_per_second": 48.0, "epochs_run": epochs,
-               "nan_status": nan_status},
-    )
+    attrs = {"train_seconds": 0.5 * epochs, "samples_per_second": 48.0, "epochs_run": epochs, "nan_status": nan_status}
+    TrainHistory(hist, np.arange(8), np.arange(8, 10), attrs).write(
+        path, scenario=scenario, config=stage_config(data["params"], "train"), ratios={})
 
 
 def compare_config(**overrides) -> CompareConfig:
@@ -118,4 +108,4 @@ def run_evaluation(directory: Path, data: Mapping, scenario: str, *, compare_ove
                 inferred=paths["inferred"], stitched=paths["stitched"], train=paths["train"],
                 out=paths["comparison"], json=paths["json"], amplitude_png=paths["amplitude"],
                 phase_png=paths["phase"], frc_png=paths["frc"], training_png=paths["training"])
-    return read_comparison_json(paths["json"]), paths
+    return ComparisonSummary.read(paths["json"]), paths

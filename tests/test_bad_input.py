@@ -26,7 +26,7 @@ import pytest
 
 from pipeline_helpers import (CONFIG_FILE, REPO, make_workdir, nonempty_lines, rewrite_dataset, run_snakemake,
                               run_stage)
-from ptychopipe.artifacts import ArtifactError, read_normalized
+from ptychopipe.artifacts import ArtifactError, Normalized
 from ptychopipe.config import load_scenarios, stage_config, to_json
 
 # --------------------------------------------------------------------------- config-level cases
@@ -346,7 +346,7 @@ def test_normalized_attribute_missing_names_file_and_key(tmp_path, good, key):
     path = _copy(good, tmp_path, "normalized.h5")
     _delete_attr(key)(path)
     with pytest.raises(ArtifactError) as err:
-        read_normalized(path)
+        Normalized.read(path)
     msg = str(err.value)
     assert msg == f"{path}: attribute {key} missing", msg
 

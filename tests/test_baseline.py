@@ -18,7 +18,7 @@ import pytest
 
 from evaluate_helpers import compare_config, run_evaluation
 from ptychopipe import baseline as B
-from ptychopipe.artifacts import Array, ArtifactError, read_baseline, read_simulated, read_stitched, write_artifact
+from ptychopipe.artifacts import ArtifactError, BaselineResult, Simulated, StitchedCanvas
 from ptychopipe.evaluation import truth_on_canvas
 from ptychopipe.config import BaselineConfig
 
@@ -98,39 +98,30 @@ def pinn(ci_data, tmp_path_factory):
     data = ci_data["gs1_ideal"]
     _, paths = run_evaluation(d, data, "gs1_ideal", scale=0.9, noise=0.05)
     with h5py.File(paths["inferred"], "r+") as f:  # the real infer stage records both
-        f.attrs["mean_counts"] = float(read_simulated(data["simulated"]).counts.sum(axis=(1, 2)).mean())
+        f.attrs["mean_counts"] = float(Simulated.read(data["simulated"]).counts.sum(axis=(1, 2)).mean())
     return {**data, **paths}
 
 
 def write_synthetic_baseline(path: Path, pinn, fractions=(0.2, 0.6, 1.0), seconds=(1.0, 2.0, 3.0)) -> None:
     """A baseline.h5 whose snapshots walk from the flat start ā to the truth (object on the
     stitched canvas), in the artifact layout the baseline stage writes."""
-    st = read_stitched(pinn["stitched"])
-    sim = read_simulated(pinn["simulated"])
+    st = StitchedCanvas.read(pinn["stitched"])
+    sim = Simulated.read(pinn["simulated"])
     truth, _ = truth_on_canvas(sim.object, st.origin_x, st.origin_y, st.object.shape)
     abar = float(np.sqrt(np.mean(np.abs(sim.object) ** 2)))
     snaps = np.stack([(1 - f) * abar + f * truth for f in fractions]).astype(np.complex64)
-    from ptychopipe.artifacts import read_inferred
+    from ptychopipe.artifacts import Inferred
 
-    idx = np.unique(read_inferred(pinn["inferred"]).indices)
+    idx = np.unique(Inferred.read(pinn["inferred"]).indices)
     s, m = len(fractions), len(idx)
     meas = sim.counts[idx].sum(axis=(1, 2)).astype(np.float64)
     dev = np.outer(1.0 - np.array(fractions) + 1e-3, np.full(m, 1e6))
-    write_artifact(path, stage="baseline", scenario="gs1_ideal",
-                   config=BaselineConfig(engine="lsqml", epochs=30, batch_size=4, snapshots=s, seed=0),
-                   arrays={"object": Array(snaps[-1], "object amplitude"),
-                           "coverage": Array(st.coverage, "1"), "count": Array(st.count, "patches"),
-                           "origin": Array(np.array([st.origin_x, st.origin_y]), "px"),
-                           "positions": Array(sim.positions[idx], "px"), "indices": Array(idx, "index"),
-                           "snapshots/object": Array(snaps, "object amplitude"),
-                           "snapshots/epoch": Array(np.array([10, 20, 30]), "epochs"),
-                           "snapshots/seconds": Array(np.array(seconds), "s"),
-                           "snapshots/loss": Array(np.array([3.0, 2.0, 1.0]), "1"),
-                           "snapshots/deviance": Array(dev, "counts"),
-                           "snapshots/predicted_photons": Array(np.outer(np.ones(s), meas), "counts"),
-                           "measured_photons": Array(meas, "counts")},
-                   attrs={"engine": "lsqml", "epochs": 30, "setup_seconds": 0.5,
-                          "versions": {"ptychi": "synthetic"}})
+    BaselineResult(snaps[-1], st.coverage, st.count, (st.origin_x, st.origin_y), sim.positions[idx], idx, snaps,
+                   np.array([10, 20, 30]), np.array(seconds), np.array([3.0, 2.0, 1.0]), dev,
+                   np.outer(np.ones(s), meas), meas,
+                   {"engine": "lsqml", "epochs": 30, "setup_seconds": 0.5, "versions": {"ptychi": "synthetic"}}).write(
+        path, scenario="gs1_ideal", config=BaselineConfig(engine="lsqml", epochs=30, batch_size=4, snapshots=s, seed=0),
+        ratios={})
 
 
 def test_compare_scores_snapshots_like_the_pinn_and_times_them(tmp_path, pinn):
@@ -269,7 +260,7 @@ def test_ptychi_forward_model_reproduces_the_simulators_counts(ci_data, integer,
     asymmetric, so a conjugated or flipped probe convention shows; the ideal one is real and
     point-symmetric."""
     torch, api, _ = B.import_ptychi()
-    sim = read_simulated(ci_data[scenario]["simulated"])
+    sim = Simulated.read(ci_data[scenario]["simulated"])
     n, pad = sim.probe.shape[0], 16
     obj = np.pad(sim.object.astype(np.complex128), pad)  # room for the sub-pixel extractor's margin
     pos = sim.positions[:16] + pad
@@ -320,9 +311,9 @@ def test_poisson_lsqml_from_the_stitched_start_begins_at_the_network(tmp_path, p
               stitched=pinn["stitched"] if initial == "reconstruction" else None)
     from ptychopipe.evaluation import evaluate
 
-    st = read_stitched(pinn["stitched"])
-    truth = read_simulated(pinn["simulated"]).object
-    score = lambda p: evaluate(read_baseline(p).object, st.coverage, truth, st.origin_x, st.origin_y,  # noqa: E731
+    st = StitchedCanvas.read(pinn["stitched"])
+    truth = Simulated.read(pinn["simulated"]).object
+    score = lambda p: evaluate(BaselineResult.read(p).object, st.coverage, truth, st.origin_x, st.origin_y,  # noqa: E731
                                compare_config()).metrics["amplitude"]["pearson_r"]
     pinn_r = evaluate(st.object, st.coverage, truth, st.origin_x, st.origin_y, compare_config()).metrics[
         "amplitude"]["pearson_r"]
@@ -338,8 +329,8 @@ def test_tiny_reconstruction_converges_and_is_compared(tmp_path, pinn):
     out = tmp_path / "baseline.h5"
     cfg = BaselineConfig(engine="rpie", epochs=48, batch_size=4, snapshots=3, seed=3)
     B.run(cfg, "gs1_ideal", pinn["simulated"], pinn["grouped"], out)
-    b = read_baseline(out)
-    st = read_stitched(pinn["stitched"])
+    b = BaselineResult.read(out)
+    st = StitchedCanvas.read(pinn["stitched"])
     assert b.object.shape == st.object.shape and b.origin == (st.origin_x, st.origin_y)
     assert list(b.epochs) == [16, 32, 48] and np.all(np.diff(b.seconds) > 0)
     assert b.deviance.mean(axis=1)[-1] < b.deviance.mean(axis=1)[0]

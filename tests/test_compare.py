@@ -15,7 +15,7 @@ from skimage.metrics import structural_similarity
 from evaluate_helpers import FIGURES, compare_config, run_evaluation
 from pipeline_helpers import ci_params
 from ptychopipe import cli, compare, evaluation
-from ptychopipe.artifacts import read_normalized, read_telemetry
+from ptychopipe.artifacts import Normalized, read_telemetry
 from ptychopipe.config import stage_config
 from ptychopipe.simulate import make_object
 
@@ -294,7 +294,7 @@ def test_patches_that_disagree_in_phase_flag_the_stitch_not_the_model(tmp_path, 
     (prediction link intact), but overlapping groups cancel in the stitch's average, and
     the chain blames the stitch, not the truth."""
     data = ci_data["gs2_custom"]
-    n_groups = read_normalized(data["normalized"]).sets["test"].indices.shape[0]
+    n_groups = Normalized.read(data["normalized"]).sets["test"].indices.shape[0]
     offsets = np.random.default_rng(3).uniform(-np.pi, np.pi, n_groups)
     js, _ = run_evaluation(tmp_path, data, "gs2_custom", phase_offset=offsets)
     chain = _chain(js)
@@ -329,10 +329,10 @@ def test_nan_guard_message_reaches_the_summary(tmp_path, ci_data):
                 train=paths["train"], out=paths["comparison"], json=paths["json"],
                 amplitude_png=paths["amplitude"], phase_png=paths["phase"], frc_png=paths["frc"],
                 training_png=paths["training"])
-    from ptychopipe.artifacts import read_comparison_json
+    from ptychopipe.artifacts import ComparisonSummary
     from ptychopipe.report import write_summary
 
-    assert read_comparison_json(paths["json"])["nan_status"] == "train: loss became NaN at epoch 2"
+    assert ComparisonSummary.read(paths["json"])["nan_status"] == "train: loss became NaN at epoch 2"
     md, csv_path = tmp_path / "summary.md", tmp_path / "summary.csv"
     write_summary([paths["json"]], md, csv_path, tmp_path / "overview.png")
     assert "train: loss became NaN at epoch 2" in md.read_text()

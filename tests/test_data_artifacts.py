@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from pipeline_helpers import REQUIRED_ATTRS, STAT_KEYS
-from ptychopipe import artifacts
-from ptychopipe.artifacts import (SCHEMA_VERSION, Array, ArtifactError, read_grouped, read_simulated, read_split,
-                                  read_telemetry, write_artifact)
+from ptychopipe.artifacts import store
+from ptychopipe.artifacts import (SCHEMA_VERSION, Array, ArtifactError, Grouped, Simulated, Split, read_telemetry,
+                                  write_artifact)
 from ptychopipe.config import SplitConfig, config_hash, to_json
 from ptychopipe.telemetry import InvariantError, array_stats, check_close, check_finite
 
@@ -56,7 +56,7 @@ def test_failure_inside_write_artifact_leaves_no_file_and_no_temp_file(tmp_path,
         if len(calls) == 2:  # fail after the first dataset is already in the temp file
             raise RuntimeError("disk on fire")
         return array_stats(a)
-    monkeypatch.setattr(artifacts, "array_stats", boom)
+    monkeypatch.setattr(store, "array_stats", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_artifact(tmp_path / "x.h5", stage="split", scenario="s", config=CFG, arrays=_arrays())
     assert list(tmp_path.iterdir()) == []
@@ -79,10 +79,10 @@ def test_killed_writer_never_leaves_a_complete_looking_file(tmp_path):
     code = textwrap.dedent(f"""
         import os, signal
         import numpy as np
-        from ptychopipe import artifacts
+        from ptychopipe.artifacts import store
         from ptychopipe.artifacts import Array, write_artifact
         from ptychopipe.config import SplitConfig
-        artifacts.array_stats = lambda a: os.kill(os.getpid(), signal.SIGKILL)
+        store.array_stats = lambda a: os.kill(os.getpid(), signal.SIGKILL)
         write_artifact({str(tmp_path / 'x.h5')!r}, stage="split", scenario="s", config=SplitConfig(0.5),
                        arrays={{"a": Array(np.ones((100, 100)), "counts")}})
     """)
@@ -94,18 +94,18 @@ def test_killed_writer_never_leaves_a_complete_looking_file(tmp_path):
 
 def test_readers_give_one_line_errors(tmp_path, ci_data):
     with pytest.raises(ArtifactError, match=r"nope\.h5: file not found \(expected the simulate stage's output\)$"):
-        read_simulated(tmp_path / "nope.h5")
+        Simulated.read(tmp_path / "nope.h5")
     with pytest.raises(ArtifactError, match=r"simulated\.h5: stage: expected 'split', got 'simulate'$"):
-        read_split(ci_data["gs1_ideal"]["simulated"])
+        Split.read(ci_data["gs1_ideal"]["simulated"])
     trunc = tmp_path / "trunc.h5"
     trunc.write_bytes(ci_data["gs1_ideal"]["grouped"].read_bytes()[:2000])
     with pytest.raises(ArtifactError, match=r"trunc\.h5: not a readable HDF5 file \(truncated or corrupted\?\)"):
-        read_grouped(trunc)
+        Grouped.read(trunc)
     partial = tmp_path / "partial.h5"
     write_artifact(partial, stage="split", scenario="s", config=CFG,
                    arrays={"train/indices": Array(np.arange(3), "index")}, attrs={"y_split": 1.0})
     with pytest.raises(ArtifactError, match=r"partial\.h5: test/indices: dataset missing$"):
-        read_split(partial)
+        Split.read(partial)
 
 
 def test_array_stats_counts_nan_and_inf_and_uses_finite_values():

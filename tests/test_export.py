@@ -15,7 +15,7 @@ import pytest
 from evaluate_helpers import run_evaluation
 from ptychopipe import export, ingest
 from ptychopipe.formats import npz, ptychodus
-from ptychopipe.artifacts import ArtifactError, read_attrs, read_inferred, read_simulated, read_stitched, read_telemetry
+from ptychopipe.artifacts import ArtifactError, Inferred, Simulated, StitchedCanvas, read_attrs, read_telemetry
 from ptychopipe.config import IngestConfig
 from ptychopipe.formats.common import ExportError, Reconstruction
 
@@ -34,9 +34,9 @@ def evaluated(ci_data, tmp_path_factory):
 def expected(evaluated):
     """What an export must contain: unique test patterns in index order, positions in the
     padded canvas frame, the padded canvas."""
-    st = read_stitched(evaluated["stitched"])
-    sim = read_simulated(evaluated["simulated"])
-    idx = np.unique(read_inferred(evaluated["inferred"]).indices)
+    st = StitchedCanvas.read(evaluated["stitched"])
+    sim = Simulated.read(evaluated["simulated"])
+    idx = np.unique(Inferred.read(evaluated["inferred"]).indices)
     m = export.EXPORT_MARGIN_PX
     origin = np.array([st.origin_x - m, st.origin_y - m], dtype=np.float64)
     obj = np.pad(st.object, m)
@@ -98,7 +98,7 @@ def test_exported_files_run_through_the_ingest_stage(tmp_path, evaluated):
     out = tmp_path / "simulated.h5"
     ingest.run(IngestConfig(file=str(tmp_path / "rec.npz"), format="npz", probe_normalization="native",
                             diff3d="amplitude", diffraction=None), "back", out)
-    back = read_simulated(out)
+    back = Simulated.read(out)
     assert back.has_truth and read_attrs(out)["stage"] == "ingest"
     # the synthetic reconstruction is the truth plus 1 % noise: it explains the counts to ~1 %
     _, ratios = read_telemetry(out)

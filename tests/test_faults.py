@@ -26,14 +26,12 @@ import numpy as np
 import pytest
 
 from pipeline_helpers import PROFILES, ci_params, make_workdir, nonempty_lines, run_snakemake, snakemake_cmd
-from ptychopipe.artifacts import (read_grouped, read_inferred, read_normalized, read_simulated, read_split,
-                                  read_train_history)
+from ptychopipe.artifacts import Grouped, Inferred, Normalized, Simulated, Split, TrainHistory
 
 pytestmark = pytest.mark.workflow
 
 LOCAL = ("--workflow-profile", str(PROFILES / "local"))
-READERS = {"simulated.h5": read_simulated, "split.h5": read_split, "grouped.h5": read_grouped,
-           "normalized.h5": read_normalized, "train.h5": read_train_history, "inferred.h5": read_inferred}
+READERS = {cls.FILE: cls.read for cls in (Simulated, Split, Grouped, Normalized, TrainHistory, Inferred)}
 
 
 def _assert_all_artifacts_valid(results: Path) -> list[str]:
@@ -118,6 +116,7 @@ WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
     import ptychopipe.artifacts as A
+    from ptychopipe.artifacts import store
     from ptychopipe.config import SplitConfig
 
     def stall(arr):  # called inside the open temp file, after the first dataset is written
@@ -125,10 +124,9 @@ WRITER = textwrap.dedent("""
         time.sleep(120)
 
     if sys.argv[2] == "stall":
-        A.array_stats = stall
-    A.write_artifact(sys.argv[1], stage="split", scenario="t", config=SplitConfig(0.5),
-                     arrays={"train/indices": A.Array(np.arange(10**6), "index"),
-                             "test/indices": A.Array(np.arange(10), "index")}, attrs={"y_split": 1.0})
+        store.array_stats = stall
+    A.Split(np.arange(10**6), np.arange(10), np.zeros((10**6, 2)), np.zeros((10, 2)), 1.0, 10**6 + 10).write(
+        sys.argv[1], scenario="t", config=SplitConfig(0.5), ratios={})
 """)
 
 
@@ -146,7 +144,7 @@ def test_writer_killed_mid_write_leaves_no_output(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists(), "a killed writer must not leave a file under the output name"
     subprocess.run([sys.executable, "-c", WRITER, str(out), "normal"], check=True, timeout=120)
-    assert read_split(out).train_indices.shape == (10**6,)
+    assert Split.read(out).train_indices.shape == (10**6,)
     assert not list(tmp_path.glob(".split.h5.tmp-*"))[1:], "a clean write leaves no temp file of its own"
 
 
@@ -238,14 +236,14 @@ def test_a_failure_to_create_the_results_folder_is_one_line(tmp_path, capsys, mo
 
 CTRL_C = textwrap.dedent("""
     import sys, time
-    import ptychopipe.artifacts as A
     from ptychopipe import cli
+    from ptychopipe.artifacts import store
 
     def stall(arr):  # inside the open temporary file: the output is half-written when Ctrl-C comes
         print("writing", flush=True)
         time.sleep(120)
 
-    A.array_stats = stall
+    store.array_stats = stall
     sys.exit(cli.main(sys.argv[1:]))
 """)
 
@@ -386,4 +384,4 @@ def test_keep_going_failing_scenario_does_not_stop_the_others(tmp_path):
     assert len(log) == 1 and "expected a complex array" in log[0], log
     assert not (wd / "results/bad_probe/simulated.h5").exists()
     for s in ("gs1_ideal", "gs2_custom"):
-        read_normalized(wd / "results" / s / "normalized.h5")
+        Normalized.read(wd / "results" / s / "normalized.h5")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ptychopipe import grouping
-from ptychopipe.artifacts import read_grouped, read_simulated, read_split
+from ptychopipe.artifacts import Grouped, Simulated, Split
 from ptychopipe.config import GroupConfig, SplitConfig
 from ptychopipe.grouping import GroupingError, centres_offsets, gather_channels_last, make_groups, split_by_y
 
@@ -130,9 +130,9 @@ def test_k_smaller_than_c_is_refused(positions):
 
 def test_group_stage_artifact_is_consistent(ci_data):
     d = ci_data["gs2_custom"]
-    sim = read_simulated(d["simulated"])
-    sp = read_split(d["split"])
-    groups = read_grouped(d["grouped"])
+    sim = Simulated.read(d["simulated"])
+    sp = Split.read(d["split"])
+    groups = Grouped.read(d["grouped"]).sets
     p = d["params"]
     for name, idx in (("train", sp.train_indices), ("test", sp.test_indices)):
         g = groups[name]
@@ -148,7 +148,7 @@ def test_group_stage_names_the_split_that_is_too_small(ci_data, tmp_path):
     """The ci scan of gs1_ideal has ~26 training patterns; asking for K = 40 neighbours fails
     naming the file, the split and the numbers."""
     d = ci_data["gs1_ideal"]
-    n_train = len(read_split(d["split"]).train_indices)
+    n_train = len(Split.read(d["split"]).train_indices)
     cfg = GroupConfig(gridsize=2, n_groups=10, neighbour_count=40, seed=1)
     out = tmp_path / "grouped.h5"
     with pytest.raises(GroupingError, match=rf"^{re.escape(str(d['split']))}: train/indices: \[group\] train: "
@@ -161,7 +161,7 @@ def test_split_stage_refuses_an_empty_split(ci_data, tmp_path):
     """A one-pattern scan cannot be split: train would be empty."""
     from ptychopipe.artifacts import Array, write_artifact
     d = ci_data["gs1_ideal"]
-    sim = read_simulated(d["simulated"])
+    sim = Simulated.read(d["simulated"])
     one = tmp_path / "one.h5"
     write_artifact(one, stage="simulate", scenario="x", config=SplitConfig(0.5), arrays={
         "object": Array(sim.object, "object amplitude"), "probe": Array(sim.probe, "photons^0.5"),

@@ -12,7 +12,7 @@ import pytest
 from ptychopipe import infer as I
 from ptychopipe import model as M
 from ptychopipe import train as T
-from ptychopipe.artifacts import ArtifactError, read_inferred, read_normalized, read_simulated, read_telemetry
+from ptychopipe.artifacts import ArtifactError, Inferred, Normalized, Simulated, read_telemetry
 from ptychopipe.config import stage_config, to_json
 from ptychopipe.model import poisson_deviance_np
 from pipeline_helpers import build_data
@@ -34,9 +34,9 @@ def gs2_run(tmp_path_factory):
 @pytest.mark.stage
 def test_inferred_h5_contract(gs2_run):
     d, params = gs2_run
-    inf = read_inferred(d / "inferred.h5")
-    norm = read_normalized(d / "normalized.h5")
-    sim = read_simulated(d / "simulated.h5")
+    inf = Inferred.read(d / "inferred.h5")
+    norm = Normalized.read(d / "normalized.h5")
+    sim = Simulated.read(d / "simulated.h5")
     test = norm.sets["test"]
     b, c = test.indices.shape
     assert c == 4
@@ -171,9 +171,9 @@ def test_inferred_attribute_missing_names_file_and_key(gs2_run, tmp_path, key):
     d, _ = gs2_run
     path = tmp_path / "inferred.h5"
     shutil.copy(d / "inferred.h5", path)
-    read_inferred(path)  # the stage's own file passes
+    Inferred.read(path)  # the stage's own file passes
     with h5py.File(path, "r+") as f:
         del f.attrs[key]
     with pytest.raises(ArtifactError) as err:
-        read_inferred(path)
+        Inferred.read(path)
     assert str(err.value) == f"{path}: attribute {key} missing"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ptychopipe import artifacts, grouping, ingest, normalize
-from ptychopipe.artifacts import ArtifactError, read_attrs, read_normalized, read_simulated, read_telemetry
+from ptychopipe.artifacts import ArtifactError, Normalized, Simulated, read_attrs, read_telemetry
 from ptychopipe.config import IngestConfig, load_scenarios, stage_config
 from ptychopipe.formats import common, npz, ptychodus
 from ptychopipe.formats.common import IngestError
@@ -29,7 +29,7 @@ def npz_cfg(path, **kw) -> IngestConfig:
 @pytest.fixture(scope="module")
 def sim(ci_data):
     """The ci gs1_ideal simulation (truth, P_abs, positions, counts)."""
-    return read_simulated(ci_data["gs1_ideal"]["simulated"])
+    return Simulated.read(ci_data["gs1_ideal"]["simulated"])
 
 
 def write_npz(path, sim, *, obj=True, probe=None, diff3d=None, **extra):
@@ -52,7 +52,7 @@ def test_npz_with_object_reproduces_the_simulation(tmp_path, sim):
     src = write_npz(tmp_path / "data.npz", sim)
     out = tmp_path / "simulated.h5"
     ingest.run(npz_cfg(src), "imp", out)
-    got = read_simulated(out)
+    got = Simulated.read(out)
     assert got.has_truth and got.object_shape == sim.object.shape
     assert np.array_equal(got.counts, sim.counts)  # sqrt in float64, squared and rounded back: exact
     assert np.array_equal(got.amplitude, np.sqrt(sim.counts))
@@ -138,7 +138,7 @@ def test_data_contradicting_the_declared_conventions_stop_the_import(tmp_path, s
     assert re.fullmatch(pattern, msg[len(f"{src}: "):-len(", or set source.check_conventions: false to override")]), msg
     assert not out.exists() and list(tmp_path.iterdir()) == [src]
     ingest.run(npz_cfg(src, check_conventions=False, **cfg), "imp", out)  # the explicit override
-    assert read_simulated(out).counts.shape == sim.counts.shape
+    assert Simulated.read(out).counts.shape == sim.counts.shape
 
 
 def test_good_files_pass_the_convention_checks(tmp_path, sim):
@@ -168,7 +168,7 @@ def test_npz_without_object_gets_a_frame_and_runs_downstream(tmp_path, sim, ci_d
     src = write_npz(tmp_path / "noobj.npz", sim, obj=False)
     out = tmp_path / "simulated.h5"
     ingest.run(npz_cfg(src), "imp", out)
-    got = read_simulated(out)
+    got = Simulated.read(out)
     assert not got.has_truth and got.object is None
     attrs = read_attrs(out)
     assert attrs["has_truth"] == 0
@@ -193,8 +193,8 @@ def test_npz_without_object_gets_a_frame_and_runs_downstream(tmp_path, sim, ci_d
     grouping.run_group(stage_config(p, "group"), "imp", out, tmp_path / "split.h5", tmp_path / "grouped.h5")
     normalize.run(stage_config(p, "normalize"), "imp", out, tmp_path / "split.h5", tmp_path / "grouped.h5",
                   tmp_path / "normalized.h5")
-    norm = read_normalized(tmp_path / "normalized.h5")
-    ref = read_normalized(ci_data["gs1_ideal"]["normalized"])
+    norm = Normalized.read(tmp_path / "normalized.h5")
+    ref = Normalized.read(ci_data["gs1_ideal"]["normalized"])
     assert norm.input_scale == pytest.approx(ref.input_scale, rel=1e-12)
     _, nratios = read_telemetry(tmp_path / "normalized.h5")
     assert "amplitude_estimate_over_true_rms" not in nratios
@@ -204,12 +204,12 @@ def test_probe_normalisation_is_converted_and_a_wrong_one_is_measured_not_fixed(
     n = sim.probe.shape[0]
     src = write_npz(tmp_path / "unnorm.npz", sim, probe=(sim.probe / np.float32(n)).astype(np.complex64))
     ingest.run(npz_cfg(src, probe_normalization="unnormalized"), "imp", tmp_path / "ok.h5")
-    ok = read_simulated(tmp_path / "ok.h5")
+    ok = Simulated.read(tmp_path / "ok.h5")
     np.testing.assert_allclose(ok.probe, sim.probe, rtol=1e-6, atol=0)
     assert read_telemetry(tmp_path / "ok.h5")[1]["measured_over_expected"] == pytest.approx(1.0, abs=1e-3)
     # the same file read with the wrong convention: nothing is rescaled, the ratio shows N²
     ingest.run(npz_cfg(src, probe_normalization="unitary"), "imp", tmp_path / "wrong.h5")
-    wrong = read_simulated(tmp_path / "wrong.h5")
+    wrong = Simulated.read(tmp_path / "wrong.h5")
     assert np.array_equal(wrong.counts, ok.counts)
     assert read_telemetry(tmp_path / "wrong.h5")[1]["measured_over_expected"] == pytest.approx(n ** 2, rel=1e-3)
 
@@ -217,7 +217,7 @@ def test_probe_normalisation_is_converted_and_a_wrong_one_is_measured_not_fixed(
 def test_npz_diff3d_as_counts_and_non_integer_amplitudes(tmp_path, sim):
     src = write_npz(tmp_path / "counts.npz", sim, diff3d=sim.counts)
     ingest.run(npz_cfg(src, diff3d="counts"), "imp", tmp_path / "c.h5")
-    assert np.array_equal(read_simulated(tmp_path / "c.h5").counts, sim.counts)
+    assert np.array_equal(Simulated.read(tmp_path / "c.h5").counts, sim.counts)
     # preprocessed (non-integer) intensities are kept as they are, not rounded
     amp = np.sqrt(sim.counts.astype(np.float64) + 0.37)
     counts, info = npz.counts_from_amplitude(amp)
@@ -228,7 +228,7 @@ def test_npz_diff3d_as_counts_and_non_integer_amplitudes(tmp_path, sim):
 def test_constant_object_is_an_initial_guess_not_a_truth(tmp_path, sim):
     src = write_npz(tmp_path / "flat.npz", sim, obj=False, objectGuess=np.full(sim.object.shape, 1 + 0j))
     ingest.run(npz_cfg(src), "imp", tmp_path / "flat.h5")
-    got = read_simulated(tmp_path / "flat.h5")
+    got = Simulated.read(tmp_path / "flat.h5")
     assert got.object is None and got.object_shape == sim.object.shape
     np.testing.assert_allclose(got.positions, sim.positions, atol=1e-12)  # the object's frame is kept
     assert "initial guess" in json.loads(read_attrs(tmp_path / "flat.h5")["conversions"])["object"]
@@ -315,7 +315,7 @@ def test_reader_refuses_a_file_claiming_no_object_without_its_frame(tmp_path, si
     with h5py.File(out, "r+") as f:
         del f.attrs["object_shape"]
     with pytest.raises(ArtifactError, match="object_shape: expected the attribute"):
-        read_simulated(out)
+        Simulated.read(out)
 
 
 # --------------------------------------------------------------------------- ptychodus
@@ -465,7 +465,7 @@ def test_source_config_validates_and_only_its_format_fields_count(raw_config):
 @pytest.mark.workflow
 def test_workflow_picks_ingest_for_imported_and_simulate_for_the_others(workdir, ci_data):
     src = workdir / "data" / "measured.npz"
-    write_npz(src, read_simulated(ci_data["gs1_ideal"]["simulated"]), obj=False)
+    write_npz(src, Simulated.read(ci_data["gs1_ideal"]["simulated"]), obj=False)
     edit_config(workdir, lambda cfg: cfg.update(
         scenarios={**cfg["scenarios"], "real": {"source": {"file": "data/measured.npz", "format": "npz"}}},
         run=["real", "gs1_ideal"]))
@@ -505,7 +505,7 @@ def test_compare_without_truth_reports_data_space_only(tmp_path, sim, ci_data):
     ones null), and the report says so."""
     from evaluate_helpers import FIGURES, compare_config, true_patches, write_synthetic_train
     from ptychopipe import compare, stitch
-    from ptychopipe.artifacts import Array, read_comparison_json, write_artifact
+    from ptychopipe.artifacts import ComparisonSummary, Inferred
     from ptychopipe.config import InferConfig
     from ptychopipe.physics import expected_counts
     from ptychopipe.report import write_summary
@@ -518,8 +518,8 @@ def test_compare_without_truth_reports_data_space_only(tmp_path, sim, ci_data):
     grouping.run_split(stage_config(p, "split"), "real", f["simulated"], f["split"])
     grouping.run_group(stage_config(p, "group"), "real", f["simulated"], f["split"], f["grouped"])
     normalize.run(stage_config(p, "normalize"), "real", f["simulated"], f["split"], f["grouped"], f["normalized"])
-    imp = read_simulated(f["simulated"])
-    norm = read_normalized(f["normalized"])
+    imp = Simulated.read(f["simulated"])
+    norm = Normalized.read(f["normalized"])
     idx = norm.sets["test"].indices
     b, c = idx.shape
     n = sim.probe.shape[0]
@@ -529,14 +529,11 @@ def test_compare_without_truth_reports_data_space_only(tmp_path, sim, ci_data):
     meas = imp.counts[idx.ravel()].astype(np.float64)
     ratio = float(lam.sum() / meas.sum())
     patches = patches.reshape(b, c, n, n)
-    write_artifact(f["inferred"], stage="infer", scenario="real", config=InferConfig(batch_size=8),
-                   arrays={"amplitude": Array(np.abs(patches).astype(np.float32), "object amplitude"),
-                           "phase": Array(np.angle(patches).astype(np.float32), "rad"),
-                           "positions": Array(imp.positions[idx], "px"), "indices": Array(idx, "index"),
-                           "probe": Array(imp.probe, "photons^0.5")},
-                   attrs={"predicted_over_measured_counts": ratio, "poisson_nll": 0.0123,
-                          "mean_counts": norm.mean_counts},
-                   ratios={"predicted_over_measured_counts": ratio})
+    Inferred(np.abs(patches).astype(np.float32), np.angle(patches).astype(np.float32), imp.positions[idx], idx,
+             imp.probe, lam.sum(axis=(1, 2)).reshape(b, c), meas.sum(axis=(1, 2)).reshape(b, c),
+             {"predicted_over_measured_counts": ratio, "poisson_nll": 0.0123, "mean_counts": norm.mean_counts}).write(
+        f["inferred"], scenario="real", config=InferConfig(batch_size=8),
+        ratios={"predicted_over_measured_counts": ratio})
     write_synthetic_train(f["train"], ci_data["gs1_ideal"], "real")
     stitch.run(stage_config(p, "stitch"), "real", inferred=f["inferred"], out=f["stitched"])
     figs = {k: tmp_path / "fig" / f"{k}.png" for k in FIGURES}
@@ -544,7 +541,7 @@ def test_compare_without_truth_reports_data_space_only(tmp_path, sim, ci_data):
                 inferred=f["inferred"], stitched=f["stitched"], train=f["train"], out=f["comparison"],
                 json=tmp_path / "comparison.json", amplitude_png=figs["amplitude"], phase_png=figs["phase"],
                 frc_png=figs["frc"], training_png=figs["training"])
-    res = read_comparison_json(tmp_path / "comparison.json")
+    res = ComparisonSummary.read(tmp_path / "comparison.json")
     assert res["has_truth"] is False and res["amplitude_bias"] is None
     assert all(v is None for part in ("amplitude", "phase") for v in res["metrics"][part].values())
     dm = res["data_metrics"]
@@ -580,7 +577,7 @@ def test_imported_scenario_end_to_end_with_report(workdir, ci_data):
     extra installed, the PINN-vs-iterative section is there too."""
     from ptychopipe import baseline
 
-    write_npz(workdir / "data" / "measured.npz", read_simulated(ci_data["gs1_ideal"]["simulated"]), obj=False)
+    write_npz(workdir / "data" / "measured.npz", Simulated.read(ci_data["gs1_ideal"]["simulated"]), obj=False)
     with_baseline = baseline.available()[0]
 
     def edit(cfg):

@@ -42,8 +42,8 @@ def test_a_metric_added_to_the_table_reaches_image_metrics_the_reader_and_the_su
     assert got["max_abs_error"] > 0
     assert ("phase_max_abs_error_rad", ("metrics", "phase", "max_abs_error"), "rad") in report._metric_columns()
     path = tmp_path / "comparison.json"
-    data = {k: None for k in artifacts.COMPARISON_KEYS}
+    data = {k: None for k in artifacts.ComparisonSummary.KEYS}
     data.update(metrics={p: dict.fromkeys(METRIC_KEYS, 0.5) for p in ("amplitude", "phase")}, config={"ratio_tolerance": 0.05})
     path.write_text(__import__("json").dumps(data))
     with pytest.raises(artifacts.ArtifactError, match=r"metrics\.amplitude: expected keys .*max_abs_error"):
-        artifacts.read_comparison_json(path)
+        artifacts.ComparisonSummary.read(path)

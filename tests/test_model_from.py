@@ -80,11 +80,11 @@ def test_infer_checks_the_probe_shape_and_rescales_to_the_new_data(tmp_path):
     check_model(m, other, "m.keras", "other.h5", foreign=True)
     assert data_scales(m, other) == pytest.approx((2.0, 16.0))
     assert data_scales(m, own) == pytest.approx((1.0, 1.0))
-    a_own, *_ = infer_arrays(m, own, 8)
-    a_other, attrs, _ = infer_arrays(m, other, 8, foreign=True)  # same inputs: only the units differ
-    np.testing.assert_allclose(a_other["amplitude"], 2.0 * a_own["amplitude"], rtol=1e-6)
-    np.testing.assert_allclose(a_other["predicted_photons"], 16.0 * a_own["predicted_photons"], rtol=1e-5)
-    assert attrs["amplitude_scale"] == pytest.approx(2.0)
+    a_own, _ = infer_arrays(m, own, 8)
+    a_other, _ = infer_arrays(m, other, 8, foreign=True)  # same inputs: only the units differ
+    np.testing.assert_allclose(a_other.amplitude, 2.0 * a_own.amplitude, rtol=1e-6)
+    np.testing.assert_allclose(a_other.predicted_photons, 16.0 * a_own.predicted_photons, rtol=1e-5)
+    assert a_other.attrs["amplitude_scale"] == pytest.approx(2.0)
     shifted = np.roll(probe, 3, axis=1)
     with pytest.raises(ArtifactError, match=r"m\.keras: probe: its shape P/\|P\| differs from x\.h5 probe's .*"
                                              r"expected a model trained with the same probe \(infer\.model_from\)"):

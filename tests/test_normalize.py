@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ptychopipe import normalize
-from ptychopipe.artifacts import read_grouped, read_normalized, read_simulated, read_split, read_telemetry
+from ptychopipe.artifacts import Grouped, Normalized, Simulated, Split, read_telemetry
 from ptychopipe.config import NormalizeConfig
 from ptychopipe.normalize import amplitude_estimate, input_scale
 from ptychopipe.telemetry import InvariantError
@@ -36,10 +36,10 @@ def test_amplitude_estimate_recovers_a_uniform_object_amplitude():
 
 def test_normalized_artifact(ci_data):
     for scen, d in ci_data.items():
-        sim = read_simulated(d["simulated"])
-        sp = read_split(d["split"])
-        raw = read_grouped(d["grouped"])
-        nz = read_normalized(d["normalized"])
+        sim = Simulated.read(d["simulated"])
+        sp = Split.read(d["split"])
+        raw = Grouped.read(d["grouped"]).sets
+        nz = Normalized.read(d["normalized"])
         n = d["params"]["N"]
         train_counts = sim.counts[sp.train_indices].astype(np.float64)
         mean_total = train_counts.sum(axis=(1, 2)).mean()
@@ -76,9 +76,9 @@ def test_scales_come_from_the_training_split_only(ci_data, tmp_path):
     the new test amplitudes times the same a."""
     d = ci_data["gs2_custom"]
     cfg = NormalizeConfig(N=d["params"]["N"])
-    ref = read_normalized(d["normalized"])
+    ref = Normalized.read(d["normalized"])
     f = _copy_inputs(d, tmp_path)
-    test_idx = read_split(f["split"]).test_indices
+    test_idx = Split.read(f["split"]).test_indices
     with h5py.File(f["simulated"], "r+") as h:
         counts = h["counts"][()]
         counts[test_idx] *= 4
@@ -88,7 +88,7 @@ def test_scales_come_from_the_training_split_only(ci_data, tmp_path):
         h["test/amplitude"][...] = 2 * h["test/amplitude"][()]
     out = tmp_path / "normalized.h5"
     normalize.run(cfg, "gs2_custom", f["simulated"], f["split"], f["grouped"], out)
-    got = read_normalized(out)
+    got = Normalized.read(out)
     assert got.input_scale == ref.input_scale
     assert got.amplitude_estimate == ref.amplitude_estimate
     np.testing.assert_allclose(got.sets["test"].amplitude, 2 * ref.sets["test"].amplitude, rtol=1e-6)

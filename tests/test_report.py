@@ -14,7 +14,7 @@ import pytest
 
 from evaluate_helpers import run_evaluation
 from ptychopipe import cli, report
-from ptychopipe.artifacts import ArtifactError, read_simulated
+from ptychopipe.artifacts import ArtifactError, Simulated
 from pipeline_helpers import REPO, run_snakemake
 
 
@@ -114,7 +114,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 def test_data_figure_per_scenario_through_the_cli(ci_data, tmp_path, capsys):
     """`ptychopipe data-figure`: probe amplitude and phase, scan positions and a log-scale pattern."""
     from ptychopipe import figures
-    from ptychopipe.artifacts import read_simulated
+    from ptychopipe.artifacts import Simulated
 
     d = ci_data["gs2_custom"]
     out = tmp_path / "report" / "gs2_custom" / "data.png"
@@ -123,7 +123,7 @@ def test_data_figure_per_scenario_through_the_cli(ci_data, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     w, h = _png_size(out)
     assert w > 1200 and h > 300 and out.stat().st_size > 30_000
-    sim = read_simulated(d["simulated"])
+    sim = Simulated.read(d["simulated"])
     j = figures.brightest_pattern(sim.counts)
     assert sim.counts[j].sum() == sim.counts.reshape(len(sim.counts), -1).sum(axis=1).max()
 
@@ -313,7 +313,7 @@ def test_telemetry_table_includes_the_evaluation_stages(tmp_path, ci_data):
     # every telemetry statistic of the artifact contract is a column; sumsq is the artifact's own Σ|x|²
     assert list(rows[0]) == list(report.COLUMNS) and "sumsq" in report.COLUMNS
     counts = next(r for r in rows if r["stage"] == "simulate" and r["array"] == "counts")
-    sim = read_simulated(data["simulated"])
+    sim = Simulated.read(data["simulated"])
     assert float(counts["sumsq"]) == pytest.approx(float(np.sum(sim.counts.astype(np.float64) ** 2)), rel=1e-5)
 
 

@@ -14,7 +14,7 @@ import h5py
 import pytest
 from pipeline_helpers import SCENARIOS, check_artifact_contract, outcome, planned, planned_after_edit, run_snakemake
 
-from ptychopipe.artifacts import read_comparison_json, read_stitched
+from ptychopipe.artifacts import ComparisonSummary, StitchedCanvas
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]  # make test-slow
 
@@ -70,7 +70,7 @@ def test_summary_has_one_finite_row_per_scenario(dag):
     rows = list(csv.DictReader((res / "report" / "summary.csv").open()))
     assert [r["scenario"] for r in rows] == list(SCENARIOS)
     for r in rows:
-        js = read_comparison_json(res / r["scenario"] / "comparison.json")
+        js = ComparisonSummary.read(res / r["scenario"] / "comparison.json")
         for key in ("amp_pearson_r", "amp_ssim", "phase_pearson_r", "phase_ssim", "amplitude_bias",
                     "amp_frc_resolution_px", "train_seconds", "samples_per_second"):
             assert math.isfinite(float(r[key])), (r["scenario"], key, r[key])
@@ -93,7 +93,7 @@ def test_stitched_canvas_origin_is_the_scan_extent_and_compare_scores_it_unregis
     test_misplaced_patches_score_clearly_worse.)"""
     res = dag["workdir"] / "results"
     for s in SCENARIOS:
-        st = read_stitched(res / s / "stitched.h5")
+        st = StitchedCanvas.read(res / s / "stitched.h5")
         with h5py.File(res / s / "inferred.h5", "r") as f:
             pos = f["positions"][()].reshape(-1, 2)
             n = f["amplitude"].shape[-1]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ptychopipe import simulate as sim_mod
-from ptychopipe.artifacts import read_simulated, read_telemetry
+from ptychopipe.artifacts import Simulated, read_telemetry
 from ptychopipe.config import ObjectConfig, stage_config
 from ptychopipe.simulate import check_invariants, make_object, random_positions, simulate
 from ptychopipe.telemetry import InvariantError
@@ -153,7 +153,7 @@ def test_failed_invariant_writes_nothing(cfg, sim, tmp_path, monkeypatch):
 def test_run_writes_the_simulated_artifact(cfg, tmp_path):
     out = tmp_path / "r" / "simulated.h5"
     sim_mod.run(cfg, "gs2_custom", out)
-    s = read_simulated(out)
+    s = Simulated.read(out)
     assert s.attrs["stage"] == "simulate" and s.attrs["scenario"] == "gs2_custom"
     assert s.attrs["probe_source"].endswith("custom_probe_64.npz")
     assert len(s.attrs["probe_sha256"]) == 64

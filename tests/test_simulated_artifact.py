@@ -1,4 +1,4 @@
-"""simulated.h5 has one writer (artifacts.write_simulated) for the simulate and the ingest
+"""simulated.h5 has one writer (artifacts.Simulated.write) for the simulate and the ingest
 stage: both produce the same datasets, dtypes and units, and the reader accepts both."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ptychopipe import ingest, simulate
-from ptychopipe.artifacts import read_simulated, write_simulated
+from ptychopipe.artifacts import Simulated
 from ptychopipe.config import IngestConfig, ObjectConfig, ProbeConfig, SimulateConfig
 
 CFG = SimulateConfig(N=32, n_positions=6, buffer_px=2.0, nphotons=1e6, seed=0,
@@ -24,14 +24,14 @@ def _layout(path):
 
 def test_simulate_and_ingest_write_the_same_layout(tmp_path):
     simulate.run(CFG, "s", tmp_path / "sim.h5")
-    sim = read_simulated(tmp_path / "sim.h5")
+    sim = Simulated.read(tmp_path / "sim.h5")
     npz = tmp_path / "data.npz"
     np.savez(npz, xcoords=sim.positions[:, 0] - 0.5, ycoords=sim.positions[:, 1] - 0.5,
              diff3d=np.sqrt(sim.counts.astype(np.float64)), probeGuess=sim.probe, objectGuess=sim.object)
     ingest.run(IngestConfig(file=str(npz), format="npz", probe_normalization="native", diff3d="amplitude",
                             diffraction=None, N=32), "i", tmp_path / "ing.h5")
     assert _layout(tmp_path / "sim.h5") == _layout(tmp_path / "ing.h5")
-    got = read_simulated(tmp_path / "ing.h5")
+    got = Simulated.read(tmp_path / "ing.h5")
     np.testing.assert_array_equal(got.counts, sim.counts)
     np.testing.assert_array_equal(got.amplitude, np.sqrt(sim.counts))
     with h5py.File(tmp_path / "sim.h5", "r") as f:
@@ -40,9 +40,9 @@ def test_simulate_and_ingest_write_the_same_layout(tmp_path):
         assert f.attrs["stage"] == "ingest"
 
 
-def test_write_simulated_refuses_another_stage_and_writes_nothing(tmp_path):
-    counts = np.ones((2, 32, 32), np.float32)
+def test_simulated_write_refuses_another_stage_and_writes_nothing(tmp_path):
+    sim = Simulated.from_counts(object=None, probe=np.ones((32, 32), np.complex64), positions=np.full((2, 2), 40.0),
+                                counts=np.ones((2, 32, 32), np.float32), attrs={})
     with pytest.raises(ValueError, match="stage: expected one of"):
-        write_simulated(tmp_path / "x.h5", stage="train", scenario="s", config=CFG, probe=np.ones((32, 32), np.complex64),
-                        positions=np.full((2, 2), 40.0), counts=counts, object=None, attrs={}, ratios={})
+        sim.write(tmp_path / "x.h5", stage="train", scenario="s", config=CFG, ratios={})
     assert not list(tmp_path.iterdir())

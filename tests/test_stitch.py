@@ -10,7 +10,7 @@ import pytest
 from evaluate_helpers import true_patches, write_synthetic_inferred
 from pipeline_helpers import REPO, ci_params
 from ptychopipe import cli, stitch
-from ptychopipe.artifacts import read_simulated, read_stitched
+from ptychopipe.artifacts import Simulated, StitchedCanvas
 from ptychopipe.config import StitchConfig, stage_config
 from ptychopipe.simulate import ideal_probe, make_object
 from ptychopipe.telemetry import InvariantError
@@ -175,7 +175,7 @@ def test_stage_writes_stitched_h5(tmp_path, ci_data):
     patches = write_synthetic_inferred(inferred, data, "gs2_custom")
     out = tmp_path / "stitched.h5"
     stitch.run(StitchConfig(weight="probe_intensity", resolve_twin=False), "gs2_custom", inferred=inferred, out=out)
-    st = read_stitched(out)
+    st = StitchedCanvas.read(out)
     assert st.attrs["stage"] == "stitch" and st.attrs["weight"] == "probe_intensity"
     assert st.attrs["n_patches"] == patches.shape[0] * patches.shape[1]
     assert (st.origin_x, st.origin_y) == (int(st.attrs["origin_x"]), int(st.attrs["origin_y"]))
@@ -358,20 +358,20 @@ def test_stage_resolves_twins_and_records_the_swaps(tmp_path, ci_data):
         f["phase"][...] = np.angle(patches)
     out = tmp_path / "stitched.h5"
     stitch.run(StitchConfig(weight="uniform", resolve_twin=True), "gs1_ideal", inferred=inferred, out=out)
-    st = read_stitched(out)
+    st = StitchedCanvas.read(out)
     assert bool(st.attrs["resolve_twin"]) and int(st.attrs["twin_swaps_per_pass"][0]) >= flip.sum() * 0.9
     assert int(st.attrs["twin_swaps_per_pass"][-1]) == 0
     plain = tmp_path / "plain.h5"
     stitch.run(StitchConfig(weight="uniform", resolve_twin=False), "gs1_ideal", inferred=inferred, out=plain)
-    assert len(read_stitched(plain).attrs["twin_swaps_per_pass"]) == 0
-    sim_obj = read_simulated(data["simulated"]).object
+    assert len(StitchedCanvas.read(plain).attrs["twin_swaps_per_pass"]) == 0
+    sim_obj = Simulated.read(data["simulated"]).object
 
     def err(s):
         t = sim_obj[s.origin_y:s.origin_y + s.object.shape[0], s.origin_x:s.origin_x + s.object.shape[1]]
         m = s.coverage > 0.5 * np.median(s.coverage[s.coverage > 0])
         return float(np.abs(np.abs(s.object[m]) - np.abs(t[m])).mean())
 
-    assert err(st) < 0.5 * err(read_stitched(plain))
+    assert err(st) < 0.5 * err(StitchedCanvas.read(plain))
 
 
 @pytest.mark.parametrize("case", ["groups of 4", "custom probe"])

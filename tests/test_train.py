@@ -19,7 +19,7 @@ import pytest
 
 from ptychopipe import model as M
 from ptychopipe import train as T
-from ptychopipe.artifacts import read_normalized, read_train_history, read_telemetry
+from ptychopipe.artifacts import Normalized, TrainHistory, read_telemetry
 from ptychopipe.config import GradientOptions, ObjectConfig, UNetOptions, stage_config, to_json
 from ptychopipe.physics import expected_counts, extract_patches
 from pipeline_helpers import REPO
@@ -97,7 +97,7 @@ def test_training_is_deterministic(ci_gs1):
     """Two trainings with one seed on the ci dataset: same loss history within 1e-6 (CPU)."""
     path, params = ci_gs1
     cfg = stage_config(params, "train")
-    norm = read_normalized(path)
+    norm = Normalized.read(path)
     a = T.fit(cfg, norm, "gs1_ideal", log=_quiet)
     b = T.fit(cfg, norm, "gs1_ideal", log=_quiet)
     assert len(a.history["loss"]) == cfg.epochs
@@ -118,7 +118,7 @@ def test_run_writes_model_and_history(ci_gs1, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", "train.h5"]  # no temp files, no diagnostics
     progress = [ln for ln in capsys.readouterr().out.splitlines() if re.search(r" epoch \d+/\d+: ", ln)]
     assert len(progress) == cfg.epochs and progress[0].startswith("[train] gs1_ideal epoch 1/")
-    h = read_train_history(hist)
+    h = TrainHistory.read(hist)
     e = int(h.attrs["epochs_run"])
     assert e == cfg.epochs  # ci: 2 epochs, patience 2
     for k, v in h.history.items():
@@ -134,7 +134,7 @@ def test_run_writes_model_and_history(ci_gs1, tmp_path, capsys):
     # the recorded split: validation patterns are never trained on (ci gs1 repeats seeds)
     with h5py.File(hist, "r") as f:
         tr, va = f["split/train_groups"][()], f["split/validation_groups"][()]
-    rows = read_normalized(path).sets["train"].indices
+    rows = Normalized.read(path).sets["train"].indices
     assert len(va) and not np.isin(rows[tr], rows[va]).any()
     assert len(tr) + len(va) + int(h.attrs["n_excluded_groups"]) == len(rows)
     stats, ratios = read_telemetry(hist)
@@ -145,7 +145,7 @@ def test_run_writes_model_and_history(ci_gs1, tmp_path, capsys):
     # the saved model loads (with the registered layers) and carries the normalize stage's ā;
     # that it predicts what the stage trained is test_infer's (stored patches vs the forward model)
     m = keras.saving.load_model(out, compile=False)
-    np.testing.assert_allclose(M.model_amplitude_estimate(m), read_normalized(path).amplitude_estimate)
+    np.testing.assert_allclose(M.model_amplitude_estimate(m), Normalized.read(path).amplitude_estimate)
 
 
 @pytest.mark.stage
@@ -157,7 +157,7 @@ def test_early_stopping_restores_the_best_weights(ci_gs1):
     path, params = ci_gs1
     cfg = stage_config(params, "train")
     cfg = dataclasses.replace(cfg, epochs=6, early_stopping_patience=1, learning_rate=3e-2, min_learning_rate=3e-2)
-    norm = read_normalized(path)
+    norm = Normalized.read(path)
     r = T.fit(cfg, norm, "gs1_ideal", log=_quiet)
     val = T.group_arrays(norm, "train").subset(r.val_idx)
     t = M.training_model(r.model)
@@ -238,13 +238,13 @@ def test_model_and_history_are_written_as_a_pair(ci_gs1, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    write_artifact = T.write_artifact
-    monkeypatch.setattr(T, "write_artifact", fail)
+    write = T.TrainHistory.write
+    monkeypatch.setattr(T.TrainHistory, "write", fail)
     with pytest.raises(OSError, match="disk full"):
         T.run(cfg, "gs1_ideal", normalized=path, out=tmp_path / "model.keras", history=tmp_path / "train.h5")
     assert list(tmp_path.iterdir()) == []
     # and when both are written, train.h5 is renamed last: a new train.h5 has its model beside it
-    monkeypatch.setattr(T, "write_artifact", write_artifact)
+    monkeypatch.setattr(T.TrainHistory, "write", write)
     replace, order = os.replace, []
 
     def recording(src, dst):

@@ -178,12 +178,12 @@ def _unrolled_train_config(params):
 @pytest.mark.stage
 def test_training_is_deterministic_for_a_seed(ci_data):
     """Same config and data → the same loss history and weights (train.fit, twice)."""
-    from ptychopipe.artifacts import read_normalized
+    from ptychopipe.artifacts import Normalized
     from ptychopipe.train import fit
 
     d = ci_data["gs2_custom"]
     cfg = _unrolled_train_config(d["params"])
-    norm = read_normalized(d["normalized"])
+    norm = Normalized.read(d["normalized"])
     a = fit(cfg, norm, "gs2_custom", log=lambda s: None)
     b = fit(cfg, norm, "gs2_custom", log=lambda s: None)
     np.testing.assert_array_equal(a.history["loss"], b.history["loss"])

@@ -56,8 +56,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .artifacts import (Array, check_indices, json_safe, read_baseline, read_group_indices, read_json_object,
-                        read_simulated, save_figure, write_artifact, write_json_atomic)
+from .artifacts import (BaselineResult, Grouped, Simulated, check_indices, json_safe, read_json_object, save_figure,
+                        write_json_atomic)
 from .config import BaselineConfig, CompareConfig
 from .errors import PtychopipeError
 from .physics import expected_counts, extract_patches
@@ -344,7 +344,7 @@ def initial_object(kind: str, counts: np.ndarray, probe: np.ndarray, buf: Buffer
 
     ``kind`` "flat": the constant ā (:func:`rms_amplitude_estimate` of ``counts``), zero phase.
     "reconstruction": the network's stitched test object (``stitched``, a
-    :class:`ptychopipe.artifacts.Stitched`-like object with ``object``, ``coverage``,
+    :class:`ptychopipe.artifacts.StitchedCanvas`-like object with ``object``, ``coverage``,
     ``origin_x``, ``origin_y``) wherever it has coverage, ā elsewhere (pixels no patch
     lit carry no information, and pty-chi does not update them either)."""
     abar = rms_amplitude_estimate(counts, probe)
@@ -375,8 +375,8 @@ def read_test_patterns(simulated: str | Path, grouped: str | Path
     """The unique test patterns of grouped.h5, from simulated.h5: (indices (M,) int64 ascending,
     counts (M, N, N) float32 [counts], positions (M, 2) float64 [x, y] px, probe P_abs (N, N)
     complex64). One-line errors for an empty test split or indices outside simulated.h5."""
-    sim = read_simulated(simulated)
-    idx = np.unique(read_group_indices(grouped, "test").ravel()).astype(np.int64)
+    sim = Simulated.read(simulated)
+    idx = np.unique(Grouped.read_indices(grouped, "test").ravel()).astype(np.int64)
     if idx.size == 0:
         raise BaselineError(f"{grouped}: test/indices: empty; expected the test patterns")
     check_indices(idx, len(sim.counts), f"{grouped}: test/indices", simulated)
@@ -388,7 +388,7 @@ def run(cfg: BaselineConfig, scenario: str, simulated: str | Path, grouped: str 
     """Stage entry point: reconstruct the test patterns with pty-chi, write ``baseline.h5``.
     ``stitched``: the network's stitched.h5, the starting object when ``cfg.initial`` is
     "reconstruction" (:func:`initial_object`)."""
-    from .artifacts import read_stitched
+    from .artifacts import StitchedCanvas
 
     if cfg.initial == "reconstruction" and not stitched:
         raise BaselineError("baseline.initial: reconstruction needs --stitched (the network's stitched.h5)")
@@ -399,7 +399,7 @@ def run(cfg: BaselineConfig, scenario: str, simulated: str | Path, grouped: str 
     buf = object_buffer(positions, n)
     abar = rms_amplitude_estimate(counts, probe)
     initial = initial_object(cfg.initial, counts, probe, buf,
-                             read_stitched(stitched) if cfg.initial == "reconstruction" else None)
+                             StitchedCanvas.read(stitched) if cfg.initial == "reconstruction" else None)
     geo = canvas_geometry(positions, n)
     local = positions - np.array([buf.origin_x, buf.origin_y], dtype=np.float64)
     t0 = time.perf_counter()
@@ -437,23 +437,10 @@ def run(cfg: BaselineConfig, scenario: str, simulated: str | Path, grouped: str 
     if (cov.geometry.origin_x, cov.geometry.origin_y) != (geo.origin_x, geo.origin_y):
         raise BaselineError(f"[{STAGE}] canvas: coverage geometry differs from the canvas; expected equal")
     measured = counts.sum(axis=(1, 2), dtype=np.float64)
-    write_artifact(
-        out, stage=STAGE, scenario=scenario, config=cfg,
-        arrays={
-            "object": Array(final, "object amplitude"),
-            "coverage": Array(cov.coverage.astype(np.float32), "weight (sum of |P|²/max|P|² per pixel)"),
-            "count": Array(cov.count, "patches"),
-            "origin": Array(np.array([geo.origin_x, geo.origin_y], dtype=np.int64), "px"),
-            "positions": Array(positions, "px"),
-            "indices": Array(idx, "index"),
-            "snapshots/object": Array(np.stack(snaps), "object amplitude"),
-            "snapshots/epoch": Array(np.array(marks, dtype=np.int64), "epochs"),
-            "snapshots/seconds": Array(np.array(seconds), "s"),
-            "snapshots/loss": Array(np.array(losses), "pty-chi displayed loss"),
-            "snapshots/deviance": Array(np.stack(devs), "counts (Poisson deviance per pattern)"),
-            "snapshots/predicted_photons": Array(np.stack(totals), "counts"),
-            "measured_photons": Array(measured, "counts"),
-        },
+    BaselineResult(
+        final, cov.coverage.astype(np.float32), cov.count, (geo.origin_x, geo.origin_y), positions, idx,
+        np.stack(snaps), np.array(marks, dtype=np.int64), np.array(seconds), np.array(losses), np.stack(devs),
+        np.stack(totals), measured,
         attrs={"engine": cfg.engine, "epochs": cfg.epochs, "reconstruction_seconds": elapsed,
                "setup_seconds": setup, "initial_amplitude": abar, "origin_x": geo.origin_x,
                "origin_y": geo.origin_y, "buffer": [buf.origin_x, buf.origin_y, buf.height, buf.width],
@@ -463,8 +450,8 @@ def run(cfg: BaselineConfig, scenario: str, simulated: str | Path, grouped: str 
                                "initial": cfg.initial,
                                "engine": ({"noise_model": cfg.noise_model} if cfg.engine == "lsqml"
                                           else {"alpha": RPIE_ALPHA, "step_size": RPIE_STEP})}},
-        ratios={"predicted_over_measured_counts": float(totals[-1].mean() / measured.mean())},
-    )
+    ).write(out, scenario=scenario, config=cfg,
+            ratios={"predicted_over_measured_counts": float(totals[-1].mean() / measured.mean())})
     print(f"[{STAGE}] {scenario}: {elapsed:.2f} s for {cfg.epochs} epochs ({elapsed / cfg.epochs:.3f} s/epoch)",
           flush=True)
 
@@ -515,18 +502,18 @@ def compare_run(cfg: CompareConfig, scenario: str, *, baseline: str | Path, simu
     q; data space: NLL within 1 %), and to the PINN's quality (first snapshot with q ≥ the
     PINN's q; data space: NLL ≤ the PINN's), None if never reached.
     """
-    from .artifacts import read_comparison_json, read_inferred, read_stitched, read_truth_object
+    from .artifacts import ComparisonSummary, Inferred, StitchedCanvas
     from .evaluation import evaluate
 
-    base = read_baseline(baseline)
-    st = read_stitched(stitched)
-    inf = read_inferred(inferred)
-    pinn = read_comparison_json(comparison)
+    base = BaselineResult.read(baseline)
+    st = StitchedCanvas.read(stitched)
+    inf = Inferred.read(inferred)
+    pinn = ComparisonSummary.read(comparison)
     if base.object.shape != st.object.shape or base.origin != (st.origin_x, st.origin_y):
         raise BaselineError(f"{baseline}: object/origin: canvas {base.object.shape} at {base.origin} differs from "
                             f"{stitched} ({st.object.shape} at {(st.origin_x, st.origin_y)}); expected the same "
                             "test patterns (re-run the baseline)")
-    truth = read_truth_object(simulated)
+    truth = Simulated.read_truth(simulated)
     mean_counts = float(inf.attrs["mean_counts"])
     pos = {int(v): i for i, v in enumerate(base.indices)}
     missing = [int(v) for v in np.unique(inf.indices) if int(v) not in pos]

@@ -12,17 +12,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .artifacts import (
-    Array,
-    ArtifactError,
-    json_safe,
-    read_attrs,
-    read_stitched,
-    read_train_history,
-    read_truth_object,
-    write_artifact,
-    write_comparison_json,
-)
+from .artifacts import (ArtifactError, Comparison, ComparisonSummary, Simulated, StitchedCanvas, TrainHistory,
+                        json_safe, read_attrs)
 from .config import CompareConfig, config_hash, to_dict
 from .evaluation.alignment import evaluation_mask
 from .evaluation.chain import chain_entries, nan_status, ratio_chain
@@ -72,14 +63,14 @@ def run(cfg: CompareConfig, scenario: str, *, simulated: str | Path, grouped: st
         out: str | Path, json: str | Path, amplitude_png: str | Path, phase_png: str | Path,
         frc_png: str | Path, training_png: str | Path) -> None:
     """Stage entry point: write comparison.h5, comparison.json and four PNG figures."""
-    st = read_stitched(stitched)
-    truth = read_truth_object(simulated)
+    st = StitchedCanvas.read(stitched)
+    truth = Simulated.read_truth(simulated)
     if truth is None:  # imported data without a true object: data-space metrics only
         return run_data_only(cfg, scenario, st=st, simulated=simulated, grouped=grouped, normalized=normalized,
                              inferred=inferred, stitched=stitched, train=train, out=out, json=json,
                              amplitude_png=amplitude_png, phase_png=phase_png, frc_png=frc_png,
                              training_png=training_png)
-    hist = read_train_history(train)
+    hist = TrainHistory.read(train)
     try:
         ev = evaluate(st.object, st.coverage, truth, st.origin_x, st.origin_y, cfg)
     except ValueError as exc:  # the canvas does not meet the object, or leaves nothing to score
@@ -124,29 +115,27 @@ def run(cfg: CompareConfig, scenario: str, *, simulated: str | Path, grouped: st
         "figures": {k: str(v) for k, v in figures.items()},
     }
     mask = ev.mask
-    write_artifact(
-        out, stage=STAGE, scenario=scenario, config=cfg,
-        arrays={
-            "mask": Array(mask.astype(np.uint8), "1 = evaluated"),
-            "amplitude/truth": Array(ev.amplitude_truth.astype(np.float32), "object amplitude"),
-            "amplitude/reconstruction": Array(ev.amplitude_recon.astype(np.float32), "object amplitude"),
-            "amplitude/error": Array(np.where(mask, ev.amplitude_recon - ev.amplitude_truth, 0).astype(np.float32),
-                                     "object amplitude"),
-            "phase/truth": Array(ev.phase_truth.astype(np.float32), "rad"),
-            "phase/reconstruction": Array(ev.phase_recon.astype(np.float32), "rad"),
-            "phase/error": Array(np.where(mask, phase_err, 0).astype(np.float32), "rad"),
-            "frc/frequency": Array(ev.frc["amplitude"].frequency, "cycles/px"),
-            "frc/amplitude": Array(ev.frc["amplitude"].frc, "1"),
-            "frc/phase": Array(ev.frc["phase"].frc, "1"),
-            "frc/threshold": Array(ev.frc["amplitude"].threshold, "1"),
-            "frc/n_pixels": Array(ev.frc["amplitude"].n_pixels, "Fourier px"),
-        },
-        attrs={"origin_x": st.origin_x, "origin_y": st.origin_y, "phase_offset_rad": ev.phase_offset_rad,
-               "amplitude_bias": ev.amplitude_bias, "first_broken": first or "",
-               "nan_status": status, "summary_json": json_safe(summary)},
-        ratios={"amplitude_bias": ev.amplitude_bias, **{f"chain_{l.stage}": l.relative for l in links}},
-    )
-    write_comparison_json(json, summary)
+    images = {
+        "mask": mask.astype(np.uint8),
+        "amplitude/truth": ev.amplitude_truth.astype(np.float32),
+        "amplitude/reconstruction": ev.amplitude_recon.astype(np.float32),
+        "amplitude/error": np.where(mask, ev.amplitude_recon - ev.amplitude_truth, 0).astype(np.float32),
+        "phase/truth": ev.phase_truth.astype(np.float32),
+        "phase/reconstruction": ev.phase_recon.astype(np.float32),
+        "phase/error": np.where(mask, phase_err, 0).astype(np.float32),
+        "frc/frequency": ev.frc["amplitude"].frequency,
+        "frc/amplitude": ev.frc["amplitude"].frc,
+        "frc/phase": ev.frc["phase"].frc,
+        "frc/threshold": ev.frc["amplitude"].threshold,
+        "frc/n_pixels": ev.frc["amplitude"].n_pixels,
+    }
+    attrs = {"origin_x": st.origin_x, "origin_y": st.origin_y, "phase_offset_rad": ev.phase_offset_rad,
+             "amplitude_bias": ev.amplitude_bias, "first_broken": first or "",
+             "nan_status": status, "summary_json": json_safe(summary)}
+    Comparison(images, attrs).write(
+        out, scenario=scenario, config=cfg,
+        ratios={"amplitude_bias": ev.amplitude_bias, **{f"chain_{l.stage}": l.relative for l in links}})
+    ComparisonSummary.write(json, summary)
     m = ev.metrics
     print(f"[{STAGE}] {scenario}: {summary['n_pixels']} px evaluated; amplitude r {m['amplitude']['pearson_r']:.4f} "
           f"SSIM {m['amplitude']['ssim']:.4f} bias {ev.amplitude_bias:.4f}; phase r {m['phase']['pearson_r']:.4f} "
@@ -166,7 +155,7 @@ def run_data_only(cfg: CompareConfig, scenario: str, *, st: Any, simulated: str 
     no truth (grouped, normalized, prediction, stitched). Figures: the reconstruction and the coverage
     (amplitude, phase), measured vs predicted counts per detector ring (in the FRC's place),
     training curves."""
-    hist = read_train_history(train)
+    hist = TrainHistory.read(train)
     covered = st.coverage > 0
     try:
         mask, med = evaluation_mask(st.coverage, covered, cfg.coverage_threshold)
@@ -200,22 +189,18 @@ def run_data_only(cfg: CompareConfig, scenario: str, *, st: Any, simulated: str 
         "model_scenario": model_scenario(inferred, scenario),
         "nan_status": status, "figures": {k: str(v) for k, v in figures.items()},
     }
-    write_artifact(
-        out, stage=STAGE, scenario=scenario, config=cfg,
-        arrays={
-            "mask": Array(mask.astype(np.uint8), "1 = evaluated"),
-            "amplitude/reconstruction": Array(amp.astype(np.float32), "object amplitude"),
-            "phase/reconstruction": Array(ph.astype(np.float32), "rad"),
-            "data/ring_frequency": Array(arrays["ring_frequency"], "cycles/px"),
-            "data/measured_ring_mean": Array(arrays["measured_ring_mean"], "counts"),
-            "data/predicted_ring_mean": Array(arrays["predicted_ring_mean"], "counts"),
-        },
-        attrs={"origin_x": st.origin_x, "origin_y": st.origin_y, "has_truth": 0, "first_broken": first or "",
-               "nan_status": status, "summary_json": json_safe(summary)},
-        ratios={"poisson_nll": metrics["poisson_nll"],
-                **{f"chain_{link.stage}": link.relative for link in links}},
-    )
-    write_comparison_json(json, summary)
+    images = {
+        "mask": mask.astype(np.uint8),
+        "amplitude/reconstruction": amp.astype(np.float32),
+        "phase/reconstruction": ph.astype(np.float32),
+        **{f"data/{k}": arrays[k] for k in ("ring_frequency", "measured_ring_mean", "predicted_ring_mean")},
+    }
+    attrs = {"origin_x": st.origin_x, "origin_y": st.origin_y, "has_truth": 0, "first_broken": first or "",
+             "nan_status": status, "summary_json": json_safe(summary)}
+    Comparison(images, attrs).write(
+        out, scenario=scenario, config=cfg,
+        ratios={"poisson_nll": metrics["poisson_nll"], **{f"chain_{link.stage}": link.relative for link in links}})
+    ComparisonSummary.write(json, summary)
     print(f"[{STAGE}] {scenario}: no true object: data-space metrics only; Poisson NLL "
           f"{metrics['poisson_nll']:.6g}, predicted/measured counts {metrics['predicted_over_measured_counts']:.5f}; "
           f"first broken: {first or 'none'}; NaN status: {status}", flush=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import check_indices, read_attrs, read_inferred, read_simulated, read_stitched, read_train_history
+from .artifacts import Inferred, Simulated, StitchedCanvas, TrainHistory, check_indices, read_attrs
 from .formats import FORMATS
 from .formats.common import ExportError, Reconstruction
 from .formats.npz import write_npz
@@ -37,9 +37,9 @@ def collect(stitched: str | Path, inferred: str | Path, simulated: str | Path, t
 
     The positions and counts are those of the unique test patterns the PINN reconstructed
     (inferred.h5 ``indices``), in ascending index order."""
-    st = read_stitched(stitched)
-    inf = read_inferred(inferred)
-    sim = read_simulated(simulated)
+    st = StitchedCanvas.read(stitched)
+    inf = Inferred.read(inferred)
+    sim = Simulated.read(simulated)
     idx = np.unique(inf.indices.ravel()).astype(np.int64)
     if idx.size == 0:
         raise ExportError(f"{inferred}: indices: empty; expected the test patterns")
@@ -61,7 +61,7 @@ def collect(stitched: str | Path, inferred: str | Path, simulated: str | Path, t
                           "expected the stitch stage's canvas for these inferred patches")
     losses = np.zeros(0)
     if train is not None:
-        losses = np.asarray(read_train_history(train).history["loss"], dtype=np.float64)
+        losses = np.asarray(TrainHistory.read(train).history["loss"], dtype=np.float64)
     attrs = read_attrs(simulated)
     meta: dict[str, Any] = {}
     if attrs.get("source_metadata"):

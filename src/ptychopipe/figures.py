@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifacts import read_comparison_json, read_simulated, read_split, read_stitched, save_figure
+from .artifacts import ComparisonSummary, Simulated, Split, StitchedCanvas, save_figure
 
 
 def _plt():
@@ -36,8 +36,8 @@ def data_figure(simulated: str | Path, split: str | Path, out: str | Path, scena
     """Probe amplitude and phase, scan positions (train/test) and the brightest diffraction
     pattern, log10(1 + counts), of one scenario (PNG)."""
     plt = _plt()
-    sim = read_simulated(simulated)
-    sp = read_split(split)
+    sim = Simulated.read(simulated)
+    sp = Split.read(split)
     probe = sim.probe.astype(np.complex128)
     amp = np.abs(probe)
     phase = np.where(amp > 0.01 * amp.max(), np.angle(probe), np.nan)  # phase where the probe has light
@@ -87,9 +87,9 @@ def reconstruction_grid(comparisons: Sequence[str | Path], stitched: Sequence[st
     rows = len(comparisons)
     fig, axes = plt.subplots(rows, 4, figsize=(13, 3.0 * rows + 0.6), squeeze=False, constrained_layout=True)
     for i, (c, s, m) in enumerate(zip(comparisons, stitched, simulated)):
-        comp = read_comparison_json(c)
-        canvas = read_stitched(s)
-        sim = read_simulated(m)
+        comp = ComparisonSummary.read(c)
+        canvas = StitchedCanvas.read(s)
+        sim = Simulated.read(m)
         covered = canvas.coverage > 0
         rec = np.where(covered, canvas.object, np.nan)
         offset = float(comp.get("phase_offset_rad") or 0.0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .artifacts import Array, read_simulated, read_split, write_artifact
+from .artifacts import Grouped, GroupSet, Simulated, Split
 from .config import GroupConfig, SplitConfig
 from .errors import PtychopipeError
 from .telemetry import check_finite
@@ -45,21 +45,15 @@ def split_by_y(positions: np.ndarray, fraction: float) -> tuple[np.ndarray, np.n
 
 def run_split(cfg: SplitConfig, scenario: str, simulated: str | Path, out: str | Path) -> None:
     """Stage entry point: write ``split.h5``."""
-    sim = read_simulated(simulated)
+    sim = Simulated.read(simulated)
     train, test, y_split = split_by_y(sim.positions, cfg.fraction)
     for name, idx in (("train", train), ("test", test)):
         if idx.size == 0:
             raise GroupingError(f"{simulated}: positions: [split] {name}: empty split (fraction {cfg.fraction}, "
                                 f"{len(sim.positions)} positions); expected at least one pattern")
     m = len(sim.positions)
-    write_artifact(
-        out, stage="split", scenario=scenario, config=cfg,
-        arrays={"train/indices": Array(train, "index"), "test/indices": Array(test, "index"),
-                "train/positions": Array(sim.positions[train], "px"),
-                "test/positions": Array(sim.positions[test], "px")},
-        attrs={"y_split": y_split, "n_total": m},
-        ratios={"train_fraction": len(train) / m, "test_fraction": len(test) / m},
-    )
+    Split(train, test, sim.positions[train], sim.positions[test], y_split, m).write(
+        out, scenario=scenario, config=cfg, ratios={"train_fraction": len(train) / m, "test_fraction": len(test) / m})
 
 
 # --------------------------------------------------------------------------- group
@@ -114,9 +108,9 @@ def gather_channels_last(arr: np.ndarray, groups: np.ndarray) -> np.ndarray:
 def run_group(cfg: GroupConfig, scenario: str, simulated: str | Path, split: str | Path,
               out: str | Path) -> None:
     """Stage entry point: write ``grouped.h5`` with train/ and test/ groups."""
-    sim = read_simulated(simulated)
-    sp = read_split(split)
-    arrays: dict[str, Array] = {}
+    sim = Simulated.read(simulated)
+    sp = Split.read(split)
+    sets: dict[str, GroupSet] = {}
     raw_mean = float(sim.amplitude.mean())
     ratios = {}
     for name, idx, salt in (("train", sp.train_indices, 0), ("test", sp.test_indices, 1)):
@@ -129,13 +123,6 @@ def run_group(cfg: GroupConfig, scenario: str, simulated: str | Path, split: str
         centres, offsets = centres_offsets(sim.positions, groups)
         amp = gather_channels_last(sim.amplitude, groups)
         check_finite("group", f"{name}/amplitude", amp)
-        arrays.update({
-            f"{name}/indices": Array(groups, "index"),
-            f"{name}/centres": Array(centres, "px"),
-            f"{name}/offsets": Array(offsets, "px"),
-            f"{name}/amplitude": Array(amp, "photons^0.5"),
-        })
+        sets[name] = GroupSet(groups, centres, offsets, amp)
         ratios[f"{name}_grouped_over_raw"] = float(amp.mean()) / raw_mean
-    max_off = max(float(np.abs(arrays[f"{s}/offsets"].data).max()) for s in ("train", "test"))
-    write_artifact(out, stage="group", scenario=scenario, config=cfg, arrays=arrays,
-                   attrs={"gridsize": cfg.gridsize, "max_abs_offset_px": max_off}, ratios=ratios)
+    Grouped(sets, cfg.gridsize).write(out, scenario=scenario, config=cfg, ratios=ratios)

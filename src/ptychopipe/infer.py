@@ -16,12 +16,13 @@ stale model.keras is refused with one line instead of producing silently wrong p
 from __future__ import annotations
 
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from .artifacts import Array, ArtifactError, Normalized, not_a_file, read_normalized, write_artifact
+from .artifacts import ArtifactError, Inferred, Normalized, not_a_file
 from .config import InferConfig
 from .model import model_amplitude_estimate, model_canvas, model_probe, poisson_deviance_np
 from .physics import canvas_size
@@ -126,10 +127,11 @@ def data_scales(model: keras.Model, norm: Normalized) -> tuple[float, float]:
 
 
 def infer_arrays(model: keras.Model, norm: Normalized, batch_size: int,
-                 foreign: bool = False) -> tuple[dict[str, np.ndarray], dict, dict]:
-    """Predict the test split. Returns (arrays, attrs, ratios) for ``inferred.h5``:
+                 foreign: bool = False) -> tuple[Inferred, dict[str, float]]:
+    """Predict the test split. Returns the content of ``inferred.h5`` (:class:`Inferred`:
     amplitude, phase (B, C, N, N) float32; positions (B, C, 2) float64; indices (B, C);
-    predicted_photons, measured_photons (B, C) float64 [counts] per pattern. ``foreign``:
+    predicted_photons, measured_photons (B, C) float64 [counts] per pattern; the probe;
+    the attributes) and its telemetry ratios. ``foreign``:
     the model was trained on another scenario; its outputs are put in this dataset's units
     (:func:`data_scales`)."""
     g = norm.sets["test"]
@@ -153,32 +155,23 @@ def infer_arrays(model: keras.Model, norm: Normalized, batch_size: int,
         "amplitude_weighted_rms_over_estimate":
             float(np.sqrt((w * amp.astype(np.float64) ** 2).sum() / (w.sum() * amp.shape[0] * amp.shape[1])) / abar),
     }
-    arrays = {
-        "amplitude": amp, "phase": phase,
-        "positions": g.centres[:, None, :].astype(np.float64) + g.offsets.astype(np.float64),
-        "indices": g.indices.astype(np.int64),
-        "predicted_photons": predicted, "measured_photons": measured,
-    }
     attrs = {"predicted_over_measured_counts": ratios["predicted_over_measured_counts"], "poisson_nll": nll,
              "amplitude_estimate": abar, "mean_counts": norm.mean_counts, "input_scale": norm.input_scale,
              "gridsize": norm.gridsize, "n_groups": int(amp.shape[0]), "amplitude_scale": float(amp_scale)}
-    return arrays, attrs, ratios
+    positions = g.centres[:, None, :].astype(np.float64) + g.offsets.astype(np.float64)
+    return Inferred(amp, phase, positions, g.indices.astype(np.int64), norm.probe.astype(np.complex64), predicted,
+                    measured, attrs), ratios
 
 
 def run(cfg: InferConfig, scenario: str, normalized: str | Path, model: str | Path, out: str | Path) -> None:
     """Stage entry point: write ``inferred.h5`` (see docs/artifacts.md)."""
-    norm = read_normalized(normalized)
+    norm = Normalized.read(normalized)
     m = load_model(model)
     foreign = cfg.model_from is not None
     check_model(m, norm, model, normalized, foreign=foreign)
-    arrays, attrs, ratios = infer_arrays(m, norm, cfg.batch_size, foreign=foreign)
-    units = {"amplitude": "object amplitude", "phase": "rad", "positions": "px", "indices": "index",
-             "predicted_photons": "counts", "measured_photons": "counts"}
-    data = {k: Array(v, units[k]) for k, v in arrays.items()}
-    data["probe"] = Array(norm.probe.astype(np.complex64), "photons^0.5")
-    write_artifact(out, stage=STAGE, scenario=scenario, config=cfg, arrays=data,
-                   attrs={**attrs, "model_file": Path(model).name, "model_scenario": cfg.model_from or scenario},
-                   ratios=ratios)
+    inferred, ratios = infer_arrays(m, norm, cfg.batch_size, foreign=foreign)
+    attrs = {**inferred.attrs, "model_file": Path(model).name, "model_scenario": cfg.model_from or scenario}
+    replace(inferred, attrs=attrs).write(out, scenario=scenario, config=cfg, ratios=ratios)
     print(f"[infer] {scenario}: {attrs['n_groups']} test groups, model of "
           f"{cfg.model_from + ' (amplitude x ' + format(attrs['amplitude_scale'], '.4f') + ')' if foreign else 'this scenario'}"
           f"; predicted/measured counts "

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import file_sha256, write_simulated
+from .artifacts import Simulated, file_sha256
 from .config import IngestConfig
 from .formats import FORMATS
 from .formats.common import Imported, IngestError
@@ -245,8 +245,8 @@ def run(cfg: IngestConfig, scenario: str, out: str | Path) -> None:
         "conversions": imp.conversions, "source_metadata": imp.metadata,
         "N": n, "mean_measured_counts": measured, **extra,
     }
-    write_simulated(out, stage=STAGE, scenario=scenario, config=cfg, probe=imp.probe, positions=imp.positions,
-                    counts=imp.counts, object=imp.object, attrs=attrs, ratios=ratios)
+    Simulated.from_counts(object=imp.object, probe=imp.probe, positions=imp.positions, counts=imp.counts,
+                          attrs=attrs).write(out, stage=STAGE, scenario=scenario, config=cfg, ratios=ratios)
     said = ", ".join(f"{k} {v:.6g}" for k, v in ratios.items())
     if "pattern_correlation" in extra:
         said += f", pattern_correlation {extra['pattern_correlation']:.6g}"

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import (Array, ArtifactError, check_indices, read_grouped, read_simulated, read_split,
-                        write_artifact)
+from .artifacts import ArtifactError, Grouped, GroupSet, Normalized, Simulated, Split, check_indices
 from .config import NormalizeConfig
 from .telemetry import check_close, check_finite
 
@@ -40,9 +39,9 @@ def amplitude_estimate(counts: np.ndarray, probe: np.ndarray) -> float:
 def run(cfg: NormalizeConfig, scenario: str, simulated: str | Path, split: str | Path,
         grouped: str | Path, out: str | Path) -> None:
     """Stage entry point: write ``normalized.h5`` (the training-ready dataset)."""
-    sim = read_simulated(simulated)
-    sp = read_split(split)
-    groups = read_grouped(grouped)
+    sim = Simulated.read(simulated)
+    sp = Split.read(split)
+    groups = Grouped.read(grouped)
     if sim.probe.shape[0] != cfg.N:
         raise ArtifactError(f"{simulated}: probe: expected {cfg.N}x{cfg.N} (config N), got {sim.probe.shape}")
     check_indices(sp.train_indices, len(sim.counts), f"{split}: train/indices", simulated)
@@ -53,9 +52,9 @@ def run(cfg: NormalizeConfig, scenario: str, simulated: str | Path, split: str |
     a = input_scale(train_counts, cfg.N)
     abar = amplitude_estimate(train_counts, sim.probe)
     mean_counts = float(train_counts.sum(axis=(1, 2), dtype=np.float64).mean())
-    arrays: dict[str, Array] = {"probe": Array(sim.probe, "photons^0.5")}
+    sets: dict[str, GroupSet] = {}
     ratios: dict[str, float] = {}
-    for name, g in groups.items():
+    for name, g in groups.sets.items():
         x = (a * g.amplitude).astype(np.float32)
         check_finite(STAGE, f"{name}/inputs", x)
         # the measured counts themselves (squaring sqrt(n) back in float32 is off by up to
@@ -66,18 +65,8 @@ def run(cfg: NormalizeConfig, scenario: str, simulated: str | Path, split: str |
                     float(np.sqrt(counts, dtype=np.float64).mean()), 1e-5,
                     f"mean amplitude, against sqrt of {simulated}'s counts of the same patterns")
         ratios[f"{name}_normalized_over_raw"] = float(x.mean() / g.amplitude.mean())
-        arrays.update({
-            f"{name}/inputs": Array(x, "a*photons^0.5"),
-            f"{name}/counts": Array(counts, "counts"),
-            f"{name}/indices": Array(g.indices, "index"),
-            f"{name}/centres": Array(g.centres, "px"),
-            f"{name}/offsets": Array(g.offsets, "px"),
-        })
+        sets[name] = GroupSet(g.indices, g.centres, g.offsets, x, counts)
     if sim.object is not None:  # diagnostic only (uses the truth): ā against the object's rms amplitude
         ratios["amplitude_estimate_over_true_rms"] = abar / float(np.sqrt(np.mean(np.abs(sim.object) ** 2)))
-    write_artifact(
-        out, stage=STAGE, scenario=scenario, config=cfg, arrays=arrays,
-        attrs={"input_scale": a, "amplitude_estimate": abar, "mean_counts": mean_counts,
-               "gridsize": int(round(np.sqrt(groups["train"].indices.shape[1]))), "N": cfg.N},
-        ratios={**ratios, "input_scale": a},
-    )
+    Normalized(sets, sim.probe, a, abar, mean_counts, groups.gridsize, {"N": cfg.N}).write(
+        out, scenario=scenario, config=cfg, ratios={**ratios, "input_scale": a})

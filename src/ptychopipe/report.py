@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .artifacts import (ArtifactError, not_a_file, read_attrs, read_comparison_json, read_telemetry, save_figure,
+from .artifacts import (ArtifactError, ComparisonSummary, not_a_file, read_attrs, read_telemetry, save_figure,
                         write_text_atomic)
 from .stages import telemetry_files
 from .telemetry import cpu_description
@@ -204,7 +204,7 @@ def _get(d: Any, keys: Sequence[str]) -> Any:
 def summary_row(path: str | Path) -> dict[str, Any]:
     """The row of one comparison.json, keys = :data:`SUMMARY_COLUMNS` names. Numbers stay
     numbers; non-finite values (null in the JSON) are None."""
-    data = read_comparison_json(path)
+    data = ComparisonSummary.read(path)
     row = {name: _get(data, keys) for name, keys, _ in SUMMARY_COLUMNS}
     row["first_broken"] = row["first_broken"] or "none"
     return row
@@ -350,7 +350,7 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
     rows = [{**r, **prov} for r in summary_rows(comparisons)]
     data: dict[str, dict[str, Any]] = {}
     for p in comparisons:
-        d = read_comparison_json(p)
+        d = ComparisonSummary.read(p)
         if str(d["scenario"]) in data:
             raise ValueError(f"{p}: scenario {d['scenario']!r} appears twice in the comparisons; "
                              "expected one comparison.json per scenario")

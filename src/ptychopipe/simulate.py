@@ -24,7 +24,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage.draw import line_aa
 
-from .artifacts import file_sha256, write_simulated
+from .artifacts import Simulated, file_sha256
 from .config import ObjectConfig, ProbeConfig, SimulateConfig
 from .errors import PtychopipeError
 from .physics import expected_counts, extract_patches
@@ -264,7 +264,6 @@ def run(cfg: SimulateConfig, scenario: str, out: str | Path) -> None:
         "mean_measured_counts": float(measured),
         "N": cfg.N,
     }
-    write_simulated(out, stage=STAGE, scenario=scenario, config=cfg, probe=sim["probe"],
-                    positions=sim["positions"], counts=sim["counts"], object=sim["object"], attrs=attrs,
-                    ratios={"parseval": inv["parseval"], "dose": inv["dose"],
-                            "measured_over_expected": float(measured / cfg.nphotons)})
+    ratios = {"parseval": inv["parseval"], "dose": inv["dose"], "measured_over_expected": float(measured / cfg.nphotons)}
+    Simulated.from_counts(object=sim["object"], probe=sim["probe"], positions=sim["positions"], counts=sim["counts"],
+                          attrs=attrs).write(out, stage=STAGE, scenario=scenario, config=cfg, ratios=ratios)

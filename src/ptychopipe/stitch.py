@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import Array, ArtifactError, read_inferred, write_artifact
+from .artifacts import ArtifactError, Inferred, StitchedCanvas
 from .config import StitchConfig
 from .physics import extract_patches, fourier_shift
 from .telemetry import InvariantError, check_finite
@@ -312,7 +312,7 @@ def resolve_twins(patches: np.ndarray, positions: np.ndarray, weight: np.ndarray
 
 def run(cfg: StitchConfig, scenario: str, inferred: str | Path, out: str | Path) -> None:
     """Stage entry point: read ``inferred.h5``, write ``stitched.h5`` (docs/artifacts.md)."""
-    inf = read_inferred(inferred)
+    inf = Inferred.read(inferred)
     check_finite(STAGE, f"{inferred}: amplitude", inf.amplitude)
     check_finite(STAGE, f"{inferred}: phase", inf.phase)
     check_finite(STAGE, f"{inferred}: positions", inf.positions)
@@ -349,16 +349,7 @@ def run(cfg: StitchConfig, scenario: str, inferred: str | Path, out: str | Path)
           f"{seconds:.3f} s; overlap consistency {consistency:.6f}"
           + (f"; twins resolved: {sum(swaps)} swaps over {len(swaps)} passes {swaps}" if cfg.resolve_twin else ""),
           flush=True)
-    write_artifact(
-        out, stage=STAGE, scenario=scenario, config=cfg,
-        arrays={
-            "object": Array(st.object.astype(np.complex64), "object amplitude"),
-            "coverage": Array(st.coverage.astype(np.float32), "weight (sum of w per pixel, dimensionless)"),
-            "count": Array(st.count, "patches"),
-            "origin": Array(np.array([geo.origin_x, geo.origin_y], dtype=np.int64), "px"),
-        },
-        attrs={"origin_x": geo.origin_x, "origin_y": geo.origin_y, "weight": cfg.weight, "N": n,
-               "n_patches": b * c, "stitch_seconds": seconds, "resolve_twin": cfg.resolve_twin,
-               "twin_swaps_per_pass": np.array(swaps, dtype=np.int64)},
-        ratios={"stitched_over_inferred": consistency},
-    )
+    attrs = {"weight": cfg.weight, "N": n, "n_patches": b * c, "stitch_seconds": seconds,
+             "resolve_twin": cfg.resolve_twin, "twin_swaps_per_pass": np.array(swaps, dtype=np.int64)}
+    StitchedCanvas(st.object, st.coverage, st.count, geo.origin_x, geo.origin_y, attrs).write(
+        out, scenario=scenario, config=cfg, ratios={"stitched_over_inferred": consistency})

@@ -47,7 +47,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .artifacts import read_attrs, read_normalized, read_truth_object, save_figure, write_text_atomic
+from .artifacts import Normalized, Simulated, read_attrs, save_figure, write_text_atomic
 from .config import BaselineConfig, CompareConfig, ModelConfig, config_hash, from_json, load_scenarios, stage_config
 from .errors import PtychopipeError
 
@@ -246,7 +246,7 @@ def run_pipeline(inp: Inputs, batch_size: int | None = None) -> tuple[list[dict[
     the scenario's scorer, the network mode's stitched canvas)."""
     from .infer import check_model, data_scales, load_model
 
-    norm = read_normalized(inp.normalized)
+    norm = Normalized.read(inp.normalized)
     model = load_model(inp.model)
     foreign = inp.model_from != inp.scenario
     check_model(model, norm, inp.model, inp.normalized, foreign=foreign)
@@ -256,7 +256,7 @@ def run_pipeline(inp: Inputs, batch_size: int | None = None) -> tuple[list[dict[
     positions = g.centres[:, None, :].astype(np.float64) + g.offsets.astype(np.float64)
     stitch_cfg = stage_config(inp.params, "stitch")
     batch = int(batch_size or inp.params["infer"]["batch_size"])
-    truth = read_truth_object(inp.simulated)
+    truth = Simulated.read_truth(inp.simulated)
     if truth is None:
         raise BenchError(f"{inp.simulated}: object: missing; time to quality needs the true object (simulated data)")
     rows, scorer, network_canvas = [], None, None

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from .artifacts import Array, Normalized, atomic_path, read_normalized, write_artifact, write_json_atomic
+from .artifacts import Normalized, TrainHistory, atomic_path, write_json_atomic
 from .config import TrainConfig
 from .errors import PtychopipeError
 from .model import (PoissonLoss, build_model_from_config, estimate_is_learned, estimate_model, head_model,
@@ -516,7 +516,7 @@ def run(cfg: TrainConfig, scenario: str, normalized: str | Path, out: str | Path
     On a non-finite loss or weight, writes ``diagnostics`` (default: logs/train_nonfinite.json
     next to ``out``) and raises :class:`NonFiniteError`; nothing else is written.
     """
-    norm = read_normalized(normalized)
+    norm = Normalized.read(normalized)
     diagnostics = Path(diagnostics) if diagnostics else Path(out).parent / "logs" / "train_nonfinite.json"
     result = fit(cfg, norm, scenario, source=str(normalized))
     if result.failure is not None:
@@ -528,10 +528,7 @@ def run(cfg: TrainConfig, scenario: str, normalized: str | Path, out: str | Path
     ratios = prediction_ratios(result.model, monitor_set, norm.amplitude_estimate, cfg.batch_size)
     h = result.history
     ratios["final_over_initial_loss"] = float(h["loss"][-1] / h["loss"][0]) if h["loss"][0] else float("nan")
-    units = {"loss": "1", "val_loss": "1", "learning_rate": "1", "seconds": "s", "samples_per_second": "groups/s"}
-    arrays = {f"history/{k}": Array(v, units[k]) for k, v in h.items()}
-    arrays["split/train_groups"] = Array(result.train_idx, "index")
-    arrays["split/validation_groups"] = Array(result.val_idx, "index")
+    record = TrainHistory(h, result.train_idx, result.val_idx, {**result.attrs, "model_file": Path(out).name})
     # Both are renamed into place only once both are complete, model.keras first and train.h5
     # last (the stack unwinds last-in first): a failed write leaves neither, and a new train.h5
     # always has its model.keras beside it (only a kill between the two renames can leave a
@@ -540,5 +537,4 @@ def run(cfg: TrainConfig, scenario: str, normalized: str | Path, out: str | Path
         tmp_history = stack.enter_context(atomic_path(history))
         tmp_model = stack.enter_context(atomic_path(out, suffix=".keras"))
         result.model.save(tmp_model)
-        write_artifact(tmp_history, stage=STAGE, scenario=scenario, config=cfg, arrays=arrays,
-                       attrs={**result.attrs, "model_file": Path(out).name}, ratios=ratios)
+        record.write(tmp_history, scenario=scenario, config=cfg, ratios=ratios)

@@ -14,13 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..artifacts import (
-    ArtifactError,
-    read_attrs,
-    read_group_indices,
-    read_pattern_mean_amplitude,
-    read_telemetry,
-)
+from ..artifacts import ArtifactError, Grouped, Simulated, read_attrs, read_telemetry
 
 #: The chain raw -> grouped -> normalized -> prediction -> stitched -> truth: (stage, what the
 #: ratio is, its contract). The normalized contract is the input scale a recorded by normalize.
@@ -102,7 +96,7 @@ def raw_mean_amplitude(simulated: str | Path, grouped: str | Path) -> float:
     of a subset of patterns differs from the scan's by the object's local contrast
     (6 % on the ci preset, gs2_ideal), which a 5 % tolerance would flag as broken.
     """
-    return float(read_pattern_mean_amplitude(simulated, read_group_indices(grouped, "test")).mean())
+    return float(Simulated.read_pattern_mean_amplitude(simulated, Grouped.read_indices(grouped, "test")).mean())
 
 def chain_entries(simulated: str | Path, grouped: str | Path, normalized: str | Path, inferred: str | Path,
                   stitched: str | Path, amplitude_bias: float | None,

@@ -33,11 +33,11 @@ def data_space_metrics(inferred: str | Path, simulated: str | Path) -> tuple[dic
     the mean per detector ring of n and λ̂ (:func:`ring_profile`) and their ratio, i.e. how
     much of the measured signal the reconstruction explains at each spatial frequency.
     Returns (metrics, arrays: ring_frequency, measured_ring_mean, predicted_ring_mean)."""
-    from ..artifacts import check_indices, read_inferred, read_simulated
+    from ..artifacts import Inferred, Simulated, check_indices
     from ..physics import expected_counts
 
-    inf = read_inferred(inferred)
-    sim = read_simulated(simulated)
+    inf = Inferred.read(inferred)
+    sim = Simulated.read(simulated)
     check_indices(inf.indices, len(sim.counts), f"{inferred}: indices", simulated)
     b, c, n, _ = inf.amplitude.shape
     patches = (inf.amplitude.astype(np.float64) * np.exp(1j * inf.phase.astype(np.float64))).reshape(b * c, n, n)
