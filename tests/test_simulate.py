@@ -9,7 +9,7 @@ import pytest
 
 from ptychopipe import simulate as sim_mod
 from ptychopipe.artifacts import Simulated, read_telemetry
-from ptychopipe.config import ObjectConfig, stage_config
+from ptychopipe.config import ConfigError, ObjectConfig, stage_config
 from ptychopipe.simulate import check_invariants, make_object, random_positions, simulate
 from ptychopipe.telemetry import InvariantError
 from pipeline_helpers import ci_params
@@ -50,8 +50,8 @@ def test_lines_object_is_seeded_and_has_independent_amplitude_and_phase():
 
 
 def test_object_rejects_unknown_kind():
-    with pytest.raises(ValueError, match="object.kind: expected 'lines' or 'blobs', got 'dots'"):
-        make_object(dataclasses.replace(OBJ, kind="dots"))
+    with pytest.raises(ConfigError, match=r"^object\.kind: expected one of \['lines', 'blobs'\], got 'dots'$"):
+        dataclasses.replace(OBJ, kind="dots")
 
 
 def test_blobs_object_is_smooth_seeded_and_spans_the_ranges():

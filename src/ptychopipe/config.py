@@ -24,12 +24,13 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jsonschema
 import yaml
 
 from .errors import PtychopipeError
+from .formats import FORMATS
 
 #: The schema ships with the package (a link to workflow/schemas/config.schema.yaml in the
 #: repository; a copy in a built wheel), so an installed ptychopipe validates without a checkout.
@@ -49,25 +50,38 @@ class ConfigError(PtychopipeError, ValueError):
 def option(description: str, *, key: str, default: Any = dataclasses.MISSING, unit: str = "",
            minimum: float | None = None, maximum: float | None = None,
            exclusive_minimum: float | None = None, exclusive_maximum: float | None = None,
-           choices: tuple[Any, ...] | None = None) -> Any:
+           choices: tuple[Any, ...] | None = None, when: Callable[[Mapping[str, Any]], bool] | None = None,
+           derive: Callable[[Mapping[str, Any]], Any] | None = None) -> Any:
     """A typed option's field: its default, its bounds, its unit and its description, in one
     place. ``key``: the dotted key of config/scenarios.yaml it is read from (the schema's
     property there states the same bounds, unit and description: tests/test_options.py).
     ``choices``: the allowed values, where only a few are. The options class checks the bounds
-    and choices when built (:func:`check_options`)."""
+    and choices when built (:func:`check_options`).
+
+    ``when`` and ``derive`` are functions of one scenario's merged params (a dict), for
+    :func:`options_from_params`. ``when`` (-> bool, e.g. :func:`_param_is`): the field applies
+    only where it is true; elsewhere it is None and unchecked, so editing the parameter
+    re-runs nothing (the line parameters of a blobs object). ``derive`` (-> the value): the
+    field is computed from the params instead of read at ``key``, which then names the
+    parameter it is derived from (the scan positions, n_images × gridsize²). ``default``: the
+    value that config/scenarios.yaml's ``defaults:`` give, ``when`` and ``derive`` applied."""
     bounds = {k: v for k, v in (("minimum", minimum), ("maximum", maximum), ("exclusiveMinimum", exclusive_minimum),
                                 ("exclusiveMaximum", exclusive_maximum)) if v is not None}
     return dataclasses.field(default=default, metadata={"description": description, "key": key, "unit": unit,
-                                                        "bounds": bounds, "choices": choices})
+                                                        "bounds": bounds, "choices": choices, "when": when,
+                                                        "derive": derive})
 
 
 def check_options(options: Any) -> None:
     """ConfigError (one line: key, bound, value) when a field of an options instance is out of
-    the bounds its :func:`option` declares."""
+    the bounds its :func:`option` declares (a None field with a ``when`` does not apply: not
+    checked)."""
     tests = {"minimum": (lambda v, b: v >= b, ">="), "maximum": (lambda v, b: v <= b, "<="),
              "exclusiveMinimum": (lambda v, b: v > b, ">"), "exclusiveMaximum": (lambda v, b: v < b, "<")}
     for f in dataclasses.fields(options):
         value = getattr(options, f.name)
+        if value is None and f.metadata.get("when"):
+            continue
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{f.metadata['key']}: expected one of {list(choices)}, got {value!r}")
@@ -77,14 +91,40 @@ def check_options(options: Any) -> None:
                 raise ConfigError(f"{f.metadata['key']}: expected {sign} {bound:g}, got {value!r}")
 
 
+def _get_dotted(params: Mapping[str, Any], dotted: str) -> Any:
+    """The value of ``params`` at a dotted key ("object.kind")."""
+    for part in dotted.split("."):
+        params = params[part]
+    return params
+
+
+def _param_is(key: str, value: Any) -> Callable[[Mapping[str, Any]], bool]:
+    """An :func:`option`'s ``when``: true for the params that hold ``value`` at the dotted ``key``."""
+    return lambda params: _get_dotted(params, key) == value
+
+
+def ideal_footprint_px(params: Mapping[str, Any]) -> float:
+    """The ideal probe's central-lobe diameter (px, float) of one scenario's merged ``params``:
+    ``probe.footprint_px``, or N/2 when it is null, so the default follows N (docs/design.md,
+    'Configuration contract'). The simulate config records the resolved number, so null and 32
+    at N = 64 are the same config (same hash)."""
+    fp = params["probe"]["footprint_px"]
+    return float(fp) if fp is not None else int(params["N"]) / 2
+
+
+def is_imported(params: Mapping[str, Any]) -> bool:
+    """True when the scenario imports measured data (``source.file`` set) instead of simulating."""
+    return bool((params.get("source") or {}).get("file"))
+
+
 def _seed() -> Any:
     return option("Seed of the scan positions, the Poisson noise, the grouping and the training.", key="seed",
                   default=1, minimum=0)
 
 
-def _pattern_size() -> Any:
-    return option("Diffraction pattern and object patch size (N x N).", key="N", default=64, unit="px",
-                  choices=(32, 64, 128, 256))
+def _pattern_size(default: int | None = 64, **kw: Any) -> Any:
+    return option("Diffraction pattern and object patch size (N x N).", key="N", default=default, unit="px",
+                  choices=(32, 64, 128, 256), **kw)
 
 
 def _gridsize() -> Any:
@@ -97,35 +137,73 @@ class ObjectConfig:
     """The simulated object; only the fields of its ``kind`` are set (the others are None),
     so editing an unused one re-runs nothing."""
 
-    kind: str  # "lines" | "blobs"
-    size: int  # object height = width, px
-    seed: int
-    n_lines: int | None  # lines
-    line_length_px: tuple[float, float] | None  # lines, px
-    blur_sigma_px: float | None  # lines, px
-    amplitude_range: tuple[float, float]  # object amplitude units
-    phase_range: tuple[float, float]  # rad
-    n_blobs: int | None = None  # blobs
-    blob_sigma_px: tuple[float, float] | None = None  # blobs, px
+    kind: str = option("Object model: lines (seeded random line segments, Gaussian-blurred) or blobs (smooth Gaussian "
+                       "blobs), independent maps in amplitude and phase.", key="object.kind", default="lines",
+                       choices=("lines", "blobs"))
+    size: int = option("Object height = width; at least N + 2·scan.buffer_px + 1.", key="object.size", default=392,
+                       unit="px", minimum=32, maximum=8192)
+    seed: int = option("Object seed, independent of `seed`.", key="object.seed", default=42, minimum=0)
+    n_lines: int | None = option("Line segments per map (the amplitude and phase maps are independent).",
+                                 key="object.n_lines", default=400, minimum=1, when=_param_is("object.kind", "lines"))
+    line_length_px: tuple[float, float] | None = option("[min, max] segment length, min < max.",
+                                                        key="object.line_length_px", default=(8.0, 64.0), unit="px",
+                                                        when=_param_is("object.kind", "lines"))
+    blur_sigma_px: float | None = option("Standard deviation of the Gaussian blur of the line maps.",
+                                         key="object.blur_sigma_px", default=1.0, unit="px", minimum=0,
+                                         when=_param_is("object.kind", "lines"))
+    amplitude_range: tuple[float, float] = option("[min, max] object amplitude, 0 <= min < max; the background sits "
+                                                  "at min.", key="object.amplitude_range", default=(0.5, 1.5),
+                                                  unit="object amplitude")
+    phase_range: tuple[float, float] = option("[min, max] object phase, min < max; the background sits at min.",
+                                              key="object.phase_range", default=(-1.0, 1.0), unit="rad")
+    n_blobs: int | None = option("blobs: Gaussian blobs per map (the amplitude and phase maps are independent).",
+                                 key="object.n_blobs", default=None, minimum=1, when=_param_is("object.kind", "blobs"))
+    blob_sigma_px: tuple[float, float] | None = option("blobs: [min, max] standard deviation of a blob, min < max.",
+                                                       key="object.blob_sigma_px", default=None, unit="px",
+                                                       when=_param_is("object.kind", "blobs"))
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    kind: str  # "ideal" | "custom"
-    footprint_px: float | None  # ideal only (None for custom: not a parameter of that probe)
-    file: str | None  # custom only
-    key: str | None  # custom only
+    """The illumination; only the fields of its ``kind`` are set (the others are None), so
+    editing an unused one (footprint_px of a custom probe, file of an ideal one) re-runs nothing."""
+
+    kind: str = option("ideal: a circular pupil focused to a spot (real, point-symmetric); custom: read from `file`.",
+                       key="probe.kind", default="ideal", choices=("ideal", "custom"))
+    footprint_px: float | None = option("Ideal probe: diameter of the focused spot's central lobe, < N; null = N/2 "
+                                        "(recorded as the number).", key="probe.footprint_px", default=32.0,
+                                        unit="px", exclusive_minimum=0, when=_param_is("probe.kind", "ideal"),
+                                        derive=ideal_footprint_px)
+    file: str | None = option("Custom probe: NPZ or HDF5 file holding an N x N complex array (required for kind "
+                              "custom; a rule input).", key="probe.file", default=None,
+                              when=_param_is("probe.kind", "custom"))
+    key: str | None = option("Custom probe: the NPZ key or HDF5 dataset path of the probe array in `file`.",
+                             key="probe.key", default=None, when=_param_is("probe.kind", "custom"))
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
 class SimulateConfig:
-    N: int
-    n_positions: int  # = scan.n_images * gridsize**2
-    buffer_px: float
-    nphotons: float  # expected photons per pattern (dataset mean)
-    seed: int
-    object: ObjectConfig
-    probe: ProbeConfig
+    """The simulated dataset (simulate stage): pattern size, scan, dose, seed, object and probe."""
+
+    N: int = _pattern_size()
+    n_positions: int = option("Scan positions = n_images × gridsize².", key="scan.n_images", default=2000, minimum=1,
+                              derive=lambda p: int(p["scan"]["n_images"]) * int(p["gridsize"]) ** 2)
+    buffer_px: float = option("Distance positions keep from the object edge, beyond N/2.", key="scan.buffer_px",
+                              default=10.0, unit="px", minimum=0)
+    nphotons: float = option("Dose: expected photons per pattern, mean over the dataset; sets the probe's absolute "
+                             "scale.", key="nphotons", default=1e9, unit="photons per pattern", exclusive_minimum=0)
+    seed: int = _seed()
+    object: ObjectConfig = ObjectConfig()
+    probe: ProbeConfig = ProbeConfig()
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -271,23 +349,36 @@ def estimate_options(m: Mapping[str, Any]) -> EstimateOptions:
 
 def options_from_params(cls: type, params: Mapping[str, Any], **fields: Any) -> Any:
     """An options class built from one scenario's merged ``params``: each :func:`option` field
-    read at its dotted ``key`` and cast to its type (an int given for a float is stored as a
-    float, so the config hash does not depend on how a number was written; None stays None
-    for an optional field); ``fields`` give the others (nested options)."""
+    read at its dotted ``key`` (computed by its ``derive``; None where its ``when`` is false) and
+    cast to its type (:func:`_cast`); a field whose type is an options class is built the same
+    way from the same ``params``; ``fields`` give the others (nested options chosen by a
+    parameter, such as the estimate algorithm's)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if not f.metadata:
+        meta = f.metadata
+        if f.name in fields:
             continue
-        value: Any = params
-        for part in f.metadata["key"].split("."):
-            value = value[part]
-        kind = hints[f.name]
-        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
-            fields[f.name] = None if value is None else kind(value)
+        if not meta:
+            if dataclasses.is_dataclass(hints[f.name]):
+                fields[f.name] = options_from_params(hints[f.name], params)
+        elif meta["when"] is not None and not meta["when"](params):
+            fields[f.name] = None  # does not apply to these params
         else:
-            fields[f.name] = kind(value)
+            value = meta["derive"](params) if meta["derive"] else _get_dotted(params, meta["key"])
+            fields[f.name] = _cast(hints[f.name], value)
     return cls(**fields)
+
+
+def _cast(kind: Any, value: Any) -> Any:
+    """``value`` as the field type ``kind``: an int given for a float is stored as a float, a
+    list as a tuple of the declared element types, None stays None for an optional field (so the
+    config hash does not depend on how a number was written)."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
+        return None if value is None else _cast(next(a for a in args if a is not type(None)), value)
+    if typing.get_origin(kind) is tuple:
+        return tuple(_cast(a, v) for a, v in zip(args, value))
+    return kind(value)
 
 
 @dataclass(frozen=True)
@@ -380,13 +471,27 @@ class IngestConfig:
     Only the fields that define this format are set (the others are None), so editing an
     unused one re-runs nothing."""
 
-    file: str | None  # the user's file, as configured (NPZ, or the ptychodus product HDF5); None = simulated
-    format: str  # "npz" | "ptychodus"
-    probe_normalization: str  # "native" (the format's own) | "unitary" | "unnormalized"
-    diff3d: str | None  # npz only: "amplitude" (sqrt counts) | "counts"
-    diffraction: str | None  # ptychodus only: the diffraction HDF5 (None: diffraction.h5 beside the product)
-    N: int | None = None  # the scenario's N: the patterns must be N x N (None: not checked)
-    check_conventions: bool = True  # stop when the data contradict the declared conventions (ingest.check_conventions)
+    file: str | None = option("null: simulate; else the .npz or ptychodus product .h5 to ingest (the simulate stage is "
+                              "skipped).", key="source.file", default=None)
+    format: str = option("npz (xcoords, ycoords, diff3d, probeGuess[, objectGuess]) or ptychodus (product + "
+                         "diffraction file).", key="source.format", default="npz", choices=FORMATS)
+    probe_normalization: str = option("FFT convention of the probe in the file: native (npz: unitary, ptychodus: "
+                                      "unnormalized), unitary or unnormalized.", key="source.probe_normalization",
+                                      default="native", choices=("native", "unitary", "unnormalized"))
+    diff3d: str | None = option("npz: what diff3d holds, amplitude = sqrt(counts) or counts.", key="source.diff3d",
+                                default="amplitude", choices=("amplitude", "counts"),
+                                when=_param_is("source.format", "npz"))
+    diffraction: str | None = option("ptychodus: the diffraction file (null: diffraction.h5 beside the product).",
+                                     key="source.diffraction", default=None,
+                                     when=_param_is("source.format", "ptychodus"))
+    N: int | None = _pattern_size(default=None, when=is_imported)  # None: not checked (a simulated scenario)
+    check_conventions: bool = option("Stop the import when the data contradict the declared conventions (patterns "
+                                     "not fftshifted or transposed, x and y swapped, counts vs amplitudes); false: "
+                                     "import anyway, with a warning in the log.", key="source.check_conventions",
+                                     default=True)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -413,76 +518,24 @@ class BaselineConfig:
         check_options(self)
 
 
-def _tuple(v: Any) -> tuple[float, float]:
-    return (float(v[0]), float(v[1]))
-
-
-def ideal_footprint_px(params: Mapping[str, Any]) -> float:
-    """The ideal probe's central-lobe diameter (px) of one scenario's merged ``params``:
-    ``probe.footprint_px``, or N/2 when it is null (docs/design.md, 'Configuration
-    contract'), so the default follows N). The simulate config records the resolved number, so null and 32 at N = 64
-    are the same config (same hash)."""
-    fp = params["probe"]["footprint_px"]
-    return float(fp) if fp is not None else int(params["N"]) / 2
-
-
 def stage_config(params: Mapping[str, Any], stage: str):
     """Build the frozen config of ``stage`` from one scenario's merged ``params``."""
     p = params
-    if stage == "simulate":
-        o, pr = p["object"], p["probe"]
-        lines = o["kind"] == "lines"
-        return SimulateConfig(
-            N=int(p["N"]),
-            n_positions=int(p["scan"]["n_images"]) * int(p["gridsize"]) ** 2,
-            buffer_px=float(p["scan"]["buffer_px"]),
-            nphotons=float(p["nphotons"]),
-            seed=int(p["seed"]),
-            object=ObjectConfig(
-                kind=o["kind"], size=int(o["size"]), seed=int(o["seed"]),
-                n_lines=int(o["n_lines"]) if lines else None,
-                line_length_px=_tuple(o["line_length_px"]) if lines else None,
-                blur_sigma_px=float(o["blur_sigma_px"]) if lines else None,
-                amplitude_range=_tuple(o["amplitude_range"]), phase_range=_tuple(o["phase_range"]),
-                n_blobs=int(o["n_blobs"]) if not lines else None,
-                blob_sigma_px=_tuple(o["blob_sigma_px"]) if not lines else None,
-            ),
-            probe=ProbeConfig(
-                # only the fields that define this kind of probe, so editing an unused
-                # field (footprint_px of a custom probe, file of an ideal one) re-runs nothing
-                kind=pr["kind"],
-                footprint_px=ideal_footprint_px(p) if pr["kind"] == "ideal" else None,
-                file=pr["file"] if pr["kind"] == "custom" else None,
-                key=pr["key"] if pr["kind"] == "custom" else None,
-            ),
-        )
     if stage == "train":
+        # each estimate algorithm's own options class, so editing another's knob re-runs nothing
         estimate = estimate_options(p["model"])
-        return options_from_params(
-            TrainConfig, p, loss=options_from_params(LossConfig, p),
-            # each estimate algorithm's own options class, so editing another's knob re-runs nothing
-            model=options_from_params(ModelConfig, p, estimate=estimate, unet=None if isinstance(estimate, UnrolledOptions)
-                                      else options_from_params(UNetOptions, p)))
-    if stage == "ingest":
-        s = p["source"]  # file None: a simulated scenario (the ingest rule never runs for it)
-        return IngestConfig(file=str(s["file"]) if s["file"] else None, format=s["format"], probe_normalization=s["probe_normalization"],
-                            diff3d=s["diff3d"] if s["format"] == "npz" else None,
-                            diffraction=s["diffraction"] if s["format"] == "ptychodus" else None,
-                            N=int(p["N"]) if s["file"] else None, check_conventions=bool(s["check_conventions"]))
+        unet = None if isinstance(estimate, UnrolledOptions) else options_from_params(UNetOptions, p)
+        return options_from_params(TrainConfig, p,
+                                   model=options_from_params(ModelConfig, p, estimate=estimate, unet=unet))
     if stage == "baseline":
         cfg = options_from_params(BaselineConfig, p)
         # rpie has no noise model: always "gaussian", so editing noise_model re-runs nothing
         return cfg if cfg.engine == "lsqml" else dataclasses.replace(cfg, noise_model="gaussian")
     from .stages import stage as registered
 
-    # every other stage: its options class read field by field from the params (option keys);
-    # an unknown stage is one line naming the known ones
+    # every other stage: its options class read field by field from the params (option keys, nested
+    # options classes, each option's when and derive); an unknown stage is one line naming the known ones
     return options_from_params(registered(stage).options, p)
-
-
-def is_imported(params: Mapping[str, Any]) -> bool:
-    """True when the scenario imports measured data (``source.file`` set) instead of simulating."""
-    return bool((params.get("source") or {}).get("file"))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

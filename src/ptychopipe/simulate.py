@@ -89,11 +89,9 @@ def make_object(cfg: ObjectConfig) -> np.ndarray:
     if cfg.kind == "lines":
         l1 = _line_map(cfg.size, cfg.n_lines, cfg.line_length_px, cfg.blur_sigma_px, rng)
         l2 = _line_map(cfg.size, cfg.n_lines, cfg.line_length_px, cfg.blur_sigma_px, rng)
-    elif cfg.kind == "blobs":
+    else:  # "blobs" (ObjectConfig admits no other kind)
         l1 = _blob_map(cfg.size, cfg.n_blobs, cfg.blob_sigma_px, rng)
         l2 = _blob_map(cfg.size, cfg.n_blobs, cfg.blob_sigma_px, rng)
-    else:
-        raise ValueError(f"object.kind: expected 'lines' or 'blobs', got {cfg.kind!r}")
     amp = cfg.amplitude_range[0] + (cfg.amplitude_range[1] - cfg.amplitude_range[0]) * l1
     phase = cfg.phase_range[0] + (cfg.phase_range[1] - cfg.phase_range[0]) * l2
     return amp * np.exp(1j * phase)
