@@ -23,7 +23,7 @@ import numpy as np
 
 from .artifacts import Array, ArtifactError, Normalized, not_a_file, read_normalized, write_artifact
 from .config import InferConfig
-from .model import model_amplitude_estimate, model_canvas, model_probe, poisson_deviance_np
+from .network import model_amplitude_estimate, model_canvas, model_probe, poisson_deviance_np
 from .physics import canvas_size
 from .telemetry import check_finite
 

@@ -36,8 +36,8 @@ import numpy as np
 from .artifacts import Array, Normalized, atomic_path, read_normalized, write_artifact, write_json_atomic
 from .config import TrainConfig
 from .errors import PtychopipeError
-from .model import (PoissonLoss, build_model_from_config, estimate_is_learned, estimate_model, head_model,
-                    merge_canvas, training_model)
+from .network import (PoissonLoss, build_model_from_config, estimate_is_learned, estimate_model, head_model,
+                      merge_canvas, training_model)
 from .progress import duration, progress
 from .telemetry import array_stats, check_finite, check_nonnegative, cpu_description
 

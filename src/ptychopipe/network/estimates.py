@@ -50,8 +50,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from . import physics, solvers
-from .config import (MAX_UNROLLED_ITERATIONS, DifferenceMapOptions, EstimateOptions, GradientOptions,
+from .. import physics, solvers
+from ..config import (MAX_UNROLLED_ITERATIONS, DifferenceMapOptions, EstimateOptions, GradientOptions,
                      UNetOptions, UnrolledOptions)
 
 PACKAGE = "ptychopipe"
