@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -80,7 +81,7 @@ def _small_model(gridsize: int = 1, tv_weight: float = 0.0, probe=None) -> keras
     probe = ideal_probe(N, 32) * 1e3 if probe is None else probe
     keras.utils.set_random_seed(0)
     return net.build_model(N, gridsize, probe, 0.8, net.merge_canvas(N, 14.0), GradientOptions(3, 0.5),
-                         UNetOptions(8, 2, np.pi), tv_weight=tv_weight)
+                           UNetOptions(8, 2, np.pi), tv_weight=tv_weight)
 
 
 def _inputs(rng, b, c, max_off=10.0):
@@ -142,11 +143,35 @@ def test_model_rejects_inconsistent_sizes():
         net.build_model(N, 1, ideal_probe(N, 32), 1.0, N, DifferenceMapOptions())
     with pytest.raises(ValueError, match="has no U-Net"):
         net.build_model(N, 1, ideal_probe(N, 32), 1.0, N, UnrolledOptions(), UNetOptions())
+    with pytest.raises(ValueError, match=r"estimate_algorithm: expected the options of one of difference_map, "
+                                         r"gradient, unrolled, got UNetOptions"):
+        net.build_model(N, 1, ideal_probe(N, 32), 1.0, N, UNetOptions(), UNetOptions())
     with pytest.raises(ValueError, match="probe: expected shape \\(64, 64\\)"):
         net.build_model(N, 1, ideal_probe(32, 16), 1.0, N, GradientOptions(), UNetOptions(8, 2, np.pi))
     with pytest.raises(ValueError, match="amplitude_estimate"):
         net.build_model(N, 1, ideal_probe(N, 32), float("nan"), N, GradientOptions(), UNetOptions(8, 2, np.pi))
 
+
+def test_every_estimate_algorithm_has_one_network_entry():
+    """The network's table of estimate algorithms and the config's hold the same options
+    classes, the schema's model.estimate_algorithm enum names the same algorithms, each
+    entry builds its algorithm's "group_estimate" layer, and the train stage gives a U-Net
+    to exactly the estimates the network corrects with one."""
+    from ptychopipe.config import ESTIMATE_OPTIONS, load_schema, stage_config
+
+    assert set(net.ESTIMATE_LAYERS) == set(ESTIMATE_OPTIONS.values())
+    model_schema = load_schema()["$defs"]["params"]["properties"]["model"]
+    names = sorted(cls.algorithm for cls in net.ESTIMATE_LAYERS)
+    assert names == sorted(ESTIMATE_OPTIONS) == sorted(model_schema["properties"]["estimate_algorithm"]["enum"])
+    params = ci_params()
+    for name, cls in ESTIMATE_OPTIONS.items():
+        corrected = net.ESTIMATE_LAYERS[cls].corrected
+        params["model"].update(estimate_algorithm=name, estimate_iterations=1)
+        train = stage_config(params, "train").model
+        assert type(train.estimate) is cls and (train.unet is not None) == corrected, name
+        m = net.build_model(16, 1, ideal_probe(16, 8), 1.0, 16, cls(iterations=1),
+                            UNetOptions(2, 1, np.pi) if corrected else None)
+        assert m.get_layer("group_estimate").algorithm == name
 
 def test_fft_friendly_canvas_is_never_smaller():
     from ptychopipe.physics import canvas_size
@@ -240,7 +265,7 @@ def test_group_estimate_never_mixes_groups(algorithm):
 
     def numpy_estimate(xs, o):
         re, im = solvers.group_estimate(xs, o[..., 0], o[..., 1], (pe.real, pe.imag), canvas, 5, 0.5,
-                                          algorithm=algorithm)
+                                        algorithm=algorithm)
         return re + 1j * im
 
     whole, alone = numpy_estimate(x, offs), numpy_estimate(x[:1], offs[:1])
@@ -420,6 +445,33 @@ def test_save_load_gives_identical_predictions(tmp_path, gridsize):
     assert "probe_re" not in json.dumps(json.loads(config)).replace('"name": "probe_re"', "")
 
 
+def test_saved_models_find_their_layers_by_the_registered_name(tmp_path):
+    """model.keras finds each custom layer by its registered name "ptychopipe>Class", not by
+    the module that defines it: a file whose layer configs name another module (earlier
+    versions kept the network in ptychopipe.model) loads with identical predictions."""
+    from ptychopipe.infer import load_model
+
+    assert {k for k in keras.saving.get_custom_objects() if k.startswith("ptychopipe>")} == {
+        f"ptychopipe>{name}" for name in (
+            "AmplitudeActivation", "AmplitudePhase", "ComplexObject", "EstimateObject", "FarFieldCounts",
+            "FoldMembers", "GroupEstimate", "OverlapConstraint", "PhaseActivation", "PoissonLoss", "RefineEstimate",
+            "TotalVariation", "UnfoldMembers", "UnrolledEstimate")}
+    m = _small_model(2, tv_weight=1.0)
+    x = _inputs(np.random.default_rng(10), 2, 4)
+    before = m.predict(x, verbose=0)
+    m.save(tmp_path / "model.keras")
+    with zipfile.ZipFile(tmp_path / "model.keras") as src, zipfile.ZipFile(tmp_path / "old.keras", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "config.json":
+                data, moved = re.subn(rb'"module": "ptychopipe\.network\.\w+"', b'"module": "ptychopipe.model"', data)
+                assert moved >= 6
+            dst.writestr(item, data)
+    after = load_model(tmp_path / "old.keras").predict(x, verbose=0)
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k])
+
+
 # --------------------------------------------------------------------------- JAX backend
 
 JAX_SCRIPT = textwrap.dedent("""
@@ -456,13 +508,13 @@ JAX_SCRIPT = textwrap.dedent("""
     got = np.asarray(layer(np.moveaxis(x_dm, 1, -1), offs.astype(np.float32)))
     pe = net.estimate_probe(probe).astype(np.complex64).astype(np.complex128)
     er, ei = solvers.group_estimate(x_dm.astype(np.float64), offs[..., 0], offs[..., 1], (pe.real, pe.imag),
-                                      canvas, 3, 0.0, algorithm="difference_map", tolerance=0.02)
+                                    canvas, 3, 0.0, algorithm="difference_map", tolerance=0.02)
     ref_dm = np.stack([np.moveaxis(er, 1, -1), np.moveaxis(ei, 1, -1)], -1)
     rel_dm = np.linalg.norm(got - ref_dm) / np.linalg.norm(ref_dm)
     assert rel_dm < 1e-4, rel_dm
     keras.utils.set_random_seed(0)
     m = net.build_model(N, 2, probe, 0.8, canvas, GradientOptions(3, 0.5),
-                      UNetOptions(4, 1, np.pi))  # few kernel shapes: JAX compiles each initializer
+                        UNetOptions(4, 1, np.pi))  # few kernel shapes: JAX compiles each initializer
     t = net.training_model(m)
     x = {"diffraction": rng.random((2, N, N, 4)).astype(np.float32), "offsets": offs[:2].astype(np.float32)}
     y = rng.poisson(300.0, (2, N, N, 4)).astype(np.float32)
@@ -556,7 +608,7 @@ def test_group_estimate_keras_equals_numpy_and_iterations_approach_the_truth(gri
         x = np.sqrt(fr ** 2 + fi ** 2)  # exact data in input units
         got = keras.ops.convert_to_numpy(layer(np.moveaxis(x, 1, -1).astype(np.float32), offs.astype(np.float32)))
         re, im = solvers.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, k, beta,
-                                          algorithm=algorithm)
+                                        algorithm=algorithm)
         ref = np.stack([np.moveaxis(re, 1, -1), np.moveaxis(im, 1, -1)], -1)
         assert _rel(got, ref) < tol, (k, _rel(got, ref))
     if c == 1:
@@ -565,7 +617,7 @@ def test_group_estimate_keras_equals_numpy_and_iterations_approach_the_truth(gri
     errors = []
     for k in (1, 30):
         re, im = solvers.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, k, 0.9,
-                                          algorithm=algorithm)
+                                        algorithm=algorithm)
         e = (re + 1j * im) * abar
         phase = np.angle(np.sum(e[..., lit] * np.conj(p[..., lit])))  # the global phase is not measurable
         errors.append(np.linalg.norm((e * np.exp(-1j * phase) - p)[..., lit]) / np.linalg.norm(p[..., lit]))
@@ -598,8 +650,8 @@ def test_difference_map_keeps_the_amplitude_at_low_dose_only_with_the_noise_tole
     scores = {}
     for sigmas in (0.0, 1.0):
         re, im = solvers.group_estimate(a * np.sqrt(counts), offs[..., 0], offs[..., 1], (pe.real, pe.imag),
-                                          net.merge_canvas(N, 8.0), 100, 0.0, algorithm="difference_map",
-                                          tolerance=solvers.noise_tolerance(sigmas, a))
+                                        net.merge_canvas(N, 8.0), 100, 0.0, algorithm="difference_map",
+                                        tolerance=solvers.noise_tolerance(sigmas, a))
         e, t = (np.abs(re + 1j * im) * abar)[..., lit], np.abs(p)[..., lit]
         scores[sigmas] = (e.mean() / t.mean(), np.corrcoef(e.ravel(), t.ravel())[0, 1])
     assert scores[0.0][0] < 0.93, scores  # the exact modulus loses amplitude
@@ -625,7 +677,7 @@ def test_group_estimate_with_noise_tolerance_keras_equals_numpy(gridsize):
     refs = []
     for d in (delta, 0.0):
         re, im = solvers.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, 3, 0.0,
-                                          algorithm="difference_map", tolerance=d)
+                                        algorithm="difference_map", tolerance=d)
         refs.append(np.stack([np.moveaxis(re, 1, -1), np.moveaxis(im, 1, -1)], -1))
     assert _rel(got, refs[0]) < 1e-4, _rel(got, refs[0])
     assert _rel(refs[1], refs[0]) > 1e-3, _rel(refs[1], refs[0])

@@ -336,7 +336,7 @@ def test_overfit_one_group_reaches_the_poisson_floor():
     abar = float(np.sqrt(mean_counts / np.sum(np.abs(probe) ** 2)))
     keras.utils.set_random_seed(0)
     m = net.build_model(n, 2, probe, abar, net.merge_canvas(n, float(np.abs(offs).max())), GradientOptions(1, 0.0),
-                      UNetOptions(8, 3, np.pi))
+                        UNetOptions(8, 3, np.pi))
     t = net.training_model(m)
     t.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, steps, alpha=0.01)),
               loss=net.PoissonLoss(mean_counts, a))

@@ -1,4 +1,4 @@
-"""The learned unrolled reconstruction (model.UnrolledEstimate, estimate_algorithm "unrolled"):
+"""The learned unrolled reconstruction (network.UnrolledEstimate, estimate_algorithm "unrolled"):
 shapes, the Keras layer against a NumPy reference of the same iterations, gradients into
 every learned parameter, determinism for a seed, save -> load -> identical predictions, and
 the config's bound on its iterations."""

@@ -31,7 +31,7 @@ STAGE = "infer"
 
 
 def load_model(path: str | Path) -> keras.Model:
-    """Load ``model.keras`` (custom layers registered by :mod:`ptychopipe.model`)."""
+    """Load ``model.keras`` (custom layers registered by :mod:`ptychopipe.network`)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(not_a_file(path, "expected the train stage's model.keras"))
