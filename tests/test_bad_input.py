@@ -341,7 +341,7 @@ ARTIFACT_CASES = [
 @pytest.mark.parametrize("key", ["input_scale", "amplitude_estimate", "mean_counts", "gridsize"])
 @pytest.mark.stage
 def test_normalized_attribute_missing_names_file_and_key(tmp_path, good, key):
-    """read_normalized (the train and infer stages' reader): a missing root attribute is one
+    """Normalized.read (the train and infer stages' reader): a missing root attribute is one
     ArtifactError line naming the file and the attribute, not a bare KeyError."""
     path = _copy(good, tmp_path, "normalized.h5")
     _delete_attr(key)(path)

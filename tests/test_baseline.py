@@ -54,7 +54,7 @@ def test_snapshots_times_and_deviance():
     t = np.array([1.0, 2.0, 3.0])
     assert B.time_to_reach(t, np.array([0.1, 0.5, 0.9]), 0.5) == 2.0
     assert B.time_to_reach(t, np.array([0.1, 0.5, 0.9]), 0.95) is None
-    from ptychopipe.model import LAMBDA_FLOOR, poisson_deviance_np
+    from ptychopipe.network import LAMBDA_FLOOR, poisson_deviance_np
 
     assert B.LAMBDA_FLOOR == LAMBDA_FLOOR
     rng = np.random.default_rng(1)

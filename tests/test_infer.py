@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from ptychopipe import infer as I
-from ptychopipe import model as M
+from ptychopipe import network as net
 from ptychopipe import train as T
 from ptychopipe.artifacts import ArtifactError, Inferred, Normalized, Simulated, read_telemetry
 from ptychopipe.config import stage_config, to_json
-from ptychopipe.model import poisson_deviance_np
+from ptychopipe.network import poisson_deviance_np
 from pipeline_helpers import build_data
 
 
@@ -71,8 +71,8 @@ def test_inferred_h5_contract(gs2_run):
     # test_model) they give the model's λ̂ pixel by pixel (a conjugated or lost phase flips
     # or changes the patterns; the merged patches merge to themselves up to round-off), and
     # per pattern the stored predicted photons
-    canvas = M.model_canvas(model)
-    lam = M.physics_model(norm.probe, 2, canvas).predict(
+    canvas = net.model_canvas(model)
+    lam = net.physics_model(norm.probe, 2, canvas).predict(
         {"amplitude": np.moveaxis(inf.amplitude, 1, -1), "phase": np.moveaxis(inf.phase, 1, -1),
          "offsets": test.offsets}, verbose=0)["counts"].astype(np.float64)
     assert np.linalg.norm(lam - out["counts"]) / np.linalg.norm(out["counts"]) < 1e-3
@@ -161,7 +161,7 @@ def test_a_directory_in_place_of_the_model_says_so(tmp_path):
 @pytest.mark.parametrize("key", ["predicted_over_measured_counts", "poisson_nll", "mean_counts"])
 @pytest.mark.stage
 def test_inferred_attribute_missing_names_file_and_key(gs2_run, tmp_path, key):
-    """compare and baseline read these attributes: without one, read_inferred stops with one
+    """compare and baseline read these attributes: without one, Inferred.read stops with one
     line naming the file and the key (not a KeyError deep in compare)."""
     import shutil
 

@@ -1,10 +1,11 @@
-"""The PINN (ptychopipe.model): shapes, the one forward model (docs/design.md, 'One forward model'), gradients,
+"""The PINN (ptychopipe.network): shapes, the one forward model (docs/design.md, 'One forward model'), gradients,
 the Poisson loss, serialisation, and the JAX backend."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ptychopipe import model as M
+from ptychopipe import network as net
+from ptychopipe import physics, solvers
 from ptychopipe.config import (ConfigError, DifferenceMapOptions, GradientOptions, ObjectConfig, ProbeConfig,
                                SimulateConfig, UNetOptions, UnrolledOptions)
 from ptychopipe.physics import NUMPY_OPS, expected_counts, extract_patches, merge_and_reextract
@@ -62,7 +64,7 @@ def _keras_counts(probe, patches, offs, canvas, gridsize):
     in float32. Returns (λ̂ (b, c, N, N), the float32-rounded patches, the model)."""
     amp = np.abs(patches).astype(np.float32)
     ph = np.angle(patches).astype(np.float32)
-    pm = M.physics_model(probe, gridsize, canvas)
+    pm = net.physics_model(probe, gridsize, canvas)
     out = pm.predict({"amplitude": np.moveaxis(amp, 1, -1), "phase": np.moveaxis(ph, 1, -1),
                       "offsets": offs.astype(np.float32)}, verbose=0)
     return np.moveaxis(out["counts"], -1, 1), amp * np.exp(1j * ph.astype(np.float64)), pm
@@ -78,8 +80,8 @@ def _numpy_counts(probe, patches, offs, canvas, weight):
 def _small_model(gridsize: int = 1, tv_weight: float = 0.0, probe=None) -> keras.Model:
     probe = ideal_probe(N, 32) * 1e3 if probe is None else probe
     keras.utils.set_random_seed(0)
-    return M.build_model(N, gridsize, probe, 0.8, M.merge_canvas(N, 14.0), GradientOptions(3, 0.5),
-                         UNetOptions(8, 2, np.pi), tv_weight=tv_weight)
+    return net.build_model(N, gridsize, probe, 0.8, net.merge_canvas(N, 14.0), GradientOptions(3, 0.5),
+                           UNetOptions(8, 2, np.pi), tv_weight=tv_weight)
 
 
 def _inputs(rng, b, c, max_off=10.0):
@@ -107,7 +109,7 @@ def test_output_shapes_dtypes_and_the_untrained_model_is_the_group_estimate(grid
     assert out["counts"].min() >= 0
     assert out["amplitude"].min() >= 0
     assert np.abs(out["phase"]).max() <= np.pi
-    est = M.estimate_model(m).predict(x, verbose=0)
+    est = net.estimate_model(m).predict(x, verbose=0)
     assert est.shape == (3, N, N, c, 2) and est.dtype == np.float32
     refined = keras.Model(m.input, m.get_layer("refine_estimate").output).predict(x, verbose=0)
     e = est[..., 0] + 1j * est[..., 1]
@@ -121,11 +123,11 @@ def test_untrained_model_of_flat_object_data_starts_at_abar():
     """docs/design.md, 'Dose and normalisation': for data of a flat object of amplitude ā (noiseless), the model's
     amplitude starts at ā: the flat start of the group estimate is then a fixed point."""
     probe = load_probe(CUSTOM_PROBE, "probeGuess", N) * 50.0
-    fr, fi = M.physics.far_field(probe.real, probe.imag)
+    fr, fi = physics.far_field(probe.real, probe.imag)
     counts = (fr ** 2 + fi ** 2) * 0.8 ** 2
     a = np.sqrt((N / 2) ** 2 / counts.sum())
     abar = np.sqrt(counts.sum() / (np.abs(probe) ** 2).sum())
-    m = M.build_model(N, 1, probe, abar, N, GradientOptions(10, 0.9), UNetOptions(8, 2, np.pi))
+    m = net.build_model(N, 1, probe, abar, N, GradientOptions(10, 0.9), UNetOptions(8, 2, np.pi))
     out = m.predict({"diffraction": (a * np.sqrt(counts)).astype(np.float32)[None, :, :, None],
                      "offsets": np.zeros((1, 1, 2), np.float32)}, verbose=0)
     assert abar == pytest.approx(0.8, rel=1e-6)
@@ -134,24 +136,48 @@ def test_untrained_model_of_flat_object_data_starts_at_abar():
 
 def test_model_rejects_inconsistent_sizes():
     with pytest.raises(ValueError, match="divisible by 2\\^depth"):
-        M.build_model(48, 1, ideal_probe(48, 24), 1.0, 48, GradientOptions(), UNetOptions(8, 5, np.pi))
+        net.build_model(48, 1, ideal_probe(48, 24), 1.0, 48, GradientOptions(), UNetOptions(8, 5, np.pi))
     with pytest.raises(ConfigError, match=r"model\.depth: expected <= 5, got 7"):
         UNetOptions(8, 7, np.pi)
     with pytest.raises(ValueError, match="expected its options"):
-        M.build_model(N, 1, ideal_probe(N, 32), 1.0, N, DifferenceMapOptions())
+        net.build_model(N, 1, ideal_probe(N, 32), 1.0, N, DifferenceMapOptions())
     with pytest.raises(ValueError, match="has no U-Net"):
-        M.build_model(N, 1, ideal_probe(N, 32), 1.0, N, UnrolledOptions(), UNetOptions())
+        net.build_model(N, 1, ideal_probe(N, 32), 1.0, N, UnrolledOptions(), UNetOptions())
+    with pytest.raises(ValueError, match=r"estimate_algorithm: expected the options of one of difference_map, "
+                                         r"gradient, unrolled, got UNetOptions"):
+        net.build_model(N, 1, ideal_probe(N, 32), 1.0, N, UNetOptions(), UNetOptions())
     with pytest.raises(ValueError, match="probe: expected shape \\(64, 64\\)"):
-        M.build_model(N, 1, ideal_probe(32, 16), 1.0, N, GradientOptions(), UNetOptions(8, 2, np.pi))
+        net.build_model(N, 1, ideal_probe(32, 16), 1.0, N, GradientOptions(), UNetOptions(8, 2, np.pi))
     with pytest.raises(ValueError, match="amplitude_estimate"):
-        M.build_model(N, 1, ideal_probe(N, 32), float("nan"), N, GradientOptions(), UNetOptions(8, 2, np.pi))
+        net.build_model(N, 1, ideal_probe(N, 32), float("nan"), N, GradientOptions(), UNetOptions(8, 2, np.pi))
 
+
+def test_every_estimate_algorithm_has_one_network_entry():
+    """The network's table of estimate algorithms and the config's hold the same options
+    classes, the schema's model.estimate_algorithm enum names the same algorithms, each
+    entry builds its algorithm's "group_estimate" layer, and the train stage gives a U-Net
+    to exactly the estimates the network corrects with one."""
+    from ptychopipe.config import ESTIMATE_OPTIONS, load_schema, stage_config
+
+    assert set(net.ESTIMATE_LAYERS) == set(ESTIMATE_OPTIONS.values())
+    model_schema = load_schema()["$defs"]["params"]["properties"]["model"]
+    names = sorted(cls.algorithm for cls in net.ESTIMATE_LAYERS)
+    assert names == sorted(ESTIMATE_OPTIONS) == sorted(model_schema["properties"]["estimate_algorithm"]["enum"])
+    params = ci_params()
+    for name, cls in ESTIMATE_OPTIONS.items():
+        corrected = net.ESTIMATE_LAYERS[cls].corrected
+        params["model"].update(estimate_algorithm=name, estimate_iterations=1)
+        train = stage_config(params, "train").model
+        assert type(train.estimate) is cls and (train.unet is not None) == corrected, name
+        m = net.build_model(16, 1, ideal_probe(16, 8), 1.0, 16, cls(iterations=1),
+                            UNetOptions(2, 1, np.pi) if corrected else None)
+        assert m.get_layer("group_estimate").algorithm == name
 
 def test_fft_friendly_canvas_is_never_smaller():
     from ptychopipe.physics import canvas_size
 
     for off in (0.0, 3.2, 9.9, 14.0, 14.01, 30.5):
-        s = M.merge_canvas(N, off)
+        s = net.merge_canvas(N, off)
         assert s >= canvas_size(N, off) and s % 2 == 0
         k = s
         for p in (2, 3, 5):
@@ -184,7 +210,7 @@ def test_forward_model_equals_numpy_gridsize1_random():
         obj, probe = _random_object(rng), _white_probe(rng)
         p, offs = _group(rng, obj, 6, 1, 0.0)
         lam_k, p32, pm = _keras_counts(probe, p, offs, N, 1)
-        probe32 = M.model_probe(pm).astype(np.complex128)
+        probe32 = net.model_probe(pm).astype(np.complex128)
         assert _rel(lam_k, _numpy_counts(probe32, p32, offs, N, None)) < 1e-5
 
 
@@ -199,9 +225,9 @@ def test_forward_model_equals_numpy_gridsize2_float32(probe_kind):
         probe = {"ideal": lambda: ideal_probe(N, 32) * 1e3, "random_focused": lambda: _band_limited_probe(rng),
                  "custom": lambda: load_probe(CUSTOM_PROBE, "probeGuess", N) * 1e3}[probe_kind]()
         p, offs = _group(rng, obj, 8, 4, 14.0)
-        canvas = M.merge_canvas(N, 14.0)
+        canvas = net.merge_canvas(N, 14.0)
         lam_k, p32, pm = _keras_counts(probe, p, offs, canvas, 2)
-        probe32 = M.model_probe(pm).astype(np.complex128)
+        probe32 = net.model_probe(pm).astype(np.complex128)
         w = np.abs(probe32) ** 2 / np.max(np.abs(probe32) ** 2)  # docs/design.md, 'Overlap constraint', computed here
         np.testing.assert_allclose(pm.get_layer("overlap").overlap_weight.numpy(), w, rtol=1e-6, atol=1e-7)
         assert _rel(lam_k, _numpy_counts(probe32, p32, offs, canvas, w)) < 1e-5
@@ -216,10 +242,10 @@ def test_forward_model_equals_numpy_at_n128(gridsize):
     obj = _random_object(rng, 300)
     probe = ideal_probe(n, 64) * 1e3
     p, offs = _group(rng, obj, 3, c, 14.0, n=n)
-    canvas = M.merge_canvas(n, 14.0) if c > 1 else n
+    canvas = net.merge_canvas(n, 14.0) if c > 1 else n
     lam_k, p32, pm = _keras_counts(probe, p, offs, canvas, gridsize)
     assert lam_k.shape == (3, c, n, n)
-    probe32 = M.model_probe(pm).astype(np.complex128)
+    probe32 = net.model_probe(pm).astype(np.complex128)
     w = np.abs(probe32) ** 2 / np.max(np.abs(probe32) ** 2)
     assert _rel(lam_k, _numpy_counts(probe32, p32, offs, canvas, w)) < 1e-5
 
@@ -230,21 +256,21 @@ def test_group_estimate_never_mixes_groups(algorithm):
     depend on the other groups of its batch, in NumPy (bit for bit) and in Keras."""
     rng = np.random.default_rng(9)
     p, offs = _group(rng, _random_object(rng), 4, 4, 10.0)
-    canvas = M.merge_canvas(N, 10.0)
+    canvas = net.merge_canvas(N, 10.0)
     probe = _band_limited_probe(rng)
-    pe = M.estimate_probe(probe)
-    fr, fi = M.physics.far_field((pe * p).real, (pe * p).imag)
+    pe = net.estimate_probe(probe)
+    fr, fi = physics.far_field((pe * p).real, (pe * p).imag)
     x = np.sqrt(fr ** 2 + fi ** 2)
     x[1:] = rng.random(x[1:].shape) * x.max()  # the other groups: garbage
 
     def numpy_estimate(xs, o):
-        re, im = M.solvers.group_estimate(xs, o[..., 0], o[..., 1], (pe.real, pe.imag), canvas, 5, 0.5,
-                                          algorithm=algorithm)
+        re, im = solvers.group_estimate(xs, o[..., 0], o[..., 1], (pe.real, pe.imag), canvas, 5, 0.5,
+                                        algorithm=algorithm)
         return re + 1j * im
 
     whole, alone = numpy_estimate(x, offs), numpy_estimate(x[:1], offs[:1])
     np.testing.assert_array_equal(whole[0], alone[0])
-    layer = M.GroupEstimate(probe, canvas, iterations=5, momentum=0.5, algorithm=algorithm)
+    layer = net.GroupEstimate(probe, canvas, iterations=5, momentum=0.5, algorithm=algorithm)
 
     def keras_estimate(xs, o):
         return keras.ops.convert_to_numpy(layer(np.moveaxis(xs, 1, -1).astype(np.float32), o.astype(np.float32)))
@@ -271,13 +297,13 @@ def test_forward_model_is_the_numpy_code_path_in_float64(float64_keras, probe_ki
     obj = _random_object(rng)
     probe = _white_probe(rng) if probe_kind == "white" else load_probe(CUSTOM_PROBE, "probeGuess", N) * 1e3
     p, offs = _group(rng, obj, 4, 4, 14.0)
-    canvas = M.merge_canvas(N, 14.0)
-    pm = M.physics_model(probe, 2, canvas)
+    canvas = net.merge_canvas(N, 14.0)
+    pm = net.physics_model(probe, 2, canvas)
     assert pm.get_layer("far_field").probe_re.dtype == "float64"
     out = pm.predict({"amplitude": np.moveaxis(np.abs(p), 1, -1), "phase": np.moveaxis(np.angle(p), 1, -1),
                       "offsets": offs}, verbose=0)
     # the model stores P_abs as complex64 and the weight as float32: use the stored values
-    stored = M.model_probe(pm).astype(np.complex128)
+    stored = net.model_probe(pm).astype(np.complex128)
     w = pm.get_layer("overlap").overlap_weight.numpy()
     np.testing.assert_allclose(w, np.abs(stored) ** 2 / np.max(np.abs(stored) ** 2), rtol=1e-6, atol=1e-7)
     assert _rel(np.moveaxis(out["counts"], -1, 1), _numpy_counts(stored, p, offs, canvas, w)) < 1e-10
@@ -288,7 +314,7 @@ def test_groups_in_a_keras_batch_never_mix():
     of its batch (8 groups per batch; the others replaced by garbage, or removed)."""
     rng = np.random.default_rng(2)
     p, offs = _group(rng, _random_object(rng), 8, 4, 12.0)
-    canvas = M.merge_canvas(N, 12.0)
+    canvas = net.merge_canvas(N, 12.0)
     lam, _, _ = _keras_counts(ideal_probe(N, 32), p, offs, canvas, 2)
     p2 = p.copy()
     p2[1:] = 5.0 * np.exp(1j * 2.0)
@@ -308,11 +334,11 @@ def test_gradients_reach_both_heads(gridsize):
     gradient of the Poisson loss (the head convs start near zero, not at zero)."""
     c = gridsize * gridsize
     m = _small_model(gridsize)
-    t = M.training_model(m)
+    t = net.training_model(m)
     rng = np.random.default_rng(1)
     x = _inputs(rng, 2, c)
     y = rng.poisson(500.0, (2, N, N, c)).astype(np.float32)
-    loss = M.PoissonLoss(mean_counts=float(y.sum(axis=(1, 2)).mean()))
+    loss = net.PoissonLoss(mean_counts=float(y.sum(axis=(1, 2)).mean()))
     with tf.GradientTape() as tape:
         value = loss(y, t(x, training=True))
     grads = tape.gradient(value, t.trainable_weights)
@@ -338,15 +364,15 @@ def test_poisson_loss_keeps_float32_precision_at_high_dose():
     lam[:, :4] = rng.uniform(0.0, 3.0, (8, 4, 32, 1))  # and dark pixels, zeros included
     n = rng.poisson(lam).astype(np.float64)
     mean_counts = float(n.sum(axis=(1, 2, 3)).mean())
-    want = M.poisson_deviance_np(n, lam, mean_counts)
-    got = keras.ops.convert_to_numpy(M.PoissonLoss(mean_counts).call(
+    want = net.poisson_deviance_np(n, lam, mean_counts)
+    got = keras.ops.convert_to_numpy(net.PoissonLoss(mean_counts).call(
         keras.ops.convert_to_tensor(n.astype(np.float32)), keras.ops.convert_to_tensor(lam.astype(np.float32))))
     # float32 inputs: λ itself is rounded by ~6e-8·λ, which moves each term by ~(6e-8·λ)²/n ≪ ½
     np.testing.assert_allclose(got, want, rtol=2e-3)
     # a NaN prediction is still a NaN loss (the NaN guard relies on it)
     bad = lam.astype(np.float32).copy()
     bad[0, 5, 5, 0] = np.nan
-    out = keras.ops.convert_to_numpy(M.PoissonLoss(mean_counts).call(
+    out = keras.ops.convert_to_numpy(net.PoissonLoss(mean_counts).call(
         keras.ops.convert_to_tensor(n.astype(np.float32)), keras.ops.convert_to_tensor(bad)))
     assert np.isnan(out[0]) and np.all(np.isfinite(out[1:]))
 
@@ -355,9 +381,9 @@ def test_poisson_loss_matches_numpy_and_is_zero_at_the_data():
     rng = np.random.default_rng(4)
     lam = rng.uniform(0.0, 50.0, (3, 8, 8, 2)).astype(np.float32)
     n = rng.poisson(lam).astype(np.float32)
-    loss = M.PoissonLoss(mean_counts=123.0)
+    loss = net.PoissonLoss(mean_counts=123.0)
     got = keras.ops.convert_to_numpy(loss.call(keras.ops.convert_to_tensor(n), keras.ops.convert_to_tensor(lam)))
-    np.testing.assert_allclose(got, M.poisson_deviance_np(n, lam, 123.0), rtol=1e-5)
+    np.testing.assert_allclose(got, net.poisson_deviance_np(n, lam, 123.0), rtol=1e-5)
     # deviance = NLL - NLL(λ = n): zero at λ̂ = n (the n = 0 pixels included), positive elsewhere
     at_data = keras.ops.convert_to_numpy(loss.call(keras.ops.convert_to_tensor(n), keras.ops.convert_to_tensor(n)))
     np.testing.assert_allclose(at_data, 0.0, atol=1e-6)
@@ -371,7 +397,7 @@ def test_poisson_loss_matches_numpy_and_is_zero_at_the_data():
     z = keras.ops.convert_to_numpy(loss.call(keras.ops.convert_to_tensor(n), keras.ops.zeros_like(lam)))
     assert np.all(np.isfinite(z))
     # optional MAE term on normalised amplitudes
-    mae = M.PoissonLoss(mean_counts=123.0, input_scale=0.5, mae_weight=2.0)
+    mae = net.PoissonLoss(mean_counts=123.0, input_scale=0.5, mae_weight=2.0)
     got_mae = keras.ops.convert_to_numpy(mae.call(keras.ops.convert_to_tensor(n), keras.ops.convert_to_tensor(lam)))
     extra = 2.0 * 0.5 * np.abs(np.sqrt(np.maximum(lam, 1e-8)) - np.sqrt(n)).mean(axis=(1, 2, 3))
     np.testing.assert_allclose(got_mae - got, extra, rtol=1e-4)
@@ -381,10 +407,10 @@ def test_total_variation_is_added_only_when_enabled():
     rng = np.random.default_rng(6)
     x = _inputs(rng, 2, 1)
     y = rng.poisson(200.0, (2, N, N, 1)).astype(np.float32)
-    plain = M.training_model(_small_model(1))
-    tv = M.training_model(_small_model(1, tv_weight=10.0))
+    plain = net.training_model(_small_model(1))
+    tv = net.training_model(_small_model(1, tv_weight=10.0))
     for t in (plain, tv):
-        t.compile(optimizer="adam", loss=M.PoissonLoss(mean_counts=float(y.sum() / 2)))
+        t.compile(optimizer="adam", loss=net.PoissonLoss(mean_counts=float(y.sum() / 2)))
     assert "total_variation" not in [layer.name for layer in plain.layers]
     base = plain.evaluate(x, y, verbose=0)
     with_tv = tv.evaluate(x, y, verbose=0)
@@ -410,8 +436,8 @@ def test_save_load_gives_identical_predictions(tmp_path, gridsize):
     after = loaded.predict(x, verbose=0)
     for k in before:
         np.testing.assert_array_equal(after[k], before[k])
-    np.testing.assert_array_equal(M.model_probe(loaded), probe.astype(np.complex64))
-    assert M.model_amplitude_estimate(loaded) == 0.8
+    np.testing.assert_array_equal(net.model_probe(loaded), probe.astype(np.complex64))
+    assert net.model_amplitude_estimate(loaded) == 0.8
     # the probe travels as a weight, not inside the (small) JSON config
     with zipfile.ZipFile(path) as z:
         config = z.read("config.json")
@@ -419,12 +445,40 @@ def test_save_load_gives_identical_predictions(tmp_path, gridsize):
     assert "probe_re" not in json.dumps(json.loads(config)).replace('"name": "probe_re"', "")
 
 
+def test_saved_models_find_their_layers_by_the_registered_name(tmp_path):
+    """model.keras finds each custom layer by its registered name "ptychopipe>Class", not by
+    the module that defines it: a file whose layer configs name another module (earlier
+    versions kept the network in ptychopipe.model) loads with identical predictions."""
+    from ptychopipe.infer import load_model
+
+    assert {k for k in keras.saving.get_custom_objects() if k.startswith("ptychopipe>")} == {
+        f"ptychopipe>{name}" for name in (
+            "AmplitudeActivation", "AmplitudePhase", "ComplexObject", "EstimateObject", "FarFieldCounts",
+            "FoldMembers", "GroupEstimate", "OverlapConstraint", "PhaseActivation", "PoissonLoss", "RefineEstimate",
+            "TotalVariation", "UnfoldMembers", "UnrolledEstimate")}
+    m = _small_model(2, tv_weight=1.0)
+    x = _inputs(np.random.default_rng(10), 2, 4)
+    before = m.predict(x, verbose=0)
+    m.save(tmp_path / "model.keras")
+    with zipfile.ZipFile(tmp_path / "model.keras") as src, zipfile.ZipFile(tmp_path / "old.keras", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "config.json":
+                data, moved = re.subn(rb'"module": "ptychopipe\.network\.\w+"', b'"module": "ptychopipe.model"', data)
+                assert moved >= 6
+            dst.writestr(item, data)
+    after = load_model(tmp_path / "old.keras").predict(x, verbose=0)
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k])
+
+
 # --------------------------------------------------------------------------- JAX backend
 
 JAX_SCRIPT = textwrap.dedent("""
     import numpy as np, keras, jax, jax.numpy as jnp
     assert keras.backend.backend() == "jax"
-    from ptychopipe import model as M
+    from ptychopipe import network as net
+    from ptychopipe import solvers
     from ptychopipe.physics import NUMPY_OPS, expected_counts, extract_patches, merge_and_reextract
     from ptychopipe.simulate import ideal_probe
     from ptychopipe.config import GradientOptions, UNetOptions
@@ -438,11 +492,11 @@ JAX_SCRIPT = textwrap.dedent("""
     p = extract_patches(obj, (centres[:, None] + offs).reshape(-1, 2), N).reshape(3, 4, N, N)
     amp, ph = np.abs(p).astype(np.float32), np.angle(p).astype(np.float32)
     p = amp * np.exp(1j * ph.astype(np.float64))
-    canvas = M.merge_canvas(N, 12.0)
-    pm = M.physics_model(probe, 2, canvas)
+    canvas = net.merge_canvas(N, 12.0)
+    pm = net.physics_model(probe, 2, canvas)
     lam = np.moveaxis(np.asarray(pm({"amplitude": np.moveaxis(amp, 1, -1), "phase": np.moveaxis(ph, 1, -1),
                                      "offsets": offs.astype(np.float32)})["counts"]), -1, 1)
-    pr = M.model_probe(pm).astype(np.complex128)
+    pr = net.model_probe(pm).astype(np.complex128)
     w = np.abs(pr) ** 2 / np.max(np.abs(pr) ** 2)
     re, im = merge_and_reextract((p.real, p.imag), offs[..., 0], offs[..., 1], w, canvas, ops=NUMPY_OPS)
     ref = expected_counts((pr.real, pr.imag), (re, im))
@@ -450,21 +504,21 @@ JAX_SCRIPT = textwrap.dedent("""
     assert rel < 1e-5, rel
     # the shipped group estimate (difference map, noise tolerance) = NumPy on this backend too
     x_dm = (rng.random((3, 4, N, N)) * 0.1).astype(np.float32)
-    layer = M.GroupEstimate(probe, canvas, iterations=3, algorithm="difference_map", tolerance=0.02)
+    layer = net.GroupEstimate(probe, canvas, iterations=3, algorithm="difference_map", tolerance=0.02)
     got = np.asarray(layer(np.moveaxis(x_dm, 1, -1), offs.astype(np.float32)))
-    pe = M.estimate_probe(probe).astype(np.complex64).astype(np.complex128)
-    er, ei = M.solvers.group_estimate(x_dm.astype(np.float64), offs[..., 0], offs[..., 1], (pe.real, pe.imag),
-                                      canvas, 3, 0.0, algorithm="difference_map", tolerance=0.02)
+    pe = net.estimate_probe(probe).astype(np.complex64).astype(np.complex128)
+    er, ei = solvers.group_estimate(x_dm.astype(np.float64), offs[..., 0], offs[..., 1], (pe.real, pe.imag),
+                                    canvas, 3, 0.0, algorithm="difference_map", tolerance=0.02)
     ref_dm = np.stack([np.moveaxis(er, 1, -1), np.moveaxis(ei, 1, -1)], -1)
     rel_dm = np.linalg.norm(got - ref_dm) / np.linalg.norm(ref_dm)
     assert rel_dm < 1e-4, rel_dm
     keras.utils.set_random_seed(0)
-    m = M.build_model(N, 2, probe, 0.8, canvas, GradientOptions(3, 0.5),
-                      UNetOptions(4, 1, np.pi))  # few kernel shapes: JAX compiles each initializer
-    t = M.training_model(m)
+    m = net.build_model(N, 2, probe, 0.8, canvas, GradientOptions(3, 0.5),
+                        UNetOptions(4, 1, np.pi))  # few kernel shapes: JAX compiles each initializer
+    t = net.training_model(m)
     x = {"diffraction": rng.random((2, N, N, 4)).astype(np.float32), "offsets": offs[:2].astype(np.float32)}
     y = rng.poisson(300.0, (2, N, N, 4)).astype(np.float32)
-    loss = M.PoissonLoss(mean_counts=float(y.sum(axis=(1, 2)).mean()))
+    loss = net.PoissonLoss(mean_counts=float(y.sum(axis=(1, 2)).mean()))
     tv = [v.value for v in t.trainable_variables]
     ntv = [v.value for v in t.non_trainable_variables]
     def f(tv):
@@ -514,15 +568,15 @@ def test_one_estimate_step_is_the_back_projection_in_units_of_abar():
     for dose in (3e1, 3e3):
         probe = load_probe(CUSTOM_PROBE, "probeGuess", N) * dose
         c0 = 0.7 * np.exp(0.4j)
-        fr, fi = M.physics.far_field((probe * c0).real, (probe * c0).imag)
+        fr, fi = physics.far_field((probe * c0).real, (probe * c0).imag)
         counts = fr ** 2 + fi ** 2
         a = np.sqrt((N / 2) ** 2 / counts.sum())  # input scale of a one-pattern dataset
         abar = np.sqrt(counts.sum() / (np.abs(probe) ** 2).sum())
         x = (a * np.sqrt(counts)).astype(np.float32)[None, :, :, None]
-        layer = M.GroupEstimate(probe, N, iterations=1, momentum=0.0)
+        layer = net.GroupEstimate(probe, N, iterations=1, momentum=0.0)
         e = keras.ops.convert_to_numpy(layer(x, np.zeros((1, 1, 2), np.float32)))[0, :, :, 0]
         i = np.abs(probe) ** 2
-        expected = 1 + M.solvers.STEP * (abs(c0) / abar - 1) * i / (i + i.max())
+        expected = 1 + solvers.STEP * (abs(c0) / abar - 1) * i / (i + i.max())
         np.testing.assert_allclose(e[..., 0], expected, atol=2e-5)
         np.testing.assert_allclose(e[..., 1], 0.0, atol=2e-5)
 
@@ -544,17 +598,17 @@ def test_group_estimate_keras_equals_numpy_and_iterations_approach_the_truth(gri
     obj = (0.5 + rng.random((200, 200))) * np.exp(1j * rng.uniform(-1, 1, (200, 200)))
     obj = gaussian_filter(obj.real, 1.5) + 1j * gaussian_filter(obj.imag, 1.5)
     p, offs = _group(rng, obj, 3, c, 8.0)
-    canvas = M.merge_canvas(N, 8.0)
+    canvas = net.merge_canvas(N, 8.0)
     probe = _band_limited_probe(rng)
     abar = float(np.sqrt(np.mean(np.abs(p) ** 2)))
     for k, beta, tol in ((1, 0.0, 1e-5), (3, 0.5, 1e-4)):
-        layer = M.GroupEstimate(probe, canvas, iterations=k, momentum=beta, algorithm=algorithm)
-        pe = M.estimate_probe(probe).astype(np.complex64).astype(np.complex128)
-        fr, fi = M.physics.far_field((pe * p / abar).real, (pe * p / abar).imag)
+        layer = net.GroupEstimate(probe, canvas, iterations=k, momentum=beta, algorithm=algorithm)
+        pe = net.estimate_probe(probe).astype(np.complex64).astype(np.complex128)
+        fr, fi = physics.far_field((pe * p / abar).real, (pe * p / abar).imag)
         x = np.sqrt(fr ** 2 + fi ** 2)  # exact data in input units
         got = keras.ops.convert_to_numpy(layer(np.moveaxis(x, 1, -1).astype(np.float32), offs.astype(np.float32)))
-        re, im = M.solvers.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, k, beta,
-                                          algorithm=algorithm)
+        re, im = solvers.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, k, beta,
+                                        algorithm=algorithm)
         ref = np.stack([np.moveaxis(re, 1, -1), np.moveaxis(im, 1, -1)], -1)
         assert _rel(got, ref) < tol, (k, _rel(got, ref))
     if c == 1:
@@ -562,8 +616,8 @@ def test_group_estimate_keras_equals_numpy_and_iterations_approach_the_truth(gri
     lit = np.abs(probe) ** 2 > 0.1 * (np.abs(probe) ** 2).max()
     errors = []
     for k in (1, 30):
-        re, im = M.solvers.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, k, 0.9,
-                                          algorithm=algorithm)
+        re, im = solvers.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, k, 0.9,
+                                        algorithm=algorithm)
         e = (re + 1j * im) * abar
         phase = np.angle(np.sum(e[..., lit] * np.conj(p[..., lit])))  # the global phase is not measurable
         errors.append(np.linalg.norm((e * np.exp(-1j * phase) - p)[..., lit]) / np.linalg.norm(p[..., lit]))
@@ -588,16 +642,16 @@ def test_difference_map_keeps_the_amplitude_at_low_dose_only_with_the_noise_tole
     probe = load_probe(CUSTOM_PROBE, "probeGuess", N)
     probe = probe * np.sqrt(1e4 / np.sum(np.abs(probe) ** 2 * np.mean(np.abs(p) ** 2)))
     counts = np.random.default_rng(1).poisson(
-        np.stack([M.physics.expected_counts((probe.real, probe.imag), (q.real, q.imag)) for q in p])).astype(float)
+        np.stack([physics.expected_counts((probe.real, probe.imag), (q.real, q.imag)) for q in p])).astype(float)
     a = np.sqrt((N / 2) ** 2 / counts.sum(axis=(-2, -1)).mean())  # normalize.input_scale
     abar = np.sqrt(counts.sum(axis=(-2, -1)).mean() / np.sum(np.abs(probe) ** 2))  # normalize.amplitude_estimate
-    pe = M.estimate_probe(probe)
+    pe = net.estimate_probe(probe)
     lit = np.abs(probe) ** 2 > 0.1 * (np.abs(probe) ** 2).max()
     scores = {}
     for sigmas in (0.0, 1.0):
-        re, im = M.solvers.group_estimate(a * np.sqrt(counts), offs[..., 0], offs[..., 1], (pe.real, pe.imag),
-                                          M.merge_canvas(N, 8.0), 100, 0.0, algorithm="difference_map",
-                                          tolerance=M.solvers.noise_tolerance(sigmas, a))
+        re, im = solvers.group_estimate(a * np.sqrt(counts), offs[..., 0], offs[..., 1], (pe.real, pe.imag),
+                                        net.merge_canvas(N, 8.0), 100, 0.0, algorithm="difference_map",
+                                        tolerance=solvers.noise_tolerance(sigmas, a))
         e, t = (np.abs(re + 1j * im) * abar)[..., lit], np.abs(p)[..., lit]
         scores[sigmas] = (e.mean() / t.mean(), np.corrcoef(e.ravel(), t.ravel())[0, 1])
     assert scores[0.0][0] < 0.93, scores  # the exact modulus loses amplitude
@@ -612,18 +666,18 @@ def test_group_estimate_with_noise_tolerance_keras_equals_numpy(gridsize):
     rng = np.random.default_rng(4)
     c = gridsize * gridsize
     p, offs = _group(rng, _random_object(rng), 2, c, 8.0)
-    canvas = M.merge_canvas(N, 8.0)
+    canvas = net.merge_canvas(N, 8.0)
     probe = _band_limited_probe(rng)
-    pe = M.estimate_probe(probe).astype(np.complex64).astype(np.complex128)
-    fr, fi = M.physics.far_field((pe * p).real, (pe * p).imag)
+    pe = net.estimate_probe(probe).astype(np.complex64).astype(np.complex128)
+    fr, fi = physics.far_field((pe * p).real, (pe * p).imag)
     x = np.sqrt(fr ** 2 + fi ** 2) * rng.uniform(0.8, 1.2, fr.shape)  # noisy data in input units
     delta = 0.05 * float(x.mean())
-    layer = M.GroupEstimate(probe, canvas, iterations=3, algorithm="difference_map", tolerance=delta)
+    layer = net.GroupEstimate(probe, canvas, iterations=3, algorithm="difference_map", tolerance=delta)
     got = keras.ops.convert_to_numpy(layer(np.moveaxis(x, 1, -1).astype(np.float32), offs.astype(np.float32)))
     refs = []
     for d in (delta, 0.0):
-        re, im = M.solvers.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, 3, 0.0,
-                                          algorithm="difference_map", tolerance=d)
+        re, im = solvers.group_estimate(x, offs[..., 0], offs[..., 1], (pe.real, pe.imag), canvas, 3, 0.0,
+                                        algorithm="difference_map", tolerance=d)
         refs.append(np.stack([np.moveaxis(re, 1, -1), np.moveaxis(im, 1, -1)], -1))
     assert _rel(got, refs[0]) < 1e-4, _rel(got, refs[0])
     assert _rel(refs[1], refs[0]) > 1e-3, _rel(refs[1], refs[0])
@@ -644,19 +698,19 @@ def test_model_from_config_gets_the_tolerance_in_input_units_and_saves_it(tmp_pa
     cfg = stage_config(ci_params("gs2_custom"), "train")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate=DifferenceMapOptions(10, 1.5)))
     probe = load_probe(CUSTOM_PROBE, "probeGuess", N)
-    m = M.build_model_from_config(cfg, probe, 0.8, M.merge_canvas(N, 8.0), input_scale=0.02)
+    m = net.build_model_from_config(cfg, probe, 0.8, net.merge_canvas(N, 8.0), input_scale=0.02)
     assert m.get_layer("group_estimate").algorithm == "difference_map"
     assert m.get_layer("group_estimate").tolerance == pytest.approx(1.5 * 0.02 / 2)
     save_model_atomic(m, tmp_path / "model.keras")
     assert load_model(tmp_path / "model.keras").get_layer("group_estimate").tolerance == pytest.approx(0.015)
     gradient = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate=GradientOptions()))
-    g = M.build_model_from_config(gradient, probe, 0.8, M.merge_canvas(N, 8.0), input_scale=0.02)
+    g = net.build_model_from_config(gradient, probe, 0.8, net.merge_canvas(N, 8.0), input_scale=0.02)
     assert g.get_layer("group_estimate").tolerance == 0.0
     old = {k: v for k, v in m.get_layer("group_estimate").get_config().items() if k != "tolerance"}
-    assert M.GroupEstimate.from_config(old).tolerance == 0.0
+    assert net.GroupEstimate.from_config(old).tolerance == 0.0
     unrolled = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate=UnrolledOptions(10, 1.5, 4),
                                                                   unet=None))
-    u = M.build_model_from_config(unrolled, probe, 0.8, M.merge_canvas(N, 8.0), input_scale=0.02)
+    u = net.build_model_from_config(unrolled, probe, 0.8, net.merge_canvas(N, 8.0), input_scale=0.02)
     assert u.get_layer("group_estimate").algorithm == "unrolled"
     assert u.get_layer("group_estimate").tolerance == pytest.approx(0.015)  # the unrolled model gets δ too
     save_model_atomic(u, tmp_path / "unrolled.keras")
@@ -665,13 +719,13 @@ def test_model_from_config_gets_the_tolerance_in_input_units_and_saves_it(tmp_pa
 
 def test_group_estimate_rejects_bad_settings():
     with pytest.raises(ValueError, match="estimate_iterations: expected >= 1"):
-        M.GroupEstimate(ideal_probe(N, 32), N, iterations=0)
+        net.GroupEstimate(ideal_probe(N, 32), N, iterations=0)
     with pytest.raises(ValueError, match=r"estimate_algorithm: expected one of \['gradient', 'difference_map'\]"):
-        M.GroupEstimate(ideal_probe(N, 32), N, iterations=3, algorithm="hio")
+        net.GroupEstimate(ideal_probe(N, 32), N, iterations=3, algorithm="hio")
     with pytest.raises(ValueError, match="estimate_momentum"):
-        M.GroupEstimate(ideal_probe(N, 32), N, iterations=3, momentum=1.0)
+        net.GroupEstimate(ideal_probe(N, 32), N, iterations=3, momentum=1.0)
     with pytest.raises(ValueError, match="estimate_noise_tolerance: expected >= 0, got -0.5"):
-        M.GroupEstimate(ideal_probe(N, 32), N, iterations=3, tolerance=-0.5)
+        net.GroupEstimate(ideal_probe(N, 32), N, iterations=3, tolerance=-0.5)
 
 
 @pytest.mark.parametrize("gridsize", [1, 2])
@@ -681,8 +735,8 @@ def test_head_model_on_the_estimate_equals_the_whole_model(gridsize):
     m = _small_model(gridsize)
     x = _inputs(np.random.default_rng(5), 3, gridsize * gridsize)
     whole = m.predict(x, verbose=0)["counts"]
-    est = M.estimate_model(m).predict(x, verbose=0)
-    head = M.head_model(m).predict({"estimate": est, "offsets": x["offsets"]}, verbose=0)
+    est = net.estimate_model(m).predict(x, verbose=0)
+    head = net.head_model(m).predict({"estimate": est, "offsets": x["offsets"]}, verbose=0)
     np.testing.assert_allclose(head, whole, rtol=1e-6, atol=1e-6 * whole.max())
 
 
@@ -692,12 +746,12 @@ def test_fold_members_orders_rows_by_group_then_member_and_unfold_inverts_it():
     x = rng.random((b, n, n, c)).astype(np.float32)
     y = rng.random((b, n, n, c)).astype(np.float32)
     w = rng.random((n, n)).astype(np.float32)
-    folded = keras.ops.convert_to_numpy(M.FoldMembers(w)(np.stack([x, y], axis=-1)))
+    folded = keras.ops.convert_to_numpy(net.FoldMembers(w)(np.stack([x, y], axis=-1)))
     assert folded.shape == (b * c, n, n, 3)
     for g in range(b):
         for m in range(c):
             np.testing.assert_array_equal(folded[g * c + m, :, :, 0], x[g, :, :, m])
             np.testing.assert_array_equal(folded[g * c + m, :, :, 1], y[g, :, :, m])
             np.testing.assert_array_equal(folded[g * c + m, :, :, 2], w)
-    back = keras.ops.convert_to_numpy(M.UnfoldMembers(c)(folded[..., :1]))
+    back = keras.ops.convert_to_numpy(net.UnfoldMembers(c)(folded[..., :1]))
     np.testing.assert_array_equal(back, x)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline_helpers import make_workdir, run_snakemake
-from ptychopipe import model as M
+from ptychopipe import network as net
 from ptychopipe.artifacts import ArtifactError, GroupSet, Normalized
 from ptychopipe.config import ConfigError, UnrolledOptions, resolve_scenarios
 from ptychopipe.infer import check_model, data_scales, infer_arrays
@@ -71,7 +71,7 @@ def _norm(probe: np.ndarray, abar: float, b: int = 2) -> Normalized:
 
 def test_infer_checks_the_probe_shape_and_rescales_to_the_new_data(tmp_path):
     probe = ideal_probe(N, 24) * 1e3
-    m = M.build_model(N, 2, probe, 0.8, M.merge_canvas(N, 6.0), UnrolledOptions(2, 0.0, 2))
+    m = net.build_model(N, 2, probe, 0.8, net.merge_canvas(N, 6.0), UnrolledOptions(2, 0.0, 2))
     own = _norm(probe, 0.8)
     check_model(m, own, "m.keras", "own.h5")
     other = _norm(2.0 * probe, 1.6)  # same probe shape, another dose / object transmission

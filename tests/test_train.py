@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from ptychopipe import model as M
+from ptychopipe import network as net
 from ptychopipe import train as T
 from ptychopipe.artifacts import Normalized, TrainHistory, read_telemetry
 from ptychopipe.config import GradientOptions, ObjectConfig, UNetOptions, stage_config, to_json
@@ -145,7 +145,7 @@ def test_run_writes_model_and_history(ci_gs1, tmp_path, capsys):
     # the saved model loads (with the registered layers) and carries the normalize stage's ā;
     # that it predicts what the stage trained is test_infer's (stored patches vs the forward model)
     m = keras.saving.load_model(out, compile=False)
-    np.testing.assert_allclose(M.model_amplitude_estimate(m), Normalized.read(path).amplitude_estimate)
+    np.testing.assert_allclose(net.model_amplitude_estimate(m), Normalized.read(path).amplitude_estimate)
 
 
 @pytest.mark.stage
@@ -160,8 +160,8 @@ def test_early_stopping_restores_the_best_weights(ci_gs1):
     norm = Normalized.read(path)
     r = T.fit(cfg, norm, "gs1_ideal", log=_quiet)
     val = T.group_arrays(norm, "train").subset(r.val_idx)
-    t = M.training_model(r.model)
-    t.compile(loss=M.PoissonLoss(norm.mean_counts, norm.input_scale))
+    t = net.training_model(r.model)
+    t.compile(loss=net.PoissonLoss(norm.mean_counts, norm.input_scale))
     got = t.evaluate(val.x(), val.counts, batch_size=cfg.batch_size, verbose=0)
     vl = r.history["val_loss"]
     assert int(np.argmin(vl)) < len(vl) - 1, f"the case under test needs a best epoch before the last: {vl}"
@@ -288,7 +288,7 @@ def test_nan_guard_names_the_layer_whose_weights_became_non_finite():
     reported as such, naming the layer."""
     from ptychopipe.simulate import ideal_probe
 
-    m = M.build_model(64, 1, ideal_probe(64, 32), 1.0, 64, GradientOptions(1, 0.0), UNetOptions(4, 1, np.pi))
+    m = net.build_model(64, 1, ideal_probe(64, 32), 1.0, 64, GradientOptions(1, 0.0), UNetOptions(4, 1, np.pi))
     guard = T.NonFiniteGuard()
     guard.set_model(m)
     guard.on_epoch_begin(2)
@@ -335,15 +335,15 @@ def test_overfit_one_group_reaches_the_poisson_floor():
     a = np.sqrt((n / 2) ** 2 / mean_counts)
     abar = float(np.sqrt(mean_counts / np.sum(np.abs(probe) ** 2)))
     keras.utils.set_random_seed(0)
-    m = M.build_model(n, 2, probe, abar, M.merge_canvas(n, float(np.abs(offs).max())), GradientOptions(1, 0.0),
-                      UNetOptions(8, 3, np.pi))
-    t = M.training_model(m)
+    m = net.build_model(n, 2, probe, abar, net.merge_canvas(n, float(np.abs(offs).max())), GradientOptions(1, 0.0),
+                        UNetOptions(8, 3, np.pi))
+    t = net.training_model(m)
     t.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, steps, alpha=0.01)),
-              loss=M.PoissonLoss(mean_counts, a))
+              loss=net.PoissonLoss(mean_counts, a))
     x1 = {"diffraction": np.moveaxis(a * np.sqrt(counts), 0, -1)[None].astype(np.float32),
           "offsets": offs[None].astype(np.float32)}
     y1 = np.moveaxis(counts, 0, -1)[None]
-    floor = float(M.poisson_deviance_np(y1, np.moveaxis(lam, 0, -1)[None], mean_counts)[0])
+    floor = float(net.poisson_deviance_np(y1, np.moveaxis(lam, 0, -1)[None], mean_counts)[0])
     start = t.evaluate(x1, y1, verbose=0)
     t.fit({k: np.repeat(v, steps, axis=0) for k, v in x1.items()}, np.repeat(y1, steps, axis=0),
           batch_size=1, epochs=1, shuffle=False, verbose=0)

@@ -1,4 +1,4 @@
-"""The learned unrolled reconstruction (model.UnrolledEstimate, estimate_algorithm "unrolled"):
+"""The learned unrolled reconstruction (network.UnrolledEstimate, estimate_algorithm "unrolled"):
 shapes, the Keras layer against a NumPy reference of the same iterations, gradients into
 every learned parameter, determinism for a seed, save -> load -> identical predictions, and
 the config's bound on its iterations."""
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.signal import correlate2d
 
-from ptychopipe import model as M
+from ptychopipe import network as net
 from ptychopipe import physics, solvers
 from ptychopipe.config import ConfigError, UnrolledOptions, resolve_scenarios, stage_config
 from ptychopipe.simulate import ideal_probe
@@ -29,7 +29,7 @@ def _data(rng: np.random.Generator, b: int, c: int, probe: np.ndarray, max_off: 
     centres = rng.uniform(60, 100, (b, 2))
     offs = (rng.uniform(-max_off, max_off, (b, c, 2)) if c > 1 else np.zeros((b, 1, 2))).astype(np.float32)
     p = physics.extract_patches(obj, (centres[:, None, :] + offs).reshape(-1, 2), N).reshape(b, c, N, N)
-    pe = M.estimate_probe(probe)
+    pe = net.estimate_probe(probe)
     fr, fi = physics.far_field((pe * p).real, (pe * p).imag)
     x = np.sqrt(fr ** 2 + fi ** 2).astype(np.float32)  # (b, c, N, N)
     return np.moveaxis(x, 1, -1), offs
@@ -37,18 +37,18 @@ def _data(rng: np.random.Generator, b: int, c: int, probe: np.ndarray, max_off: 
 
 def _layer(gridsize: int, k: int = 3, tolerance: float = 0.02, seed: int = 0):
     probe = ideal_probe(N, 24) * 1e3
-    canvas = M.merge_canvas(N, 6.0) if gridsize > 1 else N
+    canvas = net.merge_canvas(N, 6.0) if gridsize > 1 else N
     keras.utils.set_random_seed(seed)
-    return M.UnrolledEstimate(probe, canvas, iterations=k, tolerance=tolerance, filters=4), probe, canvas
+    return net.UnrolledEstimate(probe, canvas, iterations=k, tolerance=tolerance, filters=4), probe, canvas
 
 
-def _randomise(layer: M.UnrolledEstimate, rng: np.random.Generator) -> None:
+def _randomise(layer: net.UnrolledEstimate, rng: np.random.Generator) -> None:
     """Give every learned parameter a non-trivial value (a trained-looking layer)."""
     for w in layer.trainable_weights:
         w.assign((0.05 * rng.normal(size=w.shape)).astype(np.float32))
 
 
-def _numpy_reference(layer: M.UnrolledEstimate, x: np.ndarray, offs: np.ndarray) -> np.ndarray:
+def _numpy_reference(layer: net.UnrolledEstimate, x: np.ndarray, offs: np.ndarray) -> np.ndarray:
     """The documented iterations in NumPy float64 with the layer's weights."""
     get = lambda w: np.asarray(keras.ops.convert_to_numpy(w), dtype=np.float64)  # noqa: E731
     pr, pi = get(layer.probe_re), get(layer.probe_im)
@@ -87,7 +87,7 @@ def test_untrained_layer_is_the_difference_map(gridsize):
     x, offs = _data(np.random.default_rng(1), 3, c, probe)
     got = keras.ops.convert_to_numpy(layer(x, offs))
     assert got.shape == (3, N, N, c, 2) and got.dtype == np.float32
-    pe = M.estimate_probe(probe).astype(np.complex64).astype(np.complex128)
+    pe = net.estimate_probe(probe).astype(np.complex64).astype(np.complex128)
     re, im = solvers.difference_map_estimate(np.moveaxis(x, -1, 1).astype(np.float64), offs[..., 0], offs[..., 1],
                                              (pe.real, pe.imag), canvas, 3, tolerance=0.02)
     ref = np.stack([np.moveaxis(re, 1, -1), np.moveaxis(im, 1, -1)], -1)
@@ -112,24 +112,24 @@ def _model(gridsize: int = 2, seed: int = 0) -> keras.Model:
     probe = ideal_probe(N, 24) * 1e3
     keras.utils.set_random_seed(seed)
     # noise tolerance 0.04 standard deviations at input scale 1: δ = 0.02 in input units
-    return M.build_model(N, gridsize, probe, 0.8, M.merge_canvas(N, 6.0), UnrolledOptions(3, 0.04, 4))
+    return net.build_model(N, gridsize, probe, 0.8, net.merge_canvas(N, 6.0), UnrolledOptions(3, 0.04, 4))
 
 
 def test_model_shapes_and_gradients_reach_every_learned_parameter():
     m = _model()
-    probe = M.model_probe(m)
+    probe = net.model_probe(m)
     x, offs = _data(np.random.default_rng(4), 2, 4, probe.astype(np.complex128))
     out = m.predict({"diffraction": x, "offsets": offs}, verbose=0)
     assert set(out) == {"counts", "amplitude", "phase"}
     assert all(v.shape == (2, N, N, 4) and np.all(np.isfinite(v)) for v in out.values())
-    assert M.model_amplitude_estimate(m) == 0.8 and M.estimate_is_learned(m)
+    assert net.model_amplitude_estimate(m) == 0.8 and net.estimate_is_learned(m)
     assert not any(layer.name.startswith("enc") for layer in m.layers)  # no U-Net
     import tensorflow as tf
 
     counts = tf.constant(out["counts"] * 1.05)
     with tf.GradientTape() as tape:
         lam = m({"diffraction": x, "offsets": offs})["counts"]
-        loss = tf.reduce_mean(M.PoissonLoss(float(np.mean(out["counts"].sum(axis=(1, 2)))))(counts, lam))
+        loss = tf.reduce_mean(net.PoissonLoss(float(np.mean(out["counts"].sum(axis=(1, 2)))))(counts, lam))
     grads = tape.gradient(loss, m.trainable_weights)
     names = [w.name for w in m.trainable_weights]
     assert sorted(names) == sorted(["relaxation", "log_tolerance", "prior_w1", "prior_b1", "prior_w2", "prior_b2"])
@@ -158,14 +158,14 @@ def test_save_load_gives_identical_predictions(tmp_path):
 
     m = _model()
     _randomise(m.get_layer("group_estimate"), np.random.default_rng(5))
-    x, offs = _data(np.random.default_rng(6), 3, 4, M.model_probe(m).astype(np.complex128))
+    x, offs = _data(np.random.default_rng(6), 3, 4, net.model_probe(m).astype(np.complex128))
     before = m.predict({"diffraction": x, "offsets": offs}, verbose=0)
     save_model_atomic(m, tmp_path / "model.keras")
     loaded = load_model(tmp_path / "model.keras")
     after = loaded.predict({"diffraction": x, "offsets": offs}, verbose=0)
     for k in before:
         np.testing.assert_array_equal(after[k], before[k])
-    assert M.model_amplitude_estimate(loaded) == 0.8
+    assert net.model_amplitude_estimate(loaded) == 0.8
 
 
 def _unrolled_train_config(params):

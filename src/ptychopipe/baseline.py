@@ -74,7 +74,7 @@ BUFFER_MARGIN_PX = 16
 #: rPIE step parameters (found to converge on this problem; docs/real_data.md).
 RPIE_ALPHA = 0.1
 RPIE_STEP = 1.0
-#: Clamp of λ in the Poisson deviance (= ptychopipe.model.LAMBDA_FLOOR; tests check the two agree).
+#: Clamp of λ in the Poisson deviance (= ptychopipe.network.LAMBDA_FLOOR; tests check the two agree).
 LAMBDA_FLOOR = 1e-8
 #: Versions this stage was written and verified against (recorded; others are not refused).
 VERIFIED = {"ptychi": "2.2.0", "torch": "2.13.0"}

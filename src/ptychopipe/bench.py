@@ -40,7 +40,7 @@ import numpy as np
 
 from . import solvers
 from .config import DifferenceMapOptions, GradientOptions, UNetOptions
-from .model import PoissonLoss, build_cnn, build_model, head_model, merge_canvas
+from .network import PoissonLoss, build_cnn, build_model, head_model, merge_canvas
 from .simulate import ideal_probe
 from .telemetry import cpu_model
 from .train import GroupArrays, GroupBatches, NonFiniteGuard, configure_backend, with_estimate

@@ -244,7 +244,7 @@ class NormalizeConfig:
 
 def _iterations() -> Any:
     return option("Physics iterations per group (unrolled: at most 10, each with learned parameters; "
-                  "difference_map, gradient: fixed, model.GroupEstimate).",
+                  "difference_map, gradient: fixed, network.GroupEstimate).",
                   key="model.estimate_iterations", default=10, minimum=1, maximum=1000)
 
 
@@ -257,7 +257,7 @@ def _noise_tolerance() -> Any:
 @dataclass(frozen=True)
 class DifferenceMapOptions:
     """A fixed number of exit-wave difference-map iterations per group, at training and at
-    inference (:class:`ptychopipe.model.GroupEstimate`), then the U-Net correction."""
+    inference (:class:`ptychopipe.network.GroupEstimate`), then the U-Net correction."""
 
     iterations: int = _iterations()
     noise_tolerance: float = _noise_tolerance()
@@ -270,7 +270,7 @@ class DifferenceMapOptions:
 @dataclass(frozen=True)
 class GradientOptions:
     """A fixed number of preconditioned gradient-descent iterations with Nesterov momentum per
-    group (:class:`ptychopipe.model.GroupEstimate`), then the U-Net correction."""
+    group (:class:`ptychopipe.network.GroupEstimate`), then the U-Net correction."""
 
     iterations: int = _iterations()
     momentum: float = option("Nesterov momentum of those iterations (gradient algorithm only).",
@@ -287,7 +287,7 @@ MAX_UNROLLED_ITERATIONS = 10
 
 @dataclass(frozen=True)
 class UnrolledOptions:
-    """Learned unrolled difference-map iterations (:class:`ptychopipe.model.UnrolledEstimate`):
+    """Learned unrolled difference-map iterations (:class:`ptychopipe.network.UnrolledEstimate`):
     relaxation, tolerance and a small prior CNN learned per iteration; no U-Net."""
 
     iterations: int = _iterations()
@@ -306,7 +306,7 @@ class UnrolledOptions:
 
 @dataclass(frozen=True)
 class UNetOptions:
-    """The U-Net that corrects a fixed physics estimate (:func:`ptychopipe.model.unet_heads`)."""
+    """The U-Net that corrects a fixed physics estimate (:func:`ptychopipe.network.unet_heads`)."""
 
     filters: int = option("U-Net filters of the first encoder level; doubled per level.", key="model.filters",
                           default=32, minimum=1)
@@ -320,7 +320,8 @@ class UNetOptions:
         check_options(self)
 
 
-#: The group-estimate algorithms (``model.estimate_algorithm``) and their options classes.
+#: The group-estimate algorithms (``model.estimate_algorithm``) and their options classes; the
+#: network builds each with its entry of :data:`ptychopipe.network.ESTIMATE_LAYERS`.
 ESTIMATE_OPTIONS: dict[str, type] = {"difference_map": DifferenceMapOptions, "gradient": GradientOptions,
                                      "unrolled": UnrolledOptions}
 EstimateOptions = DifferenceMapOptions | GradientOptions | UnrolledOptions

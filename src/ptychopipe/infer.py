@@ -24,7 +24,7 @@ import numpy as np
 
 from .artifacts import ArtifactError, Inferred, Normalized, not_a_file
 from .config import InferConfig
-from .model import model_amplitude_estimate, model_canvas, model_probe, poisson_deviance_np
+from .network import model_amplitude_estimate, model_canvas, model_probe, poisson_deviance_np
 from .physics import canvas_size
 from .telemetry import check_finite
 
@@ -32,7 +32,7 @@ STAGE = "infer"
 
 
 def load_model(path: str | Path) -> keras.Model:
-    """Load ``model.keras`` (custom layers registered by :mod:`ptychopipe.model`)."""
+    """Load ``model.keras`` (custom layers registered by :mod:`ptychopipe.network`)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(not_a_file(path, "expected the train stage's model.keras"))

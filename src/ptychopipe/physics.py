@@ -4,7 +4,7 @@ docs/design.md, 'One forward model', asks for one implementation of the FFT conv
 shift and the overlap merge, shared by the simulator and the differentiable
 model. Every function here takes an ``ops`` namespace: :data:`NUMPY_OPS` (float64
 NumPy, used by :mod:`ptychopipe.simulate`) or ``keras.ops`` (used by
-:mod:`ptychopipe.model`, any Keras backend). Complex fields are carried as a pair
+:mod:`ptychopipe.network`, any Keras backend). Complex fields are carried as a pair
 of real arrays ``(re, im)`` because ``keras.ops`` has no portable complex dtype;
 ``keras.ops.fft2`` takes and returns such pairs and NUMPY_OPS mirrors it. The iterative
 solvers that invert this model for one group live in :mod:`ptychopipe.solvers`.

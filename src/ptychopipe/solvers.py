@@ -5,8 +5,8 @@ What belongs here: the iterative algorithms that invert the forward model of
 descent with Nesterov momentum and the exit-wave difference map (:func:`group_estimate`),
 their modulus projection with a noise tolerance, and the difference map's pieces
 (:func:`difference_map_operators`) that the learned unrolled estimate reuses. They are the
-network's physics input layer (:class:`ptychopipe.model.GroupEstimate`,
-:class:`ptychopipe.model.UnrolledEstimate`). Like the forward model, every function takes an
+network's physics input layer (:class:`ptychopipe.network.GroupEstimate`,
+:class:`ptychopipe.network.UnrolledEstimate`). Like the forward model, every function takes an
 ``ops`` namespace (:data:`ptychopipe.physics.NUMPY_OPS` or ``keras.ops``) and carries complex
 fields as (re, im) pairs.
 """
@@ -230,7 +230,7 @@ class DifferenceMapOperators(SimpleNamespace):
 def difference_map_operators(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, canvas: int,
                              ops: Any = NUMPY_OPS) -> DifferenceMapOperators:
     """Operators of :func:`difference_map_estimate` for these groups (same inputs), shared by
-    it and the learned unrolled iterations (:class:`ptychopipe.model.UnrolledEstimate`).
+    it and the learned unrolled iterations (:class:`ptychopipe.network.UnrolledEstimate`).
 
     ``update(state, relaxation β, tolerance δ)``: with O = overlap(ψ), φ_c = P_c·crop_c(O),
     ψ_c ← ψ_c + β·(Π_δ(2φ_c − ψ_c) − φ_c); β = 1 is the difference map. ``update`` also takes

@@ -208,7 +208,7 @@ def pipeline_modes(model: Any) -> dict[str, Any]:
     """The reconstruction modes of a trained model ("network"; with a U-Net correction also
     "estimate_only", its fixed-physics estimate alone): name -> a function (diffraction (B,N,N,C),
     offsets (B,C,2), batch size) → (amplitude, phase), each (B, C, N, N) float32."""
-    from .model import estimate_model, model_amplitude_estimate
+    from .network import estimate_model, model_amplitude_estimate
 
     est = estimate_model(model)
     abar = model_amplitude_estimate(model)

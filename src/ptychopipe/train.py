@@ -36,8 +36,8 @@ import numpy as np
 from .artifacts import Normalized, TrainHistory, atomic_path, write_json_atomic
 from .config import TrainConfig
 from .errors import PtychopipeError
-from .model import (PoissonLoss, build_model_from_config, estimate_is_learned, estimate_model, head_model,
-                    merge_canvas, training_model)
+from .network import (PoissonLoss, build_model_from_config, estimate_is_learned, estimate_model, head_model,
+                      merge_canvas, training_model)
 from .progress import duration, progress
 from .telemetry import array_stats, check_finite, check_nonnegative, cpu_description
 
@@ -117,7 +117,7 @@ class GroupArrays:
         return {"diffraction": self.inputs[idx], "offsets": self.offsets[idx]}
 
     def head_x(self, idx: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
-        """Input dict of :func:`ptychopipe.model.head_model` for the groups ``idx``."""
+        """Input dict of :func:`ptychopipe.network.head_model` for the groups ``idx``."""
         if self.estimate is None:
             raise ValueError("GroupArrays.head_x: no estimate; compute it with with_estimate()")
         return {"estimate": self.estimate[idx], "offsets": self.offsets[idx]}
@@ -129,7 +129,7 @@ class GroupArrays:
 
 
 def with_estimate(data: GroupArrays, model: keras.Model, batch_size: int) -> GroupArrays:
-    """``data`` with the PINN's group estimate (:func:`ptychopipe.model.estimate_model`)
+    """``data`` with the PINN's group estimate (:func:`ptychopipe.network.estimate_model`)
     of every group. It has no trainable weights, so it is computed once per training run
     instead of at every step."""
     if len(data) == 0:
