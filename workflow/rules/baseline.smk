@@ -2,7 +2,7 @@
 # the same test patterns the PINN reconstructed (known probe, fixed positions), and
 # baseline_compare scores it against the truth (or in data space) next to the PINN; the report
 # adds a "PINN vs iterative" section. Needs the optional extra: pip install -e '.[baselines]'
-# (src/ptychopipe/baseline.py, docs/real_data.md).
+# (src/ptychopipe/baseline/, docs/real_data.md).
 
 
 rule baseline:
