@@ -14,10 +14,10 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .artifacts import (ArtifactError, ComparisonSummary, not_a_file, read_attrs, read_telemetry, save_figure,
+from ..artifacts import (ArtifactError, ComparisonSummary, not_a_file, read_attrs, read_telemetry, save_figure,
                         write_text_atomic)
-from .stages import telemetry_files
-from .telemetry import cpu_description
+from ..stages import telemetry_files
+from ..telemetry import cpu_description
 
 #: Stage artifacts in pipeline order (file name under results/{scenario}/, stage name).
 STAGE_FILES: tuple[tuple[str, str], ...] = telemetry_files()
@@ -158,7 +158,7 @@ def write_telemetry_table(results: str | Path, md_path: str | Path, csv_path: st
 def _metric_columns() -> tuple[tuple[str, tuple[str, ...], str], ...]:
     """summary.csv's image-metric columns, from :data:`ptychopipe.evaluation.metrics.METRICS`:
     amp_<key> then phase_<key> (phase_<key>_rad for a metric in the image's own unit)."""
-    from .evaluation.metrics import METRICS
+    from ..evaluation.metrics import METRICS
 
     out = []
     for part, prefix, image_unit in (("amplitude", "amp", "object amplitude"), ("phase", "phase", "rad")):
@@ -324,7 +324,7 @@ def provenance(preset: str | None = None, config_hash: str | None = None) -> dic
     the date (UTC) of the report."""
     import datetime as dt
 
-    from . import __version__
+    from .. import __version__
 
     return {"preset": preset or "not recorded", "config_hash": config_hash or "not recorded",
             "ptychopipe_version": __version__,
@@ -343,7 +343,7 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
     (of the run's scenarios, :func:`ptychopipe.config.scenarios_hash`) are recorded with the
     ptychopipe version and the date (:data:`PROVENANCE_COLUMNS`). ``grid``: (PNG path, each
     scenario's stitched.h5, simulated.h5, in the order of ``comparisons``): the all-scenarios
-    reconstruction grid (:func:`ptychopipe.figures.reconstruction_grid`), linked from summary.md."""
+    reconstruction grid (:func:`.figures.reconstruction_grid`), linked from summary.md."""
     if not comparisons:
         raise ValueError("report: expected at least one comparison.json, got none")
     prov = provenance(preset, config_hash)
@@ -413,7 +413,7 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
         if figs:
             lines += ["", " ".join(f"[{k}]({os.path.relpath(v, md_dir)})" for k, v in sorted(figs.items()))]
     if baselines:
-        from .baseline import baseline_section
+        from ..baseline import baseline_section
 
         lines += baseline_section(baselines, md_dir)
     if grid:
@@ -534,7 +534,7 @@ def quality_rows(results: str | Path, configfile: str | Path, preset: str,
     sweeps are benchmark scenarios, built on request).
     Each scenario's simulate/ingest and train artifacts must carry the config hash of that
     scenario under ``preset`` (else the table would mislabel them): one-line ValueError if not."""
-    from .config import config_hash, default_scenarios, load_scenarios, load_yaml, stage_config, sweep_points
+    from ..config import config_hash, default_scenarios, load_scenarios, load_yaml, stage_config, sweep_points
 
     raw = load_yaml(configfile)
     params = load_scenarios(configfile, preset)

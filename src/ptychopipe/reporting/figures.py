@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifacts import ComparisonSummary, Simulated, Split, StitchedCanvas, save_figure
+from ..artifacts import ComparisonSummary, Simulated, Split, StitchedCanvas, save_figure
 
 
 def _plt():
