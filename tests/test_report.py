@@ -15,6 +15,7 @@ import pytest
 from evaluate_helpers import run_evaluation
 from ptychopipe import cli, reporting
 from ptychopipe.artifacts import ArtifactError, Simulated
+from ptychopipe.reporting import telemetry_table
 from pipeline_helpers import REPO, run_snakemake
 
 
@@ -310,7 +311,7 @@ def test_telemetry_table_includes_the_evaluation_stages(tmp_path, ci_data):
     compared = [r for r in rows if r["stage"] == "compare"]
     assert any("amplitude_bias=" in r["stage_ratios"] for r in compared)
     # every telemetry statistic of the artifact contract is a column; sumsq is the artifact's own Σ|x|²
-    assert list(rows[0]) == list(reporting.summary.COLUMNS) and "sumsq" in reporting.summary.COLUMNS
+    assert list(rows[0]) == list(telemetry_table.COLUMNS) and "sumsq" in telemetry_table.COLUMNS
     counts = next(r for r in rows if r["stage"] == "simulate" and r["array"] == "counts")
     sim = Simulated.read(data["simulated"])
     assert float(counts["sumsq"]) == pytest.approx(float(np.sum(sim.counts.astype(np.float64) ** 2)), rel=1e-5)

@@ -1,4 +1,6 @@
-"""Throughput benchmark of the PINN: ``ptychopipe bench model`` (not a test).
+"""Throughput benchmark of the PINN: ``ptychopipe bench model`` (not a test). It measures
+speed and counts operations on synthetic inputs, never the quality of a reconstruction: the
+time a trained model takes to reach a quality is :mod:`.timetoquality`.
 
 Measures, on the current machine and backend, training and inference samples per
 second (a sample = one group of C = gridsize² patterns) of the PINN and of the bare

@@ -1,4 +1,6 @@
-"""Time to quality: the trained network against the iterative reference, side by side.
+"""Time to quality: the trained network against the iterative reference, side by side, on
+a preset's artifacts. The speed of the network alone, on synthetic inputs, is
+:mod:`.throughput`; the pty-chi reconstruction itself is :mod:`ptychopipe.baseline`'s.
 
 ``ptychopipe bench time-to-quality`` reconstructs the *same* test patterns of each
 scenario, in one process on one machine with the same thread count, with
