@@ -150,7 +150,7 @@ def test_compare_scores_snapshots_like_the_pinn_and_times_them(tmp_path, pinn):
     assert nll[0] > nll[1] > nll[2]
     assert res["scenario"] == "gs1_ideal"
     # the report's section
-    from ptychopipe.report import write_summary
+    from ptychopipe.reporting import write_summary
 
     md = tmp_path / "report" / "summary.md"
     write_summary([pinn["json"]], md, tmp_path / "report" / "summary.csv", tmp_path / "report" / "overview.png",

@@ -14,16 +14,17 @@ from pipeline_helpers import CONFIG_FILE
 def test_bench_model_reports_pinn_and_cnn_rows_with_the_requested_batch(tmp_path, monkeypatch, capsys):
     """Through the CLI: --infer-batch-size reaches every timed prediction (not only the
     settings it reports)."""
-    from ptychopipe import bench, cli
+    from ptychopipe import cli
+    from ptychopipe.benchmarks import throughput
 
     batch_sizes = []
-    predict = bench._predict
+    predict = throughput._predict
 
     def recording_predict(model, x, batch_size):
         batch_sizes.append(batch_size)
         return predict(model, x, batch_size)
 
-    monkeypatch.setattr(bench, "_predict", recording_predict)
+    monkeypatch.setattr(throughput, "_predict", recording_predict)
     monkeypatch.setattr(cli, "set_thread_limits", lambda threads: None)  # keep this process's environment
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "model", "--configfile", str(CONFIG_FILE), "--preset", "ci",
@@ -62,9 +63,10 @@ def _counting_ops(counts: dict[int, int]):
 @pytest.mark.parametrize("algorithm", ["gradient", "difference_map"])
 @pytest.mark.parametrize("gridsize", [1, 2])
 def test_estimate_transforms_are_the_ffts_group_estimate_runs_per_iteration(algorithm, gridsize):
-    """The FLOP count's FFT term (bench.estimate_transforms) against the transforms the
+    """The FLOP count's FFT term (benchmarks.throughput.estimate_transforms) against the transforms the
     estimate really runs: the difference between 2 and 1 iterations of one group."""
-    from ptychopipe import bench, physics, solvers
+    from ptychopipe import physics, solvers
+    from ptychopipe.benchmarks import throughput
 
     n, c = 16, gridsize * gridsize
     rng = np.random.default_rng(0)
@@ -82,4 +84,4 @@ def test_estimate_transforms_are_the_ffts_group_estimate_runs_per_iteration(algo
         per_run.append(counts)
     per_iteration = {p: per_run[1].get(p, 0) - per_run[0].get(p, 0) for p in per_run[1]}
     per_iteration = {p: k for p, k in per_iteration.items() if k}
-    assert per_iteration == bench.estimate_transforms(n, gridsize, canvas, algorithm)
+    assert per_iteration == throughput.estimate_transforms(n, gridsize, canvas, algorithm)

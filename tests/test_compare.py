@@ -330,7 +330,7 @@ def test_nan_guard_message_reaches_the_summary(tmp_path, ci_data):
                 amplitude_png=paths["amplitude"], phase_png=paths["phase"], frc_png=paths["frc"],
                 training_png=paths["training"])
     from ptychopipe.artifacts import ComparisonSummary
-    from ptychopipe.report import write_summary
+    from ptychopipe.reporting import write_summary
 
     assert ComparisonSummary.read(paths["json"])["nan_status"] == "train: loss became NaN at epoch 2"
     md, csv_path = tmp_path / "summary.md", tmp_path / "summary.csv"

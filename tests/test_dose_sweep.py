@@ -18,7 +18,7 @@ import pytest
 from pipeline_helpers import CONFIG_FILE, REPO, SCENARIOS, make_workdir, planned, run_snakemake
 import yaml
 
-from ptychopipe import cli, report
+from ptychopipe import cli, reporting
 from ptychopipe.artifacts import ArtifactError
 from ptychopipe.evaluation.metrics import METRIC_KEYS
 from ptychopipe.config import (config_hash, default_scenarios, load_scenarios, load_yaml, params_diff,
@@ -27,7 +27,7 @@ from ptychopipe.config import (config_hash, default_scenarios, load_scenarios, l
 #: The shipped dose sweep: scenario name -> nphotons.
 DOSE = {"dose_10000": 1e4, "dose_100000": 1e5, "dose_1e06": 1e6, "dose_1e07": 1e7, "dose_1e09": 1e9}
 STAGE_RULES = ("simulate", "split", "group", "normalize", "train", "infer", "stitch", "compare")
-S, E = report.QUALITY_START, report.QUALITY_END
+S, E = reporting.QUALITY_START, reporting.QUALITY_END
 
 
 def comparison(scenario: str, amp_r: float, phase_r: float, bias: float | None) -> dict:
@@ -167,11 +167,11 @@ def test_dose_response_rule_and_html_report_on_synthetic_comparisons(tmp_path):
 def test_dose_response_writes_png_and_csv_sorted_by_nphotons(tmp_path):
     points = {"dose_1e06": (0.5, 0.4, 1.01), "dose_10000": (0.1, 0.05, 0.90), "dose_1e09": (0.8, 0.7, None)}
     paths = write_comparisons(tmp_path / "results", points)
-    png, csv_path = report.write_dose_response(paths, [1e6, 1e4, 1e9], tmp_path / "r" / "dose_response.png",
+    png, csv_path = reporting.write_dose_response(paths, [1e6, 1e4, 1e9], tmp_path / "r" / "dose_response.png",
                                                tmp_path / "r" / "dose_response.csv")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     rows = list(csv.DictReader(csv_path.open()))
-    assert list(rows[0]) == list(report.DOSE_COLUMNS)
+    assert list(rows[0]) == list(reporting.DOSE_COLUMNS)
     assert [(r["scenario"], float(r["nphotons"])) for r in rows] == [("dose_10000", 1e4), ("dose_1e06", 1e6),
                                                                      ("dose_1e09", 1e9)]
     assert [float(r["amp_pearson_r"]) for r in rows] == [0.1, 0.5, 0.8]
@@ -238,7 +238,7 @@ def test_quality_table_replaces_the_block_between_the_markers_idempotently(tmp_p
     assert [head, tail] == re.split(markers, before, flags=re.M)[::2]  # the rest of the file is untouched
     assert "old table" not in once and once.count(S) == 1
     table = [ln for ln in block.splitlines() if ln.startswith("| ")]
-    assert table[0] == "| " + " | ".join(report.QUALITY_HEADER) + " |"
+    assert table[0] == "| " + " | ".join(reporting.QUALITY_HEADER) + " |"
     cells = [[c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in table[1:]]
     assert [c[:10] for c in cells] == [
         ["gs1_ideal", "ci", "1e+09", "0.994", "0.612", "0.306", "0.631", "8.5", "1055", "54"],
@@ -254,7 +254,7 @@ def test_quality_table_lists_every_scenario_once_by_default(tmp_path):
     results/dose_1e09/ needed, none built by the workflow)."""
     points = [*SCENARIOS, *(s for s in DOSE if s != "dose_1e09")]
     fake_results(tmp_path / "results", scenarios=points)
-    rows = report.quality_rows(tmp_path / "results", CONFIG_FILE, "ci")
+    rows = reporting.quality_rows(tmp_path / "results", CONFIG_FILE, "ci")
     assert [r["scenario"] for r in rows] == sorted(SCENARIOS) + [s for s in DOSE if s != "dose_1e09"]
 
 
@@ -268,7 +268,7 @@ def test_quality_table_names_the_device_when_train_h5_records_one(tmp_path, attr
     fake_results(tmp_path / "results", scenarios=("gs1_ideal",), **attrs)
     doc = tmp_path / "quality.md"
     quality_doc(doc)
-    report.write_quality_table(tmp_path / "results", doc, CONFIG_FILE, "ci", ["gs1_ideal"], date="2026-01-01")
+    reporting.write_quality_table(tmp_path / "results", doc, CONFIG_FILE, "ci", ["gs1_ideal"], date="2026-01-01")
     text = doc.read_text()
     assert f"| {cell} |" in text
     assert "names no device" not in text and "on 2026-01-01" in text
@@ -294,11 +294,11 @@ def test_quality_table_refuses_malformed_markers(tmp_path, capsys, text, message
 def test_quality_table_refuses_swapped_or_inline_markers(tmp_path):
     swapped = f"a\n{E}\nb\n{S}\n"
     with pytest.raises(ValueError, match="end before start"):
-        report.replace_between_markers(swapped, ["x"], "q.md")
+        reporting.replace_between_markers(swapped, ["x"], "q.md")
     inline = f"{S}\nsee {E} here\n{E}\n"
     with pytest.raises(ValueError, match="1 marker.* inside other text"):
-        report.replace_between_markers(inline, ["x"], "q.md")
-    assert report.replace_between_markers(f"{S}\n{E}", ["x"], "q.md") == f"{S}\nx\n{E}\n"
+        reporting.replace_between_markers(inline, ["x"], "q.md")
+    assert reporting.replace_between_markers(f"{S}\n{E}", ["x"], "q.md") == f"{S}\nx\n{E}\n"
 
 
 def test_quality_table_refuses_results_of_another_preset_or_missing_files(tmp_path):
@@ -307,9 +307,9 @@ def test_quality_table_refuses_results_of_another_preset_or_missing_files(tmp_pa
     text = quality_doc(doc)
     with pytest.raises(ValueError, match=r"simulated\.h5: config_hash \w+ is not that of scenario gs1_ideal with "
                                          r"preset 'ci'"):
-        report.write_quality_table(tmp_path / "results", doc, CONFIG_FILE, "ci", ["gs1_ideal"])
+        reporting.write_quality_table(tmp_path / "results", doc, CONFIG_FILE, "ci", ["gs1_ideal"])
     with pytest.raises(ArtifactError, match=r"dose_1e06/comparison\.json: file not found"):
-        report.write_quality_table(tmp_path / "results", doc, CONFIG_FILE, "quick", ["gs1_ideal", "dose_1e06"])
+        reporting.write_quality_table(tmp_path / "results", doc, CONFIG_FILE, "quick", ["gs1_ideal", "dose_1e06"])
     assert doc.read_text() == text
 
 
@@ -346,7 +346,7 @@ def test_quality_table_creates_its_file_and_copies_it_into_a_document(tmp_path, 
             str(CONFIG_FILE), "--preset", "ci", "--scenarios", "gs1_ideal"]
     assert cli.main(args) == 0, capsys.readouterr().err
     written = table.read_text()
-    assert written.startswith(report.QUALITY_TITLE + "\n") and "| gs1_ideal | ci |" in written
+    assert written.startswith(reporting.QUALITY_TITLE + "\n") and "| gs1_ideal | ci |" in written
     doc = tmp_path / "results.md"
     before = quality_doc(doc)
     assert cli.main(["quality-table", "--from-table", str(table), "--out", str(doc)]) == 0
@@ -360,5 +360,5 @@ def test_quality_table_creates_its_file_and_copies_it_into_a_document(tmp_path, 
 
 def test_docs_results_md_has_the_markers():
     text = (REPO / "docs" / "results.md").read_text()
-    report.replace_between_markers(text, [], "docs/results.md")  # exactly one well-formed pair
+    reporting.replace_between_markers(text, [], "docs/results.md")  # exactly one well-formed pair
     assert yaml.safe_load(CONFIG_FILE.read_text())["run"] == []  # shipped: the default target leaves sweeps out

@@ -508,7 +508,7 @@ def test_compare_without_truth_reports_data_space_only(tmp_path, sim, ci_data):
     from ptychopipe.artifacts import ComparisonSummary, Inferred
     from ptychopipe.config import InferConfig
     from ptychopipe.physics import expected_counts
-    from ptychopipe.report import write_summary
+    from ptychopipe.reporting import write_summary
 
     src = write_npz(tmp_path / "noobj.npz", sim, obj=False)
     p = ci_data["gs1_ideal"]["params"]

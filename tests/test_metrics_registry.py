@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ptychopipe import artifacts, report
+from ptychopipe import artifacts
 from ptychopipe.evaluation import metrics
 from ptychopipe.evaluation.metrics import METRIC_KEYS, METRICS, Metric, image_metrics
+from ptychopipe.reporting import summary
 
 
 def _pair():
@@ -25,7 +26,7 @@ def test_image_metrics_are_the_declared_ones_in_order():
 
 
 def test_summary_columns_derive_from_the_metrics():
-    cols = {c: (where, unit) for c, where, unit in report.SUMMARY_COLUMNS}
+    cols = {c: (where, unit) for c, where, unit in summary.SUMMARY_COLUMNS}
     for m in METRICS:
         amp, phase = f"amp_{m.key}", f"phase_{m.key}" + ("_rad" if m.unit == "image" else "")
         assert (amp in cols and phase in cols) == m.summary, m.key
@@ -40,7 +41,7 @@ def test_a_metric_added_to_the_table_reaches_image_metrics_the_reader_and_the_su
     monkeypatch.setattr(metrics, "METRIC_KEYS", (*METRIC_KEYS, extra.key))
     got, _ = image_metrics(*_pair(), "half_bit")
     assert got["max_abs_error"] > 0
-    assert ("phase_max_abs_error_rad", ("metrics", "phase", "max_abs_error"), "rad") in report._metric_columns()
+    assert ("phase_max_abs_error_rad", ("metrics", "phase", "max_abs_error"), "rad") in summary._metric_columns()
     path = tmp_path / "comparison.json"
     data = {k: None for k in artifacts.ComparisonSummary.KEYS}
     data.update(metrics={p: dict.fromkeys(METRIC_KEYS, 0.5) for p in ("amplitude", "phase")}, config={"ratio_tolerance": 0.05})

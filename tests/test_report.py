@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from evaluate_helpers import run_evaluation
-from ptychopipe import cli, report
+from ptychopipe import cli, reporting
 from ptychopipe.artifacts import ArtifactError, Simulated
+from ptychopipe.reporting import telemetry_table
 from pipeline_helpers import REPO, run_snakemake
 
 
@@ -30,11 +31,11 @@ def two_scenarios(tmp_path_factory, ci_data):
 
 
 def test_summary_csv_has_one_row_per_scenario_with_the_metrics(two_scenarios, tmp_path):
-    md, csv_path, png = report.write_summary(two_scenarios["json"], tmp_path / "r" / "summary.md",
+    md, csv_path, png = reporting.write_summary(two_scenarios["json"], tmp_path / "r" / "summary.md",
                                              tmp_path / "r" / "summary.csv", tmp_path / "r" / "overview.png")
     rows = list(csv.DictReader(csv_path.open()))
     assert [r["scenario"] for r in rows] == ["gs1_ideal", "gs2_custom"]
-    assert list(rows[0]) == [name for name, _, _ in report.SUMMARY_COLUMNS] + list(report.PROVENANCE_COLUMNS)
+    assert list(rows[0]) == [name for name, _, _ in reporting.SUMMARY_COLUMNS] + list(reporting.PROVENANCE_COLUMNS)
     for r in rows:
         js = two_scenarios[r["scenario"]]
         assert float(r["amp_pearson_r"]) == pytest.approx(js["metrics"]["amplitude"]["pearson_r"])
@@ -77,9 +78,9 @@ def test_summary_records_preset_version_date_and_config_hash(two_scenarios, tmp_
 def test_bias_panel_is_an_axis_around_one_with_a_visible_band():
     """The overview's bias panel spans about 0.9-1.1 (was 0-1, where a ±0.05 band is a hair),
     widening only to show every value."""
-    assert report.ratio_axis_limits([1.01, 0.98, None, float("nan")], 0.05) == pytest.approx((0.85, 1.15))
-    assert report.ratio_axis_limits([1.0], 0.02) == pytest.approx((0.9, 1.1))
-    lo, hi = report.ratio_axis_limits([1.69, 0.97], 0.05)
+    assert reporting.ratio_axis_limits([1.01, 0.98, None, float("nan")], 0.05) == pytest.approx((0.85, 1.15))
+    assert reporting.ratio_axis_limits([1.0], 0.02) == pytest.approx((0.9, 1.1))
+    lo, hi = reporting.ratio_axis_limits([1.69, 0.97], 0.05)
     assert lo == pytest.approx(1 - 0.759) and hi == pytest.approx(1.759)
 
 
@@ -93,12 +94,12 @@ def test_frc_without_a_crossing_is_shown_as_such(two_scenarios, tmp_path):
     one = tmp_path / "gs2_custom" / "comparison.json"
     one.parent.mkdir()
     one.write_text(json.dumps(data))
-    md, csv_path, _ = report.write_summary([two_scenarios["json"][0], one], tmp_path / "s.md", tmp_path / "s.csv",
+    md, csv_path, _ = reporting.write_summary([two_scenarios["json"][0], one], tmp_path / "s.md", tmp_path / "s.csv",
                                            tmp_path / "o.png")
     row = next(ln for ln in md.read_text().splitlines() if ln.startswith("| gs2_custom |"))
     cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert cells[report.SUMMARY_MD_COLUMNS.index("amp_frc_resolution_px")] == "no crossing (≤ 74.5)"
-    assert "no crossing" not in cells[report.SUMMARY_MD_COLUMNS.index("phase_frc_resolution_px")]
+    assert cells[reporting.SUMMARY_MD_COLUMNS.index("amp_frc_resolution_px")] == "no crossing (≤ 74.5)"
+    assert "no crossing" not in cells[reporting.SUMMARY_MD_COLUMNS.index("phase_frc_resolution_px")]
     rows = {r["scenario"]: r for r in csv.DictReader(csv_path.open())}
     assert rows["gs2_custom"]["amp_frc_crossed"] == "False" and rows["gs2_custom"]["amp_frc_resolution_px"] == "74.5"
 
@@ -113,7 +114,6 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_data_figure_per_scenario_through_the_cli(ci_data, tmp_path, capsys):
     """`ptychopipe data-figure`: probe amplitude and phase, scan positions and a log-scale pattern."""
-    from ptychopipe import figures
     from ptychopipe.artifacts import Simulated
 
     d = ci_data["gs2_custom"]
@@ -124,7 +124,7 @@ def test_data_figure_per_scenario_through_the_cli(ci_data, tmp_path, capsys):
     w, h = _png_size(out)
     assert w > 1200 and h > 300 and out.stat().st_size > 30_000
     sim = Simulated.read(d["simulated"])
-    j = figures.brightest_pattern(sim.counts)
+    j = reporting.brightest_pattern(sim.counts)
     assert sim.counts[j].sum() == sim.counts.reshape(len(sim.counts), -1).sum(axis=1).max()
 
 
@@ -137,7 +137,7 @@ def test_summary_links_the_grid_and_the_input_figures(two_scenarios, ci_data, tm
     shutil.copy(REPO / "workflow" / "report" / "data.rst", out / "gs1_ideal" / "data.png")  # any file will do
     stitched = [root / "gs1_ideal" / "stitched.h5", root / "gs2_custom" / "stitched.h5"]
     simulated = [ci_data["gs1_ideal"]["simulated"], ci_data["gs2_custom"]["simulated"]]
-    paths = report.write_summary(two_scenarios["json"], out / "summary.md", out / "summary.csv", out / "overview.png",
+    paths = reporting.write_summary(two_scenarios["json"], out / "summary.md", out / "summary.csv", out / "overview.png",
                                  grid=(out / "reconstructions.png", stitched, simulated))
     assert paths[-1] == out / "reconstructions.png"
     w, h = _png_size(out / "reconstructions.png")
@@ -146,7 +146,7 @@ def test_summary_links_the_grid_and_the_input_figures(two_scenarios, ci_data, tm
     assert "![all scenarios: truth and reconstruction](reconstructions.png)" in text
     assert "[inputs](gs1_ideal/data.png)" in text and "gs2_custom/data.png" not in text
     with pytest.raises(ValueError, match=r"expected as many stitched\.h5 and simulated\.h5"):
-        report.write_summary(two_scenarios["json"], out / "s.md", out / "s.csv", out / "o.png",
+        reporting.write_summary(two_scenarios["json"], out / "s.md", out / "s.csv", out / "o.png",
                              grid=(out / "g.png", stitched[:1], simulated))
 
 
@@ -159,7 +159,7 @@ def test_a_compressed_phase_is_flagged_in_the_summary(two_scenarios, tmp_path):
     one = tmp_path / "gs2_custom" / "comparison.json"
     one.parent.mkdir()
     one.write_text(json.dumps(data))
-    md, _, _ = report.write_summary([two_scenarios["json"][0], one], tmp_path / "s.md", tmp_path / "s.csv",
+    md, _, _ = reporting.write_summary([two_scenarios["json"][0], one], tmp_path / "s.md", tmp_path / "s.csv",
                                     tmp_path / "o.png")
     text = md.read_text()
     section = text[text.index("## gs2_custom"):]
@@ -178,12 +178,12 @@ def test_run_config_hash_follows_the_parameters(raw_config):
 
 
 def test_summary_md_tables_chain_and_links(two_scenarios, tmp_path):
-    md, _, _ = report.write_summary(two_scenarios["json"], tmp_path / "summary.md", tmp_path / "summary.csv",
+    md, _, _ = reporting.write_summary(two_scenarios["json"], tmp_path / "summary.md", tmp_path / "summary.csv",
                                     tmp_path / "overview.png")
     text = md.read_text()
     lines = text.splitlines()
     header = next(ln for ln in lines if ln.startswith("| scenario"))
-    ncol = len(report.SUMMARY_MD_COLUMNS)
+    ncol = len(reporting.SUMMARY_MD_COLUMNS)
     # "mean|Ô|/mean|O|" in a header must not split cells: escaped pipes
     assert len(re.split(r"(?<!\\)\|", header)) == ncol + 2
     table = [ln for ln in lines if ln.startswith("| gs")]
@@ -201,22 +201,22 @@ def test_summary_md_tables_chain_and_links(two_scenarios, tmp_path):
 def test_duplicate_or_malformed_comparisons_are_one_line_errors(two_scenarios, tmp_path):
     js = two_scenarios["json"]
     with pytest.raises(ValueError, match="gs1_ideal.*appears twice"):
-        report.write_summary([js[0], js[0]], tmp_path / "a.md", tmp_path / "a.csv", tmp_path / "a.png")
+        reporting.write_summary([js[0], js[0]], tmp_path / "a.md", tmp_path / "a.csv", tmp_path / "a.png")
     assert not (tmp_path / "a.md").exists()
     broken = tmp_path / "broken.json"
     data = json.loads(js[1].read_text())
     del data["chain"]
     broken.write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match=r"broken.json: keys \['chain'\] missing"):
-        report.summary_rows([broken])
+        reporting.summary_rows([broken])
     data = json.loads(js[1].read_text())
     del data["metrics"]["phase"]["ssim"]
     broken.write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match="metrics.phase: expected keys"):
-        report.summary_rows([broken])
+        reporting.summary_rows([broken])
     broken.write_text("{not json")
     with pytest.raises(ArtifactError, match="broken.json: not valid JSON"):
-        report.summary_rows([broken])
+        reporting.summary_rows([broken])
 
 
 @pytest.mark.parametrize("mutate,message", [
@@ -234,7 +234,7 @@ def test_comparison_json_nested_keys_the_report_reads_are_checked(two_scenarios,
     broken.write_text(json.dumps(data))
     out = tmp_path / "r"
     with pytest.raises(ArtifactError, match=rf"broken.json: {message}") as err:
-        report.write_summary([two_scenarios["json"][0], broken], out / "s.md", out / "s.csv", out / "o.png")
+        reporting.write_summary([two_scenarios["json"][0], broken], out / "s.md", out / "s.csv", out / "o.png")
     assert "\n" not in str(err.value)
     assert not out.exists() or not list(out.iterdir())
 
@@ -245,7 +245,7 @@ def test_summary_of_a_non_finite_phase_offset_says_n_a(two_scenarios, tmp_path):
     data = json.loads(two_scenarios["json"][1].read_text())
     data["phase_offset_rad"] = None
     path.write_text(json.dumps(data))
-    md, _, _ = report.write_summary([path], tmp_path / "s.md", tmp_path / "s.csv", tmp_path / "o.png")
+    md, _, _ = reporting.write_summary([path], tmp_path / "s.md", tmp_path / "s.csv", tmp_path / "o.png")
     assert "global phase offset removed n/a rad" in md.read_text()
 
 
@@ -301,7 +301,7 @@ def test_telemetry_table_includes_the_evaluation_stages(tmp_path, ci_data):
     for name, fname in (("inferred", "inferred.h5"), ("train", "train.h5"), ("stitched", "stitched.h5"),
                         ("comparison", "comparison.h5")):
         shutil.copy(paths[name], sdir / fname)
-    md, csv_path = report.write_telemetry_table(tmp_path / "results", tmp_path / "t.md", tmp_path / "t.csv")
+    md, csv_path = reporting.write_telemetry_table(tmp_path / "results", tmp_path / "t.md", tmp_path / "t.csv")
     rows = list(csv.DictReader(csv_path.open()))
     stages = {r["stage"] for r in rows}
     assert stages == {"simulate", "split", "group", "normalize", "train", "infer", "stitch", "compare"}
@@ -311,7 +311,7 @@ def test_telemetry_table_includes_the_evaluation_stages(tmp_path, ci_data):
     compared = [r for r in rows if r["stage"] == "compare"]
     assert any("amplitude_bias=" in r["stage_ratios"] for r in compared)
     # every telemetry statistic of the artifact contract is a column; sumsq is the artifact's own Σ|x|²
-    assert list(rows[0]) == list(report.COLUMNS) and "sumsq" in report.COLUMNS
+    assert list(rows[0]) == list(telemetry_table.COLUMNS) and "sumsq" in telemetry_table.COLUMNS
     counts = next(r for r in rows if r["stage"] == "simulate" and r["array"] == "counts")
     sim = Simulated.read(data["simulated"])
     assert float(counts["sumsq"]) == pytest.approx(float(np.sum(sim.counts.astype(np.float64) ** 2)), rel=1e-5)

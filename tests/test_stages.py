@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import pytest
 
-from ptychopipe import cli, report
+from ptychopipe import cli, reporting
 from ptychopipe.config import ConfigError, from_json, stage_config, to_json
 from ptychopipe.configdoc import generate_stages
 from ptychopipe.stages import STAGES, markdown_table, run_stage, stage, telemetry_files
@@ -83,7 +83,7 @@ def test_the_command_line_is_built_from_the_registry():
 
 
 def test_telemetry_table_and_docs_derive_from_the_registry():
-    assert report.STAGE_FILES == telemetry_files()
+    assert reporting.STAGE_FILES == telemetry_files()
     assert ("train.h5", "train") in telemetry_files()
     assert not any(s == "baseline" for _, s in telemetry_files())
     doc = REPO / "docs" / "artifacts.md"

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ptychopipe import timetoquality as T
+from ptychopipe.benchmarks import timetoquality as T
 from ptychopipe.baseline import available
 from pipeline_helpers import CONFIG_FILE, edit_config, make_workdir, run_snakemake
 

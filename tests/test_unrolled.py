@@ -140,7 +140,7 @@ def test_model_shapes_and_gradients_reach_every_learned_parameter():
 
 
 def test_an_unrolled_model_has_one_reconstruction_mode():
-    from ptychopipe.timetoquality import mode_label, pipeline_modes
+    from ptychopipe.benchmarks.timetoquality import mode_label, pipeline_modes
 
     m = _model()
     assert list(pipeline_modes(m)) == ["network"]  # its learning is all in the estimate

@@ -59,7 +59,7 @@ def test_every_job_reads_only_files_it_declares(workdir):
     excepted): Snakemake orders and re-runs a job on what it declares. The telemetry table
     declares every stage artifact of every scenario (it reads exactly those), and the
     PINN-vs-iterative comparison infer's benchmark TSV."""
-    from ptychopipe.report import STAGE_FILES
+    from ptychopipe.reporting import STAGE_FILES
 
     edit_config(workdir, lambda c: c["scenarios"]["gs1_ideal"].update(baseline={"enabled": True}))
     proc = run_snakemake(workdir, "-n", "-p", "--config", "preset=ci")

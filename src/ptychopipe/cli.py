@@ -124,7 +124,7 @@ def key_figures(stage: str, args: argparse.Namespace) -> str:
 
 def _telemetry(args: argparse.Namespace) -> int:
     from .artifacts import ArtifactError
-    from .report import write_telemetry_table
+    from .reporting import write_telemetry_table
 
     if args.artifacts and args.scenarios is not None:
         raise ArtifactError("--scenarios goes with --results, not with named artifact files; nothing written")
@@ -134,7 +134,7 @@ def _telemetry(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import write_summary
+    from .reporting import write_summary
 
     grid = None
     if args.grid:
@@ -151,14 +151,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _data_figure(args: argparse.Namespace) -> int:
-    from .figures import data_figure
+    from .reporting import data_figure
 
     print(f"wrote {data_figure(args.simulated, args.split, args.out, args.scenario)}")
     return 0
 
 
 def _dose_response(args: argparse.Namespace) -> int:
-    from .report import BIAS_TARGET, write_dose_response
+    from .reporting import BIAS_TARGET, write_dose_response
 
     band = tuple(args.bias_band) if args.bias_band else BIAS_TARGET
     png, csv = write_dose_response(args.comparisons, args.nphotons, args.png, args.csv, band)
@@ -167,7 +167,7 @@ def _dose_response(args: argparse.Namespace) -> int:
 
 
 def _quality_table(args: argparse.Namespace) -> int:
-    from .report import copy_quality_table, write_quality_table
+    from .reporting import copy_quality_table, write_quality_table
 
     if args.from_table:
         out = copy_quality_table(args.from_table, args.out)
@@ -203,7 +203,7 @@ def _config_doc(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import run_cli
+    from .benchmarks.throughput import run_cli
 
     print(run_cli(args.configfile, args.preset, tuple(args.gridsize), args.steps, args.json,
                   deterministic=not args.no_deterministic, infer_batch_size=args.infer_batch_size), end="")
@@ -211,7 +211,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _time_to_quality(args: argparse.Namespace) -> int:
-    from .timetoquality import run
+    from .benchmarks.timetoquality import run
 
     run(args.preset, args.scenarios, args.out, threads=args.threads, epochs=args.epochs, results=args.results,
         configfile=args.configfile, build=not args.no_build, starts=args.starts, noise_models=args.noise_models)
@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--csv", default="results/report/dose_response.csv")
     dr.add_argument("--bias-band", nargs=2, type=float, default=None, metavar=("LO", "HI"),
                     help="target band of the amplitude bias, drawn and the CSV's bias_in_target "
-                         "(default 0.97 1.03, ptychopipe.report.BIAS_TARGET)")
+                         "(default 0.97 1.03, ptychopipe.reporting.BIAS_TARGET)")
     dr.add_argument("--threads", type=int, default=1)
     dr.set_defaults(func=_dose_response)
     q = sub.add_parser("quality-table", help="write the results table (metrics, training time, backend, date per "

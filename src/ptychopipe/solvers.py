@@ -96,7 +96,7 @@ def group_estimate(amplitude: Any, offsets_x: Any, offsets_y: Any, probe: Pair, 
     an ideal probe's pupil at the flat start) the model's phase is round-off and must not
     decide the result.
     Groups never mix. Cost per iteration: 2·(C + 1) FFTs of S² (C + 1 each for crop and
-    place), 2·C FFTs of N² for the far field (:func:`bench.estimate_transforms` counts them).
+    place), 2·C FFTs of N² for the far field (:func:`benchmarks.throughput.estimate_transforms` counts them).
     Returns (re, im), each (B, C, N, N): the canvas re-extracted at every member.
     """
     if algorithm == "difference_map":

@@ -1,7 +1,7 @@
 # Time to quality (optional target, not part of `rule all`): `snakemake time_to_quality` reconstructs
 # the test patterns of the scenarios in `bench.scenarios` with the pipeline's trained models and with
 # pty-chi LSQML, side by side on this machine, and scores both on the same pixels
-# (src/ptychopipe/timetoquality.py, docs/performance.md). Needs the pty-chi extra, like rule baseline.
+# (src/ptychopipe/benchmarks/timetoquality.py, docs/performance.md). Needs the pty-chi extra, like rule baseline.
 
 
 rule time_to_quality:

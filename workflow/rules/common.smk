@@ -14,7 +14,7 @@ from ptychopipe.config import (
     sweep_points,
     to_json,
 )
-from ptychopipe.report import STAGE_FILES
+from ptychopipe.reporting import STAGE_FILES
 
 # every rule's `conda:` (relative to workflow/rules/) but those that run pty-chi (baseline,
 # time_to_quality), which also need torch and pty-chi
@@ -194,7 +194,7 @@ def per_scenario(pattern):
 
 
 def telemetry_inputs(wildcards):
-    """Every stage artifact the telemetry table reads (ptychopipe.report.STAGE_FILES), of every
+    """Every stage artifact the telemetry table reads (ptychopipe.reporting.STAGE_FILES), of every
     scenario of the default target; train.h5 only where the scenario trains its own model
     (infer.model_from empty)."""
     return [

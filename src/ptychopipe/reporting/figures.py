@@ -1,4 +1,7 @@
-"""Figures of the inputs and of all reconstructions side by side (report stage).
+"""The image figures of the reports: what the network was given and what it reconstructed,
+across scenarios. The figures that plot the reports' numbers stay with their tables (the
+overview in :mod:`.summary`, the dose response in :mod:`.dose`), and the compare stage's
+figures of one scenario are :mod:`ptychopipe.evaluation.figures`.
 
 - :func:`data_figure` (``ptychopipe data-figure``, rule ``data_figure``): per scenario, the
   probe (amplitude and phase), the scan positions (train and test halves) and one
@@ -15,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifacts import ComparisonSummary, Simulated, Split, StitchedCanvas, save_figure
+from ..artifacts import ComparisonSummary, Simulated, Split, StitchedCanvas, save_figure
 
 
 def _plt():

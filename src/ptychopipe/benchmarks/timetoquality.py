@@ -1,4 +1,6 @@
-"""Time to quality: the trained network against the iterative reference, side by side.
+"""Time to quality: the trained network against the iterative reference, side by side, on
+a preset's artifacts. The speed of the network alone, on synthetic inputs, is
+:mod:`.throughput`; the pty-chi reconstruction itself is :mod:`ptychopipe.baseline`'s.
 
 ``ptychopipe bench time-to-quality`` reconstructs the *same* test patterns of each
 scenario, in one process on one machine with the same thread count, with
@@ -47,9 +49,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .artifacts import Normalized, Simulated, read_attrs, save_figure, write_text_atomic
-from .config import BaselineConfig, CompareConfig, ModelConfig, config_hash, from_json, load_scenarios, stage_config
-from .errors import PtychopipeError
+from ..artifacts import Normalized, Simulated, read_attrs, save_figure, write_text_atomic
+from ..config import BaselineConfig, CompareConfig, ModelConfig, config_hash, from_json, load_scenarios, stage_config
+from ..errors import PtychopipeError
 
 #: Columns of time_to_quality.csv, in order.
 COLUMNS = ("scenario", "nphotons", "method", "mode", "start", "epoch", "cpu_seconds", "wall_seconds", "amp_r",
@@ -147,7 +149,7 @@ def device_names() -> dict[str, str]:
     "pty-chi": "torch cpu" | "torch cuda: ..."}."""
     import keras
 
-    from .train import configure_backend
+    from ..train import configure_backend
 
     info = configure_backend(deterministic=False)
     out = {"network": f"{keras.backend.backend()} {info.get('device', 'cpu')}"}
@@ -176,7 +178,7 @@ class Scorer:
 
     def score(self, obj: np.ndarray) -> dict[str, float]:
         """{"amp_r", "phase_r", "amp_ssim", "bias", "phase_scale"} of ``obj`` (canvas-shaped)."""
-        from .evaluation import evaluate
+        from ..evaluation import evaluate
 
         ev = evaluate(obj, self.coverage, self.truth, self.origin_x, self.origin_y, self.cfg)
         a, p = ev.metrics["amplitude"], ev.metrics["phase"]
@@ -193,7 +195,7 @@ def stitch_groups(amplitude: np.ndarray, phase: np.ndarray, positions: np.ndarra
 
     amplitude, phase: (B, C, N, N) [object amplitude], [rad]; positions (B, C, 2) [x, y] px.
     Returns :class:`ptychopipe.stitch.Stitched`."""
-    from .stitch import patch_weight, resolve_twins, stitch_patches
+    from ..stitch import patch_weight, resolve_twins, stitch_patches
 
     b, c, n, _ = amplitude.shape
     patches = (amplitude.astype(np.float64) * np.exp(1j * phase.astype(np.float64))).reshape(b * c, n, n)
@@ -208,7 +210,7 @@ def pipeline_modes(model: Any) -> dict[str, Any]:
     """The reconstruction modes of a trained model ("network"; with a U-Net correction also
     "estimate_only", its fixed-physics estimate alone): name -> a function (diffraction (B,N,N,C),
     offsets (B,C,2), batch size) → (amplitude, phase), each (B, C, N, N) float32."""
-    from .network import estimate_model, model_amplitude_estimate
+    from ..network import estimate_model, model_amplitude_estimate
 
     est = estimate_model(model)
     abar = model_amplitude_estimate(model)
@@ -244,7 +246,7 @@ def mode_label(model: ModelConfig, mode: str) -> str:
 def run_pipeline(inp: Inputs, batch_size: int | None = None) -> tuple[list[dict[str, Any]], Scorer, Any]:
     """Reconstruct the test groups with every mode of the scenario's model; returns (rows,
     the scenario's scorer, the network mode's stitched canvas)."""
-    from .infer import check_model, data_scales, load_model
+    from ..infer import check_model, data_scales, load_model
 
     norm = Normalized.read(inp.normalized)
     model = load_model(inp.model)
@@ -289,9 +291,9 @@ def run_ptychi(inp: Inputs, scorer: Scorer, noise_model: str, epochs: int, start
 
     ``start`` "flat" or "reconstruction" (``network_canvas``); ``offset`` (cpu, wall)
     seconds added to every row (the network's own time for the reconstruction start)."""
-    from .baseline import (build_task, import_ptychi, initial_object, object_buffer, on_canvas,
+    from ..baseline import (build_task, import_ptychi, initial_object, object_buffer, on_canvas,
                            read_test_patterns, task_object)
-    from .stitch import CanvasGeometry
+    from ..stitch import CanvasGeometry
 
     torch, api, _ = import_ptychi()
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
@@ -446,7 +448,7 @@ def run(preset: str, scenarios: Sequence[str], out: str | Path, *, threads: int 
         starts: Sequence[str] = ("flat",), noise_models: Sequence[str] = NOISE_MODELS,
         log: Any = print) -> list[dict[str, Any]]:
     """The benchmark (module docstring). Returns the rows written to ``out``/time_to_quality.csv."""
-    from .baseline import available
+    from ..baseline import available
 
     ok, why = available()
     if not ok:
@@ -490,7 +492,7 @@ def run(preset: str, scenarios: Sequence[str], out: str | Path, *, threads: int 
     add_speedups(rows)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from . import __version__
+    from .. import __version__
 
     header = {"command": " ".join(["ptychopipe bench time-to-quality", "--preset", preset, "--scenarios",
                                    *scenarios, "--threads", str(threads), "--epochs", str(epochs)]),

@@ -1,4 +1,6 @@
-"""Throughput benchmark of the PINN: ``ptychopipe bench model`` (not a test).
+"""Throughput benchmark of the PINN: ``ptychopipe bench model`` (not a test). It measures
+speed and counts operations on synthetic inputs, never the quality of a reconstruction: the
+time a trained model takes to reach a quality is :mod:`.timetoquality`.
 
 Measures, on the current machine and backend, training and inference samples per
 second (a sample = one group of C = gridsize² patterns) of the PINN and of the bare
@@ -38,12 +40,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from . import solvers
-from .config import DifferenceMapOptions, GradientOptions, UNetOptions
-from .network import PoissonLoss, build_cnn, build_model, head_model, merge_canvas
-from .simulate import ideal_probe
-from .telemetry import cpu_model
-from .train import GroupArrays, GroupBatches, NonFiniteGuard, configure_backend, with_estimate
+from .. import solvers
+from ..config import DifferenceMapOptions, GradientOptions, UNetOptions
+from ..network import PoissonLoss, build_cnn, build_model, head_model, merge_canvas
+from ..simulate import ideal_probe
+from ..telemetry import cpu_model
+from ..train import GroupArrays, GroupBatches, NonFiniteGuard, configure_backend, with_estimate
 
 
 @dataclass(frozen=True)
@@ -297,7 +299,7 @@ def run_cli(configfile: str, preset: str, gridsizes: tuple[int, ...], steps: int
     """``ptychopipe bench model``: model sizes from ``configfile``'s preset (first scenario's
     N, model.*, train.batch_size, infer.batch_size; ``infer_batch_size`` overrides the last).
     Returns the markdown; writes JSON if asked."""
-    from .config import load_scenarios, stage_config, to_dict
+    from ..config import load_scenarios, stage_config, to_dict
 
     params = next(iter(load_scenarios(configfile, preset).values()))
     train = stage_config(params, "train")
@@ -314,7 +316,7 @@ def run_cli(configfile: str, preset: str, gridsizes: tuple[int, ...], steps: int
     info = machine_info()
     text = markdown(rows, settings, info)
     if json_out:
-        from .artifacts import write_json_atomic
+        from ..artifacts import write_json_atomic
 
         write_json_atomic(Path(json_out), {"settings": settings, "machine": info, "rows": [asdict(r) for r in rows]})
     return text
