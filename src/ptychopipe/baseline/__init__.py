@@ -7,10 +7,10 @@ both are scored by the same functions.
   data space by the pipeline's forward model (the content of baseline.h5).
 - :mod:`~ptychopipe.baseline.stage`: the ``baseline`` stage (files in, baseline.h5 out).
 - :mod:`~ptychopipe.baseline.comparison`: the network against the iterative reference
-  (``ptychopipe baseline-compare``, baseline_comparison.json, its figure, the report section).
+  (``ptychopipe baseline-compare``, baseline_comparison.json and its figure).
 """
 
-from .comparison import (FINAL_QUALITY_TOLERANCE, baseline_section, benchmark_seconds, compare_run, plot_comparison,
+from .comparison import (FINAL_QUALITY_TOLERANCE, benchmark_seconds, compare_run, plot_comparison,
                          read_baseline_comparison, time_to_reach)
 from .ptychi import (BUFFER_MARGIN_PX, ENGINES, NOISE_MODELS, RPIE_ALPHA, RPIE_STEP, VERIFIED, BaselineError,
                      BaselineUnavailable, Buffer, GaussianBlur, available, build_task, ensure_torchvision,
@@ -23,7 +23,7 @@ from .stage import read_test_patterns, run
 __all__ = [
     "BUFFER_MARGIN_PX", "ENGINES", "FINAL_QUALITY_TOLERANCE", "INITIALS", "LAMBDA_FLOOR", "NOISE_MODELS", "RPIE_ALPHA",
     "RPIE_STEP", "VERIFIED", "BaselineError", "BaselineUnavailable", "Buffer", "GaussianBlur", "available",
-    "baseline_section", "benchmark_seconds", "build_task", "compare_run", "ensure_torchvision", "import_ptychi",
+    "benchmark_seconds", "build_task", "compare_run", "ensure_torchvision", "import_ptychi",
     "initial_object", "object_buffer", "on_canvas", "plot_comparison", "poisson_deviance", "predicted_counts",
     "read_baseline_comparison", "read_test_patterns", "reconstruct", "run", "snapshot_epochs", "task_loss",
     "task_object", "time_to_reach", "to_ptychi_positions", "to_ptychi_probe",

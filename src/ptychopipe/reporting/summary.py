@@ -3,7 +3,7 @@ column), summary.md (a readable table, each scenario's ratio chain and links to 
 and the overview figure, one row per scenario, from each scenario's comparison.json, with the
 run's provenance. The rows it reads (:func:`summary_row`) are what the dose response and the
 results table start from. The PINN-vs-iterative section comes from
-:func:`ptychopipe.baseline.baseline_section` and the reconstruction grid from
+:func:`ptychopipe.reporting.baseline.baseline_section` and the reconstruction grid from
 :mod:`.figures`; no metric is computed here, the compare stage's are tabulated."""
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ def write_summary(comparisons: Sequence[str | Path], md_path: str | Path, csv_pa
         if figs:
             lines += ["", " ".join(f"[{k}]({os.path.relpath(v, md_dir)})" for k, v in sorted(figs.items()))]
     if baselines:
-        from ..baseline import baseline_section
+        from .baseline import baseline_section
 
         lines += baseline_section(baselines, md_dir)
     if grid:
