@@ -47,25 +47,16 @@ def consistency(imp: Imported, margin: int = 12) -> tuple[dict[str, float], dict
     """Dose consistency of the imported data (module docstring). Returns (telemetry ratios,
     extra attrs). With an object: λ_j through :func:`~ptychopipe.physics.expected_counts`
     for the patterns whose patch (plus the extractor's ``margin``) lies inside it."""
-    n = imp.probe.shape[0]
     totals = imp.counts.sum(axis=(1, 2), dtype=np.float64)
     p2 = float(np.sum(np.abs(imp.probe.astype(np.complex128)) ** 2))
     ratios: dict[str, float] = {"implied_rms_object_amplitude": float(np.sqrt(totals.mean() / p2))}
     attrs: dict[str, Any] = {}
     if imp.object is None:
         return ratios, attrs
-    h, w = imp.object_shape
-    x, y = imp.positions[:, 0], imp.positions[:, 1]
-    ok = ((x - n / 2 - margin >= 0) & (x + n / 2 + margin <= w - 1)
-          & (y - n / 2 - margin >= 0) & (y + n / 2 + margin <= h - 1))
-    if np.any(ok):
-        sel = np.flatnonzero(ok)
-        patches = extract_patches(imp.object.astype(np.complex128), imp.positions[sel], n, margin=margin)
+    pred = _predicted(imp, imp.positions, margin)
+    if pred is not None:
+        sel, patches, lam = pred
         pr = imp.probe.astype(np.complex128)
-        lam = np.empty((len(sel), n, n))
-        for a in range(0, len(sel), 256):
-            b = slice(a, a + 256)
-            lam[b] = expected_counts((pr.real, pr.imag), (patches[b].real, patches[b].imag))
         meas = imp.counts[sel].astype(np.float64)
         ratios["measured_over_expected"] = float(meas.sum() / lam.sum())
         r = np.corrcoef(meas.ravel(), lam.ravel())[0, 1] if meas.size > 1 else float("nan")
@@ -100,9 +91,11 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _predicted(imp: Imported, positions: np.ndarray, margin: int = 12) -> tuple[np.ndarray, np.ndarray] | None:
-    """(indices, λ) of the patterns whose patch at ``positions`` lies inside the file's object
-    (plus the extractor's margin), λ through the pipeline's forward model; None if none does."""
+def _predicted(imp: Imported, positions: np.ndarray,
+               margin: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(indices (K,), object patches (K, N, N) complex128, λ (K, N, N) float64 [counts]) of the
+    patterns whose patch at ``positions`` (M, 2) [x, y] px lies inside the file's object (plus
+    the extractor's ``margin``), λ through the pipeline's forward model; None if none does."""
     n = imp.probe.shape[0]
     h, w = imp.object_shape
     x, y = positions[:, 0], positions[:, 1]
@@ -117,7 +110,7 @@ def _predicted(imp: Imported, positions: np.ndarray, margin: int = 12) -> tuple[
     for a in range(0, len(sel), 256):
         b = slice(a, a + 256)
         lam[b] = expected_counts((pr.real, pr.imag), (patches[b].real, patches[b].imag))
-    return sel, lam
+    return sel, patches, lam
 
 
 def _positions_keys(fmt: str) -> str:
@@ -140,7 +133,7 @@ def convention_evidence(imp: Imported, fmt: str, diff3d: str | None,
     if imp.object is not None:
         pred = _predicted(imp, imp.positions[sub])
         if pred is not None:
-            sel, lam = pred
+            sel, _, lam = pred
             meas = counts[sub[sel]].astype(np.float64)
             r0 = _pearson(meas, lam)
             evidence["pattern_correlation"] = r0
@@ -152,7 +145,7 @@ def convention_evidence(imp: Imported, fmt: str, diff3d: str | None,
             ]
             swapped = _predicted(imp, imp.positions[sub][:, ::-1])
             if swapped is not None:
-                s_sel, s_lam = swapped
+                s_sel, _, s_lam = swapped
                 alts.append(("with x and y swapped", _pearson(counts[sub[s_sel]], s_lam),
                              f"{_positions_keys(fmt)} look swapped: swap them before import"))
             if fmt == "npz" and diff3d == "amplitude":
