@@ -165,7 +165,7 @@ def test_every_estimate_algorithm_has_one_network_entry():
     assert names == sorted(ESTIMATE_OPTIONS) == sorted(model_schema["properties"]["estimate_algorithm"]["enum"])
     params = ci_params()
     for name, cls in ESTIMATE_OPTIONS.items():
-        corrected = net.ESTIMATE_LAYERS[cls].corrected
+        corrected = cls.corrected
         params["model"].update(estimate_algorithm=name, estimate_iterations=1)
         train = stage_config(params, "train").model
         assert type(train.estimate) is cls and (train.unet is not None) == corrected, name

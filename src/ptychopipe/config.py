@@ -24,7 +24,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import jsonschema
 import yaml
@@ -262,6 +262,8 @@ class DifferenceMapOptions:
     iterations: int = _iterations()
     noise_tolerance: float = _noise_tolerance()
     algorithm: str = "difference_map"
+    #: A U-Net corrects this estimate (the model's ``unet`` options are set).
+    corrected: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -276,6 +278,7 @@ class GradientOptions:
     momentum: float = option("Nesterov momentum of those iterations (gradient algorithm only).",
                              key="model.estimate_momentum", default=0.9, minimum=0, exclusive_maximum=1)
     algorithm: str = "gradient"
+    corrected: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -296,6 +299,7 @@ class UnrolledOptions:
                                 "between the learned iterations.", key="model.prior_filters", default=8,
                                 minimum=1, maximum=64)
     algorithm: str = "unrolled"
+    corrected: ClassVar[bool] = False  # the learned iterations are the whole model
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -525,7 +529,7 @@ def stage_config(params: Mapping[str, Any], stage: str):
     if stage == "train":
         # each estimate algorithm's own options class, so editing another's knob re-runs nothing
         estimate = estimate_options(p["model"])
-        unet = None if isinstance(estimate, UnrolledOptions) else options_from_params(UNetOptions, p)
+        unet = options_from_params(UNetOptions, p) if estimate.corrected else None
         return options_from_params(TrainConfig, p,
                                    model=options_from_params(ModelConfig, p, estimate=estimate, unet=unet))
     if stage == "baseline":

@@ -29,7 +29,6 @@ from .build import (
 )
 from .estimates import (
                         ESTIMATE_LAYERS,
-                        EstimateLayer,
                         EstimateObject,
                         GroupEstimate,
                         UnrolledEstimate,
@@ -59,7 +58,7 @@ from .unet import (
 )
 
 __all__ = ["ESTIMATE_LAYERS", "LAMBDA_FLOOR", "LOG_AMPLITUDE_BOUNDS", "PACKAGE", "AmplitudeActivation",
-           "AmplitudePhase", "ComplexObject", "EstimateLayer", "EstimateObject", "FarFieldCounts", "FoldMembers",
+           "AmplitudePhase", "ComplexObject", "EstimateObject", "FarFieldCounts", "FoldMembers",
            "GroupEstimate", "OverlapConstraint", "PhaseActivation", "PoissonLoss", "RefineEstimate", "TotalVariation",
            "UnfoldMembers", "UnrolledEstimate", "build_cnn", "build_model", "build_model_from_config",
            "deviance_terms", "estimate_is_learned", "estimate_model", "estimate_probe", "fft_friendly", "head_model",

@@ -89,19 +89,19 @@ def build_model(n: int, gridsize: int, probe: np.ndarray, amplitude_estimate: fl
     c = gridsize * gridsize
     if np.shape(probe) != (n, n):
         raise ValueError(f"probe: expected shape ({n}, {n}), got {np.shape(probe)}")
-    kind = ESTIMATE_LAYERS.get(type(estimate))
-    if kind is None:
+    build_estimate = ESTIMATE_LAYERS.get(type(estimate))
+    if build_estimate is None:
         names = ", ".join(cls.algorithm for cls in ESTIMATE_LAYERS)
         raise ValueError(f"model.estimate_algorithm: expected the options of one of {names}, "
                          f"got {type(estimate).__name__}")
-    if not kind.corrected and unet is not None:
+    if not estimate.corrected and unet is not None:
         raise ValueError(f"model: the {estimate.algorithm} estimate has no U-Net; expected unet None")
-    if kind.corrected and unet is None:
+    if estimate.corrected and unet is None:
         raise ValueError(f"model: the {estimate.algorithm} estimate is corrected by a U-Net; expected its options")
     if unet is not None and n % (2 ** unet.depth):
         raise ValueError(f"model.depth: N = {n} must be divisible by 2^depth = {2 ** unet.depth}")
     inputs = model_inputs(n, c)
-    est = kind.build(estimate, probe, canvas, input_scale, "group_estimate")(inputs["diffraction"], inputs["offsets"])
+    est = build_estimate(estimate, probe, canvas, input_scale, "group_estimate")(inputs["diffraction"], inputs["offsets"])
     if unet is None:
         amp, phase = EstimateObject(amplitude_estimate, name="estimate_object")(est)
     else:

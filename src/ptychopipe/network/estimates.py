@@ -12,7 +12,6 @@ and :data:`ESTIMATE_LAYERS`, the one table from an estimate algorithm's options 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -215,23 +214,6 @@ class EstimateObject(layers.Layer):
         return {**super().get_config(), "amplitude_estimate": self.amplitude_estimate}
 
 
-@dataclass(frozen=True)
-class EstimateLayer:
-    """How the network builds one estimate algorithm.
-
-    ``build(options, probe, canvas, input_scale, name)`` returns the algorithm's estimate
-    layer, not yet called: ``options`` its options class, ``probe`` P_abs (N, N) complex,
-    ``canvas`` the group canvas side [px], ``input_scale`` a (normalize stage; a noise
-    tolerance in standard deviations of the measured amplitude becomes a·σ/2 in input
-    units, :func:`solvers.noise_tolerance`). ``corrected``: a U-Net corrects the estimate
-    (:class:`~ptychopipe.network.unet.RefineEstimate`); otherwise the estimate is the
-    object (:class:`EstimateObject`) and the model has no U-Net.
-    """
-
-    build: Callable[[Any, np.ndarray, int, float, str], layers.Layer]
-    corrected: bool
-
-
 def _difference_map(options: DifferenceMapOptions, probe: np.ndarray, canvas: int, input_scale: float,
                     name: str) -> GroupEstimate:
     tolerance = solvers.noise_tolerance(options.noise_tolerance, input_scale)
@@ -250,9 +232,14 @@ def _unrolled(options: UnrolledOptions, probe: np.ndarray, canvas: int, input_sc
 
 
 #: The estimate algorithms the network builds: options class (the values of
-#: :data:`ptychopipe.config.ESTIMATE_OPTIONS`, one per ``model.estimate_algorithm``) → its layer.
-ESTIMATE_LAYERS: dict[type, EstimateLayer] = {
-    DifferenceMapOptions: EstimateLayer(_difference_map, corrected=True),
-    GradientOptions: EstimateLayer(_gradient, corrected=True),
-    UnrolledOptions: EstimateLayer(_unrolled, corrected=False),
+#: :data:`ptychopipe.config.ESTIMATE_OPTIONS`, one per ``model.estimate_algorithm``) → the
+#: function ``build(options, probe, canvas, input_scale, name)`` that returns its estimate
+#: layer, not yet called: ``probe`` P_abs (N, N) complex, ``canvas`` the group canvas side
+#: [px], ``input_scale`` a (normalize stage; a noise tolerance in standard deviations of the
+#: measured amplitude becomes a·σ/2 in input units, :func:`solvers.noise_tolerance`). Whether
+#: a U-Net corrects the estimate is the options class's ``corrected``.
+ESTIMATE_LAYERS: dict[type, Callable[[Any, np.ndarray, int, float, str], layers.Layer]] = {
+    DifferenceMapOptions: _difference_map,
+    GradientOptions: _gradient,
+    UnrolledOptions: _unrolled,
 }
