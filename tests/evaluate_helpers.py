@@ -15,10 +15,10 @@ from typing import Mapping
 
 import numpy as np
 
-from ptychopipe import compare, stitch
 from ptychopipe.artifacts import ComparisonSummary, Inferred, Normalized, Simulated, TrainHistory
 from ptychopipe.config import CompareConfig, InferConfig, stage_config
 from ptychopipe.physics import expected_counts, extract_patches
+from ptychopipe.stages import compare, stitch
 from pipeline_helpers import ci_params
 
 

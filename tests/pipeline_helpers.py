@@ -54,15 +54,15 @@ def build_data(root: Path, scenario: str, preset: str = "ci") -> dict[str, Any]:
 
     Returns {"params": merged params, "simulated"|"split"|"grouped"|"normalized": Path}.
     """
-    from ptychopipe import grouping, normalize, simulate
+    from ptychopipe.stages import group, normalize, simulate, split
     from ptychopipe.config import stage_config
 
     p = ci_params(scenario, preset)
     d = Path(root) / scenario
     paths = {k: d / f"{k}.h5" for k in ("simulated", "split", "grouped", "normalized")}
     simulate.run(stage_config(p, "simulate"), scenario, paths["simulated"])
-    grouping.run_split(stage_config(p, "split"), scenario, paths["simulated"], paths["split"])
-    grouping.run_group(stage_config(p, "group"), scenario, paths["simulated"], paths["split"], paths["grouped"])
+    split.run(stage_config(p, "split"), scenario, paths["simulated"], paths["split"])
+    group.run(stage_config(p, "group"), scenario, paths["simulated"], paths["split"], paths["grouped"])
     normalize.run(stage_config(p, "normalize"), scenario, paths["simulated"], paths["split"], paths["grouped"],
                   paths["normalized"])
     return {"params": p, **paths}

@@ -121,6 +121,7 @@ def test_every_module_error_derives_from_ptychopipe_error():
 def test_a_new_error_subclass_is_one_line_without_registration(monkeypatch, tmp_path, capsys):
     """A stage raising a subclass nobody listed: one stderr line, exit 1 (through cli.main)."""
     from ptychopipe import grouping
+    from ptychopipe.stages import split
 
     class LaterError(grouping.GroupingError):
         pass
@@ -128,7 +129,7 @@ def test_a_new_error_subclass_is_one_line_without_registration(monkeypatch, tmp_
     def fail(*_, **__):
         raise LaterError("results/x/simulated.h5: positions: [split] a new check\nsecond line not shown")
 
-    monkeypatch.setattr(grouping, "run_split", fail)
+    monkeypatch.setattr(split, "run", fail)
     rc, _, err = _main(capsys, "split", "--scenario", "s", "--config", '{"fraction": 0.5}',
                        "--simulated", "x.h5", "--out", str(tmp_path / "o.h5"))
     assert rc == 1

@@ -14,10 +14,11 @@ from skimage.metrics import structural_similarity
 
 from evaluate_helpers import FIGURES, compare_config, run_evaluation
 from pipeline_helpers import ci_params
-from ptychopipe import cli, compare, evaluation
+from ptychopipe import cli, evaluation
 from ptychopipe.artifacts import Normalized, read_telemetry
 from ptychopipe.config import stage_config
 from ptychopipe.simulate import make_object
+from ptychopipe.stages import compare
 
 
 # --------------------------------------------------------------------------- metrics by hand
@@ -373,8 +374,8 @@ def test_data_space_metrics_refuse_pattern_indices_outside_the_data(tmp_path, ci
 
 def test_a_canvas_outside_the_object_names_both_files_and_the_geometry(tmp_path, ci_data):
     from evaluate_helpers import write_synthetic_inferred
-    from ptychopipe import stitch
     from ptychopipe.artifacts import ArtifactError
+    from ptychopipe.stages import stitch
 
     data = ci_data["gs1_ideal"]
     paths = {k: tmp_path / f"{k}.h5" for k in ("inferred", "stitched", "train", "comparison")}

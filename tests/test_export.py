@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from evaluate_helpers import run_evaluation
-from ptychopipe import export, ingest
+from ptychopipe import export
 from ptychopipe.formats import npz, ptychodus
 from ptychopipe.artifacts import ArtifactError, Inferred, Simulated, StitchedCanvas, read_attrs, read_telemetry
 from ptychopipe.config import IngestConfig
 from ptychopipe.formats.common import ExportError, Reconstruction
+from ptychopipe.stages import ingest
 
 from pipeline_helpers import REPO
 

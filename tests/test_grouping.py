@@ -9,10 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from ptychopipe import grouping
 from ptychopipe.artifacts import Grouped, Simulated, Split
 from ptychopipe.config import GroupConfig, SplitConfig
 from ptychopipe.grouping import GroupingError, centres_offsets, gather_channels_last, make_groups, split_by_y
+from ptychopipe.stages import group, split
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_group_stage_names_the_split_that_is_too_small(ci_data, tmp_path):
     out = tmp_path / "grouped.h5"
     with pytest.raises(GroupingError, match=rf"^{re.escape(str(d['split']))}: train/indices: \[group\] train: "
                                             rf"{n_train} patterns available, need at least 40 \(C = 4, K = 40\)$"):
-        grouping.run_group(cfg, "gs1_ideal", d["simulated"], d["split"], out)
+        group.run(cfg, "gs1_ideal", d["simulated"], d["split"], out)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -168,5 +168,5 @@ def test_split_stage_refuses_an_empty_split(ci_data, tmp_path):
         "positions": Array(sim.positions[:1], "px"), "counts": Array(sim.counts[:1], "counts"),
         "amplitude": Array(sim.amplitude[:1], "photons^0.5")})
     with pytest.raises(GroupingError, match=rf"^{re.escape(str(one))}: positions: \[split\] train: empty split \(fraction 0\.5, 1 positions\)"):
-        grouping.run_split(SplitConfig(0.5), "x", one, tmp_path / "split.h5")
+        split.run(SplitConfig(0.5), "x", one, tmp_path / "split.h5")
     assert not (tmp_path / "split.h5").exists()

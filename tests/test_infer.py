@@ -11,10 +11,11 @@ import pytest
 
 from ptychopipe import infer as I
 from ptychopipe import network as net
-from ptychopipe import train as T
 from ptychopipe.artifacts import ArtifactError, Inferred, Normalized, Simulated, read_telemetry
 from ptychopipe.config import stage_config, to_json
 from ptychopipe.network import poisson_deviance_np
+from ptychopipe.stages import infer as infer_stage
+from ptychopipe.stages import train as train_stage
 from pipeline_helpers import build_data
 
 
@@ -24,10 +25,10 @@ def gs2_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("infer") / "gs2_ideal"
     data = build_data(d.parent, "gs2_ideal")
     params, norm = data["params"], data["normalized"]
-    T.run(stage_config(params, "train"), "gs2_ideal", normalized=norm, out=d / "model.keras",
-          history=d / "train.h5")
-    I.run(stage_config(params, "infer"), "gs2_ideal", normalized=norm, model=d / "model.keras",
-          out=d / "inferred.h5")
+    train_stage.run(stage_config(params, "train"), "gs2_ideal", normalized=norm, out=d / "model.keras",
+                    history=d / "train.h5")
+    infer_stage.run(stage_config(params, "infer"), "gs2_ideal", normalized=norm, model=d / "model.keras",
+                    out=d / "inferred.h5")
     return d, params
 
 
@@ -96,7 +97,8 @@ def test_infer_refuses_a_model_trained_on_another_probe(gs2_run, tmp_path):
         f["probe"][...] = 2.0 * f["probe"][()]
     out = tmp_path / "inferred.h5"
     with pytest.raises(ArtifactError, match=r"model.keras: probe: differs from .*normalized.h5 probe"):
-        I.run(stage_config(params, "infer"), "gs2_ideal", normalized=other, model=d / "model.keras", out=out)
+        infer_stage.run(stage_config(params, "infer"), "gs2_ideal", normalized=other, model=d / "model.keras",
+                        out=out)
     assert not out.exists()
 
 
@@ -105,13 +107,14 @@ def test_infer_refuses_a_missing_or_broken_model(gs2_run, tmp_path):
     d, params = gs2_run
     cfg = stage_config(params, "infer")
     with pytest.raises(ArtifactError, match=r"nope.keras: file not found"):
-        I.run(cfg, "gs2_ideal", normalized=d / "normalized.h5", model=tmp_path / "nope.keras",
-              out=tmp_path / "inferred.h5")
+        infer_stage.run(cfg, "gs2_ideal", normalized=d / "normalized.h5", model=tmp_path / "nope.keras",
+                        out=tmp_path / "inferred.h5")
     broken = tmp_path / "model.keras"
     broken.write_bytes((d / "model.keras").read_bytes()[:1000])  # truncated
     with pytest.raises(ArtifactError, match=r"model.keras: truncated or corrupted model \(1000 bytes, not a complete "
                                             r"\.keras zip archive\)"):
-        I.run(cfg, "gs2_ideal", normalized=d / "normalized.h5", model=broken, out=tmp_path / "inferred.h5")
+        infer_stage.run(cfg, "gs2_ideal", normalized=d / "normalized.h5", model=broken,
+                        out=tmp_path / "inferred.h5")
     assert not (tmp_path / "inferred.h5").exists()
 
 

@@ -13,11 +13,13 @@ import h5py
 import numpy as np
 import pytest
 
-from ptychopipe import artifacts, grouping, ingest, normalize
+from ptychopipe import artifacts
 from ptychopipe.artifacts import ArtifactError, Normalized, Simulated, read_attrs, read_telemetry
 from ptychopipe.config import IngestConfig, load_scenarios, stage_config
 from ptychopipe.formats import common, npz, ptychodus
 from ptychopipe.formats.common import IngestError
+from ptychopipe.normalize import amplitude_estimate
+from ptychopipe.stages import group, ingest, normalize, split
 from pipeline_helpers import CONFIG_FILE, REPO, edit_config, run_snakemake
 
 
@@ -186,11 +188,11 @@ def test_npz_without_object_gets_a_frame_and_runs_downstream(tmp_path, sim, ci_d
     assert "measured_over_expected" not in ratios
     # the implied rms object amplitude is the normalize stage's ā formula over all patterns
     assert ratios["implied_rms_object_amplitude"] == pytest.approx(
-        normalize.amplitude_estimate(sim.counts, sim.probe), rel=1e-6)
+        amplitude_estimate(sim.counts, sim.probe), rel=1e-6)
     # split -> group -> normalize run unchanged on it
     p = ci_data["gs1_ideal"]["params"]
-    grouping.run_split(stage_config(p, "split"), "imp", out, tmp_path / "split.h5")
-    grouping.run_group(stage_config(p, "group"), "imp", out, tmp_path / "split.h5", tmp_path / "grouped.h5")
+    split.run(stage_config(p, "split"), "imp", out, tmp_path / "split.h5")
+    group.run(stage_config(p, "group"), "imp", out, tmp_path / "split.h5", tmp_path / "grouped.h5")
     normalize.run(stage_config(p, "normalize"), "imp", out, tmp_path / "split.h5", tmp_path / "grouped.h5",
                   tmp_path / "normalized.h5")
     norm = Normalized.read(tmp_path / "normalized.h5")
@@ -504,19 +506,19 @@ def test_compare_without_truth_reports_data_space_only(tmp_path, sim, ci_data):
     """Imported data without an object: compare writes data-space metrics only (object-space
     ones null), and the report says so."""
     from evaluate_helpers import FIGURES, compare_config, true_patches, write_synthetic_train
-    from ptychopipe import compare, stitch
     from ptychopipe.artifacts import ComparisonSummary, Inferred
     from ptychopipe.config import InferConfig
     from ptychopipe.physics import expected_counts
     from ptychopipe.reporting import write_summary
+    from ptychopipe.stages import compare, stitch
 
     src = write_npz(tmp_path / "noobj.npz", sim, obj=False)
     p = ci_data["gs1_ideal"]["params"]
     f = {k: tmp_path / f"{k}.h5" for k in ("simulated", "split", "grouped", "normalized", "inferred", "train",
                                            "stitched", "comparison")}
     ingest.run(npz_cfg(src), "real", f["simulated"])
-    grouping.run_split(stage_config(p, "split"), "real", f["simulated"], f["split"])
-    grouping.run_group(stage_config(p, "group"), "real", f["simulated"], f["split"], f["grouped"])
+    split.run(stage_config(p, "split"), "real", f["simulated"], f["split"])
+    group.run(stage_config(p, "group"), "real", f["simulated"], f["split"], f["grouped"])
     normalize.run(stage_config(p, "normalize"), "real", f["simulated"], f["split"], f["grouped"], f["normalized"])
     imp = Simulated.read(f["simulated"])
     norm = Normalized.read(f["normalized"])

@@ -423,7 +423,7 @@ def test_total_variation_is_added_only_when_enabled():
 @pytest.mark.parametrize("gridsize", [1, 2])
 def test_save_load_gives_identical_predictions(tmp_path, gridsize):
     from ptychopipe.infer import load_model
-    from ptychopipe.train import save_model_atomic
+    from ptychopipe.stages.train import save_model_atomic
 
     probe = load_probe(CUSTOM_PROBE, "probeGuess", N) * 77.0
     m = _small_model(gridsize, probe=probe)
@@ -693,7 +693,7 @@ def test_model_from_config_gets_the_tolerance_in_input_units_and_saves_it(tmp_pa
 
     from ptychopipe.config import stage_config
     from ptychopipe.infer import load_model
-    from ptychopipe.train import save_model_atomic
+    from ptychopipe.stages.train import save_model_atomic
 
     cfg = stage_config(ci_params("gs2_custom"), "train")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, estimate=DifferenceMapOptions(10, 1.5)))

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ptychopipe import normalize
+from ptychopipe.stages import normalize
 from ptychopipe.artifacts import Grouped, Normalized, Simulated, Split, read_telemetry
 from ptychopipe.config import NormalizeConfig
 from ptychopipe.normalize import amplitude_estimate, input_scale

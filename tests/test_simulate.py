@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ptychopipe import simulate as sim_mod
+from ptychopipe.stages import simulate as simulate_stage
 from ptychopipe.artifacts import Simulated, read_telemetry
 from ptychopipe.config import ConfigError, ObjectConfig, stage_config
 from ptychopipe.simulate import check_invariants, make_object, random_positions, simulate
@@ -143,16 +144,16 @@ def test_dose_invariant_names_the_numbers(cfg, sim):
 def test_failed_invariant_writes_nothing(cfg, sim, tmp_path, monkeypatch):
     bad = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in sim.items()}
     bad["counts"][0, 0, 0] = np.nan
-    monkeypatch.setattr(sim_mod, "simulate", lambda c: bad)
+    monkeypatch.setattr(simulate_stage, "simulate", lambda c: bad)
     out = tmp_path / "simulated.h5"
     with pytest.raises(InvariantError):
-        sim_mod.run(cfg, "x", out)
+        simulate_stage.run(cfg, "x", out)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_run_writes_the_simulated_artifact(cfg, tmp_path):
     out = tmp_path / "r" / "simulated.h5"
-    sim_mod.run(cfg, "gs2_custom", out)
+    simulate_stage.run(cfg, "gs2_custom", out)
     s = Simulated.read(out)
     assert s.attrs["stage"] == "simulate" and s.attrs["scenario"] == "gs2_custom"
     assert s.attrs["probe_source"].endswith("custom_probe_64.npz")

@@ -7,9 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
-from ptychopipe import ingest, simulate
 from ptychopipe.artifacts import Simulated
 from ptychopipe.config import IngestConfig, ObjectConfig, ProbeConfig, SimulateConfig
+from ptychopipe.stages import ingest, simulate
 
 CFG = SimulateConfig(N=32, n_positions=6, buffer_px=2.0, nphotons=1e6, seed=0,
                      object=ObjectConfig("lines", 96, 1, 20, (4.0, 16.0), 1.0, (0.5, 1.5), (-1.0, 1.0)),

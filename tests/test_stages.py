@@ -1,14 +1,18 @@
 """The stage registry (ptychopipe.stages) against its derivations: every rule in
 workflow/rules that runs a stage passes exactly the registry's named files, declares each
 input it passes, and writes ``--out`` to the registry's file; the command line, the
-telemetry table and docs/artifacts.md's stage table come from the registry."""
+telemetry table and docs/artifacts.md's stage table come from the registry. Each stage's
+``run`` sits in its own module, and the modules of the computation touch no artifact file."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
 import pytest
 
 from ptychopipe import cli, reporting
+from ptychopipe.artifacts import ARTIFACTS
 from ptychopipe.config import ConfigError, from_json, stage_config, to_json
 from ptychopipe.configdoc import generate_stages
 from ptychopipe.stages import STAGES, markdown_table, run_stage, stage, telemetry_files
@@ -16,6 +20,10 @@ from ptychopipe.stages import STAGES, markdown_table, run_stage, stage, telemetr
 from pipeline_helpers import CONFIG_FILE, REPO
 
 COMMON_OPTIONS = {"scenario", "config", "out", "threads"}
+#: The modules of the stages' computation (the compare stage's is the evaluation package).
+DOMAIN_MODULES = ("simulate", "ingest", "grouping", "normalize", "train", "infer", "stitch")
+#: Stages whose ``run`` is not in ptychopipe.stages.<stage>: its module, relative to ptychopipe.stages.
+RUN_ELSEWHERE = {"baseline": "..baseline"}
 
 
 def _rules() -> dict[str, str]:
@@ -109,3 +117,39 @@ def test_unknown_stage_and_wrong_options_are_one_line():
         from_json("fit", "{}")
     with pytest.raises(TypeError, match="stage split: expected SplitConfig options, got dict"):
         run_stage("split", {}, "s", "out.h5", simulated="x.h5")
+
+
+def test_the_stages_package_holds_one_module_per_stage():
+    modules = {p.stem for p in (REPO / "src" / "ptychopipe" / "stages").glob("*.py")} - {"__init__"}
+    assert modules == set(STAGES) - set(RUN_ELSEWHERE)
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_each_stage_module_defines_run_with_the_registry_files_and_the_registry_calls_it(name):
+    st = STAGES[name]
+    module = RUN_ELSEWHERE.get(name, f".{name}")
+    params = list(inspect.signature(importlib.import_module(module, "ptychopipe.stages").run).parameters)
+    assert params[:2] == ["cfg", "scenario"], module
+    assert set(params[2:]) == {"out", *st.inputs, *st.optional_inputs, *st.outputs}, module
+    assert f"from {module} import run" in inspect.getsource(st.run), name
+
+
+def _artifact_io(text: str) -> list[str]:
+    """What in a module's source reads or writes an artifact file, or defines a stage's ``run``."""
+    classes = "|".join(c.__name__ for c in ARTIFACTS)
+    return re.findall(rf"\b(?:{classes})\.read\w*\(|\.write\(|\.save\(|^def run\b|"
+                      r"\b(?:atomic_path|write_json_atomic|write_text_atomic|write_artifact|save_figure|"
+                      r"open_artifact|read_array|read_attrs?|read_telemetry|read_json_object)\b", text, flags=re.M)
+
+
+@pytest.mark.parametrize("name", DOMAIN_MODULES)
+def test_the_computation_reads_and_writes_no_artifact(name):
+    """A stage's ``run`` (reading its inputs, writing its artifact) is in ptychopipe.stages, not
+    in the module of its computation."""
+    assert _artifact_io((REPO / "src" / "ptychopipe" / f"{name}.py").read_text()) == []
+
+
+def test_the_artifact_scan_finds_what_it_forbids():
+    stage = (REPO / "src" / "ptychopipe" / "stages" / "stitch.py").read_text()
+    assert {"Inferred.read(", ".write(", "def run"} <= set(_artifact_io(stage))
+    assert _artifact_io("model.save(tmp)\nwith atomic_path(out) as tmp:\n") == [".save(", "atomic_path"]

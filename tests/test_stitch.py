@@ -13,6 +13,7 @@ from ptychopipe import cli, stitch
 from ptychopipe.artifacts import Simulated, StitchedCanvas
 from ptychopipe.config import StitchConfig, stage_config
 from ptychopipe.simulate import ideal_probe, make_object
+from ptychopipe.stages import stitch as stitch_stage
 from ptychopipe.telemetry import InvariantError
 
 N = 64
@@ -174,7 +175,8 @@ def test_stage_writes_stitched_h5(tmp_path, ci_data):
     inferred = tmp_path / "inferred.h5"
     patches = write_synthetic_inferred(inferred, data, "gs2_custom")
     out = tmp_path / "stitched.h5"
-    stitch.run(StitchConfig(weight="probe_intensity", resolve_twin=False), "gs2_custom", inferred=inferred, out=out)
+    stitch_stage.run(StitchConfig(weight="probe_intensity", resolve_twin=False), "gs2_custom", inferred=inferred,
+                     out=out)
     st = StitchedCanvas.read(out)
     assert st.attrs["stage"] == "stitch" and st.attrs["weight"] == "probe_intensity"
     assert st.attrs["n_patches"] == patches.shape[0] * patches.shape[1]
@@ -197,8 +199,8 @@ def test_stage_refuses_non_finite_patches(tmp_path, ci_data):
         a[0, 0, 5, 5] = np.nan
         f["amplitude"][...] = a
     with pytest.raises(InvariantError, match=r"\[stitch\] .*amplitude: 1 non-finite values"):
-        stitch.run(StitchConfig(weight="uniform", resolve_twin=False), "gs1_ideal", inferred=inferred,
-                   out=tmp_path / "s.h5")
+        stitch_stage.run(StitchConfig(weight="uniform", resolve_twin=False), "gs1_ideal", inferred=inferred,
+                         out=tmp_path / "s.h5")
     assert not (tmp_path / "s.h5").exists()
 
 
@@ -255,8 +257,8 @@ def test_stage_names_the_file_whose_probe_is_all_zeros(tmp_path, ci_data):
         f["probe"][...] = 0
     with pytest.raises(ArtifactError, match=r"inferred\.h5: probe: stitch\.weight=probe_intensity: probe is all "
                                             r"zeros; expected max\|P\|² > 0$"):
-        stitch.run(StitchConfig(weight="probe_intensity", resolve_twin=False), "gs1_ideal", inferred=inferred,
-                   out=tmp_path / "s.h5")
+        stitch_stage.run(StitchConfig(weight="probe_intensity", resolve_twin=False), "gs1_ideal",
+                         inferred=inferred, out=tmp_path / "s.h5")
     assert not (tmp_path / "s.h5").exists()
 
 
@@ -357,12 +359,12 @@ def test_stage_resolves_twins_and_records_the_swaps(tmp_path, ci_data):
         f["amplitude"][...] = np.abs(patches)
         f["phase"][...] = np.angle(patches)
     out = tmp_path / "stitched.h5"
-    stitch.run(StitchConfig(weight="uniform", resolve_twin=True), "gs1_ideal", inferred=inferred, out=out)
+    stitch_stage.run(StitchConfig(weight="uniform", resolve_twin=True), "gs1_ideal", inferred=inferred, out=out)
     st = StitchedCanvas.read(out)
     assert bool(st.attrs["resolve_twin"]) and int(st.attrs["twin_swaps_per_pass"][0]) >= flip.sum() * 0.9
     assert int(st.attrs["twin_swaps_per_pass"][-1]) == 0
     plain = tmp_path / "plain.h5"
-    stitch.run(StitchConfig(weight="uniform", resolve_twin=False), "gs1_ideal", inferred=inferred, out=plain)
+    stitch_stage.run(StitchConfig(weight="uniform", resolve_twin=False), "gs1_ideal", inferred=inferred, out=plain)
     assert len(StitchedCanvas.read(plain).attrs["twin_swaps_per_pass"]) == 0
     sim_obj = Simulated.read(data["simulated"]).object
 
@@ -391,6 +393,7 @@ def test_stage_refuses_twin_resolution_it_cannot_do(tmp_path, ci_data, case):
             f["probe"][...] = load_probe(REPO / "data" / "probes" / "custom_probe_64.npz", "probeGuess", N)
         pattern = r"inferred\.h5: probe: stitch\.resolve_twin needs a probe that is its own twin .*, got [0-9.]+: "
     with pytest.raises(ArtifactError, match=pattern) as exc:
-        stitch.run(StitchConfig(weight="uniform", resolve_twin=True), "x", inferred=inferred, out=tmp_path / "s.h5")
+        stitch_stage.run(StitchConfig(weight="uniform", resolve_twin=True), "x", inferred=inferred,
+                         out=tmp_path / "s.h5")
     assert "\n" not in str(exc.value)
     assert not (tmp_path / "s.h5").exists()

@@ -66,8 +66,8 @@ def test_without_ptychi_the_command_says_so_in_one_line(tmp_path, monkeypatch, c
 @pytest.fixture(scope="module")
 def ci_results(ci_data, tmp_path_factory):
     """results/<scenario>/ of gs2_custom and gs1_ideal on the ci preset with trained models."""
-    from ptychopipe import train
     from ptychopipe.config import stage_config
+    from ptychopipe.stages import train
 
     root = tmp_path_factory.mktemp("ttq_results")
     for s in ("gs2_custom", "gs1_ideal"):

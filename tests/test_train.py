@@ -1,5 +1,5 @@
-"""The train stage (ptychopipe.train): determinism, artifacts, early stopping, the NaN
-guard, and an overfit test of the whole PINN on one group."""
+"""The train stage (ptychopipe.train, ptychopipe.stages.train): determinism, artifacts,
+early stopping, the NaN guard, and an overfit test of the whole PINN on one group."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ptychopipe import train as T
 from ptychopipe.artifacts import Normalized, TrainHistory, read_telemetry
 from ptychopipe.config import GradientOptions, ObjectConfig, UNetOptions, stage_config, to_json
 from ptychopipe.physics import expected_counts, extract_patches
+from ptychopipe.stages import train as train_stage
 from pipeline_helpers import REPO
 
 CUSTOM_PROBE = REPO / "data" / "probes" / "custom_probe_64.npz"
@@ -114,7 +115,7 @@ def test_run_writes_model_and_history(ci_gs1, tmp_path, capsys):
     path, params = ci_gs1
     cfg = stage_config(params, "train")
     out, hist, diag = tmp_path / "model.keras", tmp_path / "train.h5", tmp_path / "logs" / "train_nonfinite.json"
-    T.run(cfg, "gs1_ideal", normalized=path, out=out, history=hist, diagnostics=diag)
+    train_stage.run(cfg, "gs1_ideal", normalized=path, out=out, history=hist, diagnostics=diag)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", "train.h5"]  # no temp files, no diagnostics
     progress = [ln for ln in capsys.readouterr().out.splitlines() if re.search(r" epoch \d+/\d+: ", ln)]
     assert len(progress) == cfg.epochs and progress[0].startswith("[train] gs1_ideal epoch 1/")
@@ -186,7 +187,8 @@ def test_poisoned_inputs_are_refused_before_training(ci_gs1, tmp_path):
     with h5py.File(poisoned, "r+") as f:
         f["train/inputs"][3, 10, 10, 0] = np.nan
     with pytest.raises(InvariantError, match=r"\[train\] .*normalized.h5: train/inputs: 1 non-finite values"):
-        T.run(cfg, "gs1_ideal", normalized=poisoned, out=tmp_path / "model.keras", history=tmp_path / "train.h5")
+        train_stage.run(cfg, "gs1_ideal", normalized=poisoned, out=tmp_path / "model.keras",
+                        history=tmp_path / "train.h5")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["normalized.h5"]
 
 
@@ -238,13 +240,13 @@ def test_model_and_history_are_written_as_a_pair(ci_gs1, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    write = T.TrainHistory.write
-    monkeypatch.setattr(T.TrainHistory, "write", fail)
+    write = TrainHistory.write
+    monkeypatch.setattr(TrainHistory, "write", fail)
     with pytest.raises(OSError, match="disk full"):
-        T.run(cfg, "gs1_ideal", normalized=path, out=tmp_path / "model.keras", history=tmp_path / "train.h5")
+        train_stage.run(cfg, "gs1_ideal", normalized=path, out=tmp_path / "model.keras", history=tmp_path / "train.h5")
     assert list(tmp_path.iterdir()) == []
     # and when both are written, train.h5 is renamed last: a new train.h5 has its model beside it
-    monkeypatch.setattr(T.TrainHistory, "write", write)
+    monkeypatch.setattr(TrainHistory, "write", write)
     replace, order = os.replace, []
 
     def recording(src, dst):
@@ -252,7 +254,7 @@ def test_model_and_history_are_written_as_a_pair(ci_gs1, tmp_path, monkeypatch):
         replace(src, dst)
 
     monkeypatch.setattr(os, "replace", recording)
-    T.run(cfg, "gs1_ideal", normalized=path, out=tmp_path / "model.keras", history=tmp_path / "train.h5")
+    train_stage.run(cfg, "gs1_ideal", normalized=path, out=tmp_path / "model.keras", history=tmp_path / "train.h5")
     assert [name for name in order if not name.startswith(".")] == ["model.keras", "train.h5"]
 
 
@@ -275,8 +277,8 @@ def test_nan_guard_diagnostics_hold_the_weights_of_the_failure_not_the_restored_
     monkeypatch.setattr(T.GroupBatches, "__getitem__", poisoned)
     diag = tmp_path / "logs" / "train_nonfinite.json"
     with pytest.raises(T.NonFiniteError, match=r"non-finite loss \(loss = nan\) at epoch 2, batch 2;"):
-        T.run(cfg, "gs1_ideal", normalized=path, out=tmp_path / "model.keras", history=tmp_path / "train.h5",
-              diagnostics=diag)
+        train_stage.run(cfg, "gs1_ideal", normalized=path, out=tmp_path / "model.keras", history=tmp_path / "train.h5",
+                        diagnostics=diag)
     d = json.loads(diag.read_text())
     assert d["failure"]["epoch"] == 2 and d["failure"]["batch"] == 2
     assert sum(st["nan"] + st["inf"] for st in d["weights"].values()) > 0

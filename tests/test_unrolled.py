@@ -154,7 +154,7 @@ def test_an_unrolled_model_has_one_reconstruction_mode():
 
 def test_save_load_gives_identical_predictions(tmp_path):
     from ptychopipe.infer import load_model
-    from ptychopipe.train import save_model_atomic
+    from ptychopipe.stages.train import save_model_atomic
 
     m = _model()
     _randomise(m.get_layer("group_estimate"), np.random.default_rng(5))

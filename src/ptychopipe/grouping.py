@@ -1,4 +1,6 @@
-"""split and group stages: train/test halves along y, and KD-tree neighbour groups.
+"""The split and group stages' computation: train/test halves along y, and KD-tree
+neighbour groups (the stages themselves: :mod:`ptychopipe.stages.split`,
+:mod:`ptychopipe.stages.group`).
 
 Group layout (docs/design.md, 'Artifact contract'; docs/artifacts.md): indices (B, C) int64 into the simulated arrays;
 centres (B, 2) float64 [x, y] px (mean of the members' positions); offsets
@@ -8,13 +10,11 @@ centres (B, 2) float64 [x, y] px (mean of the members' positions); offsets
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .artifacts import Grouped, GroupSet, Simulated, Split
-from .config import GroupConfig, SplitConfig
+from .artifacts import GroupSet, Simulated, Split
+from .config import GroupConfig
 from .errors import PtychopipeError
 from .telemetry import check_finite
 
@@ -41,19 +41,6 @@ def split_by_y(positions: np.ndarray, fraction: float) -> tuple[np.ndarray, np.n
     train = np.flatnonzero(y < y_split).astype(np.int64)
     test = np.flatnonzero(y >= y_split).astype(np.int64)
     return train, test, y_split
-
-
-def run_split(cfg: SplitConfig, scenario: str, simulated: str | Path, out: str | Path) -> None:
-    """Stage entry point: write ``split.h5``."""
-    sim = Simulated.read(simulated)
-    train, test, y_split = split_by_y(sim.positions, cfg.fraction)
-    for name, idx in (("train", train), ("test", test)):
-        if idx.size == 0:
-            raise GroupingError(f"{simulated}: positions: [split] {name}: empty split (fraction {cfg.fraction}, "
-                                f"{len(sim.positions)} positions); expected at least one pattern")
-    m = len(sim.positions)
-    Split(train, test, sim.positions[train], sim.positions[test], y_split, m).write(
-        out, scenario=scenario, config=cfg, ratios={"train_fraction": len(train) / m, "test_fraction": len(test) / m})
 
 
 # --------------------------------------------------------------------------- group
@@ -105,24 +92,26 @@ def gather_channels_last(arr: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return np.moveaxis(arr[groups], 1, -1)
 
 
-def run_group(cfg: GroupConfig, scenario: str, simulated: str | Path, split: str | Path,
-              out: str | Path) -> None:
-    """Stage entry point: write ``grouped.h5`` with train/ and test/ groups."""
-    sim = Simulated.read(simulated)
-    sp = Split.read(split)
+def group_splits(sim: Simulated, split: Split, cfg: GroupConfig,
+                 source: str = "split") -> tuple[dict[str, GroupSet], dict[str, float]]:
+    """The train and test groups of ``split``'s patterns (:func:`make_groups`, seeds
+    ``cfg.seed`` and ``cfg.seed + 1``), with their centres, offsets and amplitudes (module
+    docstring). Returns ({"train", "test"}: GroupSet, telemetry ratios: each split's mean
+    grouped amplitude over the mean raw amplitude). ``source`` names the split file in a
+    TooFewPatterns message."""
     sets: dict[str, GroupSet] = {}
     raw_mean = float(sim.amplitude.mean())
     ratios = {}
-    for name, idx, salt in (("train", sp.train_indices, 0), ("test", sp.test_indices, 1)):
+    for name, idx, salt in (("train", split.train_indices, 0), ("test", split.test_indices, 1)):
         try:
             local = make_groups(sim.positions[idx], cfg.gridsize, cfg.n_groups, cfg.neighbour_count,
                                 cfg.seed + salt, split=name)
         except TooFewPatterns as e:  # name the file whose split is too small
-            raise TooFewPatterns(f"{split}: {name}/indices: {e}") from None
+            raise TooFewPatterns(f"{source}: {name}/indices: {e}") from None
         groups = idx[local]
         centres, offsets = centres_offsets(sim.positions, groups)
         amp = gather_channels_last(sim.amplitude, groups)
         check_finite("group", f"{name}/amplitude", amp)
         sets[name] = GroupSet(groups, centres, offsets, amp)
         ratios[f"{name}_grouped_over_raw"] = float(amp.mean()) / raw_mean
-    Grouped(sets, cfg.gridsize).write(out, scenario=scenario, config=cfg, ratios=ratios)
+    return sets, ratios

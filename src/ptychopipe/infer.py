@@ -1,6 +1,7 @@
-"""infer stage: predict the test split's object patches with the trained PINN.
+"""The infer stage's computation: predict the test split's object patches with the trained PINN.
 
-Writes ``inferred.h5`` (format: :class:`ptychopipe.artifacts.Inferred`): amplitude and
+The stage (:mod:`ptychopipe.stages.infer`) writes what :func:`infer_arrays` returns to
+``inferred.h5`` (format: :class:`ptychopipe.artifacts.Inferred`): amplitude and
 phase (B, C, N, N) float32 of each test group's patches (after the overlap merge when
 C > 1), their global centres (B, C, 2) [x, y] px = group centre + offset, the pattern
 indices (B, C), the probe P_abs, ``predicted_photons`` and ``measured_photons`` (B, C)
@@ -16,14 +17,12 @@ stale model.keras is refused with one line instead of producing silently wrong p
 from __future__ import annotations
 
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from .artifacts import ArtifactError, Inferred, Normalized, not_a_file
-from .config import InferConfig
 from .network import model_amplitude_estimate, model_canvas, model_probe, poisson_deviance_np
 from .physics import canvas_size
 from .telemetry import check_finite
@@ -162,18 +161,3 @@ def infer_arrays(model: keras.Model, norm: Normalized, batch_size: int,
     return Inferred(amp, phase, positions, g.indices.astype(np.int64), norm.probe.astype(np.complex64), predicted,
                     measured, attrs), ratios
 
-
-def run(cfg: InferConfig, scenario: str, normalized: str | Path, model: str | Path, out: str | Path) -> None:
-    """Stage entry point: write ``inferred.h5`` (see docs/artifacts.md)."""
-    norm = Normalized.read(normalized)
-    m = load_model(model)
-    foreign = cfg.model_from is not None
-    check_model(m, norm, model, normalized, foreign=foreign)
-    inferred, ratios = infer_arrays(m, norm, cfg.batch_size, foreign=foreign)
-    attrs = {**inferred.attrs, "model_file": Path(model).name, "model_scenario": cfg.model_from or scenario}
-    replace(inferred, attrs=attrs).write(out, scenario=scenario, config=cfg, ratios=ratios)
-    print(f"[infer] {scenario}: {attrs['n_groups']} test groups, model of "
-          f"{cfg.model_from + ' (amplitude x ' + format(attrs['amplitude_scale'], '.4f') + ')' if foreign else 'this scenario'}"
-          f"; predicted/measured counts "
-          f"{ratios['predicted_over_measured_counts']:.4f}; amplitude mean/ā "
-          f"{ratios['amplitude_mean_over_estimate']:.4f}; poisson_nll {attrs['poisson_nll']:.6g}", flush=True)

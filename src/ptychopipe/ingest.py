@@ -1,4 +1,5 @@
-"""ingest stage: measured data (NPZ or ptychodus) -> ``results/{scenario}/simulated.h5``.
+"""The ingest stage's computation: measured data (NPZ or ptychodus) in the layout of
+``results/{scenario}/simulated.h5``.
 
 A scenario with ``source.file`` set skips the simulator: this stage converts the user's
 file into the simulate stage's layout (:class:`ptychopipe.artifacts.Simulated`), and
@@ -8,8 +9,9 @@ convention conversion is explicit and recorded in the output (attribute
 The readers, with each format's layout and conventions, are in :mod:`ptychopipe.formats`
 (:mod:`~ptychopipe.formats.npz`, :mod:`~ptychopipe.formats.ptychodus`; the pipeline
 conventions every conversion targets in :mod:`~ptychopipe.formats.common`);
-docs/real_data.md states the conventions assumed for each format. This stage checks the
-data against the declared conventions, checks their dose consistency and writes the artifact.
+docs/real_data.md states the conventions assumed for each format. This module checks the
+data against the declared conventions and their dose consistency and records their
+provenance; the stage (:mod:`ptychopipe.stages.ingest`) writes the artifact.
 
 The probe's absolute scale is what the file says (under the stated convention): the
 measured counts define the dose and are never rescaled, and neither is the probe.
@@ -23,13 +25,12 @@ the pipeline's forward model, ``measured_over_parseval`` = mean Σn / (Σ|P_abs|
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .artifacts import Simulated, file_sha256
+from .artifacts import file_sha256
 from .config import IngestConfig
 from .formats.common import Imported, IngestError
 from .formats.npz import read_npz
@@ -194,7 +195,7 @@ def check_shape(imp: Imported, cfg: IngestConfig) -> None:
                           f"got {n}x{n}: set N: {n} for this scenario, or crop the patterns to {cfg.N}x{cfg.N}")
 
 
-# --------------------------------------------------------------------------- stage
+# --------------------------------------------------------------------------- import
 
 
 def load(cfg: IngestConfig) -> Imported:
@@ -206,22 +207,28 @@ def load(cfg: IngestConfig) -> Imported:
     return read_ptychodus(cfg.file, cfg.diffraction, cfg.probe_normalization)  # IngestConfig admits no other format
 
 
-def run(cfg: IngestConfig, scenario: str, out: str | Path) -> None:
-    """Stage entry point: import ``cfg.file`` and write ``simulated.h5`` (docs/artifacts.md)."""
-    t0 = time.perf_counter()
-    imp = load(cfg)
+def check(imp: Imported, cfg: IngestConfig) -> tuple[dict[str, float], str | None]:
+    """Check the imported data before anything is written: finite counts, probe and positions,
+    N x N patterns (:func:`check_shape`) and the declared conventions
+    (:func:`convention_evidence`). Returns (evidence, the problem or None); raises IngestError
+    on a problem unless ``cfg.check_conventions`` is false."""
     for name, arr in (("counts", imp.counts), ("probe", imp.probe), ("positions", imp.positions)):
         check_finite(STAGE, name, arr)
     check_shape(imp, cfg)
     evidence, problem = convention_evidence(imp, cfg.format, cfg.diff3d)
     if problem and cfg.check_conventions:
         raise IngestError(f"{cfg.file}: {problem}, {OVERRIDE}")
-    if problem:
-        print(f"[{STAGE}] warning: {cfg.file}: {problem} (imported anyway: source.check_conventions is false)",
-              flush=True)
+    return evidence, problem
+
+
+def import_attrs(imp: Imported, cfg: IngestConfig,
+                 evidence: dict[str, float]) -> tuple[dict[str, float], dict[str, Any]]:
+    """(telemetry ratios, attributes) of ``simulated.h5`` for imported data: the dose
+    consistency (:func:`consistency`), the convention evidence, the source files' paths,
+    SHA-256 and format, the conversions, the file's metadata, N and the mean counts per
+    pattern (``mean_measured_counts``)."""
     ratios, extra = consistency(imp)
     extra.update({f"convention_{k}": v for k, v in evidence.items() if k != "pattern_correlation"})
-    n = imp.probe.shape[0]
     measured = float(imp.counts.sum(axis=(1, 2), dtype=np.float64).mean())
     sources = {"file": cfg.file, "sha256": file_sha256(cfg.file)}
     if cfg.format == "ptychodus":
@@ -233,22 +240,19 @@ def run(cfg: IngestConfig, scenario: str, out: str | Path) -> None:
         "source_diffraction_file": sources.get("diffraction_file", ""),
         "source_diffraction_sha256": sources.get("diffraction_sha256", ""),
         "conversions": imp.conversions, "source_metadata": imp.metadata,
-        "N": n, "mean_measured_counts": measured, **extra,
+        "N": imp.probe.shape[0], "mean_measured_counts": measured, **extra,
     }
-    Simulated.from_counts(object=imp.object, probe=imp.probe, positions=imp.positions, counts=imp.counts,
-                          attrs=attrs).write(out, stage=STAGE, scenario=scenario, config=cfg, ratios=ratios)
-    said = ", ".join(f"{k} {v:.6g}" for k, v in ratios.items())
-    if "pattern_correlation" in extra:
-        said += f", pattern_correlation {extra['pattern_correlation']:.6g}"
-    print(f"[{STAGE}] {scenario}: {cfg.format} {cfg.file}: {len(imp.counts)} patterns of {n}x{n}, frame "
-          f"{imp.object_shape[0]}x{imp.object_shape[1]} px, object {'yes' if imp.object is not None else 'no'}; "
-          f"mean counts/pattern {measured:.6g}; {said}; {time.perf_counter() - t0:.2f} s", flush=True)
+    return ratios, attrs
+
+
+def dose_warning(imp: Imported, cfg: IngestConfig, ratios: dict[str, float]) -> str | None:
+    """What to check when ``measured_over_expected`` is outside (0.5, 2), else None."""
     mo = ratios.get("measured_over_expected")
-    if mo is not None and not 0.5 < mo < 2.0:
-        # a wrong probe FFT convention is off by N^2 (either way); anything else points at the counts
-        by_n2 = abs(abs(np.log(mo)) / np.log(float(n) ** 2) - 1) < 0.25
-        key = ("source.probe_normalization" if by_n2 else
-               "source.diff3d (amplitude or counts)" if cfg.format == "npz" else "the diffraction file's counts")
-        print(f"[{STAGE}] warning: measured/expected counts = {mo:.4g} with the file's object and probe "
-              f"({imp.conversions['probe_normalization']} probe): is {key} right? (nothing was rescaled)",
-              flush=True)
+    if mo is None or 0.5 < mo < 2.0:
+        return None
+    # a wrong probe FFT convention is off by N^2 (either way); anything else points at the counts
+    by_n2 = abs(abs(np.log(mo)) / np.log(float(imp.probe.shape[0]) ** 2) - 1) < 0.25
+    key = ("source.probe_normalization" if by_n2 else
+           "source.diff3d (amplitude or counts)" if cfg.format == "npz" else "the diffraction file's counts")
+    return (f"measured/expected counts = {mo:.4g} with the file's object and probe "
+            f"({imp.conversions['probe_normalization']} probe): is {key} right? (nothing was rescaled)")

@@ -1,4 +1,6 @@
-"""normalize stage: the input scale a and the amplitude estimate ā (docs/design.md, 'Dose and normalisation').
+"""The normalize stage's computation: the input scale a and the amplitude estimate ā
+(docs/design.md, 'Dose and normalisation'); the stage itself is
+:mod:`ptychopipe.stages.normalize`.
 
 Both are computed on the training split only and reused unchanged for the test
 split and at inference:
@@ -10,8 +12,6 @@ split and at inference:
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -36,12 +36,14 @@ def amplitude_estimate(counts: np.ndarray, probe: np.ndarray) -> float:
     return float(np.sqrt(mean_total / np.sum(np.abs(probe.astype(np.complex128)) ** 2)))
 
 
-def run(cfg: NormalizeConfig, scenario: str, simulated: str | Path, split: str | Path,
-        grouped: str | Path, out: str | Path) -> None:
-    """Stage entry point: write ``normalized.h5`` (the training-ready dataset)."""
-    sim = Simulated.read(simulated)
-    sp = Split.read(split)
-    groups = Grouped.read(grouped)
+def normalize(cfg: NormalizeConfig, sim: Simulated, sp: Split, groups: Grouped, *, simulated: str = "simulated.h5",
+              split: str = "split.h5", grouped: str = "grouped.h5") -> tuple[Normalized, dict[str, float]]:
+    """The training-ready dataset: a and ā from the training split's counts, network inputs
+    a·sqrt(n) (B, N, N, C) float32 and the measured counts (B, N, N, C) float32 of every
+    group. Returns (the content of ``normalized.h5``, its telemetry ratios). ``simulated``,
+    ``split``, ``grouped``: the three inputs' file names for the one-line errors (probe not
+    N x N, no training counts, indices of another scenario, amplitudes that are not sqrt of
+    the counts)."""
     if sim.probe.shape[0] != cfg.N:
         raise ArtifactError(f"{simulated}: probe: expected {cfg.N}x{cfg.N} (config N), got {sim.probe.shape}")
     check_indices(sp.train_indices, len(sim.counts), f"{split}: train/indices", simulated)
@@ -68,5 +70,5 @@ def run(cfg: NormalizeConfig, scenario: str, simulated: str | Path, split: str |
         sets[name] = GroupSet(g.indices, g.centres, g.offsets, x, counts)
     if sim.object is not None:  # diagnostic only (uses the truth): ā against the object's rms amplitude
         ratios["amplitude_estimate_over_true_rms"] = abar / float(np.sqrt(np.mean(np.abs(sim.object) ** 2)))
-    Normalized(sets, sim.probe, a, abar, mean_counts, groups.gridsize, {"N": cfg.N}).write(
-        out, scenario=scenario, config=cfg, ratios={**ratios, "input_scale": a})
+    return (Normalized(sets, sim.probe, a, abar, mean_counts, groups.gridsize, {"N": cfg.N}),
+            {**ratios, "input_scale": a})

@@ -1,8 +1,8 @@
-"""simulate stage: object, probe, scan positions and Poisson counts (docs/design.md,
-'Forward model', 'Dose and normalisation').
+"""The simulate stage's computation: object, probe, scan positions and Poisson counts
+(docs/design.md, 'Forward model', 'Dose and normalisation').
 
-All functions are pure and seeded; :func:`run` is the stage entry point that
-writes ``simulated.h5``.
+All functions are pure and seeded; the stage (:mod:`ptychopipe.stages.simulate`) writes
+what :func:`simulate` returns to ``simulated.h5``.
 
 The "lines" object (:func:`make_object`): amplitude = lo + (hi - lo)·L₁ and
 phase = φlo + (φhi - φlo)·L₂, where L₁, L₂ ∈ [0, 1] are two independent blurred
@@ -24,7 +24,6 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage.draw import line_aa
 
-from .artifacts import Simulated, file_sha256
 from .config import ObjectConfig, ProbeConfig, SimulateConfig
 from .errors import PtychopipeError
 from .physics import expected_counts, extract_patches
@@ -247,21 +246,3 @@ def check_invariants(cfg: SimulateConfig, sim: dict) -> dict[str, float]:
         check_finite(STAGE, name, sim[name])
     check_nonnegative(STAGE, "counts", sim["counts"])
     return {"parseval": parseval, "dose": dose / cfg.nphotons}
-
-
-def run(cfg: SimulateConfig, scenario: str, out: str | Path) -> None:
-    """Stage entry point: simulate and write ``simulated.h5`` (see docs/artifacts.md)."""
-    sim = simulate(cfg)
-    inv = check_invariants(cfg, sim)
-    measured = float(sim["counts"].sum(axis=(1, 2), dtype=np.float64).mean())
-    attrs = {
-        "probe_scale": sim["probe_scale"],
-        "probe_source": cfg.probe.file or "ideal",
-        "probe_sha256": file_sha256(cfg.probe.file) if cfg.probe.file else "",
-        "nphotons": cfg.nphotons,
-        "mean_measured_counts": float(measured),
-        "N": cfg.N,
-    }
-    ratios = {"parseval": inv["parseval"], "dose": inv["dose"], "measured_over_expected": float(measured / cfg.nphotons)}
-    Simulated.from_counts(object=sim["object"], probe=sim["probe"], positions=sim["positions"], counts=sim["counts"],
-                          attrs=attrs).write(out, stage=STAGE, scenario=scenario, config=cfg, ratios=ratios)

@@ -1,4 +1,5 @@
-"""stitch stage: place the inferred object patches on one object canvas.
+"""The stitch stage's computation: place the inferred object patches on one object canvas
+(the stage itself is :mod:`ptychopipe.stages.stitch`).
 
 Convention (the simulator's, :func:`ptychopipe.physics.extract_patches`): patch
 pixel (i, k) of a patch centred at (x, y) samples the object at
@@ -44,13 +45,11 @@ stored so that compare can align it with the truth object without registration.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .artifacts import ArtifactError, Inferred, StitchedCanvas
+from .artifacts import ArtifactError, Inferred
 from .config import StitchConfig
 from .physics import extract_patches, fourier_shift
 from .telemetry import InvariantError, check_finite
@@ -310,14 +309,22 @@ def resolve_twins(patches: np.ndarray, positions: np.ndarray, weight: np.ndarray
     return p, st, swaps
 
 
-def run(cfg: StitchConfig, scenario: str, inferred: str | Path, out: str | Path) -> None:
-    """Stage entry point: read ``inferred.h5``, write ``stitched.h5`` (docs/artifacts.md)."""
-    inf = Inferred.read(inferred)
-    check_finite(STAGE, f"{inferred}: amplitude", inf.amplitude)
-    check_finite(STAGE, f"{inferred}: phase", inf.phase)
-    check_finite(STAGE, f"{inferred}: positions", inf.positions)
+def inferred_patches(inf: Inferred, cfg: StitchConfig,
+                     source: str = "inferred.h5") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The patches of ``inf``, checked, and the weight to stitch them with.
+
+    Returns patches (B·C, N, N) complex128 [object amplitude], positions (B·C, 2) float64
+    [x, y] px and the weight (N, N) float64 of ``cfg.weight`` (:func:`patch_weight`).
+    Raises InvariantError on a non-finite or negative amplitude, a non-finite phase or
+    position, and ArtifactError when the probe gives no weight or, with
+    ``cfg.resolve_twin``, when the groups have more than one pattern or the probe is not its
+    own twin (:data:`TWIN_SYMMETRY_TOL`); ``source`` names the file in these messages.
+    """
+    check_finite(STAGE, f"{source}: amplitude", inf.amplitude)
+    check_finite(STAGE, f"{source}: phase", inf.phase)
+    check_finite(STAGE, f"{source}: positions", inf.positions)
     if np.any(inf.amplitude < 0):
-        raise InvariantError(f"[{STAGE}] {inferred}: amplitude: {int(np.count_nonzero(inf.amplitude < 0))} "
+        raise InvariantError(f"[{STAGE}] {source}: amplitude: {int(np.count_nonzero(inf.amplitude < 0))} "
                              f"negative values (min {float(inf.amplitude.min()):.4g}); expected >= 0")
     b, c, n, _ = inf.amplitude.shape
     patches = (inf.amplitude.astype(np.float64) * np.exp(1j * inf.phase.astype(np.float64))).reshape(b * c, n, n)
@@ -325,31 +332,14 @@ def run(cfg: StitchConfig, scenario: str, inferred: str | Path, out: str | Path)
     try:
         weight = patch_weight(cfg.weight, inf.probe, n)
     except ValueError as exc:
-        raise ArtifactError(f"{inferred}: probe: {exc}") from None
-    swaps: list[int] = []
-    t0 = time.perf_counter()
+        raise ArtifactError(f"{source}: probe: {exc}") from None
     if cfg.resolve_twin:
         if c != 1:
-            raise ArtifactError(f"{inferred}: stitch.resolve_twin: expected one pattern per patch (gridsize 1), "
+            raise ArtifactError(f"{source}: stitch.resolve_twin: expected one pattern per patch (gridsize 1), "
                                 f"got groups of {c}: a group's patches share one reconstruction and one twin")
         asym = twin_asymmetry(inf.probe)
         if not asym <= TWIN_SYMMETRY_TOL:
-            raise ArtifactError(f"{inferred}: probe: stitch.resolve_twin needs a probe that is its own twin "
+            raise ArtifactError(f"{source}: probe: stitch.resolve_twin needs a probe that is its own twin "
                                 f"(max|P - conj(P(-r))| <= {TWIN_SYMMETRY_TOL:g} max|P|), got {asym:.3g}: under "
                                 "this probe a patch and its twin give different counts")
-        patches, st, swaps = resolve_twins(patches, positions, weight, inf.probe)
-    else:
-        st = stitch_patches(patches, positions, weight)
-    seconds = time.perf_counter() - t0
-    check_finite(STAGE, "object", st.object)
-    consistency = overlap_consistency(st)
-    geo = st.geometry
-    print(f"[{STAGE}] {scenario}: {b * c} patches of {n}x{n} ({b} groups x {c}) -> canvas "
-          f"{geo.height}x{geo.width} at origin (x={geo.origin_x}, y={geo.origin_y}), weight {cfg.weight}, "
-          f"{seconds:.3f} s; overlap consistency {consistency:.6f}"
-          + (f"; twins resolved: {sum(swaps)} swaps over {len(swaps)} passes {swaps}" if cfg.resolve_twin else ""),
-          flush=True)
-    attrs = {"weight": cfg.weight, "N": n, "n_patches": b * c, "stitch_seconds": seconds,
-             "resolve_twin": cfg.resolve_twin, "twin_swaps_per_pass": np.array(swaps, dtype=np.int64)}
-    StitchedCanvas(st.object, st.coverage, st.count, geo.origin_x, geo.origin_y, attrs).write(
-        out, scenario=scenario, config=cfg, ratios={"stitched_over_inferred": consistency})
+    return patches, positions, weight

@@ -1,9 +1,10 @@
-"""train stage: fit the PINN to the training split of ``normalized.h5`` (docs/design.md,
-'Reconstruction modes', 'Loss').
+"""The train stage's computation: fit the PINN to the training split of ``normalized.h5``
+(docs/design.md, 'Reconstruction modes', 'Loss').
 
-Outputs ``model.keras`` (the Keras model, probe and overlap weight included; written
-atomically) and ``train.h5`` (per-epoch history, see
-:class:`ptychopipe.artifacts.TrainHistory`, plus the stage config and telemetry).
+The stage (:mod:`ptychopipe.stages.train`) writes what :func:`fit` returns to
+``model.keras`` (the Keras model, probe and overlap weight included) and ``train.h5``
+(per-epoch history, see :class:`ptychopipe.artifacts.TrainHistory`, plus the stage config
+and telemetry).
 
 Reproducibility: :func:`keras.utils.set_random_seed` seeds the weight initialisation;
 the mini-batch order is a seeded permutation per epoch drawn by :class:`GroupBatches`
@@ -14,10 +15,11 @@ also turns XLA off for the train step).
 Safety: :class:`NonFiniteGuard` checks, after every batch, the loss Keras reports (the
 running mean over the epoch's batches so far, which turns non-finite at the first bad
 batch) and the finiteness of every trainable weight (a non-finite gradient shows up as
-non-finite weights after the Adam update). The first failure stops training; :func:`run`
-writes a diagnostic JSON (history so far, per-weight statistics, statistics of the
-offending batch's inputs) and raises :class:`NonFiniteError` whose one-line message
-names the scenario, epoch, batch and quantity.
+non-finite weights after the Adam update). The first failure stops training; the stage
+then writes a diagnostic JSON (:func:`failure_record`: history so far, per-weight
+statistics, statistics of the offending batch's inputs) and raises :class:`NonFiniteError`
+whose one-line message (:func:`failure_message`) names the scenario, epoch, batch and
+quantity.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +34,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from .artifacts import Normalized, TrainHistory, atomic_path, write_json_atomic
+from .artifacts import Normalized
 from .config import TrainConfig
 from .errors import PtychopipeError
 from .network import (PoissonLoss, build_model_from_config, estimate_is_learned, estimate_model, head_model,
@@ -484,10 +485,10 @@ def failure_message(scenario: str, failure: dict[str, Any], diagnostics: Path) -
             f"batch {failure['batch']}; training stopped; diagnostics: {diagnostics}")
 
 
-def write_diagnostics(path: Path, scenario: str, result: TrainResult, norm: Normalized, message: str) -> None:
-    """The NaN guard's diagnostic JSON: message, failure record, history so far, per-weight
-    statistics at the failing update (not the weights early stopping restored afterwards)
-    and the statistics of the offending batch's inputs and counts."""
+def failure_record(scenario: str, result: TrainResult, norm: Normalized, message: str) -> dict[str, Any]:
+    """The NaN guard's diagnostics (JSON-ready): message, failure record, history so far,
+    per-weight statistics at the failing update (not the weights early stopping restored
+    afterwards) and the statistics of the offending batch's inputs and counts."""
     failure = result.failure or {}
     groups = np.asarray(result.train_idx[failure.get("batch_groups", [])], dtype=np.int64)
     g = norm.sets["train"]
@@ -495,46 +496,21 @@ def write_diagnostics(path: Path, scenario: str, result: TrainResult, norm: Norm
              "inputs": array_stats(g.amplitude[groups]), "offsets": array_stats(g.offsets[groups]),
              "counts": array_stats(g.counts[groups]) if g.counts is not None else {},
              "non_finite_inputs_per_group": [int(np.count_nonzero(~np.isfinite(g.amplitude[i]))) for i in groups]}
-    write_json_atomic(path, {
+    return {
         "stage": STAGE, "scenario": scenario, "message": message, "failure": failure,
         "history": {k: v.tolist() for k, v in result.history.items()},
         "weights": result.failure_weights if result.failure_weights is not None else weight_stats(result.model),
         "batch": batch,
-    })
+    }
 
 
-def save_model_atomic(model: keras.Model, path: str | Path) -> None:
-    """``model.save`` to a temporary ``.keras`` name in the same folder, then rename."""
-    with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
-
-
-def run(cfg: TrainConfig, scenario: str, normalized: str | Path, out: str | Path,
-        history: str | Path, diagnostics: str | Path | None = None) -> None:
-    """Stage entry point: train, then write ``out`` (model.keras) and ``history`` (train.h5).
-
-    On a non-finite loss or weight, writes ``diagnostics`` (default: logs/train_nonfinite.json
-    next to ``out``) and raises :class:`NonFiniteError`; nothing else is written.
-    """
-    norm = Normalized.read(normalized)
-    diagnostics = Path(diagnostics) if diagnostics else Path(out).parent / "logs" / "train_nonfinite.json"
-    result = fit(cfg, norm, scenario, source=str(normalized))
-    if result.failure is not None:
-        msg = failure_message(scenario, result.failure, diagnostics)
-        write_diagnostics(diagnostics, scenario, result, norm, msg)
-        raise NonFiniteError(msg)  # the CLI prints it as one line on stderr
+def train_ratios(result: TrainResult, norm: Normalized, batch_size: int) -> dict[str, float]:
+    """train.h5's telemetry ratios: :func:`prediction_ratios` of the trained model on the
+    validation groups (the training groups when there are none) and the final over the
+    initial loss."""
     data = group_arrays(norm, "train")
     monitor_set = data.subset(result.val_idx) if len(result.val_idx) else data.subset(result.train_idx)
-    ratios = prediction_ratios(result.model, monitor_set, norm.amplitude_estimate, cfg.batch_size)
+    ratios = prediction_ratios(result.model, monitor_set, norm.amplitude_estimate, batch_size)
     h = result.history
     ratios["final_over_initial_loss"] = float(h["loss"][-1] / h["loss"][0]) if h["loss"][0] else float("nan")
-    record = TrainHistory(h, result.train_idx, result.val_idx, {**result.attrs, "model_file": Path(out).name})
-    # Both are renamed into place only once both are complete, model.keras first and train.h5
-    # last (the stack unwinds last-in first): a failed write leaves neither, and a new train.h5
-    # always has its model.keras beside it (only a kill between the two renames can leave a
-    # new model.keras without its train.h5; Snakemake re-runs such a job).
-    with ExitStack() as stack:
-        tmp_history = stack.enter_context(atomic_path(history))
-        tmp_model = stack.enter_context(atomic_path(out, suffix=".keras"))
-        result.model.save(tmp_model)
-        record.write(tmp_history, scenario=scenario, config=cfg, ratios=ratios)
+    return ratios

@@ -2,11 +2,12 @@
 
 What belongs here: aligning a reconstruction with the truth (:mod:`.alignment`), the image
 metrics and the Fourier ring correlation (:mod:`.metrics`), scoring one reconstruction
-(:mod:`.score`, :func:`evaluate`), the stage-ratio chain and the NaN status
-(:mod:`.chain`), scoring in data space when there is no truth (:mod:`.dataspace`) and the
-compare stage's figures (:mod:`.figures`). The compare stage (:mod:`ptychopipe.compare`),
-the pty-chi baseline and the benchmarks call these; none of them reads or writes a stage
-artifact except the chain, which reads the artifacts' telemetry.
+(:mod:`.score`, :func:`evaluate`), the stage-ratio chain, the NaN status and the training
+summary (:mod:`.chain`), scoring in data space when there is no truth (:mod:`.dataspace`)
+and the compare stage's figures (:mod:`.figures`). The compare stage
+(:mod:`ptychopipe.stages.compare`), the pty-chi baseline and the benchmarks call these;
+none of them reads or writes a stage artifact except the chain, which reads the artifacts'
+telemetry.
 """
 
 from .alignment import (
@@ -25,6 +26,7 @@ from .chain import (
                         nan_status,
                         ratio_chain,
                         raw_mean_amplitude,
+                        training_summary,
 )
 from .dataspace import data_space_metrics, ring_profile
 from .metrics import (
@@ -47,4 +49,4 @@ __all__ = ["CHAIN_CONTRACTS", "FRC", "PHASE_LINKS", "SSIM_WIN", "ChainLink", "Ev
            "data_space_metrics", "evaluate", "evaluation_mask", "frc_curve", "frc_cutoff", "frc_threshold_curve",
            "global_phase_offset", "image_metrics", "ls_scale", "mae", "masked_ssim", "nan_status", "pearson_r", "psnr",
            "ratio_chain", "raw_mean_amplitude", "register_shift", "relative_phase", "rmse", "ring_profile",
-           "shift_image", "truth_on_canvas"]
+           "shift_image", "training_summary", "truth_on_canvas"]

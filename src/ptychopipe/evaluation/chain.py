@@ -1,10 +1,11 @@
-"""The stage-ratio chain and the NaN status.
+"""The stage-ratio chain, the NaN status and the training summary.
 
 :func:`chain_entries` follows the mean amplitude from the raw data to the truth through the
 artifacts' telemetry, and :func:`ratio_chain` names the first stage that departs from its
 contract. Its last link, ``phase``, is the phase contrast kept (the phase's least-squares
 scale against the truth), so a reconstruction whose phase is compressed is flagged even
-where its phase r is high.
+where its phase r is high. :func:`nan_status` gathers what is not finite anywhere, and
+:func:`training_summary` the train stage's figures that comparison.json repeats.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from ..artifacts import ArtifactError, Grouped, Simulated, read_attrs, read_telemetry
+from ..artifacts import ArtifactError, Grouped, Simulated, TrainHistory, read_attrs, read_telemetry
 
 #: The chain raw -> grouped -> normalized -> prediction -> stitched -> truth: (stage, what the
 #: ratio is, its contract). The normalized contract is the input scale a recorded by normalize.
@@ -133,3 +134,25 @@ def nan_status(train_status: str, artifacts: Mapping[str, str | Path]) -> str:
             if nan or inf:
                 problems.append(f"{label}:{name}: {nan} NaN, {inf} Inf")
     return "ok" if not problems else "; ".join(problems)
+
+
+def _attr(attrs: Mapping[str, Any], key: str, cast: type, default: Any) -> Any:
+    v = attrs.get(key, default)
+    if isinstance(v, bytes):
+        v = v.decode()
+    try:
+        return cast(v.item() if hasattr(v, "item") else v)
+    except (TypeError, ValueError):
+        return default
+
+
+def training_summary(hist: TrainHistory) -> dict[str, Any]:
+    """The train stage's figures for comparison.json: train_seconds, samples_per_second,
+    epochs_run and nan_status (from train.h5 attrs; NaN/"unknown" when absent, except
+    epochs_run, which then falls back to the length of the loss history)."""
+    return {
+        "train_seconds": _attr(hist.attrs, "train_seconds", float, float("nan")),
+        "samples_per_second": _attr(hist.attrs, "samples_per_second", float, float("nan")),
+        "epochs_run": _attr(hist.attrs, "epochs_run", int, len(hist.history["loss"])),
+        "nan_status": _attr(hist.attrs, "nan_status", str, "unknown"),
+    }

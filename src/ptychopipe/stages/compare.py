@@ -1,55 +1,38 @@
-"""compare stage: the stitched reconstruction against the true object (or, without one, the
-predicted against the measured diffraction), written to comparison.h5, comparison.json and
-four figures. The scoring itself is :mod:`ptychopipe.evaluation`; this module orchestrates
-it for the stage's files.
+"""compare stage: score the stitched reconstruction against the true object (or, without
+one, the predicted against the measured diffraction) and write comparison.h5,
+comparison.json and four figures.
+
+What belongs here: :func:`run` (and :func:`run_data_only`, its course without a true
+object), which read the stage's input artifacts, have them scored, plot the figures and
+write the :class:`~ptychopipe.artifacts.Comparison` and
+:class:`~ptychopipe.artifacts.ComparisonSummary` artifacts. What does not: the scoring,
+the ratio chain, the NaN status and the figures themselves (:mod:`ptychopipe.evaluation`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from .artifacts import (ArtifactError, Comparison, ComparisonSummary, Simulated, StitchedCanvas, TrainHistory,
-                        json_safe, read_attrs)
-from .config import CompareConfig, config_hash, to_dict
-from .evaluation.alignment import evaluation_mask
-from .evaluation.chain import chain_entries, nan_status, ratio_chain
-from .evaluation.dataspace import data_space_metrics
-from .evaluation.figures import (
+from ..artifacts import (ArtifactError, Comparison, ComparisonSummary, Simulated, StitchedCanvas, TrainHistory,
+                         json_safe, read_attrs)
+from ..config import CompareConfig, config_hash, to_dict
+from ..evaluation.alignment import evaluation_mask
+from ..evaluation.chain import chain_entries, nan_status, ratio_chain, training_summary
+from ..evaluation.dataspace import data_space_metrics
+from ..evaluation.figures import (
     plot_frc,
     plot_reconstruction,
     plot_rings,
     plot_training,
     plot_truth_recon_error,
 )
-from .evaluation.score import evaluate
+from ..evaluation.score import evaluate
 
 STAGE = "compare"
-
-
-def _attr(attrs: Mapping[str, Any], key: str, cast: type, default: Any) -> Any:
-    v = attrs.get(key, default)
-    if isinstance(v, bytes):
-        v = v.decode()
-    try:
-        return cast(v.item() if hasattr(v, "item") else v)
-    except (TypeError, ValueError):
-        return default
-
-
-def training_summary(hist: Any) -> dict[str, Any]:
-    """The train stage's figures for comparison.json: train_seconds, samples_per_second,
-    epochs_run and nan_status (from train.h5 attrs; NaN/"unknown" when absent, except
-    epochs_run, which then falls back to the length of the loss history)."""
-    return {
-        "train_seconds": _attr(hist.attrs, "train_seconds", float, float("nan")),
-        "samples_per_second": _attr(hist.attrs, "samples_per_second", float, float("nan")),
-        "epochs_run": _attr(hist.attrs, "epochs_run", int, len(hist.history["loss"])),
-        "nan_status": _attr(hist.attrs, "nan_status", str, "unknown"),
-    }
 
 
 def model_scenario(inferred: str | Path, scenario: str) -> str:
@@ -176,7 +159,7 @@ def run_data_only(cfg: CompareConfig, scenario: str, *, st: Any, simulated: str 
     plot_rings(arrays, frc_png, f"{scenario}: data space (no true object, so no FRC): measured vs predicted counts")
     plot_training(hist.history, training_png, f"{scenario}: training ({training['epochs_run']} epochs, "
                                               f"{training['train_seconds']:.1f} s)")
-    from .evaluation.metrics import METRIC_KEYS
+    from ..evaluation.metrics import METRIC_KEYS
 
     summary = {
         "scenario": scenario, "config": to_dict(cfg), "config_hash": config_hash(cfg),

@@ -1,4 +1,13 @@
-"""The pipeline's stages in one table: name, options class, inputs, outputs, function.
+"""The pipeline's stages: the registry (this module) and one module per stage.
+
+What belongs here: each stage's entry point, ``run`` in ``stages/<stage>.py`` (the
+baseline stage's is :func:`ptychopipe.baseline.run`), which reads the stage's input
+artifacts (:mod:`ptychopipe.artifacts`), calls its computation, writes its output
+artifact and prints its one-line log; and the table of stages below. What does not: the
+computation itself, which lives in the domain modules (:mod:`ptychopipe.simulate`,
+:mod:`~ptychopipe.ingest`, :mod:`~ptychopipe.grouping`, :mod:`~ptychopipe.normalize`,
+:mod:`~ptychopipe.train`, :mod:`~ptychopipe.infer`, :mod:`~ptychopipe.stitch`,
+:mod:`~ptychopipe.evaluation`), none of which writes a stage artifact.
 
 Everything that needs to know the stages derives from :data:`STAGES`: the command line
 (one ``ptychopipe <stage>`` sub-command per entry, its ``--<input>`` and ``--<output>``
@@ -13,7 +22,10 @@ functions below are thin: each imports its stage module when called, so that the
 line sets its thread limits before NumPy or TensorFlow start (``cli.set_thread_limits``).
 
 Adding a stage: its options class in :mod:`ptychopipe.config` (and its ``stage_config``
-branch), its module with ``run``, one entry here, and its rule.
+branch); its computation in a domain module (arrays and options in, arrays out, no
+artifact files); its artifact class in :mod:`ptychopipe.artifacts` when it writes a new
+file; its module ``stages/<stage>.py`` with ``run``; one entry here, whose function
+imports that ``run`` when called; and its rule in workflow/rules.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import config as C
+from .. import config as C
 
 
 @dataclass(frozen=True)
@@ -68,15 +80,15 @@ def _ingest(cfg: C.IngestConfig, scenario: str, out: str) -> None:
 
 
 def _split(cfg: C.SplitConfig, scenario: str, out: str, simulated: str) -> None:
-    from .grouping import run_split
+    from .split import run
 
-    run_split(cfg, scenario, out=out, simulated=simulated)
+    run(cfg, scenario, out=out, simulated=simulated)
 
 
 def _group(cfg: C.GroupConfig, scenario: str, out: str, simulated: str, split: str) -> None:
-    from .grouping import run_group
+    from .group import run
 
-    run_group(cfg, scenario, out=out, simulated=simulated, split=split)
+    run(cfg, scenario, out=out, simulated=simulated, split=split)
 
 
 def _normalize(cfg: C.NormalizeConfig, scenario: str, out: str, simulated: str, split: str, grouped: str) -> None:
@@ -115,7 +127,7 @@ def _compare(cfg: C.CompareConfig, scenario: str, out: str, simulated: str, grou
 
 def _baseline(cfg: C.BaselineConfig, scenario: str, out: str, simulated: str, grouped: str,
               stitched: str | None = None) -> None:
-    from .baseline import run
+    from ..baseline import run
 
     run(cfg, scenario, out=out, simulated=simulated, grouped=grouped, stitched=stitched)
 
