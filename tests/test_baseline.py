@@ -18,6 +18,7 @@ import pytest
 
 from evaluate_helpers import compare_config, run_evaluation
 from ptychopipe import baseline as B
+from ptychopipe.stages import baseline as stage
 from ptychopipe.artifacts import ArtifactError, BaselineResult, Simulated, StitchedCanvas
 from ptychopipe.evaluation import truth_on_canvas
 from ptychopipe.config import BaselineConfig
@@ -180,12 +181,12 @@ def test_test_patterns_of_another_scenario_are_refused(tmp_path, ci_data):
 
     grouped = tmp_path / "grouped.h5"
     shutil.copy(ci_data["gs1_ideal"]["grouped"], grouped)
-    idx, counts, positions, _ = B.read_test_patterns(ci_data["gs1_ideal"]["simulated"], grouped)
+    idx, counts, positions, _ = stage.read_test_patterns(ci_data["gs1_ideal"]["simulated"], grouped)
     assert len(idx) == len(counts) == len(positions) and np.all(np.diff(idx) > 0)
     with h5py.File(grouped, "r+") as f:
         f["test/indices"][...] = f["test/indices"][()] + 100_000
     with pytest.raises(ArtifactError, match=rf"{grouped}: test/indices: index \d+ outside the \d+ patterns of "):
-        B.read_test_patterns(ci_data["gs1_ideal"]["simulated"], grouped)
+        stage.read_test_patterns(ci_data["gs1_ideal"]["simulated"], grouped)
 
 
 @pytest.mark.workflow
@@ -307,7 +308,7 @@ def test_poisson_lsqml_from_the_stitched_start_begins_at_the_network(tmp_path, p
     for out, initial in ((flat, "flat"), (recon, "reconstruction")):
         cfg = BaselineConfig(engine="lsqml", epochs=1, batch_size=4, snapshots=1, seed=3, noise_model="poisson",
                              initial=initial)
-        B.run(cfg, "gs1_ideal", pinn["simulated"], pinn["grouped"], out,
+        stage.run(cfg, "gs1_ideal", pinn["simulated"], pinn["grouped"], out,
               stitched=pinn["stitched"] if initial == "reconstruction" else None)
     from ptychopipe.evaluation import evaluate
 
@@ -328,7 +329,7 @@ def test_poisson_lsqml_from_the_stitched_start_begins_at_the_network(tmp_path, p
 def test_tiny_reconstruction_converges_and_is_compared(tmp_path, pinn):
     out = tmp_path / "baseline.h5"
     cfg = BaselineConfig(engine="rpie", epochs=48, batch_size=4, snapshots=3, seed=3)
-    B.run(cfg, "gs1_ideal", pinn["simulated"], pinn["grouped"], out)
+    stage.run(cfg, "gs1_ideal", pinn["simulated"], pinn["grouped"], out)
     b = BaselineResult.read(out)
     st = StitchedCanvas.read(pinn["stitched"])
     assert b.object.shape == st.object.shape and b.origin == (st.origin_x, st.origin_y)

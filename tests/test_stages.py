@@ -21,11 +21,9 @@ from pipeline_helpers import CONFIG_FILE, REPO
 
 COMMON_OPTIONS = {"scenario", "config", "out", "threads"}
 #: The modules of the stages' computation (the compare stage's is the evaluation package).
-DOMAIN_MODULES = ("simulate", "ingest", "grouping", "normalize", "train", "infer", "stitch")
+DOMAIN_MODULES = ("simulate", "ingest", "grouping", "normalize", "train", "infer", "stitch", "baseline/ptychi",
+                  "baseline/reconstruction")
 #: Stages whose ``run`` is not in ptychopipe.stages.<stage>: its module, relative to ptychopipe.stages.
-RUN_ELSEWHERE = {"baseline": "..baseline"}
-
-
 def _rules() -> dict[str, str]:
     """rule name -> its text, from every workflow/rules/*.smk."""
     out = {}
@@ -121,13 +119,13 @@ def test_unknown_stage_and_wrong_options_are_one_line():
 
 def test_the_stages_package_holds_one_module_per_stage():
     modules = {p.stem for p in (REPO / "src" / "ptychopipe" / "stages").glob("*.py")} - {"__init__"}
-    assert modules == set(STAGES) - set(RUN_ELSEWHERE)
+    assert modules == set(STAGES)
 
 
 @pytest.mark.parametrize("name", list(STAGES))
 def test_each_stage_module_defines_run_with_the_registry_files_and_the_registry_calls_it(name):
     st = STAGES[name]
-    module = RUN_ELSEWHERE.get(name, f".{name}")
+    module = f".{name}"
     params = list(inspect.signature(importlib.import_module(module, "ptychopipe.stages").run).parameters)
     assert params[:2] == ["cfg", "scenario"], module
     assert set(params[2:]) == {"out", *st.inputs, *st.optional_inputs, *st.outputs}, module

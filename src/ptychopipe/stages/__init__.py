@@ -1,13 +1,14 @@
 """The pipeline's stages: the registry (this module) and one module per stage.
 
-What belongs here: each stage's entry point, ``run`` in ``stages/<stage>.py`` (the
-baseline stage's is :func:`ptychopipe.baseline.run`), which reads the stage's input
-artifacts (:mod:`ptychopipe.artifacts`), calls its computation, writes its output
-artifact and prints its one-line log; and the table of stages below. What does not: the
+What belongs here: each stage's entry point, ``run`` in ``stages/<stage>.py``, which
+reads the stage's input artifacts (:mod:`ptychopipe.artifacts`), calls its computation,
+writes its output artifact and prints its one-line log; and the table of stages below. What does not: the
 computation itself, which lives in the domain modules (:mod:`ptychopipe.simulate`,
 :mod:`~ptychopipe.ingest`, :mod:`~ptychopipe.grouping`, :mod:`~ptychopipe.normalize`,
 :mod:`~ptychopipe.train`, :mod:`~ptychopipe.infer`, :mod:`~ptychopipe.stitch`,
-:mod:`~ptychopipe.evaluation`), none of which writes a stage artifact.
+:mod:`~ptychopipe.evaluation`, :mod:`~ptychopipe.baseline`), none of which writes a stage
+artifact. Commands that are tools rather than stages (telemetry, report, export,
+baseline-compare, bench, ...) are sub-commands of :mod:`ptychopipe.cli` of their own.
 
 Everything that needs to know the stages derives from :data:`STAGES`: the command line
 (one ``ptychopipe <stage>`` sub-command per entry, its ``--<input>`` and ``--<output>``
@@ -21,8 +22,8 @@ the entry's ``inputs``, ``optional_inputs`` (None when not given) and ``outputs`
 functions below are thin: each imports its stage module when called, so that the command
 line sets its thread limits before NumPy or TensorFlow start (``cli.set_thread_limits``).
 
-Adding a stage: its options class in :mod:`ptychopipe.config` (and its ``stage_config``
-branch); its computation in a domain module (arrays and options in, arrays out, no
+Adding a stage: its options class in :mod:`ptychopipe.config` (its fields declared with
+``config.option``, so ``stage_config`` builds it with no branch of its own); its computation in a domain module (arrays and options in, arrays out, no
 artifact files); its artifact class in :mod:`ptychopipe.artifacts` when it writes a new
 file; its module ``stages/<stage>.py`` with ``run``; one entry here, whose function
 imports that ``run`` when called; and its rule in workflow/rules.
@@ -127,7 +128,7 @@ def _compare(cfg: C.CompareConfig, scenario: str, out: str, simulated: str, grou
 
 def _baseline(cfg: C.BaselineConfig, scenario: str, out: str, simulated: str, grouped: str,
               stitched: str | None = None) -> None:
-    from ..baseline import run
+    from .baseline import run
 
     run(cfg, scenario, out=out, simulated=simulated, grouped=grouped, stitched=stitched)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import Grouped, Simulated, StitchedCanvas, check_indices
+from ..baseline.ptychi import BaselineError, import_ptychi
+from ..baseline.reconstruction import STAGE, reconstruct
 from ..config import BaselineConfig
-from .ptychi import BaselineError, import_ptychi
-from .reconstruction import STAGE, reconstruct
 
 
 def read_test_patterns(simulated: str | Path, grouped: str | Path
