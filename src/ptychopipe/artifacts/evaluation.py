@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from .store import (Array, ArtifactError, open_artifact, read_array, read_json_object, write_artifact,
-                    write_text_atomic, json_safe)
+from .store import (Array, ArtifactError, json_safe, open_artifact, read_array, read_canvas, read_json_object,
+                    write_artifact, write_text_atomic)
 
 
 @dataclass(frozen=True)
@@ -179,10 +179,7 @@ class BaselineResult:
     def read(cls, path: str | Path) -> BaselineResult:
         """Read and check baseline.h5 (the snapshot arrays against the object and indices)."""
         with open_artifact(path, cls.STAGE) as f:
-            obj = read_array(f, "object", ndim=2, kind="c")
-            cov = read_array(f, "coverage", ndim=2, kind="f", shape=obj.shape)
-            count = read_array(f, "count", ndim=2, kind="i", shape=obj.shape)
-            origin = read_array(f, "origin", ndim=1, kind="i", shape=(2,))
+            obj, cov, count, origin = read_canvas(f)
             idx = read_array(f, "indices", ndim=1, kind="i")
             m = len(idx)
             pos = read_array(f, "positions", ndim=2, kind="f", shape=(m, 2))
@@ -195,5 +192,5 @@ class BaselineResult:
             pred = read_array(f, "snapshots/predicted_photons", ndim=2, kind="f", shape=(s, m))
             meas = read_array(f, "measured_photons", ndim=1, kind="f", shape=(m,))
             attrs = dict(f.attrs)
-        return cls(obj, cov, count, (int(origin[0]), int(origin[1])), pos, idx, snaps, ep, sec, loss, dev, pred,
+        return cls(obj, cov, count, origin, pos, idx, snaps, ep, sec, loss, dev, pred,
                    meas, attrs)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from .store import Array, ArtifactError, open_artifact, read_array, read_attr, write_artifact
+from .store import Array, ArtifactError, open_artifact, read_array, read_attr, read_canvas, write_artifact
 
 
 @dataclass(frozen=True)
@@ -159,9 +159,6 @@ class StitchedCanvas:
     def read(cls, path: str | Path) -> StitchedCanvas:
         """Read and check stitched.h5 (canvas arrays of one shape, origin (x, y))."""
         with open_artifact(path, cls.STAGE) as f:
-            obj = read_array(f, "object", ndim=2, kind="c")
-            coverage = read_array(f, "coverage", ndim=2, kind="f", shape=obj.shape)
-            count = read_array(f, "count", ndim=2, kind="i", shape=obj.shape)
-            origin = read_array(f, "origin", ndim=1, kind="i", shape=(2,))
+            obj, coverage, count, (x, y) = read_canvas(f)
             attrs = dict(f.attrs)
-        return cls(obj, coverage, count, int(origin[0]), int(origin[1]), attrs)
+        return cls(obj, coverage, count, x, y, attrs)

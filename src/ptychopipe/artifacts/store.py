@@ -243,6 +243,17 @@ def read_array(f: h5py.File, name: str, *, ndim: int | None = None, kind: str | 
     return data
 
 
+def read_canvas(f: h5py.File) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """The canvas datasets an image artifact shares (stitched.h5, baseline.h5): ``object``
+    (H, W) complex, ``coverage`` (H, W) float, ``count`` (H, W) int and ``origin`` (x, y) px,
+    checked against one another. Returns (object, coverage, count, (origin_x, origin_y))."""
+    obj = read_array(f, "object", ndim=2, kind="c")
+    coverage = read_array(f, "coverage", ndim=2, kind="f", shape=obj.shape)
+    count = read_array(f, "count", ndim=2, kind="i", shape=obj.shape)
+    origin = read_array(f, "origin", ndim=1, kind="i", shape=(2,))
+    return obj, coverage, count, (int(origin[0]), int(origin[1]))
+
+
 def read_attr(f: h5py.File, name: str, cast: Callable[[Any], T]) -> T:
     """Root attribute ``name`` of an open artifact, converted by ``cast`` (float, int, str);
     a one-line :class:`ArtifactError` naming the file when it is missing or not convertible."""

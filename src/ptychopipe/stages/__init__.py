@@ -23,10 +23,11 @@ functions below are thin: each imports its stage module when called, so that the
 line sets its thread limits before NumPy or TensorFlow start (``cli.set_thread_limits``).
 
 Adding a stage: its options class in :mod:`ptychopipe.config` (its fields declared with
-``config.option``, so ``stage_config`` builds it with no branch of its own); its computation in a domain module (arrays and options in, arrays out, no
-artifact files); its artifact class in :mod:`ptychopipe.artifacts` when it writes a new
-file; its module ``stages/<stage>.py`` with ``run``; one entry here, whose function
-imports that ``run`` when called; and its rule in workflow/rules.
+``config.option``, so ``stage_config`` builds it with no branch of its own); its
+computation in a domain module (arrays and options in, arrays out, no artifact files);
+its artifact class in :mod:`ptychopipe.artifacts` when it writes a new file; its module
+``stages/<stage>.py`` with ``run``; one entry here, whose function imports that ``run``
+when called; and its rule in workflow/rules.
 """
 
 from __future__ import annotations

@@ -41,6 +41,18 @@ def model_scenario(inferred: str | Path, scenario: str) -> str:
     return str(read_attrs(inferred).get("model_scenario", scenario))
 
 
+def _training_status_figures(hist: Any, inferred: str | Path, stitched: str | Path, amplitude_png: str | Path,
+                             phase_png: str | Path, frc_png: str | Path, training_png: str | Path
+                             ) -> tuple[dict[str, Any], str, dict[str, str | Path]]:
+    """(training summary, NaN status, {figure: path}) with the figures' folders made."""
+    training = training_summary(hist)
+    status = nan_status(training["nan_status"], {"inferred": inferred, "stitched": stitched})
+    figures = {"amplitude": amplitude_png, "phase": phase_png, "frc": frc_png, "training": training_png}
+    for path in figures.values():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return training, status, figures
+
+
 def run(cfg: CompareConfig, scenario: str, *, simulated: str | Path, grouped: str | Path,
         normalized: str | Path, inferred: str | Path, stitched: str | Path, train: str | Path,
         out: str | Path, json: str | Path, amplitude_png: str | Path, phase_png: str | Path,
@@ -63,11 +75,8 @@ def run(cfg: CompareConfig, scenario: str, *, simulated: str | Path, grouped: st
     links, first = ratio_chain(chain_entries(simulated, grouped, normalized, inferred, stitched,
                                              ev.amplitude_bias, ev.metrics["phase"]["ls_scale"]),
                                cfg.ratio_tolerance)
-    training = training_summary(hist)
-    status = nan_status(training["nan_status"], {"inferred": inferred, "stitched": stitched})
-    figures = {"amplitude": amplitude_png, "phase": phase_png, "frc": frc_png, "training": training_png}
-    for p in figures.values():
-        Path(p).parent.mkdir(parents=True, exist_ok=True)
+    training, status, figures = _training_status_figures(hist, inferred, stitched, amplitude_png, phase_png, frc_png,
+                                                         training_png)
     phase_err = np.angle(np.exp(1j * (ev.phase_recon - ev.phase_truth)))
     plot_truth_recon_error(ev.amplitude_truth, ev.amplitude_recon, ev.mask, amplitude_png,
                            f"{scenario}: amplitude (bias {ev.amplitude_bias:.3f}, "
@@ -147,11 +156,8 @@ def run_data_only(cfg: CompareConfig, scenario: str, *, st: Any, simulated: str 
     metrics, arrays = data_space_metrics(inferred, simulated)
     links, first = ratio_chain(chain_entries(simulated, grouped, normalized, inferred, stitched, None),
                                cfg.ratio_tolerance)
-    training = training_summary(hist)
-    status = nan_status(training["nan_status"], {"inferred": inferred, "stitched": stitched})
-    figures = {"amplitude": amplitude_png, "phase": phase_png, "frc": frc_png, "training": training_png}
-    for p_ in figures.values():
-        Path(p_).parent.mkdir(parents=True, exist_ok=True)
+    training, status, figures = _training_status_figures(hist, inferred, stitched, amplitude_png, phase_png, frc_png,
+                                                         training_png)
     amp, ph = np.abs(st.object).astype(np.float64), np.angle(st.object).astype(np.float64)
     plot_reconstruction(amp, st.coverage, mask, amplitude_png, f"{scenario}: amplitude (no true object; "
                         f"Poisson NLL {metrics['poisson_nll']:.4g})", "object amplitude")

@@ -26,8 +26,8 @@ def run(cfg: InferConfig, scenario: str, normalized: str | Path, model: str | Pa
     inferred, ratios = infer_arrays(m, norm, cfg.batch_size, foreign=foreign)
     attrs = {**inferred.attrs, "model_file": Path(model).name, "model_scenario": cfg.model_from or scenario}
     replace(inferred, attrs=attrs).write(out, scenario=scenario, config=cfg, ratios=ratios)
-    print(f"[infer] {scenario}: {attrs['n_groups']} test groups, model of "
-          f"{cfg.model_from + ' (amplitude x ' + format(attrs['amplitude_scale'], '.4f') + ')' if foreign else 'this scenario'}"
+    source = (f"{cfg.model_from} (amplitude x {attrs['amplitude_scale']:.4f})" if foreign else "this scenario")
+    print(f"[infer] {scenario}: {attrs['n_groups']} test groups, model of {source}"
           f"; predicted/measured counts "
           f"{ratios['predicted_over_measured_counts']:.4f}; amplitude mean/ā "
           f"{ratios['amplitude_mean_over_estimate']:.4f}; poisson_nll {attrs['poisson_nll']:.6g}", flush=True)

@@ -30,6 +30,7 @@ def run(cfg: SimulateConfig, scenario: str, out: str | Path) -> None:
         "mean_measured_counts": float(measured),
         "N": cfg.N,
     }
-    ratios = {"parseval": inv["parseval"], "dose": inv["dose"], "measured_over_expected": float(measured / cfg.nphotons)}
+    ratios = {"parseval": inv["parseval"], "dose": inv["dose"],
+              "measured_over_expected": float(measured / cfg.nphotons)}
     Simulated.from_counts(object=sim["object"], probe=sim["probe"], positions=sim["positions"], counts=sim["counts"],
                           attrs=attrs).write(out, stage=STAGE, scenario=scenario, config=cfg, ratios=ratios)
