@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from .errors import PtychopipeError
+from .formats import FORMATS
 from .stages import STAGES
 
 #: Exceptions that mean "bad input or broken invariant" are reported as one line: every
@@ -434,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write a scenario's stitched reconstruction (with its probe, test positions "
                                       "and patterns) as an NPZ or a ptychodus product + diffraction.h5 "
                                       "(docs/real_data.md)")
-    e.add_argument("--format", required=True, choices=["npz", "ptychodus"])
+    e.add_argument("--format", required=True, choices=FORMATS)
     e.add_argument("--out", required=True, help="output file (ptychodus: the product .h5; diffraction.h5 is "
                                                 "written beside it)")
     e.add_argument("--scenario", default="", help="with --results: take the artifacts from RESULTS/SCENARIO/")

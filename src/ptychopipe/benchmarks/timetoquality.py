@@ -291,8 +291,8 @@ def run_ptychi(inp: Inputs, scorer: Scorer, noise_model: str, epochs: int, start
 
     ``start`` "flat" or "reconstruction" (``network_canvas``); ``offset`` (cpu, wall)
     seconds added to every row (the network's own time for the reconstruction start)."""
-    from ..baseline import (build_task, import_ptychi, initial_object, object_buffer, on_canvas,
-                           read_test_patterns, task_object)
+    from ..baseline import build_task, import_ptychi, initial_object, object_buffer, on_canvas, task_object
+    from ..stages.baseline import read_test_patterns
     from ..stitch import CanvasGeometry
 
     torch, api, _ = import_ptychi()
