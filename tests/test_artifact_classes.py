@@ -12,7 +12,7 @@ import pytest
 
 from pipeline_helpers import REPO
 from ptychopipe import artifacts as A
-from ptychopipe.config import SplitConfig
+from ptychopipe.config import SplitConfig, config_hash
 from ptychopipe.stages import STAGES
 
 pytestmark = pytest.mark.unit
@@ -131,3 +131,25 @@ def test_writers_refuse_incomplete_content_and_write_nothing(tmp_path):
         with pytest.raises(ValueError, match="expected"):
             record.write(tmp_path / "x.h5", scenario="s", config=CFG, ratios={})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_record_read_back_and_written_again_carries_the_new_common_attributes(tmp_path):
+    """attrs read from one file hold its common attributes (scenario, config hash, ...); writing
+    the record again records the new ones: the container owns them."""
+    ex = {type(r).__name__: r for r in _examples()}
+    ex["StitchedCanvas"].write(tmp_path / "s1.h5", scenario="first", config=CFG, ratios={})
+    read = A.StitchedCanvas.read(tmp_path / "s1.h5")
+    assert read.attrs["scenario"] == "first"
+    other = SplitConfig(0.25)
+    read.write(tmp_path / "s2.h5", scenario="second", config=other, ratios={})
+    attrs = A.read_attrs(tmp_path / "s2.h5")
+    assert attrs["scenario"] == "second" and attrs["config_hash"] == config_hash(other)
+    assert attrs["weight"] == "probe_intensity"  # the record's own attributes are kept
+
+
+def test_grouped_reader_checks_the_group_width_against_gridsize(tmp_path):
+    g = {type(r).__name__: r for r in _examples()}["Grouped"]  # groups of 4 patterns
+    dataclasses.replace(g, gridsize=3).write(tmp_path / "g.h5", scenario="s", config=CFG, ratios={})
+    with pytest.raises(A.ArtifactError, match=r"train/indices: expected groups of gridsize² = 9 patterns "
+                                              r"\(attribute gridsize 3\), got 4"):
+        A.Grouped.read(tmp_path / "g.h5")

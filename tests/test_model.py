@@ -447,8 +447,8 @@ def test_save_load_gives_identical_predictions(tmp_path, gridsize):
 
 def test_saved_models_find_their_layers_by_the_registered_name(tmp_path):
     """model.keras finds each custom layer by its registered name "ptychopipe>Class", not by
-    the module that defines it: a file whose layer configs name another module (earlier
-    versions kept the network in ptychopipe.model) loads with identical predictions."""
+    the module that defines it: a file whose layer configs name another module (here
+    ptychopipe.model) loads with identical predictions."""
     from ptychopipe.infer import load_model
 
     assert {k for k in keras.saving.get_custom_objects() if k.startswith("ptychopipe>")} == {

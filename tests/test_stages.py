@@ -20,10 +20,12 @@ from ptychopipe.stages import STAGES, markdown_table, run_stage, stage, telemetr
 from pipeline_helpers import CONFIG_FILE, REPO
 
 COMMON_OPTIONS = {"scenario", "config", "out", "threads"}
-#: The modules of the stages' computation (the compare stage's is the evaluation package).
+#: The modules of the stages' computation that touch no artifact (the compare stage's evaluation
+#: package reads what it scores, the chain and the data-space scores: ptychopipe.evaluation).
 DOMAIN_MODULES = ("simulate", "ingest", "grouping", "normalize", "train", "infer", "stitch", "baseline/ptychi",
                   "baseline/reconstruction")
-#: Stages whose ``run`` is not in ptychopipe.stages.<stage>: its module, relative to ptychopipe.stages.
+
+
 def _rules() -> dict[str, str]:
     """rule name -> its text, from every workflow/rules/*.smk."""
     out = {}

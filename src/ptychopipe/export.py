@@ -1,4 +1,5 @@
-"""export stage: the stitched reconstruction as an NPZ or as a ptychodus product.
+"""``ptychopipe export`` (a command, not a pipeline stage): the stitched reconstruction as an
+NPZ or as a ptychodus product.
 
 Both carry the object (the stitched canvas), the probe, the test split's scan positions
 and its measured diffraction data, so that a file written here reads back through the

@@ -160,4 +160,3 @@ def infer_arrays(model: keras.Model, norm: Normalized, batch_size: int,
     positions = g.centres[:, None, :].astype(np.float64) + g.offsets.astype(np.float64)
     return Inferred(amp, phase, positions, g.indices.astype(np.int64), norm.probe.astype(np.complex64), predicted,
                     measured, attrs), ratios
-

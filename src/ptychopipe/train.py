@@ -34,7 +34,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from .artifacts import Normalized
+from .artifacts import Normalized, TrainHistory
 from .config import TrainConfig
 from .errors import PtychopipeError
 from .network import (PoissonLoss, build_model_from_config, estimate_is_learned, estimate_model, head_model,
@@ -244,9 +244,7 @@ class EpochLog(keras.callbacks.Callback):
         self.n_train = n_train
         self.epochs = epochs
         self.log = log
-        self.history: dict[str, list[float]] = {k: [] for k in
-                                                ("loss", "val_loss", "learning_rate", "seconds",
-                                                 "samples_per_second")}
+        self.history: dict[str, list[float]] = {k: [] for k in TrainHistory.UNITS}
         self._t0 = self._t_train = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:

@@ -241,8 +241,14 @@ class Grouped:
     def read(cls, path: str | Path) -> Grouped:
         """Read and check both splits of grouped.h5."""
         with open_artifact(path, cls.STAGE) as f:
-            return cls({s: _read_groupset(f, s, False, "amplitude") for s in SPLITS}, read_attr(f, "gridsize", int),
-                       dict(f.attrs))
+            sets = {s: _read_groupset(f, s, False, "amplitude") for s in SPLITS}
+            gridsize = read_attr(f, "gridsize", int)
+            attrs = dict(f.attrs)
+        for s, g in sets.items():
+            if g.indices.shape[1] != gridsize ** 2:
+                raise ArtifactError(f"{path}: {s}/indices: expected groups of gridsize² = {gridsize ** 2} patterns "
+                                    f"(attribute gridsize {gridsize}), got {g.indices.shape[1]}")
+        return cls(sets, gridsize, attrs)
 
     @classmethod
     def read_indices(cls, path: str | Path, split: str) -> np.ndarray:

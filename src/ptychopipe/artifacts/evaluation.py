@@ -16,8 +16,9 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from .store import (Array, ArtifactError, json_safe, open_artifact, read_array, read_canvas, read_json_object,
-                    write_artifact, write_text_atomic)
+from .reconstruction import read_canvas
+from .store import (Array, ArtifactError, json_safe, open_artifact, read_array, read_json_object, write_artifact,
+                    write_text_atomic)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
+import h5py
 import numpy as np
 
-from .store import Array, ArtifactError, open_artifact, read_array, read_attr, read_canvas, write_artifact
+from .store import Array, ArtifactError, open_artifact, read_array, read_attr, write_artifact
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,17 @@ class Inferred:
                 read_attr(f, key, float)
             attrs = dict(f.attrs)
         return cls(amp, phase, pos, idx, probe, predicted, measured, attrs)
+
+
+def read_canvas(f: h5py.File) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """The canvas datasets an image artifact shares (stitched.h5, baseline.h5): ``object``
+    (H, W) complex, ``coverage`` (H, W) float, ``count`` (H, W) int and ``origin`` (x, y) px,
+    checked against one another. Returns (object, coverage, count, (origin_x, origin_y))."""
+    obj = read_array(f, "object", ndim=2, kind="c")
+    coverage = read_array(f, "coverage", ndim=2, kind="f", shape=obj.shape)
+    count = read_array(f, "count", ndim=2, kind="i", shape=obj.shape)
+    origin = read_array(f, "origin", ndim=1, kind="i", shape=(2,))
+    return obj, coverage, count, (int(origin[0]), int(origin[1]))
 
 
 @dataclass(frozen=True)

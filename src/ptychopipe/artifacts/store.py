@@ -43,6 +43,9 @@ from ..telemetry import array_stats
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+#: The root attributes every artifact carries, written by :func:`write_artifact` alone.
+COMMON_ATTRS = ("schema_version", "stage", "scenario", "config_json", "config_hash", "ptychopipe_version",
+                "created_utc")
 
 
 class ArtifactError(PtychopipeError, ValueError):
@@ -147,7 +150,9 @@ def write_artifact(path: str | Path, *, stage: str, scenario: str, config: Any,
     """Atomically write one stage's HDF5 artifact.
 
     ``arrays`` maps dataset paths (``"train/indices"`` makes a group) to :class:`Array`.
-    ``attrs`` are extra root attributes (numbers, strings; dicts and lists are stored as JSON).
+    ``attrs`` are extra root attributes (numbers, strings; dicts and lists are stored as JSON);
+    the common attributes (:data:`COMMON_ATTRS`) are the container's own, so an ``attrs`` read
+    back from another artifact never overrides them.
     ``ratios`` are stage-to-stage ratios stored as ``telemetry`` attrs ``ratio_<name>``.
     ``config`` is the stage's frozen config dataclass.
     """
@@ -160,7 +165,8 @@ def write_artifact(path: str | Path, *, stage: str, scenario: str, config: Any,
         f.attrs["ptychopipe_version"] = __version__
         f.attrs["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         for key, value in (attrs or {}).items():
-            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+            if key not in COMMON_ATTRS:
+                f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
         tel = f.create_group("telemetry")
         for key, value in (ratios or {}).items():
             tel.attrs[f"ratio_{key}"] = float(value)
@@ -241,17 +247,6 @@ def read_array(f: h5py.File, name: str, *, ndim: int | None = None, kind: str | 
             if want is not None and want != got:
                 raise ArtifactError(f"{where}: expected shape {shape}, got {data.shape}")
     return data
-
-
-def read_canvas(f: h5py.File) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
-    """The canvas datasets an image artifact shares (stitched.h5, baseline.h5): ``object``
-    (H, W) complex, ``coverage`` (H, W) float, ``count`` (H, W) int and ``origin`` (x, y) px,
-    checked against one another. Returns (object, coverage, count, (origin_x, origin_y))."""
-    obj = read_array(f, "object", ndim=2, kind="c")
-    coverage = read_array(f, "coverage", ndim=2, kind="f", shape=obj.shape)
-    count = read_array(f, "count", ndim=2, kind="i", shape=obj.shape)
-    origin = read_array(f, "origin", ndim=1, kind="i", shape=(2,))
-    return obj, coverage, count, (int(origin[0]), int(origin[1]))
 
 
 def read_attr(f: h5py.File, name: str, cast: Callable[[Any], T]) -> T:

@@ -6,8 +6,8 @@ metrics and the Fourier ring correlation (:mod:`.metrics`), scoring one reconstr
 summary (:mod:`.chain`), scoring in data space when there is no truth (:mod:`.dataspace`)
 and the compare stage's figures (:mod:`.figures`). The compare stage
 (:mod:`ptychopipe.stages.compare`), the pty-chi baseline and the benchmarks call these;
-none of them reads or writes a stage artifact except the chain, which reads the artifacts'
-telemetry.
+none of them writes an artifact. Two read what they score from the artifacts: the chain
+(their telemetry) and the data-space scores (inferred.h5 and simulated.h5).
 """
 
 from .alignment import (

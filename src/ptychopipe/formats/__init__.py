@@ -5,8 +5,9 @@ holding its layout, its conventions and how they map onto the pipeline's, its re
 writer (:class:`~ptychopipe.formats.common.Reconstruction` -> file, what the export stage
 writes); :mod:`ptychopipe.formats.common` holds what the formats share: the pipeline
 conventions every conversion targets, the two records, the errors, and the probe and object
-frame helpers. No stage runs here: :mod:`ptychopipe.ingest` and :mod:`ptychopipe.export`
-are the stages, and nothing in this package imports them.
+frame helpers. No stage runs here: the ingest stage (:mod:`ptychopipe.stages.ingest`, its checks in
+:mod:`ptychopipe.ingest`) and the export command (:mod:`ptychopipe.export`) use these
+modules, and nothing in this package imports them.
 """
 
 from __future__ import annotations

@@ -3,14 +3,14 @@
 What belongs here: the telemetry table (:mod:`.telemetry_table`), the summary of the
 evaluation with its overview figure (:mod:`.summary`), the dose response of the dose sweep
 (:mod:`.dose`), the results table of the documentation (:mod:`.quality`), the section on the
-network against the iterative reference (:mod:`.baseline`), the image figures
+network against the iterative reference (:mod:`.baseline`, imported when a report has one),
+the image figures
 of the inputs and of the reconstructions (:mod:`.figures`) and the CSV writing they share
 (:mod:`.common`). Every report reads the stages' artifacts and writes only its own files;
 scoring a reconstruction is :mod:`ptychopipe.evaluation`, and the benchmarks'
 reports are their own (:mod:`ptychopipe.benchmarks`).
 """
 
-from .baseline import baseline_section
 from .common import write_csv
 from .dose import BIAS_TARGET, DOSE_COLUMNS, dose_figure, dose_rows, write_dose_response
 from .figures import brightest_pattern, data_figure, reconstruction_grid
@@ -22,7 +22,7 @@ from .telemetry_table import STAGE_FILES, stage_artifacts, telemetry_rows, write
 
 __all__ = ["BIAS_TARGET", "DEVICE_ATTRS", "DOSE_COLUMNS", "PROVENANCE_COLUMNS", "QUALITY_END", "QUALITY_HEADER",
            "QUALITY_START", "QUALITY_TITLE", "STAGE_FILES", "SUMMARY_COLUMNS", "SUMMARY_MD_COLUMNS",
-           "baseline_section", "brightest_pattern", "copy_quality_table", "data_figure", "dose_figure", "dose_rows",
+           "brightest_pattern", "copy_quality_table", "data_figure", "dose_figure", "dose_rows",
            "overview_figure", "phase_scale_note", "provenance", "quality_block", "quality_rows", "ratio_axis_limits",
            "reconstruction_grid", "replace_between_markers", "stage_artifacts", "summary_row", "summary_rows",
            "telemetry_rows", "write_csv", "write_dose_response", "write_quality_table", "write_summary",
